@@ -1,0 +1,54 @@
+"""Page-side session rules: automatic logoff after inactivity and the second factor gate."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from urllib.parse import urlencode
+
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
+from django.urls import reverse
+
+from collab.accounts import policy, services
+
+# Paths a signed-in user may reach before passing the second factor.
+_OPEN_PREFIXES = ("/static/", "/accounts/otp/", "/accounts/enrol/", "/accounts/logout/")
+
+
+def _wants_json(request: HttpRequest) -> bool:
+    return request.path.startswith("/api/")
+
+
+class InactivityLogoutMiddleware:
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.user.is_authenticated and not request.path.startswith("/static/"):
+            if policy.idle_expired(request.session):
+                services.sign_out(request=request, reason="inactivity")
+                if _wants_json(request):
+                    return JsonResponse({"error": "session_expired"}, status=401)
+                query = urlencode({"reason": "idle"})
+                return HttpResponseRedirect(f"{reverse('accounts:login')}?{query}")
+            request.session[policy.LAST_ACTIVITY_KEY] = time.time()
+        return self.get_response(request)
+
+
+class RequireSecondFactorMiddleware:
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        user = request.user
+        if (
+            user.is_authenticated
+            and not request.path.startswith(_OPEN_PREFIXES)
+            and not policy.second_factor_satisfied(user, request.session)
+        ):
+            if _wants_json(request):
+                return JsonResponse({"error": "second_factor_required"}, status=403)
+            needs_enrolment = policy.requires_totp(user) and not policy.has_confirmed_totp(user)
+            target = "accounts:enrol" if needs_enrolment else "accounts:otp"
+            return HttpResponseRedirect(reverse(target))
+        return self.get_response(request)

@@ -1,0 +1,53 @@
+"""Who must pass a second factor, and whether a session has passed it.
+
+One policy for pages (django-otp middleware sets ``is_verified``) and sockets
+(which never run that middleware, so the device is resolved from the session).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from django.conf import settings
+from django_otp import DEVICE_ID_SESSION_KEY
+from django_otp.models import Device
+from django_otp.plugins.otp_totp.models import TOTPDevice
+
+from collab.accounts.models import Role, User
+
+LAST_ACTIVITY_KEY = "collab_last_activity"
+
+
+def requires_totp(user: User) -> bool:
+    """Providers and admins must enrol TOTP; patients may."""
+    return user.role in (Role.PROVIDER, Role.ADMIN) or user.is_staff
+
+
+def has_confirmed_totp(user: User) -> bool:
+    return bool(TOTPDevice.objects.filter(user=user, confirmed=True).exists())
+
+
+def session_device(user: User, session: Any) -> Device | None:
+    """The confirmed OTP device this session verified with, if any."""
+    persistent_id = session.get(DEVICE_ID_SESSION_KEY)
+    if not persistent_id:
+        return None
+    device = Device.from_persistent_id(persistent_id)
+    if device is None or device.user_id != user.pk or not device.confirmed:
+        return None
+    return device
+
+
+def second_factor_satisfied(user: User, session: Any) -> bool:
+    if session_device(user, session) is not None:
+        return True
+    # A patient who chose not to enrol signs in with the password alone.
+    return not requires_totp(user) and not has_confirmed_totp(user)
+
+
+def idle_expired(session: Any, now: float | None = None) -> bool:
+    last = session.get(LAST_ACTIVITY_KEY)
+    if last is None:
+        return False
+    return (now or time.time()) - float(last) > settings.IDLE_TIMEOUT_SECONDS
