@@ -64,6 +64,7 @@ INSTALLED_APPS = [
     "axes",
     "collab.accounts",
     "collab.cases",
+    "collab.audit",
 ]
 
 MIDDLEWARE = [
@@ -165,6 +166,7 @@ SESSION_EXPIRE_AT_BROWSER_CLOSE = True
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 CSRF_COOKIE_HTTPONLY = True
+CSRF_FAILURE_VIEW = "collab.views.csrf_failure"
 
 # WebSocket limits (OWASP): control and message frames up to 64 KiB.
 WS_MAX_FRAME_BYTES = int(os.environ.get("COLLAB_WS_MAX_FRAME_BYTES", str(64 * 1024)))
@@ -234,3 +236,9 @@ LOGGING = {
         "django.security": {"handlers": ["console"], "level": "WARNING"},
     },
 }
+
+# Case rooms.
+MAX_MESSAGE_CT_BYTES = int(os.environ.get("COLLAB_MAX_MESSAGE_BYTES", str(40 * 1024)))
+MAX_ATTACHMENT_BYTES = int(os.environ.get("COLLAB_MAX_ATTACHMENT_BYTES", str(25 * 1024 * 1024)))
+EPOCH_GRACE_SECONDS = int(os.environ.get("COLLAB_EPOCH_GRACE_SECONDS", "30"))
+HISTORY_PAGE_MAX = 200

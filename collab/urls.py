@@ -2,9 +2,17 @@ from django.contrib import admin
 from django.urls import include, path
 
 from collab import views
+from collab.audit import views as audit_views
 
 urlpatterns = [
     path("", views.home, name="home"),
     path("accounts/", include("collab.accounts.urls")),
     path("admin/", admin.site.urls),
+    path("api/audit/", include("collab.audit.urls")),
+    path(
+        "api/cases/<uuid:case_id>/access-log",
+        audit_views.access_log_view,
+        name="case-access-log",
+    ),
+    path("api/", include("collab.cases.urls")),
 ]

@@ -47,3 +47,44 @@ class User(AbstractUser):
     @property
     def is_patient(self) -> bool:
         return self.role == Role.PATIENT
+
+
+class IdentityKey(models.Model):
+    """A user's identity key (UIK, Ed25519 public): registered once, never replaced."""
+
+    user = models.OneToOneField(User, on_delete=models.CASCADE, related_name="identity")
+    uik_pub = models.BinaryField(max_length=32)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+
+class IdentityBackup(models.Model):
+    """The UIK secret, encrypted on the client under a recovery key only the user holds."""
+
+    user = models.OneToOneField(User, on_delete=models.CASCADE, related_name="identity_backup")
+    ciphertext = models.BinaryField(max_length=4096)
+    updated_at = models.DateTimeField(auto_now=True)
+
+
+class Device(models.Model):
+    """A device's public keys and the certificate that chains them to the user's UIK."""
+
+    id = models.UUIDField(primary_key=True, editable=False)
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="devices")
+    name = models.CharField(max_length=80, blank=True)
+    dsk_pub = models.BinaryField(max_length=32)
+    dxk_pub = models.BinaryField(max_length=32)
+    not_before_ms = models.BigIntegerField()
+    cert_sig = models.BinaryField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    revoked_by = models.ForeignKey(
+        User, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    revoke_reason = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["created_at"]
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None

@@ -1,0 +1,81 @@
+"""Identity and device endpoints."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
+
+from collab.accounts import devices
+from collab.accounts.models import Device, IdentityBackup, IdentityKey, User
+from collab.api import api, json_body, user_of
+from collab.audit.services import RequestMeta
+from collab.crypto.devcert import DeviceCert
+from collab.crypto.wire import b64d, b64e
+from collab.errors import Forbidden, NotFound
+
+
+@api(("GET", "POST"))
+def identity(request: HttpRequest) -> HttpResponse:
+    user = user_of(request)
+    if request.method == "POST":
+        uik_pub = b64d(json_body(request).get("uik_pub"), 32)
+        devices.identity_register(user=user, uik_pub=uik_pub, meta=RequestMeta.from_request(request))
+    key = IdentityKey.objects.filter(user=user).first()
+    if key is None:
+        raise NotFound("no_identity", "No identity key registered yet.")
+    return JsonResponse({"user_id": str(user.pk), "uik_pub": b64e(bytes(key.uik_pub))})
+
+
+@api(("GET", "PUT"))
+def identity_backup(request: HttpRequest) -> HttpResponse:
+    user = user_of(request)
+    if request.method == "PUT":
+        devices.identity_backup_store(user=user, ciphertext=b64d(json_body(request).get("ciphertext")))
+    backup = IdentityBackup.objects.filter(user=user).first()
+    if backup is None:
+        raise NotFound("no_backup", "No identity backup stored.")
+    return JsonResponse({"ciphertext": b64e(bytes(backup.ciphertext))})
+
+
+@api(("GET", "POST"))
+def device_list(request: HttpRequest) -> HttpResponse:
+    user = user_of(request)
+    if request.method == "POST":
+        body = json_body(request)
+        cert = DeviceCert.from_wire(body.get("cert") or {})
+        device = devices.device_register(
+            user=user, cert=cert, name=str(body.get("name", "")), meta=RequestMeta.from_request(request)
+        )
+        return JsonResponse(devices.device_wire(device), status=201)
+    return JsonResponse({"devices": [devices.device_wire(d) for d in user.devices.all()]})
+
+
+@api(("POST",))
+def device_revoke(request: HttpRequest, device_id: uuid.UUID) -> HttpResponse:
+    device = devices.device_revoke(
+        actor=user_of(request), device_id=device_id,
+        reason=str(json_body(request).get("reason", "")), meta=RequestMeta.from_request(request),
+    )
+    return JsonResponse(devices.device_wire(device))
+
+
+@api(("GET",))
+def user_keys(request: HttpRequest, user_id: uuid.UUID) -> HttpResponse:
+    """A provider's public keys, for adding them to a case. Patients see no directory."""
+    viewer = user_of(request)
+    target = User.objects.filter(pk=user_id).first()
+    if target is None:
+        raise NotFound("no_user", "No such user.")
+    if viewer.is_patient and target != viewer:
+        raise Forbidden("patients_no_directory", "Patients cannot look up other users.")
+    key = IdentityKey.objects.filter(user=target).first()
+    active = Device.objects.filter(user=target, revoked_at__isnull=True)
+    return JsonResponse({
+        "user_id": str(target.pk),
+        "display_name": target.display_name,
+        "role": target.role,
+        "specialty": target.specialty,
+        "uik_pub": b64e(bytes(key.uik_pub)) if key else None,
+        "devices": [devices.device_wire(d) for d in active],
+    })

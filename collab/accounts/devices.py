@@ -1,0 +1,122 @@
+"""Identity keys, device certificates, the identity backup and device revocation."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from collab.accounts.models import Device, IdentityBackup, IdentityKey, User
+from collab.audit.services import AuditAction, RequestMeta, audit_record
+from collab.crypto import primitives
+from collab.crypto.devcert import DeviceCert, verify_device_cert
+from collab.crypto.errors import CryptoError
+from collab.errors import Conflict, Forbidden, NotFound, ServiceError
+from collab.realtime import device_group, publish_after_commit
+
+MAX_BACKUP_BYTES = 4096
+
+
+def identity_register(*, user: User, uik_pub: bytes, meta: RequestMeta | None = None) -> IdentityKey:
+    """Once per user: replacing a UIK would let the server swap identities."""
+    try:
+        primitives.check_ed25519_public(uik_pub)
+    except CryptoError as error:
+        raise ServiceError(error.code, error.message or "Not an Ed25519 public key.") from None
+    try:
+        with transaction.atomic():
+            identity = IdentityKey.objects.create(user=user, uik_pub=uik_pub)
+            audit_record(action=AuditAction.IDENTITY_REGISTERED, actor=user, meta=meta)
+    except IntegrityError:
+        existing = IdentityKey.objects.get(user=user)
+        if bytes(existing.uik_pub) == uik_pub:
+            return existing
+        raise Conflict("identity_exists", "An identity key is already registered.") from None
+    return identity
+
+
+def identity_backup_store(*, user: User, ciphertext: bytes) -> None:
+    if not 0 < len(ciphertext) <= MAX_BACKUP_BYTES:
+        raise ServiceError("bad_backup", f"The backup must be 1 to {MAX_BACKUP_BYTES} bytes.")
+    IdentityBackup.objects.update_or_create(user=user, defaults={"ciphertext": ciphertext})
+
+
+@transaction.atomic
+def device_register(
+    *, user: User, cert: DeviceCert, name: str = "", meta: RequestMeta | None = None
+) -> Device:
+    """Register a device only with a certificate that chains to the user's UIK."""
+    if cert.user_id != user.pk:
+        raise Forbidden("wrong_user", "The certificate names another user.")
+    identity = IdentityKey.objects.filter(user=user).first()
+    if identity is None:
+        raise ServiceError("no_identity", "Register the identity key first.")
+    try:
+        verify_device_cert(cert, bytes(identity.uik_pub))
+        primitives.check_x25519_public(cert.dxk_pub)
+    except CryptoError as error:
+        raise ServiceError(error.code, error.message or "Invalid device certificate.") from None
+    existing = Device.objects.filter(pk=cert.device_id).first()
+    if existing is not None:
+        if existing.user_id == user.pk and _same_keys(existing, cert) and existing.is_active:
+            return existing
+        raise Conflict("device_exists", "That device id is taken.")
+    device = Device.objects.create(
+        id=cert.device_id, user=user, name=name[:80], dsk_pub=cert.dsk_pub,
+        dxk_pub=cert.dxk_pub, not_before_ms=cert.not_before_ms, cert_sig=cert.cert_sig,
+    )
+    audit_record(
+        action=AuditAction.DEVICE_REGISTERED, actor=user, device_id=device.pk, meta=meta,
+        target=f"device:{device.pk}",
+    )
+    return device
+
+
+def _same_keys(device: Device, cert: DeviceCert) -> bool:
+    return (
+        bytes(device.dsk_pub) == cert.dsk_pub
+        and bytes(device.dxk_pub) == cert.dxk_pub
+        and bytes(device.cert_sig) == cert.cert_sig
+        and device.not_before_ms == cert.not_before_ms
+    )
+
+
+@transaction.atomic
+def device_revoke(
+    *, actor: User, device_id: uuid.UUID, reason: str = "", meta: RequestMeta | None = None
+) -> Device:
+    """By its user, or by an admin with a reason. Its sockets close at once; every
+    case whose roster still holds it lists it for removal in the next entry."""
+    device = Device.objects.select_for_update().filter(pk=device_id).first()
+    if device is None:
+        raise NotFound("no_device", "No such device.")
+    is_admin = actor.role == "admin" or actor.is_staff
+    if device.user_id != actor.pk and not is_admin:
+        raise Forbidden("not_your_device", "You can only revoke your own devices.")
+    if device.user_id != actor.pk and not reason.strip():
+        raise ServiceError("reason_required", "An administrator must give a reason.")
+    if device.revoked_at is None:
+        device.revoked_at = timezone.now()
+        device.revoked_by = actor
+        device.revoke_reason = reason.strip()[:200]
+        device.save(update_fields=["revoked_at", "revoked_by", "revoke_reason"])
+        audit_record(
+            action=AuditAction.DEVICE_REVOKED, actor=actor, device_id=device.pk, meta=meta,
+            target=f"device:{device.pk}", reason=device.revoke_reason,
+        )
+        publish_after_commit(device_group(device.pk), {"type": "device.revoked"})
+    return device
+
+
+def device_wire(device: Device) -> dict[str, Any]:
+    return {
+        **DeviceCert(
+            device.user_id, device.pk, bytes(device.dsk_pub), bytes(device.dxk_pub),
+            device.not_before_ms, bytes(device.cert_sig),
+        ).to_wire(),
+        "name": device.name,
+        "created_at": device.created_at.isoformat(),
+        "revoked_at": device.revoked_at.isoformat() if device.revoked_at else None,
+    }

@@ -1,0 +1,1 @@
+"""Case services: the only code that changes cases, publishes, or audits them."""

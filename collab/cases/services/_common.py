@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+import uuid
+
+from collab.accounts.models import Device, User
+from collab.cases.models import Case
+from collab.crypto.errors import CryptoError
+from collab.errors import Forbidden, NotFound, ServiceError
+
+# Codes that mean "you may not", as opposed to "this is malformed".
+_FORBIDDEN_CODES = {"unauthorized_author"}
+
+
+def crypto_failure(error: CryptoError) -> ServiceError:
+    cls = Forbidden if error.code in _FORBIDDEN_CODES else ServiceError
+    return cls(error.code, error.message or error.code.replace("_", " "))
+
+
+def active_device(*, user: User, device_id: uuid.UUID) -> Device:
+    device = Device.objects.filter(pk=device_id, user=user).first()
+    if device is None:
+        raise Forbidden("unknown_device", "That device is not registered to you.")
+    if device.revoked_at is not None:
+        raise Forbidden("device_revoked", "That device has been revoked.")
+    return device
+
+
+def locked_case(case_id: uuid.UUID) -> Case:
+    """The case row under lock: serialises log commits and sequence numbers per case."""
+    case = Case.objects.select_for_update().filter(pk=case_id).first()
+    if case is None:
+        raise NotFound("no_case", "No such case.")
+    return case

@@ -1,0 +1,187 @@
+"""Encrypted attachments: streamed to storage in parts, root checked on completion.
+
+The server never holds a whole file: each part is read and written a chunk at a time,
+and only the per-chunk hashes (64 bytes each) are kept to recompute the root.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable
+from typing import IO
+
+from django.conf import settings
+from django.core.files.storage import default_storage
+from django.db import transaction
+
+from collab.accounts.models import User
+from collab.audit.services import AuditAction, RequestMeta, audit_record
+from collab.cases import models as m
+from collab.cases.selectors import is_case_member
+from collab.cases.services._common import active_device
+from collab.crypto.attachment import CT_CHUNK_SIZE, ciphertext_size, root_of
+from collab.crypto.primitives import sha512
+from collab.errors import Conflict, Forbidden, NotFound, ServiceError, TooLarge
+
+MAX_PART_CHUNKS = 16
+Reader = Callable[[int], bytes]
+
+
+def max_blob_bytes() -> int:
+    return ciphertext_size(settings.MAX_ATTACHMENT_BYTES)
+
+
+def _path(blob: m.Blob) -> str:
+    return str(default_storage.path(blob.storage_name))
+
+
+def _discard(blob: m.Blob) -> None:
+    """Leave nothing behind: the partial file and the row."""
+    if default_storage.exists(blob.storage_name):
+        default_storage.delete(blob.storage_name)
+    blob.delete()
+
+
+@transaction.atomic
+def blob_create(
+    *, user: User, device_id: uuid.UUID, case_id: uuid.UUID, size: int
+) -> m.Blob:
+    active_device(user=user, device_id=device_id)
+    if not is_case_member(user=user, case_id=case_id):
+        raise Forbidden("not_member", "You are not a member of this case.")
+    if size > max_blob_bytes():
+        limit_mb = settings.MAX_ATTACHMENT_BYTES // (1024 * 1024)
+        raise TooLarge("too_large", f"Attachments are limited to {limit_mb} MB.")
+    if size < 17:
+        raise ServiceError("bad_size", "An encrypted blob has at least one chunk and its MAC.")
+    blob_id = uuid.uuid4()
+    blob = m.Blob.objects.create(
+        id=blob_id, case_id=case_id, uploader=user, uploader_device_id=device_id, size=size,
+        chunk_count=-(-size // CT_CHUNK_SIZE), storage_name=f"blobs/{blob_id.hex[:2]}/{blob_id.hex}",
+    )
+    os.makedirs(os.path.dirname(_path(blob)), exist_ok=True)
+    open(_path(blob), "wb").close()  # noqa: SIM115 - create empty, written in parts
+    return blob
+
+
+def _owned_uploading(user: User, blob_id: uuid.UUID) -> m.Blob:
+    blob = m.Blob.objects.select_for_update().filter(pk=blob_id).first()
+    if blob is None or blob.uploader_id != user.pk:
+        raise NotFound("no_blob", "No such upload.")
+    if blob.status != m.BlobStatus.UPLOADING:
+        raise Conflict("blob_complete", "This upload is already complete.")
+    return blob
+
+
+def _part_hashes(read: Reader, length: int, sink: IO[bytes] | None) -> list[bytes]:
+    hashes: list[bytes] = []
+    remaining = length
+    while remaining > 0:
+        chunk = read(min(CT_CHUNK_SIZE, remaining))
+        if not chunk:
+            raise ServiceError("short_body", "The part ended early.")
+        while len(chunk) < min(CT_CHUNK_SIZE, remaining):
+            more = read(min(CT_CHUNK_SIZE, remaining) - len(chunk))
+            if not more:
+                raise ServiceError("short_body", "The part ended early.")
+            chunk += more
+        remaining -= len(chunk)
+        hashes.append(sha512(chunk))
+        if sink is not None:
+            sink.write(chunk)
+    return hashes
+
+
+class _Overflow(Exception):
+    pass
+
+
+def blob_part_put(
+    *, user: User, blob_id: uuid.UUID, offset: int, length: int, read: Reader
+) -> int:
+    """Append one part at ``offset``; returns the bytes received so far.
+
+    Parts are whole chunks (the last part may end with the short final chunk). A part
+    sent again with the same bytes is accepted once (retries are idempotent). A part
+    past the announced size discards the whole upload.
+    """
+    try:
+        return _append_part(user, blob_id, offset, length, read)
+    except _Overflow:
+        with transaction.atomic():
+            blob = m.Blob.objects.select_for_update().filter(pk=blob_id).first()
+            if blob is not None:
+                _discard(blob)
+        raise TooLarge(
+            "too_large", "The upload exceeds its announced size; it was discarded."
+        ) from None
+
+
+@transaction.atomic
+def _append_part(user: User, blob_id: uuid.UUID, offset: int, length: int, read: Reader) -> int:
+    blob = _owned_uploading(user, blob_id)
+    if offset % CT_CHUNK_SIZE or length <= 0 or length > MAX_PART_CHUNKS * CT_CHUNK_SIZE:
+        raise ServiceError("bad_part", "Parts start on a chunk boundary and hold 1 to 16 chunks.")
+    if offset + length > blob.size:
+        raise _Overflow
+    if offset + length < blob.size and length % CT_CHUNK_SIZE:
+        raise ServiceError("bad_part", "Only the final part may end with a short chunk.")
+    stored = bytes(blob.chunk_hashes)
+    first = offset // CT_CHUNK_SIZE
+    if offset < blob.received_bytes:
+        hashes = _part_hashes(read, length, None)
+        known = [stored[i * 64 : (i + 1) * 64] for i in range(first, first + len(hashes))]
+        if hashes != known:
+            raise Conflict("part_mismatch", "Different bytes for a part already received.",
+                           received_bytes=blob.received_bytes)
+        return blob.received_bytes
+    if offset != blob.received_bytes:
+        raise Conflict("out_of_order", "Send the next part.", received_bytes=blob.received_bytes)
+    with open(_path(blob), "r+b") as sink:
+        # Drop anything a crashed earlier attempt wrote past the committed length.
+        sink.truncate(blob.received_bytes)
+        sink.seek(blob.received_bytes)
+        hashes = _part_hashes(read, length, sink)
+    blob.chunk_hashes = stored + b"".join(hashes)
+    blob.received_chunks += len(hashes)
+    blob.received_bytes += length
+    blob.save(update_fields=["chunk_hashes", "received_chunks", "received_bytes"])
+    return blob.received_bytes
+
+
+@transaction.atomic
+def blob_complete(
+    *, user: User, blob_id: uuid.UUID, root: bytes, meta: RequestMeta | None = None
+) -> m.Blob:
+    blob = _owned_uploading(user, blob_id)
+    if blob.received_bytes != blob.size:
+        raise ServiceError("incomplete", f"{blob.received_bytes} of {blob.size} bytes received.")
+    stored = bytes(blob.chunk_hashes)
+    hashes = [stored[i : i + 64] for i in range(0, len(stored), 64)]
+    if root_of(hashes) != root:
+        raise ServiceError("bad_root", "The blob's root hash does not match.")
+    blob.root = root
+    blob.status = m.BlobStatus.COMPLETE
+    blob.save(update_fields=["root", "status"])
+    audit_record(
+        action=AuditAction.ATTACHMENT_UPLOADED, actor=user, device_id=blob.uploader_device_id,
+        case_id=blob.case_id, target=f"blob:{blob.pk}", meta=meta, details={"size": blob.size},
+    )
+    return blob
+
+
+@transaction.atomic
+def blob_download(
+    *, user: User, device_id: uuid.UUID, blob_id: uuid.UUID, meta: RequestMeta | None = None
+) -> tuple[m.Blob, IO[bytes]]:
+    """Members only; every download is audited. Returns an open file to stream."""
+    active_device(user=user, device_id=device_id)
+    blob = m.Blob.objects.filter(pk=blob_id, status=m.BlobStatus.COMPLETE).first()
+    if blob is None or not is_case_member(user=user, case_id=blob.case_id):
+        raise NotFound("no_blob", "No such attachment in your cases.")
+    audit_record(
+        action=AuditAction.ATTACHMENT_DOWNLOADED, actor=user, device_id=device_id,
+        case_id=blob.case_id, target=f"blob:{blob.pk}", meta=meta, details={"size": blob.size},
+    )
+    return blob, default_storage.open(blob.storage_name, "rb")

@@ -1,0 +1,191 @@
+"""Opening a case and committing membership-log entries (compare-and-swap on the head)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from collab.accounts.models import Device, IdentityKey, Role, User
+from collab.audit.services import AuditAction, RequestMeta, audit_record
+from collab.cases import models as m
+from collab.cases.selectors import head_entry
+from collab.cases.services._common import active_device, crypto_failure, locked_case
+from collab.crypto.actions import ShareHistoryBody
+from collab.crypto.errors import CryptoError
+from collab.crypto.log import LogEntry, verify_entry
+from collab.crypto.roster import Role as RosterRole
+from collab.crypto.roster import Roster
+from collab.crypto.wire import b64e
+from collab.errors import Conflict, Forbidden, ServiceError
+from collab.realtime import case_group, publish_after_commit
+
+
+def _check_author(entry: LogEntry, user: User, device_id: uuid.UUID) -> None:
+    if entry.author_user_id != user.pk or entry.author_device_id != device_id:
+        raise Forbidden("wrong_author", "The entry must be authored by your signed-in device.")
+
+
+def _check_roster_registered(roster: Roster, prev: Roster | None) -> None:
+    """Every key in the roster must be what its user registered: the server will not
+    let a client (or itself) slip in a key nobody certified here."""
+    user_ids = [u.user_id for u in roster.users]
+    identities = {
+        i.user_id: (bytes(i.uik_pub), i.user.role)
+        for i in IdentityKey.objects.filter(user_id__in=user_ids).select_related("user")
+    }
+    for member in roster.users:
+        registered = identities.get(member.user_id)
+        if registered is None or registered[0] != member.uik_pub:
+            raise ServiceError("unregistered_identity", f"User {member.user_id} has no such key.")
+        if (member.role == RosterRole.PATIENT) != (registered[1] == Role.PATIENT):
+            raise ServiceError("bad_role", "Patients, and only patients, have the patient role.")
+    known = {d.device_id for d in prev.devices} if prev is not None else set()
+    new = [d for d in roster.devices if d.device_id not in known]
+    devices = {d.pk: d for d in Device.objects.filter(pk__in=[d.device_id for d in new])}
+    for cert in new:
+        device = devices.get(cert.device_id)
+        if (
+            device is None
+            or device.user_id != cert.user_id
+            or device.revoked_at is not None
+            or bytes(device.dsk_pub) != cert.dsk_pub
+            or bytes(device.dxk_pub) != cert.dxk_pub
+            or bytes(device.cert_sig) != cert.cert_sig
+        ):
+            raise ServiceError("unregistered_device", f"Device {cert.device_id} is not registered.")
+
+
+def _store_entry(case: m.Case, entry: LogEntry) -> m.LogEntry:
+    entry_hash = entry.entry_hash()
+    record = m.LogEntry.objects.create(
+        case=case, epoch=entry.epoch, entry_hash=entry_hash, raw=entry.encode(),
+        action=int(entry.action), author_device_id=entry.author_device_id,
+    )
+    wraps = [
+        m.KeyWrap(case=case, epoch=entry.epoch, device_id=w.device_id, ciphertext=w.ciphertext)
+        for w in entry.wraps
+    ]
+    body = entry.body()
+    if isinstance(body, ShareHistoryBody):
+        # Earlier epochs become readable for the named devices; the keys stay sealed.
+        wraps += [
+            m.KeyWrap(case=case, epoch=w.epoch, device_id=w.device_id, ciphertext=w.ciphertext,
+                      shared_in_epoch=entry.epoch)
+            for w in body.items
+        ]
+    m.KeyWrap.objects.bulk_create(wraps, ignore_conflicts=True)
+    _sync_members(case, entry.roster)
+    case.head_epoch = entry.epoch
+    case.head_hash = entry_hash
+    case.head_at = timezone.now()
+    case.save(update_fields=["head_epoch", "head_hash", "head_at"])
+    m.JoinRequest.objects.filter(
+        case=case, status=m.JoinStatus.PENDING, user_id__in=[u.user_id for u in entry.roster.users]
+    ).update(status=m.JoinStatus.COMMITTED, resolved_epoch=entry.epoch)
+    return record
+
+
+def _sync_members(case: m.Case, roster: Roster) -> None:
+    roles = {u.user_id: int(u.role) for u in roster.users}
+    device_ids = [d.device_id for d in roster.devices]
+    m.Member.objects.filter(case=case).exclude(user_id__in=roles).delete()
+    m.MemberDevice.objects.filter(case=case).exclude(device_id__in=device_ids).delete()
+    existing = dict(m.Member.objects.filter(case=case).values_list("user_id", "role"))
+    m.Member.objects.bulk_create(
+        [m.Member(case=case, user_id=u, role=r) for u, r in roles.items() if u not in existing]
+    )
+    for user_id, role in roles.items():
+        if user_id in existing and existing[user_id] != role:
+            m.Member.objects.filter(case=case, user_id=user_id).update(role=role)
+    m.MemberDevice.objects.bulk_create(
+        [m.MemberDevice(case=case, device_id=d) for d in device_ids], ignore_conflicts=True
+    )
+
+
+def _publish_log(case: m.Case, entry: LogEntry) -> None:
+    publish_after_commit(
+        case_group(case.pk),
+        {
+            "type": "case.log",
+            "epoch": entry.epoch,
+            "hash": b64e(entry.entry_hash()),
+            "action": entry.action.name.lower(),
+            "devices": [str(d.device_id) for d in entry.roster.devices],
+        },
+    )
+
+
+@transaction.atomic
+def case_open(
+    *, user: User, device_id: uuid.UUID, genesis: LogEntry, specialty: str = "",
+    urgency: str = m.Urgency.ROUTINE, meta: RequestMeta | None = None,
+) -> m.Case:
+    """A provider opens a case with its signed genesis entry (the provider as owner)."""
+    if user.role != Role.PROVIDER:
+        raise Forbidden("providers_only", "Only providers open cases.")
+    if urgency not in m.Urgency.values:
+        raise ServiceError("bad_urgency", f"Urgency must be one of {', '.join(m.Urgency.values)}.")
+    active_device(user=user, device_id=device_id)
+    _check_author(genesis, user, device_id)
+    try:
+        verify_entry(None, genesis)
+    except CryptoError as error:
+        raise crypto_failure(error) from None
+    _check_roster_registered(genesis.roster, None)
+    if m.Case.objects.filter(pk=genesis.case_id).exists():
+        raise Conflict("case_exists", "A case with that id exists.")
+    case = m.Case.objects.create(
+        id=genesis.case_id, opened_by=user, specialty=specialty.strip()[:80], urgency=urgency,
+        head_epoch=0, head_hash=genesis.entry_hash(),
+    )
+    _store_entry(case, genesis)
+    audit_record(
+        action=AuditAction.CASE_OPENED, actor=user, device_id=device_id, case_id=case.pk,
+        target=f"case:{case.pk}", meta=meta,
+        details={"specialty": case.specialty, "urgency": case.urgency},
+    )
+    return case
+
+
+def head_wire(case: m.Case) -> dict[str, Any]:
+    return {"epoch": case.head_epoch, "hash": b64e(bytes(case.head_hash))}
+
+
+@transaction.atomic
+def log_entry_submit(
+    *, user: User, device_id: uuid.UUID, case_id: uuid.UUID, entry: LogEntry,
+    meta: RequestMeta | None = None,
+) -> m.LogEntry:
+    """Accept the next entry only if it extends the current head (else 409 with the head)."""
+    active_device(user=user, device_id=device_id)
+    _check_author(entry, user, device_id)
+    if entry.case_id != case_id:
+        raise ServiceError("wrong_case", "The entry belongs to another case.")
+    case = locked_case(case_id)
+    entry_hash = entry.entry_hash()
+    if entry.epoch <= case.head_epoch:
+        stored = m.LogEntry.objects.filter(case=case, epoch=entry.epoch).first()
+        if stored is not None and bytes(stored.entry_hash) == entry_hash:
+            return stored  # a retry of an entry already committed
+        raise Conflict("stale_head", "Another entry won this epoch; rebuild on the head.",
+                       head=head_wire(case))
+    if entry.epoch != case.head_epoch + 1 or entry.prev_hash != bytes(case.head_hash):
+        raise Conflict("stale_head", "The entry does not extend the head.", head=head_wire(case))
+    prev = head_entry(case)
+    try:
+        verify_entry(prev, entry)
+    except CryptoError as error:
+        raise crypto_failure(error) from None
+    _check_roster_registered(entry.roster, prev.roster)
+    record = _store_entry(case, entry)
+    audit_record(
+        action=AuditAction.LOG_ENTRY_COMMITTED, actor=user, device_id=device_id, case_id=case.pk,
+        target=f"log:{entry.epoch}", meta=meta, details={"epoch": entry.epoch,
+                                                         "action": entry.action.name.lower()},
+    )
+    # Sockets of devices not in the new roster close when they hear of it.
+    _publish_log(case, entry)
+    return record

@@ -1,0 +1,22 @@
+from django.urls import path
+
+from collab.accounts import device_views
+from collab.cases import views
+
+urlpatterns = [
+    path("identity", device_views.identity),
+    path("identity/backup", device_views.identity_backup),
+    path("devices", device_views.device_list),
+    path("devices/<uuid:device_id>/revoke", device_views.device_revoke),
+    path("users/<uuid:user_id>/keys", device_views.user_keys),
+    path("cases", views.case_list),
+    path("cases/<uuid:case_id>", views.case_detail),
+    path("cases/<uuid:case_id>/log", views.case_log),
+    path("cases/<uuid:case_id>/wraps", views.case_wraps),
+    path("cases/<uuid:case_id>/join-requests", views.case_join_requests),
+    path("cases/<uuid:case_id>/messages", views.case_messages),
+    path("cases/<uuid:case_id>/blobs", views.blob_create),
+    path("blobs/<uuid:blob_id>/parts/<int:offset>", views.blob_part),
+    path("blobs/<uuid:blob_id>/complete", views.blob_complete),
+    path("blobs/<uuid:blob_id>", views.blob_download),
+]

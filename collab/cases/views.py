@@ -1,0 +1,186 @@
+"""Case endpoints: parse, call one service, answer."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.http import FileResponse, HttpRequest, HttpResponse, JsonResponse
+
+from collab.accounts.models import User
+from collab.api import api, device_id_of, int_param, json_body, parse_uuid, user_of
+from collab.audit.services import AuditAction, RequestMeta, audit_record
+from collab.cases import models as m
+from collab.cases import selectors
+from collab.cases.services import blobs, joins, membership
+from collab.cases.wire import case_wire, log_entry_wire, message_wire
+from collab.crypto.log import LogEntry
+from collab.crypto.wire import b64d, b64e
+from collab.errors import Forbidden, NotFound, ServiceError
+
+
+def _member_case(user: User, case_id: uuid.UUID) -> m.Case:
+    case = m.Case.objects.filter(pk=case_id).first()
+    if case is None or not selectors.is_case_member(user=user, case_id=case_id):
+        raise Forbidden("not_member", "You are not a member of this case.")
+    return case
+
+
+def _entry(body: dict[str, object], name: str = "entry") -> LogEntry:
+    return LogEntry.decode(b64d(body.get(name)))
+
+
+@api(("GET", "POST"))
+def case_list(request: HttpRequest) -> HttpResponse:
+    user = user_of(request)
+    if request.method == "POST":
+        body = json_body(request)
+        case = membership.case_open(
+            user=user, device_id=device_id_of(request), genesis=_entry(body, "genesis"),
+            specialty=str(body.get("specialty", "")), urgency=str(body.get("urgency", "routine")),
+            meta=RequestMeta.from_request(request),
+        )
+        return JsonResponse(case_wire(case), status=201)
+    cases = selectors.cases_for_user(user=user)
+    return JsonResponse({"cases": [case_wire(c) for c in cases]})
+
+
+@api(("GET",))
+def case_detail(request: HttpRequest, case_id: uuid.UUID) -> HttpResponse:
+    case = _member_case(user_of(request), case_id)
+    pending = m.JoinRequest.objects.filter(case=case, status=m.JoinStatus.PENDING)
+    return JsonResponse({
+        **case_wire(case),
+        "join_requests": [
+            {"id": r.pk, "user": str(r.user_id), "kind": r.kind, "created_at": r.created_at.isoformat()}
+            for r in pending
+        ],
+        "revoked_devices": [
+            str(d) for d in m.MemberDevice.objects.filter(
+                case=case, device__revoked_at__isnull=False
+            ).values_list("device_id", flat=True)
+        ],
+    })
+
+
+@api(("GET", "POST"))
+def case_log(request: HttpRequest, case_id: uuid.UUID) -> HttpResponse:
+    user = user_of(request)
+    if request.method == "POST":
+        record = membership.log_entry_submit(
+            user=user, device_id=device_id_of(request), case_id=case_id,
+            entry=_entry(json_body(request)), meta=RequestMeta.from_request(request),
+        )
+        return JsonResponse(log_entry_wire(record), status=201)
+    _member_case(user, case_id)
+    after = int_param(request, "after", -1, -1, 2**62)
+    entries = selectors.log_entries(case_id=case_id, after=after)[:500]
+    return JsonResponse({"entries": [log_entry_wire(e) for e in entries]})
+
+
+@api(("GET",))
+def case_wraps(request: HttpRequest, case_id: uuid.UUID) -> HttpResponse:
+    """The caller's device's epoch-key wraps (sealed; only that device opens them)."""
+    user = user_of(request)
+    device_id = device_id_of(request)
+    _member_case(user, case_id)
+    if not user.devices.filter(pk=device_id).exists():
+        raise Forbidden("unknown_device", "That device is not registered to you.")
+    wraps = m.KeyWrap.objects.filter(case_id=case_id, device_id=device_id).order_by("epoch")
+    return JsonResponse({"wraps": [
+        {"epoch": w.epoch, "ciphertext": b64e(bytes(w.ciphertext)), "shared_in_epoch": w.shared_in_epoch}
+        for w in wraps
+    ]})
+
+
+@api(("GET", "POST"))
+def case_join_requests(request: HttpRequest, case_id: uuid.UUID) -> HttpResponse:
+    requester = user_of(request)
+    if request.method == "POST":
+        body = json_body(request)
+        kind = str(body.get("kind", ""))
+        target = requester
+        if kind == m.JoinKind.INVITE:
+            found = User.objects.filter(pk=parse_uuid(body.get("user"), "user")).first()
+            if found is None:
+                raise NotFound("no_user", "No such user.")
+            target = found
+        join = joins.join_request_create(
+            requester=requester, case_id=case_id, user=target, kind=kind,
+            meta=RequestMeta.from_request(request),
+        )
+        return JsonResponse({"id": join.pk, "user": str(join.user_id), "kind": join.kind}, status=201)
+    _member_case(requester, case_id)
+    pending = m.JoinRequest.objects.filter(case_id=case_id, status=m.JoinStatus.PENDING)
+    return JsonResponse({"join_requests": [
+        {"id": r.pk, "user": str(r.user_id), "kind": r.kind} for r in pending
+    ]})
+
+
+@api(("GET",))
+def case_messages(request: HttpRequest, case_id: uuid.UUID) -> HttpResponse:
+    """History, paged, for the epochs the caller's device holds keys for."""
+    user = user_of(request)
+    device_id = device_id_of(request)
+    _member_case(user, case_id)
+    after = int_param(request, "after", 0, 0, 2**62)
+    limit = int_param(request, "limit", 100, 1, settings.HISTORY_PAGE_MAX)
+    page = selectors.messages_for_device(case_id=case_id, device_id=device_id, after=after, limit=limit)
+    if page:
+        audit_record(
+            action=AuditAction.HISTORY_READ, actor=user, device_id=device_id, case_id=case_id,
+            meta=RequestMeta.from_request(request),
+            details={"from_seq": page[0].seq, "to_seq": page[-1].seq, "count": len(page)},
+        )
+    return JsonResponse({
+        "messages": [message_wire(msg) for msg in page],
+        "more": len(page) == limit,
+    })
+
+
+@api(("POST",))
+def blob_create(request: HttpRequest, case_id: uuid.UUID) -> HttpResponse:
+    body = json_body(request)
+    size = body.get("size")
+    if not isinstance(size, int) or isinstance(size, bool):
+        raise ServiceError("bad_field", "size must be an integer (ciphertext bytes).")
+    blob = blobs.blob_create(user=user_of(request), device_id=device_id_of(request),
+                             case_id=case_id, size=size)
+    return JsonResponse(
+        {"blob_id": str(blob.pk), "size": blob.size, "chunk_count": blob.chunk_count,
+         "max_part_bytes": blobs.MAX_PART_CHUNKS * 65552},
+        status=201,
+    )
+
+
+@api(("PUT",))
+def blob_part(request: HttpRequest, blob_id: uuid.UUID, offset: int) -> HttpResponse:
+    try:
+        length = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        raise ServiceError("bad_part", "Content-Length is required.") from None
+    received = blobs.blob_part_put(
+        user=user_of(request), blob_id=blob_id, offset=offset, length=length, read=request.read
+    )
+    return JsonResponse({"received_bytes": received})
+
+
+@api(("POST",))
+def blob_complete(request: HttpRequest, blob_id: uuid.UUID) -> HttpResponse:
+    blob = blobs.blob_complete(
+        user=user_of(request), blob_id=blob_id, root=b64d(json_body(request).get("root"), 64),
+        meta=RequestMeta.from_request(request),
+    )
+    return JsonResponse({"blob_id": str(blob.pk), "size": blob.size, "status": blob.status})
+
+
+@api(("GET",))
+def blob_download(request: HttpRequest, blob_id: uuid.UUID) -> HttpResponse:
+    blob, handle = blobs.blob_download(
+        user=user_of(request), device_id=device_id_of(request), blob_id=blob_id,
+        meta=RequestMeta.from_request(request),
+    )
+    response = FileResponse(handle, content_type="application/octet-stream")
+    response["Content-Length"] = str(blob.size)
+    response["Cache-Control"] = "no-store"
+    return response

@@ -1,0 +1,118 @@
+"""A client's view of one case: the verified log, its epoch keys, and message sealing.
+
+Fail closed: every entry is verified before it is trusted and every message before it is
+decrypted; any failure raises CryptoError for the caller to show.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from collab.crypto import primitives as prim
+from collab.crypto.actions import Body, CreateBody
+from collab.crypto.devcert import DeviceCert
+from collab.crypto.envelope import (
+    AttachmentRef,
+    Envelope,
+    Gap,
+    Header,
+    ReplayGuard,
+    check_sender,
+    open_envelope,
+    seal_message,
+)
+from collab.crypto.errors import CryptoError
+from collab.crypto.log import LogEntry, build_entry, open_history, open_wrap, verify_chain
+from collab.client.keys import DeviceKeys, now_ms
+
+
+@dataclass(frozen=True)
+class OpenedMessage:
+    header: Header
+    body: dict[str, Any]
+    gap: Gap | None  # sender_seq values of this sender that never arrived
+
+
+class CaseState:
+    def __init__(self, case_id: uuid.UUID, device: DeviceKeys) -> None:
+        self.case_id = case_id
+        self.device = device
+        self.chain: dict[int, LogEntry] = {}
+        self.keys: dict[int, bytes] = {}
+        self.replay = ReplayGuard()
+        self.sender_seq = 0
+
+    @property
+    def head(self) -> LogEntry:
+        return self.chain[max(self.chain)]
+
+    def accept_entries(self, entries: Sequence[LogEntry]) -> list[LogEntry]:
+        """Verify new entries on top of what is trusted; learn this device's keys."""
+        trusted = self.head if self.chain else None
+        fresh = [e for e in entries if trusted is None or e.epoch > trusted.epoch]
+        for e in entries:
+            known = self.chain.get(e.epoch)
+            if known is not None and known.entry_hash() != e.entry_hash():
+                raise CryptoError("fork", f"two different entries for epoch {e.epoch}")
+        verified = verify_chain(fresh, trusted_head=trusted)
+        for entry in verified:
+            if entry.case_id != self.case_id:
+                raise CryptoError("wrong_case", "entry belongs to another case")
+            self.chain[entry.epoch] = entry
+            if entry.roster.device(self.device.device_id) is not None:
+                self.keys[entry.epoch] = open_wrap(entry, self.device.device_id, self.device.dxk_secret)
+                self.keys.update(
+                    open_history(entry, self.device.device_id, self.device.dxk_secret, self.chain)
+                    if entry.action.name == "SHARE_HISTORY" else {}
+                )
+        return verified
+
+    def genesis(self, device_cert: DeviceCert, uik_pub: bytes) -> LogEntry:
+        entry, key = build_entry(
+            None, CreateBody(uik_pub, (device_cert,)), author_seed=self.device.dsk_seed,
+            author_user_id=self.device.user_id, author_device_id=self.device.device_id,
+            created_ms=now_ms(), case_id=self.case_id,
+        )
+        return entry
+
+    def next_entry(self, body: Body) -> LogEntry:
+        entry, _ = build_entry(
+            self.head, body, author_seed=self.device.dsk_seed, author_user_id=self.device.user_id,
+            author_device_id=self.device.device_id, created_ms=now_ms(),
+        )
+        return entry
+
+    def seal(
+        self, body: Mapping[str, Any], *, content_type: str = "text",
+        attachments: Sequence[AttachmentRef] = (), client_msg_id: bytes | None = None,
+    ) -> Envelope:
+        head = self.head
+        if head.epoch not in self.keys:
+            raise CryptoError("wraps_mismatch", "this device holds no key for the current epoch")
+        self.sender_seq += 1  # consecutive, so receivers can show gaps
+        return seal_message(
+            dsk_seed=self.device.dsk_seed, epoch_key=self.keys[head.epoch], case_id=self.case_id,
+            epoch=head.epoch, log_head=head.entry_hash(), sender_user_id=self.device.user_id,
+            sender_device_id=self.device.device_id, sender_seq=self.sender_seq, sent_ms=now_ms(),
+            content_type=content_type, body=body, attachments=attachments,
+            client_msg_id=client_msg_id if client_msg_id is not None else prim.random_bytes(16),
+        )
+
+    def open(self, envelope: Envelope) -> OpenedMessage:
+        """Verify against the log, decrypt, check inner; replays raise CryptoError(replay)."""
+        entry = self.chain.get(envelope.header.epoch)
+        if entry is None:
+            raise CryptoError("wrong_epoch", "message names an epoch this client has not verified")
+        dsk_pub = check_sender(envelope, entry)
+        key = self.keys.get(envelope.header.epoch)
+        if key is None:
+            raise CryptoError("wraps_mismatch", "no key for this epoch on this device")
+        self.replay.check(envelope.header)
+        body = open_envelope(envelope, key, sender_dsk_pub=dsk_pub)
+        gap = self.replay.accept(envelope.header)
+        if envelope.header.sender_device_id == self.device.device_id:
+            self.sender_seq = max(self.sender_seq, envelope.header.sender_seq)
+        return OpenedMessage(envelope.header, body, gap)

@@ -1,0 +1,176 @@
+"""The case room socket: /ws/cases/<case_id>/?device=<device_id>.
+
+Thin: each frame type has one handler that validates, calls one service, answers.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+from urllib.parse import parse_qs
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+
+from collab.audit.services import AuditAction, RequestMeta, audit_record
+from collab.cases import selectors
+from collab.cases.services import messages
+from collab.cases.wire import message_wire
+from collab.consumers.base import AuthenticatedConsumer, FrameError
+from collab.crypto.envelope import Envelope
+from collab.crypto.errors import CryptoError
+from collab.crypto.wire import b64e
+from collab.errors import ServiceError
+from collab.realtime import case_group, device_group
+
+CLOSE_NOT_MEMBER = 4403
+CLOSE_NO_CASE = 4404
+CLOSE_BAD_REQUEST = 4400
+
+
+def _int(frame: dict[str, Any], name: str, low: int = 0, high: int = 2**62) -> int:
+    value = frame.get(name)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise FrameError("bad_field", f"{name} must be an integer in {low}..{high}.")
+    return value
+
+
+class CaseRoomConsumer(AuthenticatedConsumer):
+    activity_frames = frozenset({"send", "typing", "read"})
+
+    async def authorise(self) -> bool:
+        try:
+            self.case_id = uuid.UUID(str(self.scope["url_route"]["kwargs"]["case_id"]))
+            query = parse_qs(self.scope.get("query_string", b"").decode())
+            self.device_id = uuid.UUID(query.get("device", [""])[0])
+        except ValueError:
+            await self.accept()
+            await self.send_error("bad_request", "Give the case id and ?device=<device id>.")
+            await self.close(code=CLOSE_BAD_REQUEST)
+            return False
+        code = await database_sync_to_async(self._membership_verdict)()
+        if code is not None:
+            await self.accept()
+            await self.send_error("not_member", "This device is not in the case's roster.")
+            await self.close(code=code)
+            return False
+        room_groups = [case_group(self.case_id), device_group(self.device_id)]
+        for group in room_groups:
+            await self.channel_layer.group_add(group, self.channel_name)
+        self.personal_groups += room_groups
+        return True
+
+    def _membership_verdict(self) -> int | None:
+        if not selectors.Case.objects.filter(pk=self.case_id).exists():
+            return CLOSE_NO_CASE
+        if not self.user.devices.filter(pk=self.device_id, revoked_at__isnull=True).exists():
+            return CLOSE_NOT_MEMBER
+        if not selectors.device_in_roster(case_id=self.case_id, device_id=self.device_id):
+            return CLOSE_NOT_MEMBER
+        self.epochs = set(selectors.readable_epochs(case_id=self.case_id, device_id=self.device_id))
+        return None
+
+    async def on_open(self) -> None:
+        head = await database_sync_to_async(
+            lambda: selectors.Case.objects.values("head_epoch", "last_seq").get(pk=self.case_id)
+        )()
+        await self.send_json({"type": "hello", "case": str(self.case_id), **head})
+
+    # --- frames from the client -------------------------------------------------
+
+    async def handle_send(self, frame: dict[str, Any]) -> None:
+        try:
+            envelope = Envelope.from_wire(frame.get("envelope") or {})
+        except CryptoError as error:
+            raise FrameError(error.code, error.message or "Malformed envelope.") from None
+        try:
+            ack = await database_sync_to_async(messages.message_send)(
+                user=self.user, device_id=self.device_id, case_id=self.case_id,
+                envelope=envelope, meta=RequestMeta.from_scope(self.scope),
+            )
+        except ServiceError as error:
+            raise FrameError(error.code, error.message) from None
+        await self.send_json({
+            "type": "ack", "ref": frame.get("ref"), "seq": ack.seq, "epoch": ack.epoch,
+            "client_msg_id": b64e(ack.client_msg_id), "duplicate": ack.duplicate,
+        })
+
+    async def handle_resume(self, frame: dict[str, Any]) -> None:
+        after = _int(frame, "after")
+        limit = _int(frame, "limit", 1, settings.HISTORY_PAGE_MAX) if "limit" in frame else 100
+        page = await database_sync_to_async(self._history_page)(after, limit)
+        await self.send_json({
+            "type": "messages", "ref": frame.get("ref"), "after": after,
+            "items": page, "more": len(page) == limit,
+        })
+
+    def _history_page(self, after: int, limit: int) -> list[dict[str, Any]]:
+        page = selectors.messages_for_device(
+            case_id=self.case_id, device_id=self.device_id, after=after, limit=limit
+        )
+        if page:
+            audit_record(
+                action=AuditAction.HISTORY_READ, actor=self.user, device_id=self.device_id,
+                case_id=self.case_id, meta=RequestMeta.from_scope(self.scope),
+                details={"from_seq": page[0].seq, "to_seq": page[-1].seq, "count": len(page)},
+            )
+        return [message_wire(msg) for msg in page]
+
+    async def handle_typing(self, frame: dict[str, Any]) -> None:
+        active = frame.get("active", True)
+        if not isinstance(active, bool):
+            raise FrameError("bad_field", "active must be true or false.")
+        await self.channel_layer.group_send(case_group(self.case_id), {
+            "type": "case.typing", "user": str(self.user.pk), "device": str(self.device_id),
+            "active": active,
+        })
+
+    async def handle_read(self, frame: dict[str, Any]) -> None:
+        up_to = _int(frame, "up_to")
+        try:
+            await database_sync_to_async(messages.read_mark_set)(
+                user=self.user, case_id=self.case_id, up_to=up_to
+            )
+        except ServiceError as error:
+            raise FrameError(error.code, error.message) from None
+
+    async def handle_ping(self, frame: dict[str, Any]) -> None:
+        await self.send_json({"type": "pong"})
+
+    # --- events from the channel layer ------------------------------------------
+
+    async def case_message(self, event: dict[str, Any]) -> None:
+        message = event["message"]
+        epoch = message["envelope"]["epoch"]
+        if epoch not in self.epochs:
+            # A key this device may have gained since connecting: ask the database once.
+            self.epochs = set(await database_sync_to_async(
+                lambda: list(selectors.readable_epochs(case_id=self.case_id, device_id=self.device_id))
+            )())
+            if epoch not in self.epochs:
+                return
+        await self.send_json({"type": "message", **message})
+
+    async def case_log(self, event: dict[str, Any]) -> None:
+        if str(self.device_id) not in event["devices"]:
+            await self.send_error("removed", "This device was removed from the case.")
+            await self.close(code=CLOSE_NOT_MEMBER)
+            return
+        self.epochs.add(event["epoch"])
+        await self.send_json({
+            "type": "log", "epoch": event["epoch"], "hash": event["hash"], "action": event["action"],
+        })
+
+    async def case_typing(self, event: dict[str, Any]) -> None:
+        if event["device"] != str(self.device_id):
+            await self.send_json({"type": "typing", "user": event["user"], "active": event["active"]})
+
+    async def case_read(self, event: dict[str, Any]) -> None:
+        await self.send_json({"type": "read", "user": event["user"], "up_to": event["up_to"]})
+
+    async def case_join_request(self, event: dict[str, Any]) -> None:
+        await self.send_json({"type": "join_request", "user": event["user"], "kind": event["kind"]})
+
+    async def device_revoked(self, event: dict[str, Any]) -> None:
+        await self.send_error("device_revoked", "This device has been revoked.")
+        await self.close(code=CLOSE_NOT_MEMBER)
