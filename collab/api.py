@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import uuid
-from collections.abc import Callable
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from typing import IO, Any
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
@@ -18,6 +19,19 @@ MAX_JSON_BYTES = 2 * 1024 * 1024
 DEVICE_HEADER = "HTTP_X_COLLAB_DEVICE"
 
 View = Callable[..., HttpResponse]
+
+
+async def stream_file(
+    handle: IO[bytes], limit: int, block: int = 64 * 1024
+) -> AsyncIterator[bytes]:
+    """Serve ``limit`` bytes a block at a time: Django's ASGI handler would first read
+    a synchronous iterator (FileResponse) wholly into memory."""
+    try:
+        while limit > 0 and (data := await asyncio.to_thread(handle.read, min(block, limit))):
+            limit -= len(data)
+            yield data
+    finally:
+        await asyncio.to_thread(handle.close)
 
 
 def error(code: str, detail: str, status: int = 400, **extra: Any) -> JsonResponse:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 
 from django.conf import settings
-from django.http import FileResponse, HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 
 from collab.accounts.models import User
-from collab.api import api, device_id_of, int_param, json_body, parse_uuid, user_of
+from collab.api import api, stream_file, device_id_of, int_param, json_body, parse_uuid, user_of
 from collab.audit.services import AuditAction, RequestMeta, audit_record
 from collab.cases import models as m
 from collab.cases import selectors
@@ -174,13 +175,37 @@ def blob_complete(request: HttpRequest, blob_id: uuid.UUID) -> HttpResponse:
     return JsonResponse({"blob_id": str(blob.pk), "size": blob.size, "status": blob.status})
 
 
+_RANGE = re.compile(r"^bytes=(\d+)-(\d*)$")
+
+
 @api(("GET",))
 def blob_download(request: HttpRequest, blob_id: uuid.UUID) -> HttpResponse:
+    """The whole blob, or a ``Range: bytes=a-b`` of it (at most 1 MiB a request).
+
+    Clients should fetch in ranges: the ASGI server does not apply backpressure, so a
+    whole-blob response to a slow reader is buffered in server memory.
+    """
+    match = _RANGE.match(request.META.get("HTTP_RANGE", "bytes=0-"))
+    if match is None:
+        raise ServiceError("bad_range", "Use Range: bytes=<start>-<end>.")
+    start = int(match.group(1))
     blob, handle = blobs.blob_download(
-        user=user_of(request), device_id=device_id_of(request), blob_id=blob_id,
+        user=user_of(request), device_id=device_id_of(request), blob_id=blob_id, start=start,
         meta=RequestMeta.from_request(request),
     )
-    response = FileResponse(handle, content_type="application/octet-stream")
-    response["Content-Length"] = str(blob.size)
+    partial = "HTTP_RANGE" in request.META
+    end = blob.size - 1
+    if partial:
+        wanted_end = int(match.group(2)) if match.group(2) else end
+        end = min(wanted_end, end, start + blobs.MAX_RANGE_BYTES - 1)
+    length = end - start + 1
+    response = StreamingHttpResponse(
+        stream_file(handle, limit=length), content_type="application/octet-stream",
+        status=206 if partial else 200,
+    )
+    response["Content-Length"] = str(length)
+    response["Accept-Ranges"] = "bytes"
+    if partial:
+        response["Content-Range"] = f"bytes {start}-{end}/{blob.size}"
     response["Cache-Control"] = "no-store"
     return response

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import base64
 import os
 import subprocess
 import sys
@@ -9,6 +10,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 STRONG_KEY = "k" * 20 + "-production-secret-for-the-deploy-check-0123456789"
+AUDIT_KEY = base64.b64encode(bytes(range(32))).decode()
 
 
 def run(args: list[str], **env: str) -> subprocess.CompletedProcess[str]:
@@ -37,6 +39,7 @@ def test_check_deploy_is_clean_in_production_mode() -> None:
         COLLAB_PRODUCTION="1",
         SECRET_KEY=STRONG_KEY,
         ALLOWED_HOSTS="collab.example",
+        COLLAB_AUDIT_SIGNING_KEY=AUDIT_KEY,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no issues" in result.stdout
@@ -56,6 +59,7 @@ def test_demo_mode_is_off_in_production() -> None:
         COLLAB_PRODUCTION="1",
         SECRET_KEY=STRONG_KEY,
         ALLOWED_HOSTS="x.example",
+        COLLAB_AUDIT_SIGNING_KEY=AUDIT_KEY,
     )
     assert result.returncode != 0
     assert "Refused" in result.stderr

@@ -7,6 +7,7 @@ import os
 import uuid
 
 import pytest
+from asgiref.sync import async_to_sync
 from django.core.files.storage import default_storage
 
 from collab.cases.models import Blob
@@ -24,6 +25,13 @@ def room():
     state = pcp.open_case()
     pcp.add(state, derm)
     return pcp, derm, state
+
+
+def collect(response) -> bytes:
+    async def gather() -> bytes:
+        return b"".join([part async for part in response.streaming_content])
+
+    return async_to_sync(gather)()
 
 
 def encrypt(data: bytes):
@@ -57,7 +65,7 @@ def test_three_chunk_attachment_round_trips(room) -> None:
     assert done.status_code == 200, done.content
     response = derm.call("GET", f"/api/blobs/{blob_id}")
     assert response.status_code == 200
-    ciphertext = b"".join(response.streaming_content)
+    ciphertext = collect(response)
     assert ciphertext == b"".join(chunks)
     assert b"".join(decrypt_stream(io.BytesIO(ciphertext), manifest)) == data
 
@@ -116,3 +124,20 @@ def test_non_member_cannot_upload_or_download(room) -> None:
     pcp.call("POST", f"/api/blobs/{blob_id}/complete", {"root": b64e(manifest_root)})
     assert outsider.call("POST", f"/api/cases/{state.case_id}/blobs", {"size": 100}).status_code == 403
     assert outsider.call("GET", f"/api/blobs/{blob_id}").status_code == 404
+
+
+def test_ranged_download_returns_the_asked_bytes(room) -> None:
+    pcp, derm, state = room
+    enc, chunks = encrypt(os.urandom(3 * 65536))
+    blob_id = upload(pcp, state.case_id, chunks)
+    pcp.call("POST", f"/api/blobs/{blob_id}/complete",
+             {"root": b64e(enc.manifest(uuid.UUID(blob_id), mime="x").root)})
+    whole = b"".join(chunks)
+    response = derm.client.get(f"/api/blobs/{blob_id}", HTTP_X_COLLAB_DEVICE=str(derm.device.device_id),
+                               HTTP_RANGE="bytes=65552-")
+    assert response.status_code == 206
+    assert response["Content-Range"] == f"bytes 65552-{len(whole) - 1}/{len(whole)}"
+    assert collect(response) == whole[65552:]
+    bad = derm.client.get(f"/api/blobs/{blob_id}", HTTP_X_COLLAB_DEVICE=str(derm.device.device_id),
+                          HTTP_RANGE="bytes=999999999-")
+    assert (bad.status_code, bad.json()["error"]) == (400, "bad_range")

@@ -15,6 +15,8 @@ from django.conf import settings
 from django.db import connection
 
 ROOT = Path(__file__).resolve().parents[2]
+# Base URL -> process id of the live servers now running.
+PIDS: dict[str, int] = {}
 
 
 def free_port() -> int:
@@ -90,12 +92,23 @@ def daphne_servers(count: int = 1, **extra_env: str) -> Iterator[list[str]]:
             procs.append((proc, port))
         for proc, port in procs:
             wait_for_port(port, proc)
-        yield [f"http://127.0.0.1:{port}" for _, port in procs]
+        urls = [f"http://127.0.0.1:{port}" for _, port in procs]
+        PIDS.update({url: proc.pid for url, (proc, _) in zip(urls, procs, strict=True)})
+        yield urls
     finally:
-        for proc, _ in procs:
+        for proc, port in procs:
+            PIDS.pop(f"http://127.0.0.1:{port}", None)
             proc.terminate()
         for proc, _ in procs:
             try:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+def peak_rss_kib(pid: int) -> int:
+    """The process's high-water resident memory (VmHWM), in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmHWM")

@@ -171,17 +171,28 @@ def blob_complete(
     return blob
 
 
+MAX_RANGE_BYTES = MAX_PART_CHUNKS * CT_CHUNK_SIZE
+
+
 @transaction.atomic
 def blob_download(
-    *, user: User, device_id: uuid.UUID, blob_id: uuid.UUID, meta: RequestMeta | None = None
+    *, user: User, device_id: uuid.UUID, blob_id: uuid.UUID, start: int = 0,
+    meta: RequestMeta | None = None,
 ) -> tuple[m.Blob, IO[bytes]]:
-    """Members only; every download is audited. Returns an open file to stream."""
+    """Members only. Returns the file positioned at ``start``; one audit event per
+    download (the request that starts at byte 0)."""
     active_device(user=user, device_id=device_id)
     blob = m.Blob.objects.filter(pk=blob_id, status=m.BlobStatus.COMPLETE).first()
     if blob is None or not is_case_member(user=user, case_id=blob.case_id):
         raise NotFound("no_blob", "No such attachment in your cases.")
-    audit_record(
-        action=AuditAction.ATTACHMENT_DOWNLOADED, actor=user, device_id=device_id,
-        case_id=blob.case_id, target=f"blob:{blob.pk}", meta=meta, details={"size": blob.size},
-    )
-    return blob, default_storage.open(blob.storage_name, "rb")
+    if not 0 <= start < blob.size:
+        raise ServiceError("bad_range", f"The range must start within 0..{blob.size - 1}.")
+    if start == 0:
+        audit_record(
+            action=AuditAction.ATTACHMENT_DOWNLOADED, actor=user, device_id=device_id,
+            case_id=blob.case_id, target=f"blob:{blob.pk}", meta=meta,
+            details={"size": blob.size},
+        )
+    handle = default_storage.open(blob.storage_name, "rb")
+    handle.seek(start)
+    return blob, handle
