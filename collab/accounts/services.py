@@ -17,7 +17,8 @@ from django_otp.plugins.otp_static.models import StaticDevice, StaticToken
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from collab.accounts.models import User
-from collab.accounts.policy import LAST_ACTIVITY_KEY
+from collab.accounts.policy import LAST_ACTIVITY_KEY, second_factor_satisfied
+from collab.audit.services import AuditAction, Outcome, RequestMeta, audit_record
 from collab.realtime import publish_after_commit, session_group
 
 security_log = logging.getLogger("collab.security")
@@ -49,13 +50,36 @@ def password_sign_in(*, request: HttpRequest, username: str, password: str) -> S
     user = authenticate(request, username=username, password=password)
     if getattr(request, "axes_locked_out", False):
         security_log.warning("sign-in locked out")
+        _audit_sign_in_failed(request=request, username=username, reason="locked_out")
         return SignInOutcome.LOCKED_OUT
     if user is None or not user.is_active:
         security_log.info("sign-in failed")
+        _audit_sign_in_failed(request=request, username=username, reason="bad_credentials")
         return SignInOutcome.BAD_CREDENTIALS
     login(request, user, backend="django.contrib.auth.backends.ModelBackend")
     request.session[LAST_ACTIVITY_KEY] = time.time()
+    if second_factor_satisfied(user, request.session):
+        # No second factor to come (a patient who did not enrol): signed in now.
+        audit_record(
+            action=AuditAction.SIGN_IN,
+            actor=user,
+            meta=RequestMeta.from_request(request),
+            details={"factor": "password"},
+        )
     return SignInOutcome.OK
+
+
+def _audit_sign_in_failed(*, request: HttpRequest, username: str, reason: str) -> None:
+    # Unknown usernames are not stored: people type passwords into that field.
+    known = User.objects.filter(username=username).first()
+    audit_record(
+        action=AuditAction.SIGN_IN_FAILED,
+        actor=known,
+        outcome=Outcome.FAILURE,
+        reason=reason,
+        meta=RequestMeta.from_request(request),
+        details={"known_user": known is not None},
+    )
 
 
 def _throttle_wait(device: Device) -> int | None:
@@ -85,16 +109,37 @@ def otp_verify(*, request: HttpRequest, user: User, code: str) -> OtpResult:
         if not TOTPDevice.objects.filter(user=user, confirmed=True).exists():
             return OtpResult(OtpOutcome.NO_DEVICE)
         return OtpResult(OtpOutcome.WRONG_CODE)
+    meta = RequestMeta.from_request(request)
+    factor = "totp" if isinstance(devices[0], TOTPDevice) else "backup_code"
     waits = [w for w in (_throttle_wait(d) for d in devices) if w is not None]
     if len(waits) == len(devices):
         security_log.warning("otp throttled")
+        audit_record(
+            action=AuditAction.OTP_THROTTLED,
+            actor=user,
+            outcome=Outcome.FAILURE,
+            reason="throttled",
+            meta=meta,
+            details={"factor": factor, "retry_after_seconds": min(waits)},
+        )
         return OtpResult(OtpOutcome.THROTTLED, min(waits))
     for device in devices:
         if device.verify_token(code):
             otp_login(request, device)
             request.session[LAST_ACTIVITY_KEY] = time.time()
+            audit_record(
+                action=AuditAction.SIGN_IN, actor=user, meta=meta, details={"factor": factor}
+            )
             return OtpResult(OtpOutcome.OK)
     security_log.info("otp failed")
+    audit_record(
+        action=AuditAction.OTP_FAILED,
+        actor=user,
+        outcome=Outcome.FAILURE,
+        reason="wrong_code",
+        meta=meta,
+        details={"factor": factor},
+    )
     return OtpResult(OtpOutcome.WRONG_CODE)
 
 
@@ -118,6 +163,13 @@ def totp_enrol_confirm(*, request: HttpRequest, user: User, code: str) -> list[s
     codes = backup_codes_regenerate(user=user)
     otp_login(request, device)
     request.session[LAST_ACTIVITY_KEY] = time.time()
+    audit_record(
+        action=AuditAction.TOTP_ENROLLED,
+        actor=user,
+        target=f"otp_device:{device.persistent_id}",
+        meta=RequestMeta.from_request(request),
+        details={"backup_codes": len(codes)},
+    )
     return codes
 
 
@@ -132,6 +184,13 @@ def backup_codes_regenerate(*, user: User) -> list[str]:
 
 def sign_out(*, request: HttpRequest, reason: str) -> None:
     """End the session and close every socket opened with it."""
+    user = request.user if isinstance(request.user, User) else None
+    audit_record(
+        action=AuditAction.AUTO_SIGN_OUT if reason == "inactivity" else AuditAction.SIGN_OUT,
+        actor=user,
+        reason=reason,
+        meta=RequestMeta.from_request(request),
+    )
     session_key = request.session.session_key
     if session_key:
         publish_after_commit(

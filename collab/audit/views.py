@@ -1,0 +1,128 @@
+"""Audit endpoints: parse, call one service or selector, answer JSON."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from django.http import HttpRequest, JsonResponse
+from django.views.decorators.http import require_GET
+
+from collab.accounts.models import User
+from collab.audit import canonical, selectors, services
+from collab.audit.filters import FilterError, parse_filter
+from collab.audit.models import AuditAction, AuditEvent, Outcome
+from collab.audit.services import RequestMeta
+from collab.cases.selectors import is_case_member
+
+FHIR_JSON = "application/fhir+json"
+
+
+def _error(code: str, detail: str, status: int) -> JsonResponse:
+    return JsonResponse({"error": code, "detail": detail}, status=status)
+
+
+def _signed_in(request: HttpRequest) -> User | None:
+    user = request.user
+    return user if isinstance(user, User) and user.is_active else None
+
+
+def _deny(
+    request: HttpRequest, user: User, *, target: str, case_id: uuid.UUID | None = None
+) -> JsonResponse:
+    services.audit_record(
+        action=AuditAction.ACCESS_DENIED,
+        actor=user,
+        outcome=Outcome.FAILURE,
+        reason="forbidden",
+        case_id=case_id,
+        target=target,
+        meta=RequestMeta.from_request(request),
+    )
+    return _error("forbidden", "You may not see this audit information.", 403)
+
+
+def _unauthenticated() -> JsonResponse:
+    return _error("unauthenticated", "Sign in first.", 401)
+
+
+@require_GET
+def export_view(request: HttpRequest) -> JsonResponse:
+    user = _signed_in(request)
+    if user is None:
+        return _unauthenticated()
+    if not selectors.is_audit_admin(user):
+        return _deny(request, user, target="audit:export")
+    try:
+        flt = parse_filter(request.GET.dict())
+    except FilterError as exc:
+        return _error("bad_filter", str(exc), 400)
+    bundle = services.audit_export(flt=flt, actor=user, meta=RequestMeta.from_request(request))
+    return JsonResponse(bundle, content_type=FHIR_JSON)
+
+
+def _checkpoint_wire(cp: Any) -> dict[str, Any]:
+    return {
+        "seq": cp.seq,
+        "hash": cp.event_hash,
+        "signed_at": canonical.timestamp(cp.signed_at),
+        "reason": cp.reason,
+        "public_key": cp.public_key,
+        "signature": cp.signature,
+    }
+
+
+@require_GET
+def checkpoints_view(request: HttpRequest) -> JsonResponse:
+    user = _signed_in(request)
+    if user is None:
+        return _unauthenticated()
+    if not selectors.is_audit_admin(user):
+        return _deny(request, user, target="audit:checkpoints")
+    checkpoints = selectors.checkpoints_recent()
+    return JsonResponse({"checkpoints": [_checkpoint_wire(cp) for cp in checkpoints]})
+
+
+def _access_wire(event: AuditEvent) -> dict[str, Any]:
+    actor = None
+    if event.actor_id is not None:
+        name = str(event.actor) if event.actor is not None else ""
+        actor = {"id": str(event.actor_id), "display": name}
+    return {
+        "seq": event.seq,
+        "time": canonical.timestamp(event.recorded_at),
+        "action": event.action,
+        "outcome": event.outcome,
+        "actor": actor,
+        "device_id": str(event.device_id) if event.device_id else None,
+    }
+
+
+@require_GET
+def access_log_view(request: HttpRequest, case_id: uuid.UUID) -> JsonResponse:
+    user = _signed_in(request)
+    if user is None:
+        return _unauthenticated()
+    if not is_case_member(user=user, case_id=case_id):
+        return _deny(request, user, target="case:access-log", case_id=case_id)
+    raw_page = request.GET.get("page", "1")
+    if not raw_page.isdigit() or int(raw_page) < 1:
+        return _error("bad_page", "page must be a positive integer", 400)
+    log = selectors.case_access_log(case_id=case_id, page=int(raw_page))
+    services.audit_record(
+        action=AuditAction.AUDIT_VIEWED,
+        actor=user,
+        case_id=case_id,
+        target="case:access-log",
+        meta=RequestMeta.from_request(request),
+        details={"page": log.page},
+    )
+    return JsonResponse(
+        {
+            "case": str(case_id),
+            "page": log.page,
+            "pages": log.pages,
+            "count": log.count,
+            "entries": [_access_wire(event) for event in log.entries],
+        }
+    )
