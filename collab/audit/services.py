@@ -17,6 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from axes.helpers import get_client_ip_address
 from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 from django.http import HttpRequest
@@ -85,8 +86,6 @@ class RequestMeta:
 
     @classmethod
     def from_request(cls, request: HttpRequest) -> RequestMeta:
-        from axes.helpers import get_client_ip_address
-
         # The same address resolution (proxy count) as the sign-in lockout uses.
         address = get_client_ip_address(request) or request.META.get("REMOTE_ADDR", "")
         return cls(

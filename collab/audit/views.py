@@ -80,6 +80,13 @@ def checkpoints_view(request: HttpRequest) -> JsonResponse:
     if not selectors.is_audit_admin(user):
         return _deny(request, user, target="audit:checkpoints")
     checkpoints = selectors.checkpoints_recent()
+    services.audit_record(
+        action=AuditAction.AUDIT_VIEWED,
+        actor=user,
+        target="audit:checkpoints",
+        meta=RequestMeta.from_request(request),
+        details={"count": len(checkpoints)},
+    )
     return JsonResponse({"checkpoints": [_checkpoint_wire(cp) for cp in checkpoints]})
 
 

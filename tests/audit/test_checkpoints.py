@@ -132,6 +132,7 @@ def test_checkpoint_list_is_admin_only() -> None:
     assert response.status_code == 200
     [listed] = response.json()["checkpoints"]
     assert listed["seq"] == 2 and listed["reason"] == "manual"
+    assert AuditEvent.objects.filter(target="audit:checkpoints").count() == 1
     provider = make_user("pcp")
     refused = verified_client(provider).get("/api/audit/checkpoints")
     assert refused.status_code == 403
