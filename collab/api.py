@@ -9,7 +9,8 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import IO, Any
 
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, JsonResponse
+from django.http.response import HttpResponseBase
 
 from collab.accounts.models import User
 from collab.crypto.errors import CryptoError
@@ -18,7 +19,7 @@ from collab.errors import ServiceError
 MAX_JSON_BYTES = 2 * 1024 * 1024
 DEVICE_HEADER = "HTTP_X_COLLAB_DEVICE"
 
-View = Callable[..., HttpResponse]
+View = Callable[..., HttpResponseBase]
 
 
 async def stream_file(
@@ -43,7 +44,7 @@ def api(methods: tuple[str, ...]) -> Callable[[View], View]:
 
     def decorate(view: View) -> View:
         @functools.wraps(view)
-        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
             if request.method not in methods:
                 return error("method_not_allowed", f"Use {' or '.join(methods)}.", 405)
             if not request.user.is_authenticated:

@@ -10,5 +10,7 @@ def home(request: HttpRequest) -> HttpResponse:
 
 def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
     if request.path.startswith("/api/"):
-        return JsonResponse({"error": "csrf_failed", "detail": "Missing or bad CSRF token."}, status=403)
+        return JsonResponse(
+            {"error": "csrf_failed", "detail": "Missing or bad CSRF token."}, status=403
+        )
     return render(request, "csrf_failure.html", status=403)

@@ -20,7 +20,9 @@ def identity(request: HttpRequest) -> HttpResponse:
     user = user_of(request)
     if request.method == "POST":
         uik_pub = b64d(json_body(request).get("uik_pub"), 32)
-        devices.identity_register(user=user, uik_pub=uik_pub, meta=RequestMeta.from_request(request))
+        devices.identity_register(
+            user=user, uik_pub=uik_pub, meta=RequestMeta.from_request(request)
+        )
     key = IdentityKey.objects.filter(user=user).first()
     if key is None:
         raise NotFound("no_identity", "No identity key registered yet.")
@@ -31,7 +33,9 @@ def identity(request: HttpRequest) -> HttpResponse:
 def identity_backup(request: HttpRequest) -> HttpResponse:
     user = user_of(request)
     if request.method == "PUT":
-        devices.identity_backup_store(user=user, ciphertext=b64d(json_body(request).get("ciphertext")))
+        devices.identity_backup_store(
+            user=user, ciphertext=b64d(json_body(request).get("ciphertext"))
+        )
     backup = IdentityBackup.objects.filter(user=user).first()
     if backup is None:
         raise NotFound("no_backup", "No identity backup stored.")
@@ -45,7 +49,10 @@ def device_list(request: HttpRequest) -> HttpResponse:
         body = json_body(request)
         cert = DeviceCert.from_wire(body.get("cert") or {})
         device = devices.device_register(
-            user=user, cert=cert, name=str(body.get("name", "")), meta=RequestMeta.from_request(request)
+            user=user,
+            cert=cert,
+            name=str(body.get("name", "")),
+            meta=RequestMeta.from_request(request),
         )
         return JsonResponse(devices.device_wire(device), status=201)
     return JsonResponse({"devices": [devices.device_wire(d) for d in user.devices.all()]})
@@ -54,8 +61,10 @@ def device_list(request: HttpRequest) -> HttpResponse:
 @api(("POST",))
 def device_revoke(request: HttpRequest, device_id: uuid.UUID) -> HttpResponse:
     device = devices.device_revoke(
-        actor=user_of(request), device_id=device_id,
-        reason=str(json_body(request).get("reason", "")), meta=RequestMeta.from_request(request),
+        actor=user_of(request),
+        device_id=device_id,
+        reason=str(json_body(request).get("reason", "")),
+        meta=RequestMeta.from_request(request),
     )
     return JsonResponse(devices.device_wire(device))
 
@@ -71,11 +80,13 @@ def user_keys(request: HttpRequest, user_id: uuid.UUID) -> HttpResponse:
         raise Forbidden("patients_no_directory", "Patients cannot look up other users.")
     key = IdentityKey.objects.filter(user=target).first()
     active = Device.objects.filter(user=target, revoked_at__isnull=True)
-    return JsonResponse({
-        "user_id": str(target.pk),
-        "display_name": target.display_name,
-        "role": target.role,
-        "specialty": target.specialty,
-        "uik_pub": b64e(bytes(key.uik_pub)) if key else None,
-        "devices": [devices.device_wire(d) for d in active],
-    })
+    return JsonResponse(
+        {
+            "user_id": str(target.pk),
+            "display_name": target.display_name,
+            "role": target.role,
+            "specialty": target.specialty,
+            "uik_pub": b64e(bytes(key.uik_pub)) if key else None,
+            "devices": [devices.device_wire(d) for d in active],
+        }
+    )

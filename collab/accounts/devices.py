@@ -19,7 +19,9 @@ from collab.realtime import device_group, publish_after_commit
 MAX_BACKUP_BYTES = 4096
 
 
-def identity_register(*, user: User, uik_pub: bytes, meta: RequestMeta | None = None) -> IdentityKey:
+def identity_register(
+    *, user: User, uik_pub: bytes, meta: RequestMeta | None = None
+) -> IdentityKey:
     """Once per user: replacing a UIK would let the server swap identities."""
     try:
         primitives.check_ed25519_public(uik_pub)
@@ -64,11 +66,19 @@ def device_register(
             return existing
         raise Conflict("device_exists", "That device id is taken.")
     device = Device.objects.create(
-        id=cert.device_id, user=user, name=name[:80], dsk_pub=cert.dsk_pub,
-        dxk_pub=cert.dxk_pub, not_before_ms=cert.not_before_ms, cert_sig=cert.cert_sig,
+        id=cert.device_id,
+        user=user,
+        name=name[:80],
+        dsk_pub=cert.dsk_pub,
+        dxk_pub=cert.dxk_pub,
+        not_before_ms=cert.not_before_ms,
+        cert_sig=cert.cert_sig,
     )
     audit_record(
-        action=AuditAction.DEVICE_REGISTERED, actor=user, device_id=device.pk, meta=meta,
+        action=AuditAction.DEVICE_REGISTERED,
+        actor=user,
+        device_id=device.pk,
+        meta=meta,
         target=f"device:{device.pk}",
     )
     return device
@@ -103,8 +113,12 @@ def device_revoke(
         device.revoke_reason = reason.strip()[:200]
         device.save(update_fields=["revoked_at", "revoked_by", "revoke_reason"])
         audit_record(
-            action=AuditAction.DEVICE_REVOKED, actor=actor, device_id=device.pk, meta=meta,
-            target=f"device:{device.pk}", reason=device.revoke_reason,
+            action=AuditAction.DEVICE_REVOKED,
+            actor=actor,
+            device_id=device.pk,
+            meta=meta,
+            target=f"device:{device.pk}",
+            reason=device.revoke_reason,
         )
         publish_after_commit(device_group(device.pk), {"type": "device.revoked"})
     return device
@@ -113,8 +127,12 @@ def device_revoke(
 def device_wire(device: Device) -> dict[str, Any]:
     return {
         **DeviceCert(
-            device.user_id, device.pk, bytes(device.dsk_pub), bytes(device.dxk_pub),
-            device.not_before_ms, bytes(device.cert_sig),
+            device.user_id,
+            device.pk,
+            bytes(device.dsk_pub),
+            bytes(device.dxk_pub),
+            device.not_before_ms,
+            bytes(device.cert_sig),
         ).to_wire(),
         "name": device.name,
         "created_at": device.created_at.isoformat(),

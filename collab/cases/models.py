@@ -23,7 +23,9 @@ class Case(models.Model):
     """Only what the server needs; anything about the patient travels encrypted."""
 
     id = models.UUIDField(primary_key=True, editable=False)
-    opened_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    opened_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
     opened_at = models.DateTimeField(auto_now_add=True)
     specialty = models.CharField(max_length=80, blank=True)
     urgency = models.CharField(max_length=16, choices=Urgency.choices, default=Urgency.ROUTINE)
@@ -68,7 +70,9 @@ class KeyWrap(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["case", "device_id", "epoch"], name="one_wrap_per_device_epoch"),
+            models.UniqueConstraint(
+                fields=["case", "device_id", "epoch"], name="one_wrap_per_device_epoch"
+            ),
         ]
         indexes = [models.Index(fields=["case", "device_id"])]
 
@@ -77,7 +81,9 @@ class Member(models.Model):
     """The head roster's users, derived from the log for fast access checks."""
 
     case = models.ForeignKey(Case, on_delete=models.CASCADE, related_name="members")
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="case_memberships")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="case_memberships"
+    )
     role = models.PositiveSmallIntegerField()
 
     class Meta:
@@ -112,7 +118,9 @@ class JoinRequest(models.Model):
     case = models.ForeignKey(Case, on_delete=models.CASCADE, related_name="join_requests")
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
     kind = models.CharField(max_length=16, choices=JoinKind.choices)
-    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+"
+    )
     status = models.CharField(max_length=16, choices=JoinStatus.choices, default=JoinStatus.PENDING)
     created_at = models.DateTimeField(auto_now_add=True)
     resolved_epoch = models.BigIntegerField(null=True, blank=True)
@@ -120,7 +128,9 @@ class JoinRequest(models.Model):
     class Meta:
         constraints = [
             models.UniqueConstraint(
-                fields=["case", "user"], condition=models.Q(status="pending"), name="one_pending_join"
+                fields=["case", "user"],
+                condition=models.Q(status="pending"),
+                name="one_pending_join",
             ),
         ]
 
@@ -143,7 +153,9 @@ class Message(models.Model):
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["case", "seq"], name="gapless_case_seq"),
-            models.UniqueConstraint(fields=["sender_device_id", "client_msg_id"], name="idempotent_client_id"),
+            models.UniqueConstraint(
+                fields=["sender_device_id", "client_msg_id"], name="idempotent_client_id"
+            ),
         ]
         indexes = [models.Index(fields=["case", "sender_device_id", "sender_seq"])]
         ordering = ["seq"]
@@ -171,7 +183,9 @@ class Blob(models.Model):
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     case = models.ForeignKey(Case, on_delete=models.CASCADE, related_name="blobs")
-    uploader = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    uploader = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
     uploader_device_id = models.UUIDField()
     size = models.BigIntegerField(help_text="Ciphertext bytes announced at creation.")
     chunk_count = models.PositiveIntegerField()
@@ -180,5 +194,7 @@ class Blob(models.Model):
     chunk_hashes = models.BinaryField(default=b"")
     root = models.BinaryField(max_length=64, null=True)
     storage_name = models.CharField(max_length=200)
-    status = models.CharField(max_length=16, choices=BlobStatus.choices, default=BlobStatus.UPLOADING)
+    status = models.CharField(
+        max_length=16, choices=BlobStatus.choices, default=BlobStatus.UPLOADING
+    )
     created_at = models.DateTimeField(auto_now_add=True)

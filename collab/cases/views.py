@@ -9,7 +9,7 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 
 from collab.accounts.models import User
-from collab.api import api, stream_file, device_id_of, int_param, json_body, parse_uuid, user_of
+from collab.api import api, device_id_of, int_param, json_body, parse_uuid, stream_file, user_of
 from collab.audit.services import AuditAction, RequestMeta, audit_record
 from collab.cases import models as m
 from collab.cases import selectors
@@ -37,8 +37,11 @@ def case_list(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
         body = json_body(request)
         case = membership.case_open(
-            user=user, device_id=device_id_of(request), genesis=_entry(body, "genesis"),
-            specialty=str(body.get("specialty", "")), urgency=str(body.get("urgency", "routine")),
+            user=user,
+            device_id=device_id_of(request),
+            genesis=_entry(body, "genesis"),
+            specialty=str(body.get("specialty", "")),
+            urgency=str(body.get("urgency", "routine")),
             meta=RequestMeta.from_request(request),
         )
         return JsonResponse(case_wire(case), status=201)
@@ -50,18 +53,26 @@ def case_list(request: HttpRequest) -> HttpResponse:
 def case_detail(request: HttpRequest, case_id: uuid.UUID) -> HttpResponse:
     case = _member_case(user_of(request), case_id)
     pending = m.JoinRequest.objects.filter(case=case, status=m.JoinStatus.PENDING)
-    return JsonResponse({
-        **case_wire(case),
-        "join_requests": [
-            {"id": r.pk, "user": str(r.user_id), "kind": r.kind, "created_at": r.created_at.isoformat()}
-            for r in pending
-        ],
-        "revoked_devices": [
-            str(d) for d in m.MemberDevice.objects.filter(
-                case=case, device__revoked_at__isnull=False
-            ).values_list("device_id", flat=True)
-        ],
-    })
+    return JsonResponse(
+        {
+            **case_wire(case),
+            "join_requests": [
+                {
+                    "id": r.pk,
+                    "user": str(r.user_id),
+                    "kind": r.kind,
+                    "created_at": r.created_at.isoformat(),
+                }
+                for r in pending
+            ],
+            "revoked_devices": [
+                str(d)
+                for d in m.MemberDevice.objects.filter(
+                    case=case, device__revoked_at__isnull=False
+                ).values_list("device_id", flat=True)
+            ],
+        }
+    )
 
 
 @api(("GET", "POST"))
@@ -69,8 +80,11 @@ def case_log(request: HttpRequest, case_id: uuid.UUID) -> HttpResponse:
     user = user_of(request)
     if request.method == "POST":
         record = membership.log_entry_submit(
-            user=user, device_id=device_id_of(request), case_id=case_id,
-            entry=_entry(json_body(request)), meta=RequestMeta.from_request(request),
+            user=user,
+            device_id=device_id_of(request),
+            case_id=case_id,
+            entry=_entry(json_body(request)),
+            meta=RequestMeta.from_request(request),
         )
         return JsonResponse(log_entry_wire(record), status=201)
     _member_case(user, case_id)
@@ -88,10 +102,18 @@ def case_wraps(request: HttpRequest, case_id: uuid.UUID) -> HttpResponse:
     if not user.devices.filter(pk=device_id).exists():
         raise Forbidden("unknown_device", "That device is not registered to you.")
     wraps = m.KeyWrap.objects.filter(case_id=case_id, device_id=device_id).order_by("epoch")
-    return JsonResponse({"wraps": [
-        {"epoch": w.epoch, "ciphertext": b64e(bytes(w.ciphertext)), "shared_in_epoch": w.shared_in_epoch}
-        for w in wraps
-    ]})
+    return JsonResponse(
+        {
+            "wraps": [
+                {
+                    "epoch": w.epoch,
+                    "ciphertext": b64e(bytes(w.ciphertext)),
+                    "shared_in_epoch": w.shared_in_epoch,
+                }
+                for w in wraps
+            ]
+        }
+    )
 
 
 @api(("GET", "POST"))
@@ -107,15 +129,20 @@ def case_join_requests(request: HttpRequest, case_id: uuid.UUID) -> HttpResponse
                 raise NotFound("no_user", "No such user.")
             target = found
         join = joins.join_request_create(
-            requester=requester, case_id=case_id, user=target, kind=kind,
+            requester=requester,
+            case_id=case_id,
+            user=target,
+            kind=kind,
             meta=RequestMeta.from_request(request),
         )
-        return JsonResponse({"id": join.pk, "user": str(join.user_id), "kind": join.kind}, status=201)
+        return JsonResponse(
+            {"id": join.pk, "user": str(join.user_id), "kind": join.kind}, status=201
+        )
     _member_case(requester, case_id)
     pending = m.JoinRequest.objects.filter(case_id=case_id, status=m.JoinStatus.PENDING)
-    return JsonResponse({"join_requests": [
-        {"id": r.pk, "user": str(r.user_id), "kind": r.kind} for r in pending
-    ]})
+    return JsonResponse(
+        {"join_requests": [{"id": r.pk, "user": str(r.user_id), "kind": r.kind} for r in pending]}
+    )
 
 
 @api(("GET",))
@@ -126,17 +153,24 @@ def case_messages(request: HttpRequest, case_id: uuid.UUID) -> HttpResponse:
     _member_case(user, case_id)
     after = int_param(request, "after", 0, 0, 2**62)
     limit = int_param(request, "limit", 100, 1, settings.HISTORY_PAGE_MAX)
-    page = selectors.messages_for_device(case_id=case_id, device_id=device_id, after=after, limit=limit)
+    page = selectors.messages_for_device(
+        case_id=case_id, device_id=device_id, after=after, limit=limit
+    )
     if page:
         audit_record(
-            action=AuditAction.HISTORY_READ, actor=user, device_id=device_id, case_id=case_id,
+            action=AuditAction.HISTORY_READ,
+            actor=user,
+            device_id=device_id,
+            case_id=case_id,
             meta=RequestMeta.from_request(request),
             details={"from_seq": page[0].seq, "to_seq": page[-1].seq, "count": len(page)},
         )
-    return JsonResponse({
-        "messages": [message_wire(msg) for msg in page],
-        "more": len(page) == limit,
-    })
+    return JsonResponse(
+        {
+            "messages": [message_wire(msg) for msg in page],
+            "more": len(page) == limit,
+        }
+    )
 
 
 @api(("POST",))
@@ -145,11 +179,16 @@ def blob_create(request: HttpRequest, case_id: uuid.UUID) -> HttpResponse:
     size = body.get("size")
     if not isinstance(size, int) or isinstance(size, bool):
         raise ServiceError("bad_field", "size must be an integer (ciphertext bytes).")
-    blob = blobs.blob_create(user=user_of(request), device_id=device_id_of(request),
-                             case_id=case_id, size=size)
+    blob = blobs.blob_create(
+        user=user_of(request), device_id=device_id_of(request), case_id=case_id, size=size
+    )
     return JsonResponse(
-        {"blob_id": str(blob.pk), "size": blob.size, "chunk_count": blob.chunk_count,
-         "max_part_bytes": blobs.MAX_PART_CHUNKS * 65552},
+        {
+            "blob_id": str(blob.pk),
+            "size": blob.size,
+            "chunk_count": blob.chunk_count,
+            "max_part_bytes": blobs.MAX_PART_CHUNKS * 65552,
+        },
         status=201,
     )
 
@@ -169,7 +208,9 @@ def blob_part(request: HttpRequest, blob_id: uuid.UUID, offset: int) -> HttpResp
 @api(("POST",))
 def blob_complete(request: HttpRequest, blob_id: uuid.UUID) -> HttpResponse:
     blob = blobs.blob_complete(
-        user=user_of(request), blob_id=blob_id, root=b64d(json_body(request).get("root"), 64),
+        user=user_of(request),
+        blob_id=blob_id,
+        root=b64d(json_body(request).get("root"), 64),
         meta=RequestMeta.from_request(request),
     )
     return JsonResponse({"blob_id": str(blob.pk), "size": blob.size, "status": blob.status})
@@ -179,7 +220,7 @@ _RANGE = re.compile(r"^bytes=(\d+)-(\d*)$")
 
 
 @api(("GET",))
-def blob_download(request: HttpRequest, blob_id: uuid.UUID) -> HttpResponse:
+def blob_download(request: HttpRequest, blob_id: uuid.UUID) -> StreamingHttpResponse:
     """The whole blob, or a ``Range: bytes=a-b`` of it (at most 1 MiB a request).
 
     Clients should fetch in ranges: the ASGI server does not apply backpressure, so a
@@ -190,7 +231,10 @@ def blob_download(request: HttpRequest, blob_id: uuid.UUID) -> HttpResponse:
         raise ServiceError("bad_range", "Use Range: bytes=<start>-<end>.")
     start = int(match.group(1))
     blob, handle = blobs.blob_download(
-        user=user_of(request), device_id=device_id_of(request), blob_id=blob_id, start=start,
+        user=user_of(request),
+        device_id=device_id_of(request),
+        blob_id=blob_id,
+        start=start,
         meta=RequestMeta.from_request(request),
     )
     partial = "HTTP_RANGE" in request.META
@@ -200,7 +244,8 @@ def blob_download(request: HttpRequest, blob_id: uuid.UUID) -> HttpResponse:
         end = min(wanted_end, end, start + blobs.MAX_RANGE_BYTES - 1)
     length = end - start + 1
     response = StreamingHttpResponse(
-        stream_file(handle, limit=length), content_type="application/octet-stream",
+        stream_file(handle, limit=length),
+        content_type="application/octet-stream",
         status=206 if partial else 200,
     )
     response["Content-Length"] = str(length)

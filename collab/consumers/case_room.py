@@ -14,6 +14,7 @@ from django.conf import settings
 
 from collab.audit.services import AuditAction, RequestMeta, audit_record
 from collab.cases import selectors
+from collab.cases.models import Case
 from collab.cases.services import messages
 from collab.cases.wire import message_wire
 from collab.consumers.base import AuthenticatedConsumer, FrameError
@@ -61,7 +62,7 @@ class CaseRoomConsumer(AuthenticatedConsumer):
         return True
 
     def _membership_verdict(self) -> int | None:
-        if not selectors.Case.objects.filter(pk=self.case_id).exists():
+        if not Case.objects.filter(pk=self.case_id).exists():
             return CLOSE_NO_CASE
         if not self.user.devices.filter(pk=self.device_id, revoked_at__isnull=True).exists():
             return CLOSE_NOT_MEMBER
@@ -72,7 +73,7 @@ class CaseRoomConsumer(AuthenticatedConsumer):
 
     async def on_open(self) -> None:
         head = await database_sync_to_async(
-            lambda: selectors.Case.objects.values("head_epoch", "last_seq").get(pk=self.case_id)
+            lambda: Case.objects.values("head_epoch", "last_seq").get(pk=self.case_id)
         )()
         await self.send_json({"type": "hello", "case": str(self.case_id), **head})
 
@@ -85,24 +86,38 @@ class CaseRoomConsumer(AuthenticatedConsumer):
             raise FrameError(error.code, error.message or "Malformed envelope.") from None
         try:
             ack = await database_sync_to_async(messages.message_send)(
-                user=self.user, device_id=self.device_id, case_id=self.case_id,
-                envelope=envelope, meta=RequestMeta.from_scope(self.scope),
+                user=self.user,
+                device_id=self.device_id,
+                case_id=self.case_id,
+                envelope=envelope,
+                meta=RequestMeta.from_scope(self.scope),
             )
         except ServiceError as error:
             raise FrameError(error.code, error.message) from None
-        await self.send_json({
-            "type": "ack", "ref": frame.get("ref"), "seq": ack.seq, "epoch": ack.epoch,
-            "client_msg_id": b64e(ack.client_msg_id), "duplicate": ack.duplicate,
-        })
+        await self.send_json(
+            {
+                "type": "ack",
+                "ref": frame.get("ref"),
+                "seq": ack.seq,
+                "epoch": ack.epoch,
+                "client_msg_id": b64e(ack.client_msg_id),
+                "duplicate": ack.duplicate,
+            }
+        )
 
     async def handle_resume(self, frame: dict[str, Any]) -> None:
         after = _int(frame, "after")
         limit = _int(frame, "limit", 1, settings.HISTORY_PAGE_MAX) if "limit" in frame else 100
         page = await database_sync_to_async(self._history_page)(after, limit)
-        await self.send_json({
-            "type": "messages", "ref": frame.get("ref"), "after": after,
-            "items": page, "more": len(page) == limit,
-        })
+        await self.send_json(
+            {
+                "type": "messages",
+                "ref": frame.get("ref"),
+                "after": after,
+                "items": page,
+                "more": len(page) == limit,
+            }
+        )
 
     def _history_page(self, after: int, limit: int) -> list[dict[str, Any]]:
         page = selectors.messages_for_device(
@@ -110,8 +125,11 @@ class CaseRoomConsumer(AuthenticatedConsumer):
         )
         if page:
             audit_record(
-                action=AuditAction.HISTORY_READ, actor=self.user, device_id=self.device_id,
-                case_id=self.case_id, meta=RequestMeta.from_scope(self.scope),
+                action=AuditAction.HISTORY_READ,
+                actor=self.user,
+                device_id=self.device_id,
+                case_id=self.case_id,
+                meta=RequestMeta.from_scope(self.scope),
                 details={"from_seq": page[0].seq, "to_seq": page[-1].seq, "count": len(page)},
             )
         return [message_wire(msg) for msg in page]
@@ -120,10 +138,15 @@ class CaseRoomConsumer(AuthenticatedConsumer):
         active = frame.get("active", True)
         if not isinstance(active, bool):
             raise FrameError("bad_field", "active must be true or false.")
-        await self.channel_layer.group_send(case_group(self.case_id), {
-            "type": "case.typing", "user": str(self.user.pk), "device": str(self.device_id),
-            "active": active,
-        })
+        await self.channel_layer.group_send(
+            case_group(self.case_id),
+            {
+                "type": "case.typing",
+                "user": str(self.user.pk),
+                "device": str(self.device_id),
+                "active": active,
+            },
+        )
 
     async def handle_read(self, frame: dict[str, Any]) -> None:
         up_to = _int(frame, "up_to")
@@ -144,9 +167,13 @@ class CaseRoomConsumer(AuthenticatedConsumer):
         epoch = message["envelope"]["epoch"]
         if epoch not in self.epochs:
             # A key this device may have gained since connecting: ask the database once.
-            self.epochs = set(await database_sync_to_async(
-                lambda: list(selectors.readable_epochs(case_id=self.case_id, device_id=self.device_id))
-            )())
+            self.epochs = set(
+                await database_sync_to_async(
+                    lambda: list(
+                        selectors.readable_epochs(case_id=self.case_id, device_id=self.device_id)
+                    )
+                )()
+            )
             if epoch not in self.epochs:
                 return
         await self.send_json({"type": "message", **message})
@@ -157,13 +184,20 @@ class CaseRoomConsumer(AuthenticatedConsumer):
             await self.close(code=CLOSE_NOT_MEMBER)
             return
         self.epochs.add(event["epoch"])
-        await self.send_json({
-            "type": "log", "epoch": event["epoch"], "hash": event["hash"], "action": event["action"],
-        })
+        await self.send_json(
+            {
+                "type": "log",
+                "epoch": event["epoch"],
+                "hash": event["hash"],
+                "action": event["action"],
+            }
+        )
 
     async def case_typing(self, event: dict[str, Any]) -> None:
         if event["device"] != str(self.device_id):
-            await self.send_json({"type": "typing", "user": event["user"], "active": event["active"]})
+            await self.send_json(
+                {"type": "typing", "user": event["user"], "active": event["active"]}
+            )
 
     async def case_read(self, event: dict[str, Any]) -> None:
         await self.send_json({"type": "read", "user": event["user"], "up_to": event["up_to"]})

@@ -39,8 +39,10 @@ class Result:
         lat = sorted(self.latencies) or [0.0]
         p50 = lat[len(lat) // 2] * 1000
         p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000
-        return (f"{self.name:<10} {self.deliveries / self.seconds:>9.0f} deliveries/s "
-                f"{self.sent / self.seconds:>8.0f} sends/s  p50 {p50:6.1f} ms  p99 {p99:6.1f} ms")
+        return (
+            f"{self.name:<10} {self.deliveries / self.seconds:>9.0f} deliveries/s "
+            f"{self.sent / self.seconds:>8.0f} sends/s  p50 {p50:6.1f} ms  p99 {p99:6.1f} ms"
+        )
 
 
 def prepare(rooms: int, size: int, per_socket: int) -> list[list[dict[str, Any]]]:
@@ -66,34 +68,52 @@ def prepare(rooms: int, size: int, per_socket: int) -> list[list[dict[str, Any]]
     call_command("migrate", verbosity=0)
     out: list[list[dict[str, Any]]] = []
     for r in range(rooms):
-        members = []
+        members: list[dict[str, Any]] = []
         for i in range(size):
-            user = User.objects.create_user(username=f"bench{uuid.uuid4().hex[:10]}",
-                                            password=None, display_name=f"B{r}.{i}")
+            user = User.objects.create_user(
+                username=f"bench{uuid.uuid4().hex[:10]}", password=None, display_name=f"B{r}.{i}"
+            )
             totp = TOTPDevice.objects.create(user=user, name="bench", confirmed=True)
             identity, device = Identity.generate(user.pk), DeviceKeys.generate(user.pk)
             cert = identity.certify(device)
             devices.identity_register(user=user, uik_pub=identity.uik_pub)
             devices.device_register(user=user, cert=cert)
             session = SessionStore()
-            session.update({"_auth_user_id": str(user.pk),
-                            "_auth_user_backend": "django.contrib.auth.backends.ModelBackend",
-                            "_auth_user_hash": user.get_session_auth_hash(),
-                            DEVICE_ID_SESSION_KEY: totp.persistent_id,
-                            LAST_ACTIVITY_KEY: time.time() + 3600})
+            session.update(
+                {
+                    "_auth_user_id": str(user.pk),
+                    "_auth_user_backend": "django.contrib.auth.backends.ModelBackend",
+                    "_auth_user_hash": user.get_session_auth_hash(),
+                    DEVICE_ID_SESSION_KEY: totp.persistent_id,
+                    LAST_ACTIVITY_KEY: time.time() + 3600,
+                }
+            )
             session.create()
-            members.append({"user": user, "identity": identity, "device": device, "cert": cert,
-                            "session": session.session_key})
+            members.append(
+                {
+                    "user": user,
+                    "identity": identity,
+                    "device": device,
+                    "cert": cert,
+                    "session": session.session_key,
+                }
+            )
         owner = members[0]
         state = CaseState(uuid.uuid4(), owner["device"])
         genesis = state.genesis(owner["cert"], owner["identity"].uik_pub)
         case_open(user=owner["user"], device_id=owner["device"].device_id, genesis=genesis)
         state.accept_entries([genesis])
         for other in members[1:]:
-            body = AddUserBody(other["user"].pk, Role.MEMBER, other["identity"].uik_pub, (other["cert"],))
+            body = AddUserBody(
+                other["user"].pk, Role.MEMBER, other["identity"].uik_pub, (other["cert"],)
+            )
             entry = state.next_entry(body)
-            log_entry_submit(user=owner["user"], device_id=owner["device"].device_id,
-                             case_id=state.case_id, entry=entry)
+            log_entry_submit(
+                user=owner["user"],
+                device_id=owner["device"].device_id,
+                case_id=state.case_id,
+                entry=entry,
+            )
             state.accept_entries([entry])
         for member in members:
             mine = CaseState(state.case_id, member["device"])
@@ -107,8 +127,15 @@ def prepare(rooms: int, size: int, per_socket: int) -> list[list[dict[str, Any]]
     return out
 
 
-async def drive(name: str, urls: list[tuple[str, dict[str, str]]], frames: list[list[str]],
-                rooms: int, size: int, seconds: float, full: bool) -> Result:
+async def drive(
+    name: str,
+    urls: list[tuple[str, dict[str, str]]],
+    frames: list[list[str]],
+    rooms: int,
+    size: int,
+    seconds: float,
+    full: bool,
+) -> Result:
     result = Result(name)
     socks = [await websockets.connect(u, additional_headers=h, max_size=None) for u, h in urls]
     if full:
@@ -171,23 +198,31 @@ def main() -> None:
     os.environ["COLLAB_WS_RATE_PER_SECOND"] = "100000"
     os.environ["COLLAB_WS_RATE_BURST"] = "100000"
     sys.path.insert(0, ROOT)
-    from tests.support.live import free_port, wait_for_port
-
     import subprocess
+
+    from tests.support.live import free_port, wait_for_port
 
     per_socket = int(args.seconds * 400)
     t0 = time.monotonic()
     groups = prepare(args.rooms, args.size, per_socket)
-    print(f"setup: {args.rooms} rooms x {args.size} members in {time.monotonic() - t0:.1f}s "
-          f"({'PostgreSQL' if 'postgres' in os.environ['DATABASE_URL'] else 'SQLite'}, "
-          f"{'Redis pub/sub' if os.environ.get('REDIS_URL') else 'in-memory layer'})")
-    results = []
-    for name, app, full in (("bare", "tests.bench.bare_asgi:application", False),
-                            ("collab", "collab.asgi:application", True)):
+    print(
+        f"setup: {args.rooms} rooms x {args.size} members in {time.monotonic() - t0:.1f}s "
+        f"({'PostgreSQL' if 'postgres' in os.environ['DATABASE_URL'] else 'SQLite'}, "
+        f"{'Redis pub/sub' if os.environ.get('REDIS_URL') else 'in-memory layer'})"
+    )
+    results: list[Result] = []
+    for name, app, full in (
+        ("bare", "tests.bench.bare_asgi:application", False),
+        ("collab", "collab.asgi:application", True),
+    ):
         port = free_port()
-        proc = subprocess.Popen([sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), app],
-                                cwd=ROOT, env=dict(os.environ), stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), app],
+            cwd=ROOT,
+            env=dict(os.environ),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             wait_for_port(port, proc)
             base = f"127.0.0.1:{port}"
@@ -195,24 +230,41 @@ def main() -> None:
             for r, members in enumerate(groups):
                 for m in members:
                     if full:
-                        urls.append((f"ws://{base}/ws/cases/{m['case_id']}/?device={m['device'].device_id}",
-                                     {"Origin": f"http://{base}", "Cookie": f"sessionid={m['session']}"}))
+                        urls.append(
+                            (
+                                f"ws://{base}/ws/cases/{m['case_id']}/?device={m['device'].device_id}",
+                                {"Origin": f"http://{base}", "Cookie": f"sessionid={m['session']}"},
+                            )
+                        )
                         frames.append(m["frames"])
                     else:
                         urls.append((f"ws://{base}/bare/r{r}/", {"Origin": f"http://{base}"}))
-                        frames.append([json.dumps({"type": "send", "n": i, "pad": "x" * 150, "r": r,
-                                                   "u": str(m["device"].device_id)})
-                                       for i in range(per_socket)])
-            results.append(asyncio.run(drive(name, urls, frames, args.rooms, args.size,
-                                             args.seconds, full)))
+                        frames.append(
+                            [
+                                json.dumps(
+                                    {
+                                        "type": "send",
+                                        "n": i,
+                                        "pad": "x" * 150,
+                                        "r": r,
+                                        "u": str(m["device"].device_id),
+                                    }
+                                )
+                                for i in range(per_socket)
+                            ]
+                        )
+            results.append(
+                asyncio.run(drive(name, urls, frames, args.rooms, args.size, args.seconds, full))
+            )
         finally:
             proc.terminate()
             proc.wait(timeout=10)
-    for r in results:
-        print(r.line())
-    bare, full = results
-    print(f"ratio collab/bare: {full.deliveries / full.seconds / (bare.deliveries / bare.seconds):.2f} "
-          f"(deliveries/s); median latency x{statistics.median(full.latencies) / statistics.median(bare.latencies):.1f}")
+    for outcome in results:
+        print(outcome.line())
+    bare, collab = results
+    ratio = (collab.deliveries / collab.seconds) / (bare.deliveries / bare.seconds)
+    slower = statistics.median(collab.latencies) / statistics.median(bare.latencies)
+    print(f"ratio collab/bare: {ratio:.2f} (deliveries/s); median latency x{slower:.1f}")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import uuid
+from typing import Any
 
 import pytest
 from asgiref.sync import async_to_sync
@@ -48,8 +49,11 @@ def upload(actor: Actor, case_id, chunks: list[bytes], part_chunks: int = 2):
     offset = 0
     for i in range(0, len(chunks), part_chunks):
         part = b"".join(chunks[i : i + part_chunks])
-        response = actor.client.put(f"/api/blobs/{blob_id}/parts/{offset}", data=part,
-                                    content_type="application/octet-stream")
+        response = actor.client.put(
+            f"/api/blobs/{blob_id}/parts/{offset}",
+            data=part,
+            content_type="application/octet-stream",
+        )
         assert response.status_code == 200, response.content
         offset += len(part)
     return blob_id
@@ -93,8 +97,11 @@ def test_upload_past_announced_size_is_discarded_leaving_nothing(room) -> None:
     pcp, _, state = room
     created = pcp.call("POST", f"/api/cases/{state.case_id}/blobs", {"size": 100}).json()
     name = Blob.objects.get(pk=created["blob_id"]).storage_name
-    response = pcp.client.put(f"/api/blobs/{created['blob_id']}/parts/0", data=os.urandom(200),
-                              content_type="application/octet-stream")
+    response = pcp.client.put(
+        f"/api/blobs/{created['blob_id']}/parts/0",
+        data=os.urandom(200),
+        content_type="application/octet-stream",
+    )
     assert response.status_code == 413
     assert not Blob.objects.exists()
     assert not default_storage.exists(name)
@@ -104,9 +111,17 @@ def test_parts_must_arrive_in_order_and_retries_are_idempotent(room) -> None:
     pcp, _, state = room
     _, chunks = encrypt(os.urandom(3 * 65536))
     size = sum(len(c) for c in chunks)
-    blob_id = pcp.call("POST", f"/api/cases/{state.case_id}/blobs", {"size": size}).json()["blob_id"]
-    put = lambda offset, data: pcp.client.put(  # noqa: E731
-        f"/api/blobs/{blob_id}/parts/{offset}", data=data, content_type="application/octet-stream")
+    blob_id = pcp.call("POST", f"/api/cases/{state.case_id}/blobs", {"size": size}).json()[
+        "blob_id"
+    ]
+
+    def put(offset: int, data: bytes) -> Any:
+        return pcp.client.put(
+            f"/api/blobs/{blob_id}/parts/{offset}",
+            data=data,
+            content_type="application/octet-stream",
+        )
+
     skipped = put(CT_CHUNK_SIZE, chunks[1])
     assert (skipped.status_code, skipped.json()["error"]) == (409, "out_of_order")
     assert put(0, chunks[0]).json()["received_bytes"] == CT_CHUNK_SIZE
@@ -122,7 +137,9 @@ def test_non_member_cannot_upload_or_download(room) -> None:
     blob_id = upload(pcp, state.case_id, chunks)
     manifest_root = enc.manifest(uuid.UUID(blob_id), mime="x").root
     pcp.call("POST", f"/api/blobs/{blob_id}/complete", {"root": b64e(manifest_root)})
-    assert outsider.call("POST", f"/api/cases/{state.case_id}/blobs", {"size": 100}).status_code == 403
+    assert (
+        outsider.call("POST", f"/api/cases/{state.case_id}/blobs", {"size": 100}).status_code == 403
+    )
     assert outsider.call("GET", f"/api/blobs/{blob_id}").status_code == 404
 
 
@@ -130,14 +147,23 @@ def test_ranged_download_returns_the_asked_bytes(room) -> None:
     pcp, derm, state = room
     enc, chunks = encrypt(os.urandom(3 * 65536))
     blob_id = upload(pcp, state.case_id, chunks)
-    pcp.call("POST", f"/api/blobs/{blob_id}/complete",
-             {"root": b64e(enc.manifest(uuid.UUID(blob_id), mime="x").root)})
+    pcp.call(
+        "POST",
+        f"/api/blobs/{blob_id}/complete",
+        {"root": b64e(enc.manifest(uuid.UUID(blob_id), mime="x").root)},
+    )
     whole = b"".join(chunks)
-    response = derm.client.get(f"/api/blobs/{blob_id}", HTTP_X_COLLAB_DEVICE=str(derm.device.device_id),
-                               HTTP_RANGE="bytes=65552-")
+    response = derm.client.get(
+        f"/api/blobs/{blob_id}",
+        HTTP_X_COLLAB_DEVICE=str(derm.device.device_id),
+        HTTP_RANGE="bytes=65552-",
+    )
     assert response.status_code == 206
     assert response["Content-Range"] == f"bytes 65552-{len(whole) - 1}/{len(whole)}"
     assert collect(response) == whole[65552:]
-    bad = derm.client.get(f"/api/blobs/{blob_id}", HTTP_X_COLLAB_DEVICE=str(derm.device.device_id),
-                          HTTP_RANGE="bytes=999999999-")
+    bad = derm.client.get(
+        f"/api/blobs/{blob_id}",
+        HTTP_X_COLLAB_DEVICE=str(derm.device.device_id),
+        HTTP_RANGE="bytes=999999999-",
+    )
     assert (bad.status_code, bad.json()["error"]) == (400, "bad_range")

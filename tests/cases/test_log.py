@@ -33,7 +33,11 @@ def test_open_case_stores_only_metadata_and_genesis(pcp: Actor) -> None:
     state = pcp.open_case(specialty="Dermatology", urgency="urgent")
     case = Case.objects.get(pk=state.case_id)
     assert (case.specialty, case.urgency, case.status, case.opened_by_id) == (
-        "Dermatology", "urgent", "requested", pcp.user.pk)
+        "Dermatology",
+        "urgent",
+        "requested",
+        pcp.user.pk,
+    )
     assert case.head_epoch == 0
     assert bytes(case.head_hash) == state.head.entry_hash()
     assert LogEntry.objects.filter(case=case).count() == 1
@@ -72,7 +76,9 @@ def test_genesis_with_unregistered_device_is_refused(pcp: Actor) -> None:
     state = CaseState(uuid.uuid4(), stranger)
     genesis = state.genesis(pcp.identity.certify(stranger), pcp.identity.uik_pub)
     response = pcp.client.post(
-        "/api/cases", data={"genesis": b64e(genesis.encode())}, content_type="application/json",
+        "/api/cases",
+        data={"genesis": b64e(genesis.encode())},
+        content_type="application/json",
         HTTP_X_COLLAB_DEVICE=str(stranger.device_id),
     )
     assert response.status_code == 403
@@ -99,9 +105,14 @@ def test_stale_head_gets_409_with_current_head(pcp: Actor, derm: Actor) -> None:
     genesis = state.head
     assert pcp.add(state, derm).status_code == 201
     # A second author still building on the genesis.
-    late, _ = build_entry(genesis, RotateBody(), author_seed=pcp.device.dsk_seed,
-                          author_user_id=pcp.user.pk, author_device_id=pcp.device.device_id,
-                          created_ms=1)
+    late, _ = build_entry(
+        genesis,
+        RotateBody(),
+        author_seed=pcp.device.dsk_seed,
+        author_user_id=pcp.user.pk,
+        author_device_id=pcp.device.device_id,
+        created_ms=1,
+    )
     response = pcp.call("POST", f"/api/cases/{state.case_id}/log", {"entry": b64e(late.encode())})
     assert response.status_code == 409
     body = response.json()
@@ -154,8 +165,9 @@ def test_entry_authored_for_another_user_is_refused(pcp: Actor, derm: Actor) -> 
 def test_adding_an_unregistered_device_is_refused(pcp: Actor, derm: Actor) -> None:
     state = pcp.open_case()
     ghost = DeviceKeys.generate(derm.user.pk)
-    body = AddUserBody(derm.user.pk, Role.MEMBER, derm.identity.uik_pub,
-                       (derm.cert, derm.identity.certify(ghost)))
+    body = AddUserBody(
+        derm.user.pk, Role.MEMBER, derm.identity.uik_pub, (derm.cert, derm.identity.certify(ghost))
+    )
     response = pcp.submit(state, body)
     assert response.status_code == 400
     assert response.json()["error"] == "unregistered_device"
@@ -179,8 +191,9 @@ def test_removed_member_cannot_read_log_or_wraps(pcp: Actor, derm: Actor) -> Non
     assert pcp.remove(state, derm).status_code == 201
     assert derm.call("GET", f"/api/cases/{state.case_id}/log").status_code == 403
     assert derm.call("GET", f"/api/cases/{state.case_id}/wraps").status_code == 403
-    assert not KeyWrap.objects.filter(case_id=state.case_id, epoch=2,
-                                      device_id=derm.device.device_id).exists()
+    assert not KeyWrap.objects.filter(
+        case_id=state.case_id, epoch=2, device_id=derm.device.device_id
+    ).exists()
 
 
 def test_wraps_are_the_callers_own(pcp: Actor, derm: Actor) -> None:
@@ -188,8 +201,9 @@ def test_wraps_are_the_callers_own(pcp: Actor, derm: Actor) -> None:
     pcp.add(state, derm)
     wraps = derm.call("GET", f"/api/cases/{state.case_id}/wraps").json()["wraps"]
     assert [w["epoch"] for w in wraps] == [1]
-    response = derm.client.get(f"/api/cases/{state.case_id}/wraps",
-                               HTTP_X_COLLAB_DEVICE=str(pcp.device.device_id))
+    response = derm.client.get(
+        f"/api/cases/{state.case_id}/wraps", HTTP_X_COLLAB_DEVICE=str(pcp.device.device_id)
+    )
     assert response.status_code == 403
 
 

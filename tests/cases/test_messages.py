@@ -31,8 +31,12 @@ def room() -> tuple[Actor, Actor, object]:
 
 
 def send(actor: Actor, envelope: Envelope):
-    return message_send(user=actor.user, device_id=actor.device.device_id,
-                        case_id=envelope.header.case_id, envelope=envelope)
+    return message_send(
+        user=actor.user,
+        device_id=actor.device.device_id,
+        case_id=envelope.header.case_id,
+        envelope=envelope,
+    )
 
 
 def refused(actor: Actor, envelope: Envelope) -> str:
@@ -48,8 +52,9 @@ def test_send_assigns_gapless_sequence_and_receiver_decrypts(room) -> None:
     acks = [send(pcp, state.seal({"text": f"note {i}"})) for i in range(3)]
     assert [a.seq for a in acks] == [1, 2, 3]
     stored = Message.objects.get(seq=2)
-    wire = Envelope(Header.decode(bytes(stored.header)), bytes(stored.ciphertext),
-                    bytes(stored.signature))
+    wire = Envelope(
+        Header.decode(bytes(stored.header)), bytes(stored.ciphertext), bytes(stored.signature)
+    )
     opened = derm.cases[state.case_id].open(wire)
     assert opened.body == {"text": "note 1"}
 
@@ -118,11 +123,15 @@ def test_sender_not_in_roster_is_refused(room) -> None:
 
 
 def test_envelope_naming_another_sender_is_refused(room) -> None:
-    pcp, derm, state = room
+    _, derm, state = room
     envelope = state.seal({"text": "x"})
     with pytest.raises(ServiceError) as error:
-        message_send(user=derm.user, device_id=derm.device.device_id,
-                     case_id=state.case_id, envelope=envelope)
+        message_send(
+            user=derm.user,
+            device_id=derm.device.device_id,
+            case_id=state.case_id,
+            envelope=envelope,
+        )
     assert error.value.code == "wrong_sender"
 
 

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from collab.crypto.attachment import CT_CHUNK_SIZE, AttachmentEncryptor, AttachmentDecryptor
+from collab.crypto.attachment import CT_CHUNK_SIZE, AttachmentDecryptor, AttachmentEncryptor
 from collab.crypto.wire import b64e
 from tests.support.actor import Actor
 from tests.support.live import PIDS, daphne_servers, peak_rss_kib
@@ -33,16 +33,18 @@ def test_25_mb_attachment_round_trips_with_bounded_server_memory() -> None:
         plaintext = os.urandom(SIZE)
         encryptor = AttachmentEncryptor()
         size = SIZE + 16 * (-(-SIZE // 65536))
-        blob_id = pcp.call("POST", f"/api/cases/{state.case_id}/blobs", {"size": size}).json()["blob_id"]
+        blob_id = pcp.call("POST", f"/api/cases/{state.case_id}/blobs", {"size": size}).json()[
+            "blob_id"
+        ]
         offset, part = 0, bytearray()
         for chunk in encryptor.chunks(io.BytesIO(plaintext)):
             part += chunk
             if len(part) == 16 * CT_CHUNK_SIZE:
-                pcp.http.put_bytes(f"/api/blobs/{blob_id}/parts/{offset}", bytes(part))
+                pcp.web.put_bytes(f"/api/blobs/{blob_id}/parts/{offset}", bytes(part))
                 offset += len(part)
                 part = bytearray()
         if part:
-            pcp.http.put_bytes(f"/api/blobs/{blob_id}/parts/{offset}", bytes(part))
+            pcp.web.put_bytes(f"/api/blobs/{blob_id}/parts/{offset}", bytes(part))
         manifest = encryptor.manifest(uuid.UUID(blob_id), mime="image/jpeg")
         done = pcp.call("POST", f"/api/blobs/{blob_id}/complete", {"root": b64e(manifest.root)})
         assert done.status_code == 200, done.content
@@ -64,7 +66,6 @@ def test_25_mb_attachment_round_trips_with_bounded_server_memory() -> None:
         print(f"\nserver peak RSS growth for a 25 MiB round trip: {growth_mib:.1f} MiB")
         # Holding the file would cost at least its size; streaming costs a few parts.
         assert growth_mib < 12, growth_mib
-
 
 
 def ranged_download(actor: Actor, blob_id: str, size: int) -> Iterator[bytes]:

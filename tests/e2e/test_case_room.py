@@ -36,7 +36,7 @@ def room(server: str) -> tuple[Actor, Actor, Any]:
 async def sockets(server: str, *actors: Actor, case_id: Any) -> list[RoomSocket]:
     out = []
     for actor in actors:
-        sock = await RoomSocket.open(server, actor.http.session_id, case_id, actor.device.device_id)
+        sock = await RoomSocket.open(server, actor.session_id, case_id, actor.device.device_id)
         hello = await sock.next("hello")
         assert hello["case"] == str(case_id)
         out.append(sock)
@@ -94,7 +94,9 @@ def test_bad_frames_get_specific_errors_store_nothing_and_keep_socket(server: st
             "{broken",
             json.dumps({"type": "teleport"}),
             json.dumps({"type": "send", "envelope": {**wire, "sig": "%%%"}}),
-            json.dumps({"type": "send", "envelope": {**wire, "sig": base64.b64encode(bytes(64)).decode()}}),
+            json.dumps(
+                {"type": "send", "envelope": {**wire, "sig": base64.b64encode(bytes(64)).decode()}}
+            ),
             json.dumps({"type": "send", "envelope": {**wire, "epoch": 9}}),
             json.dumps({"type": "send", "envelope": {k: v for k, v in wire.items() if k != "ct"}}),
             json.dumps({"type": "resume", "after": -1}),
@@ -108,8 +110,16 @@ def test_bad_frames_get_specific_errors_store_nothing_and_keep_socket(server: st
         return codes
 
     codes = asyncio.run(scenario())
-    assert codes == ["malformed_json", "unknown_type", "bad_base64", "bad_signature",
-                     "wrong_epoch", "bad_field", "bad_field", "malformed_frame"]
+    assert codes == [
+        "malformed_json",
+        "unknown_type",
+        "bad_base64",
+        "bad_signature",
+        "wrong_epoch",
+        "bad_field",
+        "bad_field",
+        "malformed_frame",
+    ]
     assert Message.objects.filter(case_id=state.case_id).count() == 1
 
 
@@ -127,12 +137,13 @@ def test_oversize_frame_closes_the_room_socket(server: str) -> None:
 
 
 def test_non_member_socket_is_refused_4403(server: str) -> None:
-    pcp, _, state = room(server)
+    _, _, state = room(server)
     outsider = Actor("outsider").register().go_live(server)
 
     async def scenario() -> int | None:
-        sock = await RoomSocket.open(server, outsider.http.session_id, state.case_id,
-                                     outsider.device.device_id)
+        sock = await RoomSocket.open(
+            server, outsider.session_id, state.case_id, outsider.device.device_id
+        )
         return await sock.closed_with()
 
     assert asyncio.run(scenario()) == 4403
@@ -153,8 +164,7 @@ def test_removed_member_socket_is_closed_and_new_epoch_refused_to_them(server: s
         ack = await a.send_envelope(state.seal({"text": "after removal"}))
         assert ack["epoch"] == 2
         # Reconnecting is refused; so is history of the new epoch.
-        again = await RoomSocket.open(server, derm.http.session_id, state.case_id,
-                                      derm.device.device_id)
+        again = await RoomSocket.open(server, derm.session_id, state.case_id, derm.device.device_id)
         assert await again.closed_with() == 4403
         await a.close()
 

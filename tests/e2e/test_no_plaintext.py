@@ -28,9 +28,20 @@ def full_dump() -> bytes:
     cfg = connection.settings_dict
     env = {**os.environ, "PGPASSWORD": cfg.get("PASSWORD") or ""}
     return subprocess.run(
-        ["pg_dump", "-h", cfg.get("HOST") or "127.0.0.1", "-p", str(cfg.get("PORT") or 5432),
-         "-U", cfg.get("USER") or "postgres", name],
-        check=True, capture_output=True, env=env, timeout=120,
+        [
+            "pg_dump",
+            "-h",
+            cfg.get("HOST") or "127.0.0.1",
+            "-p",
+            str(cfg.get("PORT") or 5432),
+            "-U",
+            cfg.get("USER") or "postgres",
+            name,
+        ],
+        check=True,
+        capture_output=True,
+        env=env,
+        timeout=120,
     ).stdout
 
 
@@ -39,8 +50,12 @@ def test_database_dump_contains_no_message_plaintext() -> None:
     derm = Actor("derm", specialty="Dermatology").register()
     state = pcp.open_case()
     pcp.add(state, derm)
-    message_send(user=pcp.user, device_id=pcp.device.device_id, case_id=state.case_id,
-                 envelope=state.seal({"text": SECRET}))
+    message_send(
+        user=pcp.user,
+        device_id=pcp.device.device_id,
+        case_id=state.case_id,
+        envelope=state.seal({"text": SECRET}),
+    )
     dump = full_dump()
     assert b"CREATE TABLE" in dump.upper() or b"create table" in dump.lower()
     assert b"cases_message" in dump

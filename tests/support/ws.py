@@ -34,7 +34,9 @@ class RoomSocket:
     async def next(self, *types: str, timeout: float = 15) -> dict[str, Any]:
         """The next frame of one of ``types`` (others are kept in ``seen``)."""
         while True:
-            frame = json.loads(await asyncio.wait_for(self.ws.recv(), timeout=timeout))
+            frame: dict[str, Any] = json.loads(
+                await asyncio.wait_for(self.ws.recv(), timeout=timeout)
+            )
             self.seen.append(frame)
             if not types or frame["type"] in types:
                 return frame

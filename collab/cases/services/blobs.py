@@ -44,9 +44,7 @@ def _discard(blob: m.Blob) -> None:
 
 
 @transaction.atomic
-def blob_create(
-    *, user: User, device_id: uuid.UUID, case_id: uuid.UUID, size: int
-) -> m.Blob:
+def blob_create(*, user: User, device_id: uuid.UUID, case_id: uuid.UUID, size: int) -> m.Blob:
     active_device(user=user, device_id=device_id)
     if not is_case_member(user=user, case_id=case_id):
         raise Forbidden("not_member", "You are not a member of this case.")
@@ -57,11 +55,16 @@ def blob_create(
         raise ServiceError("bad_size", "An encrypted blob has at least one chunk and its MAC.")
     blob_id = uuid.uuid4()
     blob = m.Blob.objects.create(
-        id=blob_id, case_id=case_id, uploader=user, uploader_device_id=device_id, size=size,
-        chunk_count=-(-size // CT_CHUNK_SIZE), storage_name=f"blobs/{blob_id.hex[:2]}/{blob_id.hex}",
+        id=blob_id,
+        case_id=case_id,
+        uploader=user,
+        uploader_device_id=device_id,
+        size=size,
+        chunk_count=-(-size // CT_CHUNK_SIZE),
+        storage_name=f"blobs/{blob_id.hex[:2]}/{blob_id.hex}",
     )
     os.makedirs(os.path.dirname(_path(blob)), exist_ok=True)
-    open(_path(blob), "wb").close()  # noqa: SIM115 - create empty, written in parts
+    open(_path(blob), "wb").close()
     return blob
 
 
@@ -97,9 +100,7 @@ class _Overflow(Exception):
     pass
 
 
-def blob_part_put(
-    *, user: User, blob_id: uuid.UUID, offset: int, length: int, read: Reader
-) -> int:
+def blob_part_put(*, user: User, blob_id: uuid.UUID, offset: int, length: int, read: Reader) -> int:
     """Append one part at ``offset``; returns the bytes received so far.
 
     Parts are whole chunks (the last part may end with the short final chunk). A part
@@ -133,8 +134,11 @@ def _append_part(user: User, blob_id: uuid.UUID, offset: int, length: int, read:
         hashes = _part_hashes(read, length, None)
         known = [stored[i * 64 : (i + 1) * 64] for i in range(first, first + len(hashes))]
         if hashes != known:
-            raise Conflict("part_mismatch", "Different bytes for a part already received.",
-                           received_bytes=blob.received_bytes)
+            raise Conflict(
+                "part_mismatch",
+                "Different bytes for a part already received.",
+                received_bytes=blob.received_bytes,
+            )
         return blob.received_bytes
     if offset != blob.received_bytes:
         raise Conflict("out_of_order", "Send the next part.", received_bytes=blob.received_bytes)
@@ -165,8 +169,13 @@ def blob_complete(
     blob.status = m.BlobStatus.COMPLETE
     blob.save(update_fields=["root", "status"])
     audit_record(
-        action=AuditAction.ATTACHMENT_UPLOADED, actor=user, device_id=blob.uploader_device_id,
-        case_id=blob.case_id, target=f"blob:{blob.pk}", meta=meta, details={"size": blob.size},
+        action=AuditAction.ATTACHMENT_UPLOADED,
+        actor=user,
+        device_id=blob.uploader_device_id,
+        case_id=blob.case_id,
+        target=f"blob:{blob.pk}",
+        meta=meta,
+        details={"size": blob.size},
     )
     return blob
 
@@ -176,7 +185,11 @@ MAX_RANGE_BYTES = MAX_PART_CHUNKS * CT_CHUNK_SIZE
 
 @transaction.atomic
 def blob_download(
-    *, user: User, device_id: uuid.UUID, blob_id: uuid.UUID, start: int = 0,
+    *,
+    user: User,
+    device_id: uuid.UUID,
+    blob_id: uuid.UUID,
+    start: int = 0,
     meta: RequestMeta | None = None,
 ) -> tuple[m.Blob, IO[bytes]]:
     """Members only. Returns the file positioned at ``start``; one audit event per
@@ -189,8 +202,12 @@ def blob_download(
         raise ServiceError("bad_range", f"The range must start within 0..{blob.size - 1}.")
     if start == 0:
         audit_record(
-            action=AuditAction.ATTACHMENT_DOWNLOADED, actor=user, device_id=device_id,
-            case_id=blob.case_id, target=f"blob:{blob.pk}", meta=meta,
+            action=AuditAction.ATTACHMENT_DOWNLOADED,
+            actor=user,
+            device_id=device_id,
+            case_id=blob.case_id,
+            target=f"blob:{blob.pk}",
+            meta=meta,
             details={"size": blob.size},
         )
     handle = default_storage.open(blob.storage_name, "rb")

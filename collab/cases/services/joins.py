@@ -49,10 +49,16 @@ def join_request_create(
                 case=case, user=user, kind=kind, requested_by=requester
             )
     except IntegrityError:
-        raise Conflict("already_requested", "A request for this person is already pending.") from None
+        raise Conflict(
+            "already_requested", "A request for this person is already pending."
+        ) from None
     audit_record(
-        action=AuditAction.JOIN_REQUESTED, actor=requester, case_id=case.pk, meta=meta,
-        target=f"user:{user.pk}", details={"kind": kind},
+        action=AuditAction.JOIN_REQUESTED,
+        actor=requester,
+        case_id=case.pk,
+        meta=meta,
+        target=f"user:{user.pk}",
+        details={"kind": kind},
     )
     publish_after_commit(
         case_group(case.pk), {"type": "case.join_request", "user": str(user.pk), "kind": kind}

@@ -61,8 +61,12 @@ def _check_roster_registered(roster: Roster, prev: Roster | None) -> None:
 def _store_entry(case: m.Case, entry: LogEntry) -> m.LogEntry:
     entry_hash = entry.entry_hash()
     record = m.LogEntry.objects.create(
-        case=case, epoch=entry.epoch, entry_hash=entry_hash, raw=entry.encode(),
-        action=int(entry.action), author_device_id=entry.author_device_id,
+        case=case,
+        epoch=entry.epoch,
+        entry_hash=entry_hash,
+        raw=entry.encode(),
+        action=int(entry.action),
+        author_device_id=entry.author_device_id,
     )
     wraps = [
         m.KeyWrap(case=case, epoch=entry.epoch, device_id=w.device_id, ciphertext=w.ciphertext)
@@ -72,8 +76,13 @@ def _store_entry(case: m.Case, entry: LogEntry) -> m.LogEntry:
     if isinstance(body, ShareHistoryBody):
         # Earlier epochs become readable for the named devices; the keys stay sealed.
         wraps += [
-            m.KeyWrap(case=case, epoch=w.epoch, device_id=w.device_id, ciphertext=w.ciphertext,
-                      shared_in_epoch=entry.epoch)
+            m.KeyWrap(
+                case=case,
+                epoch=w.epoch,
+                device_id=w.device_id,
+                ciphertext=w.ciphertext,
+                shared_in_epoch=entry.epoch,
+            )
             for w in body.items
         ]
     m.KeyWrap.objects.bulk_create(wraps, ignore_conflicts=True)
@@ -120,8 +129,13 @@ def _publish_log(case: m.Case, entry: LogEntry) -> None:
 
 @transaction.atomic
 def case_open(
-    *, user: User, device_id: uuid.UUID, genesis: LogEntry, specialty: str = "",
-    urgency: str = m.Urgency.ROUTINE, meta: RequestMeta | None = None,
+    *,
+    user: User,
+    device_id: uuid.UUID,
+    genesis: LogEntry,
+    specialty: str = "",
+    urgency: str = m.Urgency.ROUTINE,
+    meta: RequestMeta | None = None,
 ) -> m.Case:
     """A provider opens a case with its signed genesis entry (the provider as owner)."""
     if user.role != Role.PROVIDER:
@@ -138,13 +152,21 @@ def case_open(
     if m.Case.objects.filter(pk=genesis.case_id).exists():
         raise Conflict("case_exists", "A case with that id exists.")
     case = m.Case.objects.create(
-        id=genesis.case_id, opened_by=user, specialty=specialty.strip()[:80], urgency=urgency,
-        head_epoch=0, head_hash=genesis.entry_hash(),
+        id=genesis.case_id,
+        opened_by=user,
+        specialty=specialty.strip()[:80],
+        urgency=urgency,
+        head_epoch=0,
+        head_hash=genesis.entry_hash(),
     )
     _store_entry(case, genesis)
     audit_record(
-        action=AuditAction.CASE_OPENED, actor=user, device_id=device_id, case_id=case.pk,
-        target=f"case:{case.pk}", meta=meta,
+        action=AuditAction.CASE_OPENED,
+        actor=user,
+        device_id=device_id,
+        case_id=case.pk,
+        target=f"case:{case.pk}",
+        meta=meta,
         details={"specialty": case.specialty, "urgency": case.urgency},
     )
     return case
@@ -156,7 +178,11 @@ def head_wire(case: m.Case) -> dict[str, Any]:
 
 @transaction.atomic
 def log_entry_submit(
-    *, user: User, device_id: uuid.UUID, case_id: uuid.UUID, entry: LogEntry,
+    *,
+    user: User,
+    device_id: uuid.UUID,
+    case_id: uuid.UUID,
+    entry: LogEntry,
     meta: RequestMeta | None = None,
 ) -> m.LogEntry:
     """Accept the next entry only if it extends the current head (else 409 with the head)."""
@@ -170,8 +196,9 @@ def log_entry_submit(
         stored = m.LogEntry.objects.filter(case=case, epoch=entry.epoch).first()
         if stored is not None and bytes(stored.entry_hash) == entry_hash:
             return stored  # a retry of an entry already committed
-        raise Conflict("stale_head", "Another entry won this epoch; rebuild on the head.",
-                       head=head_wire(case))
+        raise Conflict(
+            "stale_head", "Another entry won this epoch; rebuild on the head.", head=head_wire(case)
+        )
     if entry.epoch != case.head_epoch + 1 or entry.prev_hash != bytes(case.head_hash):
         raise Conflict("stale_head", "The entry does not extend the head.", head=head_wire(case))
     prev = head_entry(case)
@@ -182,9 +209,13 @@ def log_entry_submit(
     _check_roster_registered(entry.roster, prev.roster)
     record = _store_entry(case, entry)
     audit_record(
-        action=AuditAction.LOG_ENTRY_COMMITTED, actor=user, device_id=device_id, case_id=case.pk,
-        target=f"log:{entry.epoch}", meta=meta, details={"epoch": entry.epoch,
-                                                         "action": entry.action.name.lower()},
+        action=AuditAction.LOG_ENTRY_COMMITTED,
+        actor=user,
+        device_id=device_id,
+        case_id=case.pk,
+        target=f"log:{entry.epoch}",
+        meta=meta,
+        details={"epoch": entry.epoch, "action": entry.action.name.lower()},
     )
     # Sockets of devices not in the new roster close when they hear of it.
     _publish_log(case, entry)

@@ -58,7 +58,11 @@ def _check_epoch(case: m.Case, envelope: Envelope) -> None:
 
 @transaction.atomic
 def message_send(
-    *, user: User, device_id: uuid.UUID, case_id: uuid.UUID, envelope: Envelope,
+    *,
+    user: User,
+    device_id: uuid.UUID,
+    case_id: uuid.UUID,
+    envelope: Envelope,
     meta: RequestMeta | None = None,
 ) -> Ack:
     """Check, number and store one envelope; the channel layer hears of it after commit.
@@ -76,7 +80,9 @@ def message_send(
     ).first()
     if stored is not None:
         if stored.case_id != case.pk or not _same_message(stored, envelope):
-            raise ServiceError("client_msg_id_reused", "That client message id was used for other content.")
+            raise ServiceError(
+                "client_msg_id_reused", "That client message id was used for other content."
+            )
         return Ack(stored.seq, h.client_msg_id, stored.epoch, duplicate=True)
     device = (
         Device.objects.filter(pk=device_id, user=user, revoked_at__isnull=True)
@@ -93,7 +99,9 @@ def message_send(
         raise crypto_failure(error) from None
     last = (
         m.Message.objects.filter(case=case, sender_device_id=device_id)
-        .order_by("-sender_seq").values_list("sender_seq", flat=True).first()
+        .order_by("-sender_seq")
+        .values_list("sender_seq", flat=True)
+        .first()
     )
     if last is not None and h.sender_seq <= last:
         raise ServiceError("sender_seq_not_increasing", f"sender_seq must exceed {last}.")
@@ -101,13 +109,24 @@ def message_send(
     case.last_seq += 1
     case.save(update_fields=["last_seq"])
     message = m.Message.objects.create(
-        case=case, seq=case.last_seq, epoch=h.epoch, sender=user, sender_device_id=device_id,
-        client_msg_id=h.client_msg_id, sender_seq=h.sender_seq, header=h.encode(),
-        signature=envelope.sig, ciphertext=envelope.ct,
+        case=case,
+        seq=case.last_seq,
+        epoch=h.epoch,
+        sender=user,
+        sender_device_id=device_id,
+        client_msg_id=h.client_msg_id,
+        sender_seq=h.sender_seq,
+        header=h.encode(),
+        signature=envelope.sig,
+        ciphertext=envelope.ct,
     )
     audit_record(
-        action=AuditAction.MESSAGE_STORED, actor=user, device_id=device_id, case_id=case.pk,
-        target=f"message:{message.seq}", meta=meta,
+        action=AuditAction.MESSAGE_STORED,
+        actor=user,
+        device_id=device_id,
+        case_id=case.pk,
+        target=f"message:{message.seq}",
+        meta=meta,
         details={"seq": message.seq, "size": len(envelope.ct), "epoch": h.epoch},
     )
     publish_after_commit(
@@ -128,7 +147,9 @@ def _check_attachments(case: m.Case, envelope: Envelope) -> None:
     }
     for ref in refs:
         if blobs.get(ref.blob_id) != ref.root:
-            raise ServiceError("bad_attachment", f"Attachment {ref.blob_id} is not a complete blob of this case.")
+            raise ServiceError(
+                "bad_attachment", f"Attachment {ref.blob_id} is not a complete blob of this case."
+            )
 
 
 @transaction.atomic
