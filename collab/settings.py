@@ -107,9 +107,10 @@ DATABASES = {
         conn_max_age=0 if not PRODUCTION else 60,
     )
 }
+# One test database per test process, so concurrent test runs never share one.
+DATABASES["default"]["TEST"] = {"NAME": f"test_{DATABASES['default']['NAME']}_{os.getpid()}"}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # A file test database lets live server processes share it with the test run;
-    # one per test process so concurrent runs never share one.
+    # A file test database lets live server processes share it with the test run.
     DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / f"test-{os.getpid()}.sqlite3")}
     # WAL lets readers run beside the one writer; IMMEDIATE takes the write lock up front
     # so concurrent writers queue instead of failing on a lock upgrade.
