@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from collab.client.keys import DeviceKeys, now_ms
 from collab.crypto import primitives as prim
 from collab.crypto.actions import Body, CreateBody
 from collab.crypto.devcert import DeviceCert
@@ -26,7 +27,6 @@ from collab.crypto.envelope import (
 )
 from collab.crypto.errors import CryptoError
 from collab.crypto.log import LogEntry, build_entry, open_history, open_wrap, verify_chain
-from collab.client.keys import DeviceKeys, now_ms
 
 
 @dataclass(frozen=True)
@@ -63,15 +63,17 @@ class CaseState:
                 raise CryptoError("wrong_case", "entry belongs to another case")
             self.chain[entry.epoch] = entry
             if entry.roster.device(self.device.device_id) is not None:
-                self.keys[entry.epoch] = open_wrap(entry, self.device.device_id, self.device.dxk_secret)
-                self.keys.update(
-                    open_history(entry, self.device.device_id, self.device.dxk_secret, self.chain)
-                    if entry.action.name == "SHARE_HISTORY" else {}
+                self.keys[entry.epoch] = open_wrap(
+                    entry, self.device.device_id, self.device.dxk_secret
                 )
+                if entry.action.name == "SHARE_HISTORY":
+                    self.keys.update(open_history(
+                        entry, self.device.device_id, self.device.dxk_secret, self.chain
+                    ))
         return verified
 
     def genesis(self, device_cert: DeviceCert, uik_pub: bytes) -> LogEntry:
-        entry, key = build_entry(
+        entry, _ = build_entry(
             None, CreateBody(uik_pub, (device_cert,)), author_seed=self.device.dsk_seed,
             author_user_id=self.device.user_id, author_device_id=self.device.device_id,
             created_ms=now_ms(), case_id=self.case_id,

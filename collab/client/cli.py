@@ -1,0 +1,355 @@
+"""collab-client: the command line over the collab SDK.
+
+Errors are one line on stderr; exit codes: 0 ok, 1 usage or input, 2 authentication
+(sign-in, session, passphrase, recovery key), 3 the server refused, 4 verification
+failed (a CryptoError: a signature, hash, log or decryption check), 5 unreachable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime
+import getpass
+import json
+import os
+import re
+import sys
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn, TextIO
+
+from tqdm import tqdm
+
+from collab.client.errors import (
+    EXIT_USAGE,
+    EXIT_VERIFY,
+    ClientError,
+    UsageError,
+)
+from collab.client.keystore import Keystore
+from collab.client.sdk import CollabClient, Progress, Received
+from collab.crypto.errors import CryptoError
+from collab.crypto.roster import Role
+
+PROG = "collab-client"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message, code="usage")
+
+
+def _uuid(text: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a UUID: {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description="End-to-end-encrypted case rooms from the terminal.")
+    parser.add_argument("--server", default=os.environ.get("COLLAB_SERVER"),
+                        help="server URL (env COLLAB_SERVER; default: the one you signed in to)")
+    parser.add_argument("--home", default=os.environ.get("COLLAB_HOME"),
+                        help="keystore directory (env COLLAB_HOME; default ~/.collab)")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("login", help="sign in with password and TOTP code")
+    p.add_argument("--username", required=True)
+    p.add_argument("--code", help="TOTP code (prompted if omitted)")
+    sub.add_parser("logout", help="sign out and forget the session")
+    p = sub.add_parser("init", help="create your identity key and this device (first device)")
+    p.add_argument("--name", default="collab-client", help="device name")
+    p = sub.add_parser("recover", help="certify this device with your recovery key")
+    p.add_argument("--recovery-key", default=os.environ.get("COLLAB_RECOVERY_KEY"))
+    p.add_argument("--name", default="collab-client", help="device name")
+    sub.add_parser("whoami", help="your user id, device id and server")
+    sub.add_parser("devices", help="list your devices")
+    sub.add_parser("cases", help="list your cases")
+    p = sub.add_parser("open", help="open a case (you become its owner)")
+    p.add_argument("--specialty", default="")
+    p.add_argument("--urgency", default="routine")
+    p = sub.add_parser("add", help="add a user to a case (signed log entry)")
+    p.add_argument("case", type=_uuid)
+    p.add_argument("user", type=_uuid)
+    p.add_argument("--role", choices=["member", "admin", "owner"], default="member")
+    p = sub.add_parser("remove", help="remove a user from a case (new epoch key)")
+    p.add_argument("case", type=_uuid)
+    p.add_argument("user", type=_uuid)
+    p = sub.add_parser("joins", help="commit the case's pending join requests")
+    p.add_argument("case", type=_uuid)
+    p = sub.add_parser("send", help="send a text message ('-' reads stdin)")
+    p.add_argument("case", type=_uuid)
+    p.add_argument("text")
+    p = sub.add_parser("send-image", help="sanitise, encrypt and send an image")
+    p.add_argument("case", type=_uuid)
+    p.add_argument("path", type=Path)
+    p.add_argument("--caption", default="")
+    p = sub.add_parser("watch", help="live, verified and decrypted messages")
+    p.add_argument("case", type=_uuid)
+    p.add_argument("--after", type=int, default=None,
+                   help="server sequence number to resume after (default: last seen)")
+    p.add_argument("--count", type=int, default=None, help="stop after this many messages")
+    p.add_argument("--timeout", type=float, default=None,
+                   help="stop after this many seconds without a message")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p = sub.add_parser("history", help="stored messages, verified and decrypted")
+    p.add_argument("case", type=_uuid)
+    p.add_argument("--after", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p = sub.add_parser("fetch-image", help="download and decrypt a message's image")
+    p.add_argument("case", type=_uuid)
+    p.add_argument("seq", type=int)
+    p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--thumbnail", action="store_true")
+    p = sub.add_parser("safety-number", help="the safety number to compare in person")
+    p.add_argument("user", type=_uuid)
+    p.add_argument("--case", type=_uuid, default=None,
+                   help="use the key in this case's verified roster")
+    return parser
+
+
+# --- context ---------------------------------------------------------------------------
+
+def keystore_path(home: str | None) -> Path:
+    base = Path(home).expanduser() if home else Path.home() / ".collab"
+    return base / "keystore.json"
+
+
+def _passphrase(new: bool) -> str:
+    env = os.environ.get("COLLAB_PASSPHRASE")
+    if env:
+        return env
+    if not sys.stdin.isatty():
+        raise UsageError("set COLLAB_PASSPHRASE or run in a terminal", code="no_passphrase")
+    first = getpass.getpass("Keystore passphrase: ")
+    if new and getpass.getpass("Repeat the passphrase: ") != first:
+        raise UsageError("the passphrases differ", code="passphrase_mismatch")
+    return first
+
+
+def open_client(args: argparse.Namespace, *, create: bool = False) -> CollabClient:
+    path = keystore_path(args.home)
+    if create and not path.exists():
+        store = Keystore.create(path, _passphrase(new=True))
+    else:
+        store = Keystore.load(path, _passphrase(new=False))
+    return CollabClient(args.server, keystore=store)
+
+
+def _progress(label: str) -> tuple[Progress, Callable[[], None]]:
+    bar: list[Any] = []
+
+    def update(done: int, total: int) -> None:
+        if not bar:
+            bar.append(tqdm(total=total, unit="B", unit_scale=True, desc=label,
+                            file=sys.stderr, disable=None, leave=False))
+        bar[0].update(done)
+
+    def close() -> None:
+        if bar:
+            bar[0].close()
+
+    return update, close
+
+
+class _Names:
+    """Display names for user ids (best effort; the id is shown when unknown)."""
+
+    def __init__(self, client: CollabClient) -> None:
+        self.client = client
+        self.cache: dict[uuid.UUID, str] = {}
+
+    def __call__(self, user_id: uuid.UUID) -> str:
+        if user_id not in self.cache:
+            try:
+                name = str(self.client.call("GET", f"/api/users/{user_id}/keys")["display_name"])
+            except ClientError:
+                name = ""
+            self.cache[user_id] = name or str(user_id)[:8]
+        return self.cache[user_id]
+
+
+def _describe(msg: Received, name: Callable[[uuid.UUID], str]) -> str:
+    when = datetime.datetime.fromtimestamp(msg.header.sent_ms / 1000, datetime.UTC)
+    stamp = when.strftime("%Y-%m-%d %H:%M:%S")
+    text = msg.text
+    image = msg.image()
+    if image is not None:
+        text = f"[image {image.width}x{image.height} {image.mime}, {image.size} bytes; " \
+               f"fetch-image {msg.header.case_id} {msg.seq}] {text}".rstrip()
+    line = f"#{msg.seq} {stamp} {name(msg.sender_user_id)} (epoch {msg.epoch}): {text}"
+    if msg.gap is not None:
+        line += (f"\n  (missing messages from this sender: "
+                 f"{msg.gap.first_missing}..{msg.gap.last_missing})")
+    return line
+
+
+def _as_json(msg: Received) -> str:
+    return json.dumps({
+        "seq": msg.seq, "epoch": msg.epoch, "sender": str(msg.sender_user_id),
+        "sender_device": str(msg.header.sender_device_id), "sent_ms": msg.header.sent_ms,
+        "content_type": msg.header.content_type, "body": msg.body,
+        "gap": None if msg.gap is None else [msg.gap.first_missing, msg.gap.last_missing],
+    }, sort_keys=True)
+
+
+# --- commands ---------------------------------------------------------------------------
+
+def cmd_login(args: argparse.Namespace, out: TextIO) -> None:
+    password = os.environ.get("COLLAB_PASSWORD") or getpass.getpass("Password: ")
+    code = args.code or input("TOTP code: ")
+    code = re.sub(r"\s*\(.*\)\s*$", "", code)  # demo_code prints "123456  (valid for ...)"
+    client = open_client(args, create=True)
+    client.login(args.username, password, code)
+    out.write(f"signed in as {args.username} at {client.state.server}\n")
+    if client.state.device is None:
+        out.write("next: `collab-client init` (first device) or `collab-client recover`\n")
+
+
+def cmd_init(args: argparse.Namespace, out: TextIO) -> None:
+    client = open_client(args)
+    recovery = client.init(args.name)
+    out.write(f"identity and device registered; user {client.user_id}, "
+              f"device {client.device.device_id}\n")
+    out.write("RECOVERY KEY (write it down now; it is shown only once and the server "
+              "never sees it):\n")
+    out.write(f"  {recovery}\n")
+
+
+def cmd_recover(args: argparse.Namespace, out: TextIO) -> None:
+    client = open_client(args)
+    key = args.recovery_key or getpass.getpass("Recovery key: ")
+    client.recover(key, args.name)
+    out.write(f"device {client.device.device_id} certified and registered\n")
+
+
+def run(args: argparse.Namespace, out: TextIO) -> None:
+    command = args.command
+    if command == "login":
+        return cmd_login(args, out)
+    if command == "init":
+        return cmd_init(args, out)
+    if command == "recover":
+        return cmd_recover(args, out)
+    client = open_client(args)
+    names = _Names(client)
+    if command == "logout":
+        client.logout()
+        out.write("signed out\n")
+    elif command == "whoami":
+        device = client.state.device
+        out.write(f"user {client.user_id} ({client.state.username})\n"
+                  f"device {device.device_id if device else '-'}\n"
+                  f"server {client.state.server}\n")
+    elif command == "devices":
+        for d in client.devices():
+            mark = " (this device)" if client.state.device and \
+                d["device_id"] == str(client.state.device.device_id) else ""
+            revoked = " revoked" if d.get("revoked_at") else ""
+            out.write(f"{d['device_id']} {d.get('name', '')}{revoked}{mark}\n")
+    elif command == "cases":
+        for c in client.list_cases():
+            out.write(f"{c['id']} {c['status']} {c['urgency']} {c['specialty'] or '-'} "
+                      f"epoch {c['head']['epoch']} messages {c['last_seq']}\n")
+    elif command == "open":
+        out.write(f"{client.open_case(args.specialty, args.urgency)}\n")
+    elif command == "add":
+        entry = client.add_member(args.case, args.user, Role[args.role.upper()])
+        out.write(f"added {args.user}; case is now at epoch {entry.epoch}\n")
+    elif command == "remove":
+        entry = client.remove_member(args.case, args.user)
+        out.write(f"removed {args.user}; new epoch {entry.epoch}\n")
+    elif command == "joins":
+        added = client.commit_join_requests(args.case)
+        out.write("".join(f"added {u}\n" for u in added) or "no pending join requests\n")
+    elif command == "send":
+        text = sys.stdin.read() if args.text == "-" else args.text
+        sent = asyncio.run(client.send_text(args.case, text))
+        out.write(f"sent #{sent.seq} (epoch {sent.epoch})\n")
+    elif command == "send-image":
+        update, close = _progress("upload")
+        try:
+            sent = asyncio.run(client.send_image(args.case, args.path, caption=args.caption,
+                                                 progress=update))
+        finally:
+            close()
+        out.write(f"sent image #{sent.seq} (epoch {sent.epoch})\n")
+    elif command == "history":
+        for msg in client.history(args.case, after=args.after):
+            out.write((_as_json(msg) if args.json else _describe(msg, names)) + "\n")
+    elif command == "watch":
+        asyncio.run(_watch(client, args, out, names))
+    elif command == "fetch-image":
+        msg = client.message(args.case, args.seq)
+        manifest = msg.image(thumbnail=args.thumbnail)
+        if manifest is None:
+            raise UsageError(f"message #{args.seq} carries no image", code="no_image")
+        ext = ".png" if manifest.mime == "image/png" else ".jpg"
+        target = args.out or Path(f"case-{str(args.case)[:8]}-{args.seq}"
+                                  f"{'-thumb' if args.thumbnail else ''}{ext}")
+        update, close = _progress("download")
+        try:
+            client.download(manifest, target, progress=update)
+        finally:
+            close()
+        out.write(f"{target} ({manifest.width}x{manifest.height} {manifest.mime}, verified)\n")
+    elif command == "safety-number":
+        groups = client.safety_number(args.user, args.case)
+        out.write(" ".join(groups[:6]) + "\n" + " ".join(groups[6:]) + "\n")
+    return None
+
+
+async def _watch(client: CollabClient, args: argparse.Namespace, out: TextIO,
+                 names: _Names) -> None:
+    def notice(kind: str, detail: dict[str, Any]) -> None:
+        if kind == "log":
+            sys.stderr.write(f"-- membership changed: epoch {detail.get('epoch')} "
+                             f"({detail.get('action')}), verified\n")
+        elif kind == "join_request":
+            sys.stderr.write(f"-- join request from {detail.get('user')}\n")
+        elif kind == "reconnecting":
+            sys.stderr.write(f"-- connection lost; resuming after #{detail.get('after')}\n")
+
+    count = 0
+    stream = client.watch(args.case, args.after, on_notice=notice)
+    async with contextlib.aclosing(stream):
+        while args.count is None or count < args.count:
+            try:
+                msg = await asyncio.wait_for(anext(stream), args.timeout)
+            except TimeoutError:
+                break
+            except StopAsyncIteration:  # pragma: no cover - watch never ends by itself
+                break
+            out.write((_as_json(msg) if args.json else _describe(msg, names)) + "\n")
+            out.flush()
+            count += 1
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None,
+         err: TextIO | None = None) -> int:
+    stdout, stderr = out or sys.stdout, err or sys.stderr
+    try:
+        args = build_parser().parse_args(argv)
+        run(args, stdout)
+    except CryptoError as failure:
+        stderr.write(f"{PROG}: verification failed ({failure.code}): "
+                     f"{failure.message or failure.code}\n")
+        return EXIT_VERIFY
+    except ClientError as failure:
+        stderr.write(f"{PROG}: error ({failure.code}): {failure.message}\n")
+        return failure.exit_code
+    except KeyboardInterrupt:
+        stderr.write(f"{PROG}: interrupted\n")
+        return 130
+    except EOFError:
+        stderr.write(f"{PROG}: error (usage): input ended\n")
+        return EXIT_USAGE
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

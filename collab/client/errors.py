@@ -1,0 +1,67 @@
+"""Client-side errors. Each maps to one CLI exit code; CryptoError (from collab.crypto)
+is the verification failure and keeps its stable code."""
+
+from __future__ import annotations
+
+from typing import Any
+
+EXIT_OK = 0
+EXIT_USAGE = 1  # bad arguments or input (missing file, not an image, no keystore)
+EXIT_AUTH = 2  # sign-in refused, session ended, wrong passphrase or recovery key
+EXIT_REFUSED = 3  # the server refused the request
+EXIT_VERIFY = 4  # a signature, hash, log or decryption check failed (CryptoError)
+EXIT_UNREACHABLE = 5  # the server could not be reached
+
+
+class ClientError(Exception):
+    """Base of the client's own errors; ``exit_code`` is what the CLI exits with."""
+
+    exit_code = EXIT_USAGE
+
+    def __init__(self, message: str, *, code: str = "client_error") -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class UsageError(ClientError):
+    exit_code = EXIT_USAGE
+
+
+class ImageError(UsageError):
+    """The file is not an acceptable image (not an image, unsupported, too large, a bomb)."""
+
+    def __init__(self, message: str, *, code: str = "bad_image") -> None:
+        super().__init__(message, code=code)
+
+
+class KeystoreError(ClientError):
+    exit_code = EXIT_USAGE
+
+
+class AuthError(ClientError):
+    exit_code = EXIT_AUTH
+
+    def __init__(self, message: str, *, code: str = "unauthenticated") -> None:
+        super().__init__(message, code=code)
+
+
+class ServerRefusedError(ClientError):
+    """The server answered with an error (HTTP status or a socket error frame/close code)."""
+
+    exit_code = EXIT_REFUSED
+
+    def __init__(
+        self, message: str, *, code: str, status: int | None = None,
+        body: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message, code=code)
+        self.status = status
+        self.body = body or {}
+
+
+class UnreachableError(ClientError):
+    exit_code = EXIT_UNREACHABLE
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code="unreachable")

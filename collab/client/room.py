@@ -1,0 +1,150 @@
+"""The case-room socket: ws(s)://host/ws/cases/<case>/?device=<device>.
+
+One reader: frames that are not the answer being waited for are buffered and handed
+out by ``next_event``. Close codes become client errors (4401 auth, 4403/4404 refused);
+an abnormal close is ``ConnectionLostError`` so a watcher can reconnect and resume.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import uuid
+from typing import Any
+
+import websockets
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
+from collab.client.errors import AuthError, ClientError, ServerRefusedError, UnreachableError
+from collab.crypto.envelope import Envelope
+
+MAX_FRAME = 32 * 1024 * 1024  # history pages can be large; the server limits what we send
+_REFUSED = {4403: "not_member", 4404: "no_case", 4400: "bad_request", 4413: "frame_too_large",
+            4429: "rate_limited"}
+
+
+class ConnectionLostError(ClientError):
+    """The socket dropped without an application close code: reconnect and resume."""
+
+    exit_code = UnreachableError("").exit_code
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code="connection_lost")
+
+
+def socket_url(base_url: str, case_id: uuid.UUID, device_id: uuid.UUID) -> str:
+    scheme = "wss://" if base_url.startswith("https://") else "ws://"
+    host = base_url.split("://", 1)[1].rstrip("/")
+    return f"{scheme}{host}/ws/cases/{case_id}/?device={device_id}"
+
+
+class Room:
+    def __init__(self, ws: ClientConnection, case_id: uuid.UUID) -> None:
+        self.ws = ws
+        self.case_id = case_id
+        self.hello: dict[str, Any] = {}
+        self._buffer: collections.deque[dict[str, Any]] = collections.deque()
+        self._last_error: dict[str, Any] | None = None
+
+    @classmethod
+    async def connect(
+        cls, *, base_url: str, origin: str, cookie: str, case_id: uuid.UUID,
+        device_id: uuid.UUID, timeout: float = 20,
+    ) -> Room:
+        url = socket_url(base_url, case_id, device_id)
+        try:
+            ws = await websockets.connect(
+                url, additional_headers={"Origin": origin, "Cookie": cookie},
+                open_timeout=timeout, max_size=MAX_FRAME, compression=None,
+            )
+        except InvalidStatus as refused:
+            status = refused.response.status_code
+            if status in (401, 403):
+                raise AuthError(f"the server refused the socket (HTTP {status})",
+                                code="socket_refused") from None
+            raise ServerRefusedError(f"the server refused the socket (HTTP {status})",
+                                code="socket_refused", status=status) from None
+        except (OSError, InvalidHandshake, TimeoutError) as failure:
+            raise UnreachableError(f"cannot open the case socket at {url}: {failure}") from None
+        room = cls(ws, case_id)
+        first = await room._recv(timeout)
+        if first.get("type") != "hello":
+            room._buffer.append(first)
+            await room._recv(timeout)  # the close that follows a refusal raises
+            raise ServerRefusedError("the server did not greet the socket", code="no_hello")
+        room.hello = first
+        return room
+
+    def _closed(self, closed: ConnectionClosed) -> ClientError:
+        code = closed.rcvd.code if closed.rcvd is not None else None
+        reason = self._last_error or {}
+        detail = str(reason.get("message") or "")
+        if code == 4401:
+            return AuthError(f"the session ended: {detail or 'sign in again'}",
+                             code=str(reason.get("code") or "session_ended"))
+        if code in _REFUSED:
+            name = str(reason.get("code") or _REFUSED[code])
+            return ServerRefusedError(detail or name.replace("_", " "), code=name, status=code)
+        return ConnectionLostError(f"the case socket dropped (close code {code})")
+
+    async def _recv(self, timeout: float | None = None) -> dict[str, Any]:
+        while True:
+            try:
+                raw = await asyncio.wait_for(self.ws.recv(), timeout)
+            except ConnectionClosed as closed:
+                raise self._closed(closed) from None
+            frame = json.loads(raw)
+            if not isinstance(frame, dict):
+                continue
+            if frame.get("type") == "error" and not frame.get("ref"):
+                self._last_error = frame  # explains the close that usually follows
+            return frame
+
+    async def _send(self, frame: dict[str, Any]) -> None:
+        try:
+            await self.ws.send(json.dumps(frame, separators=(",", ":")))
+        except ConnectionClosed as closed:
+            raise self._closed(closed) from None
+
+    async def _answer(self, ref: str, kinds: tuple[str, ...], timeout: float) -> dict[str, Any]:
+        async with asyncio.timeout(timeout):
+            while True:
+                frame = await self._recv()
+                if frame.get("ref") == ref and frame.get("type") == "error":
+                    code = str(frame.get("code"))
+                    raise ServerRefusedError(str(frame.get("message") or code), code=code,
+                                             body=frame)
+                if frame.get("ref") == ref and frame.get("type") in kinds:
+                    return frame
+                self._buffer.append(frame)
+
+    async def send_envelope(self, envelope: Envelope, timeout: float = 30) -> dict[str, Any]:
+        """Send and wait for the ack (the message is committed when it comes)."""
+        ref = uuid.uuid4().hex
+        await self._send({"type": "send", "ref": ref, "envelope": envelope.to_wire()})
+        return await self._answer(ref, ("ack",), timeout)
+
+    async def resume(self, after: int, limit: int = 50, timeout: float = 30) -> dict[str, Any]:
+        ref = uuid.uuid4().hex
+        await self._send({"type": "resume", "ref": ref, "after": after, "limit": limit})
+        return await self._answer(ref, ("messages",), timeout)
+
+    async def typing(self, active: bool = True) -> None:
+        await self._send({"type": "typing", "active": active})
+
+    async def mark_read(self, up_to: int) -> None:
+        await self._send({"type": "read", "up_to": up_to})
+
+    async def next_event(self, timeout: float | None = None) -> dict[str, Any]:
+        if self._buffer:
+            return self._buffer.popleft()
+        return await self._recv(timeout)
+
+    def drop(self) -> None:
+        """Cut the connection without a close handshake (tests a lost network)."""
+        self.ws.transport.abort()
+
+    async def close(self) -> None:
+        await self.ws.close()
