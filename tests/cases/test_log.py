@@ -230,3 +230,13 @@ def test_patients_see_no_provider_directory(pcp: Actor) -> None:
     response = patient.call("GET", f"/api/users/{pcp.user.pk}/keys")
     assert response.status_code == 403
     assert response.json()["error"] == "patients_no_directory"
+
+
+def test_history_refuses_a_device_that_is_not_the_callers(pcp: Actor, derm: Actor) -> None:
+    state = pcp.open_case()
+    pcp.add(state, derm)
+    response = derm.client.get(
+        f"/api/cases/{state.case_id}/messages", HTTP_X_COLLAB_DEVICE=str(pcp.device.device_id)
+    )
+    assert response.status_code == 403
+    assert response.json()["error"] == "unknown_device"

@@ -7,6 +7,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
+from collab.accounts.management.commands._demo_case import demo_case_create
 from collab.accounts.management.commands._demo_users import DEMO_USERS
 from collab.accounts.models import User
 
@@ -32,6 +33,7 @@ class Command(BaseCommand):
             # Everyone gets TOTP in the demo, so sign-in shows both steps.
             if not TOTPDevice.objects.filter(user=user, confirmed=True).exists():
                 TOTPDevice.objects.create(user=user, name="Demo authenticator", confirmed=True)
+        self._demo_case()
         self.stdout.write(self.style.SUCCESS("Demo accounts ready.\n"))
         self.stdout.write("Open http://127.0.0.1:8000/ and sign in with one of:\n")
         for spec in DEMO_USERS:
@@ -41,3 +43,21 @@ class Command(BaseCommand):
             "\nThe second step asks for a TOTP code. Get the current one with:\n"
             "  COLLAB_DEMO=1 .venv/bin/python manage.py demo_code <username>\n"
         )
+
+    def _demo_case(self) -> None:
+        by_name = {spec["username"]: spec for spec in DEMO_USERS}
+        owner, member = User.objects.get(username="pcp"), User.objects.get(username="derm")
+        made = demo_case_create(
+            owner, by_name["pcp"]["password"], member, by_name["derm"]["password"]
+        )
+        if made is None:
+            self.stdout.write("The demo case exists already (delete data/ to start afresh).\n")
+            return
+        case, keys = made
+        self.stdout.write(f"Demo case {case.pk}: pcp asks derm about a pigmented lesion.\n")
+        for k in keys:
+            self.stdout.write(
+                f"  {k.user.username}: recovery key {k.recovery}\n"
+                f"    command-line client: COLLAB_HOME={k.home} "
+                f".venv/bin/python -m collab.client.cli login --username {k.user.username}\n"
+            )
