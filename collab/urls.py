@@ -6,6 +6,9 @@ from collab.audit import views as audit_views
 
 urlpatterns = [
     path("", views.home, name="home"),
+    path("cases/<uuid:case_id>/", views.case_room, name="case-room"),
+    path("devices/", views.devices_page, name="devices"),
+    path("keys/", views.keys_page, name="keys"),
     path("accounts/", include("collab.accounts.urls")),
     path("admin/", admin.site.urls),
     path("api/audit/", include("collab.audit.urls")),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+from django.db.models import Q
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from collab.accounts import devices
@@ -88,5 +89,44 @@ def user_keys(request: HttpRequest, user_id: uuid.UUID) -> HttpResponse:
             "specialty": target.specialty,
             "uik_pub": b64e(bytes(key.uik_pub)) if key else None,
             "devices": [devices.device_wire(d) for d in active],
+        }
+    )
+
+
+DIRECTORY_LIMIT = 20
+
+
+@api(("GET",))
+def directory(request: HttpRequest) -> HttpResponse:
+    """Providers matching ``q`` (name, username, specialty or organisation), for adding
+    someone to a case. Only providers and admins may search; patients see no directory."""
+    viewer = user_of(request)
+    if viewer.is_patient:
+        raise Forbidden("patients_no_directory", "Patients cannot search the directory.")
+    query = str(request.GET.get("q", "")).strip()[:80]
+    if len(query) < 2:
+        return JsonResponse({"users": []})
+    matches = (
+        User.objects.filter(role="provider", is_active=True)
+        .filter(
+            Q(display_name__icontains=query)
+            | Q(username__icontains=query)
+            | Q(specialty__icontains=query)
+            | Q(organisation__icontains=query)
+        )
+        .exclude(pk=viewer.pk)
+        .order_by("display_name", "username")[:DIRECTORY_LIMIT]
+    )
+    return JsonResponse(
+        {
+            "users": [
+                {
+                    "id": str(u.pk),
+                    "display_name": u.display_name or u.username,
+                    "specialty": u.specialty,
+                    "organisation": u.organisation,
+                }
+                for u in matches
+            ]
         }
     )

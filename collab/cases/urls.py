@@ -9,6 +9,7 @@ urlpatterns = [
     path("devices", device_views.device_list),
     path("devices/<uuid:device_id>/revoke", device_views.device_revoke),
     path("users/<uuid:user_id>/keys", device_views.user_keys),
+    path("directory", device_views.directory),
     path("cases", views.case_list),
     path("cases/<uuid:case_id>", views.case_detail),
     path("cases/<uuid:case_id>/log", views.case_log),

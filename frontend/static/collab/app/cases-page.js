@@ -1,0 +1,98 @@
+// The case list and the form that opens a case: a fresh case id, the signed
+// genesis entry (POST /api/cases), then the clinical question as the first
+// encrypted message on the case socket.
+
+import { CreateBody, DeviceCert, b64d, b64e, randomBytes, randomUuid } from '../cr1/index.js';
+import { api } from './api.js';
+import { CaseSession } from './casestate.js';
+import { $, errorText, fmtDate, h, replace, say } from './dom.js';
+import { uikPublic } from './identity.js';
+import { sendMessage } from './messaging.js';
+import { RoomSocket } from './socket.js';
+
+const URGENCY = { routine: 'Routine', soon: 'Soon', urgent: 'Urgent' };
+const STATUS = { requested: 'Requested', accepted: 'Accepted', answered: 'Answered', closed: 'Closed' };
+
+async function listCases() {
+  const { cases } = await api('GET', '/api/cases');
+  const rows = $('#case-rows');
+  if (!cases.length) {
+    say($('#cases-status'), 'You are not in any case yet.');
+    $('#case-table').hidden = true;
+    return;
+  }
+  replace(rows, ...cases.map((c) => h('tr', { class: c.urgency === 'urgent' ? 'urgent' : '' },
+    h('td', {}, h('a', { href: `/cases/${c.id}/` }, `Case ${c.id.slice(0, 8)}`)),
+    h('td', {}, c.specialty || '—'),
+    h('td', {}, h('span', { class: `badge ${c.urgency}` }, URGENCY[c.urgency] ?? c.urgency)),
+    h('td', {}, STATUS[c.status] ?? c.status),
+    h('td', {}, fmtDate(c.opened_at)),
+    h('td', {}, String(c.last_seq)),
+  )));
+  $('#case-table').hidden = false;
+  say($('#cases-status'), '');
+}
+
+/** Connect, wait for hello, send one message, close. */
+async function sendFirst(session, device, body) {
+  let onHello;
+  const hello = new Promise((resolve, reject) => {
+    onHello = resolve;
+    setTimeout(() => reject(new Error('The case room did not answer. Open the case and send your question again.')), 20_000);
+  });
+  const socket = new RoomSocket(session.caseId, device.deviceId, {
+    onFrame: (frame) => { if (frame.type === 'hello') onHello(frame); },
+  });
+  socket.connect();
+  try {
+    await hello;
+    return await sendMessage(socket, session, body, 'text');
+  } finally {
+    socket.close();
+  }
+}
+
+function wireOpenForm(ctx) {
+  const form = $('#open-case-form');
+  if (!form) return;
+  const status = $('#open-status');
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    const specialty = $('#oc-specialty').value.trim();
+    const urgency = $('#oc-urgency').value;
+    const question = $('#oc-question').value.trim();
+    if (!specialty || !question) {
+      say(status, !specialty ? 'Name the specialty you are asking.' : 'Write the clinical question.', 'error');
+      (specialty ? $('#oc-question') : $('#oc-specialty')).focus();
+      return;
+    }
+    const button = $('#open-case-btn');
+    button.disabled = true;
+    try {
+      say(status, 'Opening the case…');
+      const { device } = ctx;
+      const uikPub = device.uikSeed ? uikPublic(device.uikSeed) : b64d((await api('GET', '/api/identity')).uik_pub, 32);
+      const session = new CaseSession(randomUuid(randomBytes), device);
+      const genesis = session.genesis(new CreateBody(uikPub, [DeviceCert.fromWire(device.cert)]));
+      await api('POST', '/api/cases', {
+        json: { genesis: b64e(genesis.encode()), specialty, urgency }, device: device.deviceId,
+      });
+      session.accept([genesis]);
+      await session.loadMemo();
+      await session.remember();
+      say(status, 'Sending your question…');
+      const body = { text: question };
+      if (urgency === 'urgent') body.priority = 'urgent';
+      await sendFirst(session, device, body);
+      location.assign(`/cases/${session.caseId}/`);
+    } catch (err) {
+      button.disabled = false;
+      say(status, errorText(err), 'error');
+    }
+  });
+}
+
+export async function casesPage(ctx) {
+  wireOpenForm(ctx);
+  await listCases();
+}

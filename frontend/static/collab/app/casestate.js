@@ -1,0 +1,204 @@
+// One case as this device sees it: the verified membership log, the epoch keys
+// this device can open, and sealing/opening messages. Fails closed: every log
+// entry is verified before it is trusted and every message before it is
+// decrypted (same rules as collab/client/case_state.py and sdk.py).
+
+import {
+  Action, CryptoError, Envelope, LogEntry, Manifest, ReplayGuard, b64d, b64e, buildEntry, checkSender,
+  concat, equal, openEnvelope, openHistory, openWrap, randomBytes, sealMessage, sha512, verifyChain,
+} from '../cr1/index.js';
+import { api, ApiError } from './api.js';
+import { loadMemo, saveMemo } from './keystore.js';
+
+const LOG_PAGE = 500;
+const COMMIT_ATTEMPTS = 5;
+
+export class CaseSession {
+  constructor(caseId, device) {
+    this.caseId = caseId;
+    this.device = device;
+    this.chain = new Map(); // epoch (Number) -> verified LogEntry
+    this.keys = new Map(); // epoch -> epoch key
+    this.replay = new ReplayGuard();
+    this.seen = new Map(); // server seq -> [fingerprint hex, opened message]
+    this.memo = null;
+  }
+
+  get head() {
+    let best = null;
+    for (const e of this.chain.values()) if (best === null || e.epoch > best.epoch) best = e;
+    return best;
+  }
+
+  get roster() {
+    return this.head?.roster ?? null;
+  }
+
+  async loadMemo() {
+    if (!this.memo) this.memo = await loadMemo(this.device.userId, this.caseId);
+    return this.memo;
+  }
+
+  async saveMemo() {
+    await saveMemo(this.device.userId, this.caseId, this.memo);
+  }
+
+  /** Accept new entries on top of the trusted head; learn this device's keys. */
+  accept(entries) {
+    const trusted = this.head;
+    for (const e of entries) {
+      const known = this.chain.get(Number(e.epoch));
+      if (known && !known.equals(e)) throw new CryptoError('fork', `two different entries for epoch ${e.epoch}`);
+    }
+    const fresh = entries.filter((e) => trusted === null || e.epoch > trusted.epoch);
+    const verified = verifyChain(fresh, { trustedHead: trusted });
+    for (const entry of verified) {
+      if (entry.caseId !== this.caseId) throw new CryptoError('wrong_case', 'entry belongs to another case');
+      this.chain.set(Number(entry.epoch), entry);
+      if (entry.roster.device(this.device.deviceId)) {
+        this.keys.set(Number(entry.epoch), openWrap(entry, this.device.deviceId, this.device.dxkSecret));
+        if (entry.action === Action.SHARE_HISTORY) {
+          for (const [ep, k] of openHistory(entry, this.device.deviceId, this.device.dxkSecret, this.chain)) {
+            this.keys.set(Number(ep), k);
+          }
+        }
+      }
+    }
+    return verified;
+  }
+
+  /** Fetch and verify new log entries; detect a rolled-back or forked log. */
+  async sync() {
+    await this.loadMemo();
+    for (;;) {
+      const after = this.head ? this.head.epoch : -1;
+      const page = await api('GET', `/api/cases/${this.caseId}/log?after=${after}`);
+      const entries = page.entries.map((item) => LogEntry.decode(b64d(item.entry)));
+      this.accept(entries);
+      if (entries.length < LOG_PAGE) break;
+    }
+    const head = this.head;
+    if (!head) throw new CryptoError('truncated', 'the server sent no log for this case');
+    const memo = this.memo;
+    if (memo.headEpoch > head.epoch) {
+      throw new CryptoError('stale_head', `the server rolled the log back from epoch ${memo.headEpoch}`);
+    }
+    if (memo.headEpoch >= 0 && b64e(this.chain.get(memo.headEpoch).entryHash()) !== memo.headHash) {
+      throw new CryptoError('fork', `the log differs at epoch ${memo.headEpoch} from the one verified before`);
+    }
+    await this.remember();
+    return head;
+  }
+
+  async remember() {
+    const head = this.head;
+    this.memo.headEpoch = Number(head.epoch);
+    this.memo.headHash = b64e(head.entryHash());
+    await this.saveMemo();
+  }
+
+  /** Genesis of a new case (before it exists on the server). */
+  genesis(body) {
+    const { entry } = buildEntry(null, body, {
+      authorSeed: this.device.dskSeed, authorUserId: this.device.userId,
+      authorDeviceId: this.device.deviceId, createdMs: Date.now(), caseId: this.caseId,
+    });
+    return entry;
+  }
+
+  /** Build, sign and submit the next entry; on a lost race re-sync and rebuild. */
+  async commit(makeBody) {
+    for (let i = 0; i < COMMIT_ATTEMPTS; i++) {
+      await this.sync();
+      const { entry } = buildEntry(this.head, makeBody(this.head), {
+        authorSeed: this.device.dskSeed, authorUserId: this.device.userId,
+        authorDeviceId: this.device.deviceId, createdMs: Date.now(),
+      });
+      try {
+        await api('POST', `/api/cases/${this.caseId}/log`, { json: { entry: b64e(entry.encode()) }, device: this.device.deviceId });
+      } catch (err) {
+        if (err instanceof ApiError && err.status === 409 && err.code === 'stale_head') continue;
+        throw err;
+      }
+      this.accept([entry]);
+      await this.remember();
+      return entry;
+    }
+    throw new ApiError(409, { error: 'stale_head', detail: 'The membership log kept changing; try again.' });
+  }
+
+  /** Seal a message in the head epoch with the next sender_seq. */
+  async seal(body, contentType = 'text', attachments = []) {
+    await this.loadMemo();
+    const head = this.head;
+    const key = this.keys.get(Number(head.epoch));
+    if (!key) throw new CryptoError('wraps_mismatch', 'this device holds no key for the current epoch');
+    this.memo.senderSeq += 1;
+    await this.saveMemo();
+    return sealMessage({
+      dskSeed: this.device.dskSeed, epochKey: key, caseId: this.caseId, epoch: head.epoch,
+      logHead: head.entryHash(), senderUserId: this.device.userId, senderDeviceId: this.device.deviceId,
+      senderSeq: this.memo.senderSeq, sentMs: Date.now(), contentType, body, attachments,
+      clientMsgId: randomBytes(16),
+    });
+  }
+
+  /** A send was refused and nothing stored: give the sender_seq back. */
+  async unseal(envelope) {
+    if (this.memo.senderSeq === envelope.header.senderSeq) {
+      this.memo.senderSeq -= 1;
+      await this.saveMemo();
+    }
+  }
+
+  async bumpSenderSeq(atLeast) {
+    await this.loadMemo();
+    if (atLeast > this.memo.senderSeq) {
+      this.memo.senderSeq = atLeast;
+      await this.saveMemo();
+    }
+  }
+
+  /**
+   * Verify and decrypt one stored message ({seq, stored_at, envelope}).
+   * Returns {msg, isNew}; msg = {seq, header, body, manifests, gap, storedAt}.
+   * The same server seq with other content is a replay attempt.
+   */
+  async open(item) {
+    const seq = item?.seq;
+    if (!Number.isInteger(seq) || seq < 1) throw new CryptoError('bad_field', 'message without a valid sequence number');
+    const env = Envelope.fromWire(item.envelope ?? {});
+    const fp = b64e(sha512(concat(env.header.encode(), env.sig, env.ct)));
+    const known = this.seen.get(seq);
+    if (known) {
+      if (known[0] !== fp) throw new CryptoError('replay', `the server sent two different messages as #${seq}`);
+      return { msg: known[1], isNew: false };
+    }
+    if (env.header.caseId !== this.caseId) throw new CryptoError('wrong_case', 'message belongs to another case');
+    if (!this.chain.has(Number(env.header.epoch))) await this.sync();
+    const entry = this.chain.get(Number(env.header.epoch));
+    if (!entry) throw new CryptoError('wrong_epoch', 'message names an epoch this client has not verified');
+    const dskPub = checkSender(env, entry);
+    const key = this.keys.get(Number(env.header.epoch));
+    if (!key) throw new CryptoError('wraps_mismatch', 'no key for this epoch on this device');
+    this.replay.check(env.header);
+    const body = openEnvelope(env, key, { senderDskPub: dskPub });
+    let manifests;
+    try {
+      manifests = (Array.isArray(body.attachments) ? body.attachments : []).map((m) => Manifest.fromWire(m));
+    } catch (err) {
+      throw new CryptoError('bad_body', `bad attachment manifest: ${err.code ?? err}`);
+    }
+    const gap = this.replay.accept(env.header);
+    const msg = { seq, header: env.header, body, manifests, gap, storedAt: item.stored_at };
+    this.seen.set(seq, [fp, msg]);
+    if (env.header.senderDeviceId === this.device.deviceId) await this.bumpSenderSeq(Number(env.header.senderSeq));
+    if (seq > this.memo.lastSeq) {
+      this.memo.lastSeq = seq;
+      await this.saveMemo();
+    }
+    return { msg, isNew: true };
+  }
+}
+
+export { equal };

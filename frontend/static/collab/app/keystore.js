@@ -1,0 +1,120 @@
+// This browser's keys, in IndexedDB. Secret keys (device signing seed, key-wrap
+// secret, identity seed) are stored only AES-GCM-encrypted under a WebCrypto
+// key generated with extractable: false; the CryptoKey object itself is kept in
+// IndexedDB, so script can use it but nobody can export its bytes. Nothing
+// secret goes to localStorage, sessionStorage or URLs.
+//
+// Also kept here (not secret): per-case memos, so a reload keeps sender_seq
+// increasing and notices a server that rolls the membership log back.
+
+import { b64d, b64e } from '../cr1/index.js';
+
+const DB = 'collab-keys';
+const VERSION = 1;
+const STORE = 'kv';
+
+let dbPromise = null;
+
+function db() {
+  if (!dbPromise) {
+    dbPromise = new Promise((resolve, reject) => {
+      const req = indexedDB.open(DB, VERSION);
+      req.onupgradeneeded = () => req.result.createObjectStore(STORE);
+      req.onsuccess = () => resolve(req.result);
+      req.onerror = () => reject(req.error);
+    });
+  }
+  return dbPromise;
+}
+
+async function tx(mode, fn) {
+  const d = await db();
+  return new Promise((resolve, reject) => {
+    const t = d.transaction(STORE, mode);
+    const store = t.objectStore(STORE);
+    let result;
+    const req = fn(store);
+    if (req) req.onsuccess = () => { result = req.result; };
+    t.oncomplete = () => resolve(result);
+    t.onerror = () => reject(t.error);
+    t.onabort = () => reject(t.error);
+  });
+}
+
+const get = (key) => tx('readonly', (s) => s.get(key));
+const put = (key, value) => tx('readwrite', (s) => s.put(value, key));
+const del = (key) => tx('readwrite', (s) => s.delete(key));
+
+/** The non-extractable wrapping key of this browser profile (made once). */
+async function wrappingKey() {
+  let key = await get('wrapping-key');
+  if (!key) {
+    key = await crypto.subtle.generateKey({ name: 'AES-GCM', length: 256 }, false, ['encrypt', 'decrypt']);
+    await put('wrapping-key', key);
+    // Another tab may have raced us: use whichever key was stored last.
+    key = await get('wrapping-key');
+  }
+  return key;
+}
+
+const ad = (userId) => new TextEncoder().encode(`collab/device-keys/v1/${userId}`);
+
+/**
+ * Device record: {userId, deviceId, dskSeed, dxkSecret, uikSeed, cert (wire), name}.
+ * Byte fields are Uint8Array in memory, base64 inside the encrypted JSON.
+ */
+export async function saveDevice(rec) {
+  const key = await wrappingKey();
+  const iv = crypto.getRandomValues(new Uint8Array(12));
+  const plain = new TextEncoder().encode(JSON.stringify({
+    userId: rec.userId,
+    deviceId: rec.deviceId,
+    dskSeed: b64e(rec.dskSeed),
+    dxkSecret: b64e(rec.dxkSecret),
+    uikSeed: rec.uikSeed ? b64e(rec.uikSeed) : null,
+    cert: rec.cert,
+    name: rec.name ?? '',
+  }));
+  const ct = new Uint8Array(await crypto.subtle.encrypt({ name: 'AES-GCM', iv, additionalData: ad(rec.userId) }, key, plain));
+  plain.fill(0);
+  await put(`device:${rec.userId}`, { iv, ct, deviceId: rec.deviceId, createdAt: Date.now() });
+}
+
+export async function loadDevice(userId) {
+  const stored = await get(`device:${userId}`);
+  if (!stored) return null;
+  const key = await wrappingKey();
+  let plain;
+  try {
+    plain = new Uint8Array(await crypto.subtle.decrypt(
+      { name: 'AES-GCM', iv: stored.iv, additionalData: ad(userId) }, key, stored.ct,
+    ));
+  } catch {
+    return null; // the wrapping key was replaced: these keys are unusable
+  }
+  const d = JSON.parse(new TextDecoder().decode(plain));
+  plain.fill(0);
+  return {
+    userId: d.userId,
+    deviceId: d.deviceId,
+    dskSeed: b64d(d.dskSeed, 32),
+    dxkSecret: b64d(d.dxkSecret, 32),
+    uikSeed: d.uikSeed ? b64d(d.uikSeed, 32) : null,
+    cert: d.cert,
+    name: d.name,
+  };
+}
+
+export async function forgetDevice(userId) {
+  await del(`device:${userId}`);
+}
+
+const emptyMemo = () => ({ headEpoch: -1, headHash: '', senderSeq: 0, lastSeq: 0 });
+
+export async function loadMemo(userId, caseId) {
+  return { ...emptyMemo(), ...((await get(`case:${userId}:${caseId}`)) ?? {}) };
+}
+
+export async function saveMemo(userId, caseId, memo) {
+  await put(`case:${userId}:${caseId}`, { ...memo });
+}

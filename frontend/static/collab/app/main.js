@@ -1,0 +1,54 @@
+// Entry module of the browser client. The page shell (server-rendered, see
+// collab/templates/app/) says which page this is in <body data-page=...>.
+
+import { api } from './api.js';
+import { forgetDevice, loadDevice } from './keystore.js';
+import { startIdleWatch } from './session.js';
+import { errorText, h } from './dom.js';
+import { keysPage } from './keys-page.js';
+import { casesPage } from './cases-page.js';
+import { roomPage } from './room-page.js';
+import { devicesPage } from './devices-page.js';
+
+const data = document.body.dataset;
+
+function fatal(err) {
+  const main = document.getElementById('main');
+  const box = h('p', { class: 'error', role: 'alert', id: 'app-error' }, errorText(err));
+  document.getElementById('app-error')?.remove();
+  main.prepend(box);
+}
+
+async function boot() {
+  startIdleWatch(data.idleTimeout);
+  const ctx = { userId: data.userId, role: data.role };
+  if (data.page === 'keys') {
+    await keysPage(ctx);
+    return;
+  }
+  const device = await loadDevice(ctx.userId);
+  const setup = `/keys/?next=${encodeURIComponent(location.pathname)}`;
+  if (!device) {
+    location.replace(setup);
+    return;
+  }
+  // A device revoked elsewhere (or unknown to the server) cannot be used again.
+  const { devices } = await api('GET', '/api/devices');
+  const registered = devices.find((d) => d.device_id === device.deviceId);
+  if (!registered || registered.revoked_at) {
+    await forgetDevice(ctx.userId);
+    location.replace(setup);
+    return;
+  }
+  ctx.device = device;
+  ctx.devices = devices;
+  if (data.page === 'room') await roomPage(ctx, data.case);
+  else if (data.page === 'devices') await devicesPage(ctx);
+  else await casesPage(ctx);
+}
+
+boot().catch(fatal);
+window.addEventListener('unhandledrejection', (ev) => {
+  ev.preventDefault();
+  fatal(ev.reason);
+});

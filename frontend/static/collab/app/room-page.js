@@ -1,0 +1,706 @@
+// The case room: live, end-to-end-encrypted messages and images, receipts,
+// typing and presence, membership (add, remove, join requests) and safety
+// numbers. Every log entry and message is verified before it is shown.
+
+import {
+  AddUserBody, AttachmentRef, DeviceCert, RemoveDeviceBody, RemoveUserBody, Role,
+  safetyNumber, toHex, verifyDeviceCert, b64d,
+} from '../cr1/index.js';
+import { api } from './api.js';
+import { downloadAttachment, uploadAttachment } from './blobs.js';
+import { CaseSession } from './casestate.js';
+import { $, errorText, fmtDate, fmtTime, h, replace, say } from './dom.js';
+import { sanitiseImage } from './images.js';
+import { sendMessage } from './messaging.js';
+import { knownName, lookupUser, nameOf } from './names.js';
+import { onSessionEnd } from './session.js';
+import { RoomSocket } from './socket.js';
+
+const ROLE_NAMES = { [Role.OWNER]: 'Owner', [Role.ADMIN]: 'Admin', [Role.MEMBER]: 'Member', [Role.PATIENT]: 'Patient' };
+const IMAGE_TYPES = new Set(['image/jpeg', 'image/png', 'image/webp', 'image/gif']);
+const RESUME_PAGE = 100;
+const TYPING_SHOW_MS = 6000;
+const ONLINE_MS = 2 * 60 * 1000;
+
+class Room {
+  constructor(ctx, caseId) {
+    this.ctx = ctx;
+    this.me = ctx.userId;
+    this.device = ctx.device;
+    this.caseId = caseId;
+    this.session = new CaseSession(caseId, ctx.device);
+    this.socket = null;
+    this.queue = Promise.resolve();
+    this.shownUpTo = 0; // highest server seq processed
+    this.items = new Map(); // seq -> li
+    this.pending = new Map(); // client_msg_id hex -> li (own, sent, not yet seen back)
+    this.readMarks = new Map(); // user -> up_to
+    this.presence = new Map(); // user -> last signal ms
+    this.typing = new Map(); // user -> timer
+    this.lastReadSent = 0;
+    this.readTimer = null;
+    this.typingSentAt = 0;
+    this.typingStopTimer = null;
+    this.detail = null;
+    this.closed = false;
+  }
+
+  // --- helpers -----------------------------------------------------------------
+
+  error(err) {
+    say($('#room-error'), errorText(err), 'error');
+  }
+
+  enqueue(fn) {
+    this.queue = this.queue.then(fn).catch((err) => this.error(err));
+    return this.queue;
+  }
+
+  myRole() {
+    return this.session.roster?.user(this.me)?.role ?? null;
+  }
+
+  isManager() {
+    const r = this.myRole();
+    return r === Role.OWNER || r === Role.ADMIN;
+  }
+
+  // --- start -------------------------------------------------------------------
+
+  async start() {
+    this.wireComposer();
+    this.wireImages();
+    this.wireMembers();
+    this.wireViewer();
+    onSessionEnd(() => { this.closed = true; this.socket?.close(); });
+    await this.refreshDetail();
+    await this.session.sync();
+    await this.renderMembers();
+    this.socket = new RoomSocket(this.caseId, this.device.deviceId, {
+      onFrame: (frame) => this.enqueue(() => this.onFrame(frame)),
+      onState: (state) => this.onSocketState(state),
+      onFinal: (code) => this.onFinal(code),
+    });
+    this.socket.connect();
+    document.addEventListener('visibilitychange', () => this.scheduleRead());
+  }
+
+  async refreshDetail() {
+    this.detail = await api('GET', `/api/cases/${this.caseId}`);
+    const d = this.detail;
+    $('#room-title').textContent = `${d.id.slice(0, 8)}${d.specialty ? ` · ${d.specialty}` : ''}`;
+    replace($('#room-meta'),
+      h('span', { class: `badge ${d.urgency}` }, d.urgency[0].toUpperCase() + d.urgency.slice(1)),
+      ` Status: ${d.status} · opened ${fmtDate(d.opened_at)}`);
+    document.title = `Case ${d.id.slice(0, 8)} · collab`;
+  }
+
+  onSocketState(state) {
+    const text = { connecting: 'Connecting…', open: 'Connected', reconnecting: 'Connection lost: reconnecting…', closed: 'Disconnected' }[state];
+    const el = $('#conn-state');
+    el.textContent = text;
+    el.className = `conn ${state}`;
+  }
+
+  onFinal(code) {
+    this.closed = true;
+    const why = code === 4403
+      ? 'This device is no longer in this case (it was removed from the case or revoked).'
+      : code === 4404 ? 'This case does not exist.' : 'The case room refused this connection.';
+    say($('#room-error'), why, 'error');
+    for (const el of [$('#msg-text'), $('#send-btn'), $('#img-send'), $('#img-file')]) el.disabled = true;
+  }
+
+  // --- frames ------------------------------------------------------------------
+
+  async onFrame(frame) {
+    switch (frame.type) {
+      case 'hello':
+        this.socket.post({ type: 'typing', active: false }); // presence: "I am here"
+        await this.catchUp();
+        break;
+      case 'message':
+        if (!Number.isInteger(frame.seq) || frame.seq <= this.shownUpTo) return;
+        if (frame.seq > this.shownUpTo + 1) await this.catchUp();
+        if (frame.seq <= this.shownUpTo) return;
+        await this.show(frame);
+        break;
+      case 'log':
+        await this.session.sync();
+        await this.refreshDetail();
+        await this.renderMembers();
+        break;
+      case 'join_request':
+        await this.refreshDetail();
+        await this.renderJoins();
+        break;
+      case 'typing':
+        this.seen(frame.user);
+        if (frame.user !== this.me) this.showTyping(frame.user, frame.active);
+        break;
+      case 'read':
+        this.seen(frame.user);
+        if (Number.isInteger(frame.up_to) && frame.up_to > (this.readMarks.get(frame.user) ?? 0)) {
+          this.readMarks.set(frame.user, frame.up_to);
+          this.updateReceipts();
+        }
+        break;
+      case 'error':
+        if (frame.code !== 'session_ended') say($('#room-error'), frame.message || frame.code, 'error');
+        break;
+      default:
+        break; // pong, notify, ...
+    }
+  }
+
+  /** Fetch everything after what we have shown, page by page. */
+  async catchUp() {
+    for (;;) {
+      const page = await this.socket.request({ type: 'resume', after: this.shownUpTo, limit: RESUME_PAGE });
+      if (page.type === 'error') throw new Error(page.message || page.code);
+      for (const item of page.items) {
+        if (item.seq > this.shownUpTo) await this.show(item);
+      }
+      if (!page.more || !page.items.length) break;
+    }
+    this.renderPresence();
+  }
+
+  async show(item) {
+    let opened;
+    try {
+      opened = await this.session.open(item);
+    } catch (err) {
+      this.shownUpTo = Math.max(this.shownUpTo, item.seq);
+      this.insert(h('li', { class: 'message invalid', dataset: { seq: String(item.seq) } },
+        h('p', {}, `Message #${item.seq} failed a security check (${err.code ?? err.message}) and is not shown.`)));
+      return;
+    }
+    this.shownUpTo = Math.max(this.shownUpTo, item.seq);
+    if (!opened.isNew) return;
+    const { msg } = opened;
+    const sender = msg.header.senderUserId;
+    this.seen(sender, msg.header.sentMs);
+    if (msg.gap) {
+      const n = Number(msg.gap.lastMissing) - Number(msg.gap.firstMissing) + 1;
+      this.insert(h('li', { class: 'gap', role: 'note' },
+        `Missing messages: ${n} message${n === 1 ? '' : 's'} from ${await nameOf(sender)} never arrived here. `
+        + 'The server may have dropped or withheld them.'));
+    }
+    await this.render(msg);
+    if (sender !== this.me) {
+      this.showTyping(sender, false);
+      this.scheduleRead();
+    }
+  }
+
+  // --- messages ----------------------------------------------------------------
+
+  insert(li) {
+    const list = $('#messages');
+    const firstPending = list.querySelector('li.pending');
+    list.insertBefore(li, firstPending);
+    if (list.scrollHeight - list.scrollTop - list.clientHeight < 400) list.scrollTop = list.scrollHeight;
+  }
+
+  async render(msg) {
+    const { header, body } = msg;
+    const own = header.senderUserId === this.me;
+    const cmid = toHex(header.clientMsgId);
+    let li = own ? this.pending.get(cmid) : null;
+    this.pending.delete(cmid);
+    if (li) {
+      li.remove();
+      li.classList.remove('pending');
+    } else {
+      li = this.messageItem(header.senderUserId, body, header.sentMs, own);
+    }
+    await this.fillMessage(li, msg);
+    li.dataset.seq = String(msg.seq);
+    this.items.set(msg.seq, li);
+    this.insert(li);
+    if (own) this.updateReceipt(li, msg.seq);
+  }
+
+  messageItem(senderId, body, sentMs, own) {
+    const urgent = body?.priority === 'urgent';
+    const li = h('li', { class: `message${own ? ' own' : ''}${urgent ? ' urgent' : ''}` });
+    const who = h('span', { class: 'sender' }, own ? 'You' : knownName(senderId));
+    if (!own) nameOf(senderId).then((n) => { who.textContent = n; });
+    li.append(h('p', { class: 'msg-head' },
+      who, ' ', h('time', { datetime: new Date(sentMs).toISOString() }, fmtTime(sentMs)),
+      urgent ? h('span', { class: 'badge urgent' }, 'Urgent') : null));
+    const text = typeof body?.text === 'string' ? body.text : '';
+    if (text) li.append(h('p', { class: 'text' }, text));
+    if (own) li.append(h('p', { class: 'receipt', 'aria-live': 'off' }, 'Sending…'));
+    return li;
+  }
+
+  async fillMessage(li, msg) {
+    const { body, manifests } = msg;
+    const image = body?.image;
+    if (image && typeof image === 'object') {
+      const full = manifests[image.full];
+      const thumb = manifests[image.thumbnail];
+      if (full) li.insertBefore(this.imageFigure(full, thumb), li.querySelector('.receipt'));
+    } else if (manifests.length) {
+      for (const m of manifests) li.insertBefore(this.attachmentLink(m), li.querySelector('.receipt'));
+    }
+    if (body?.priority === 'urgent' && msg.header.senderUserId !== this.me && !body.ack_of) {
+      li.append(h('button', { type: 'button', class: 'ack-btn', onclick: (ev) => this.acknowledge(msg.seq, ev.currentTarget) }, 'Acknowledge'));
+    }
+    if (Number.isInteger(body?.ack_of)) li.classList.add('ack');
+  }
+
+  imageFigure(full, thumb) {
+    const img = h('img', { class: 'thumb', alt: 'Clinical image (thumbnail); loading…', width: thumb?.width || 160, height: thumb?.height || 120 });
+    const button = h('button', { type: 'button', class: 'thumb-btn', onclick: () => this.openViewer(full) },
+      img, h('span', { class: 'visually-hidden' }, 'View full size'));
+    const fig = h('figure', { class: 'image' }, button,
+      h('figcaption', {}, `Image ${full.width}×${full.height}, ${(full.size / 1024).toFixed(0)} KB · `,
+        h('button', { type: 'button', class: 'link', onclick: () => this.openViewer(full) }, 'View full size')));
+    if (thumb) {
+      downloadAttachment(thumb, this.device.deviceId).then((bytes) => {
+        const url = URL.createObjectURL(new Blob([bytes], { type: IMAGE_TYPES.has(thumb.mime) ? thumb.mime : 'application/octet-stream' }));
+        img.addEventListener('load', () => URL.revokeObjectURL(url), { once: true });
+        img.addEventListener('error', () => URL.revokeObjectURL(url), { once: true });
+        img.alt = 'Clinical image (thumbnail). Activate to view full size.';
+        img.src = url;
+      }).catch((err) => { img.alt = `Thumbnail could not be loaded (${err.code ?? err.message})`; });
+    }
+    return fig;
+  }
+
+  attachmentLink(m) {
+    return h('p', { class: 'attachment' },
+      h('button', { type: 'button', class: 'link', onclick: () => this.openViewer(m) },
+        `Attachment (${m.mime || 'file'}, ${(m.size / 1024).toFixed(0)} KB)`));
+  }
+
+  updateReceipt(li, seq) {
+    const receipt = li.querySelector('.receipt');
+    if (!receipt) return;
+    const readers = [...this.readMarks.entries()]
+      .filter(([user, upTo]) => user !== this.me && upTo >= seq)
+      .map(([user]) => knownName(user));
+    receipt.textContent = readers.length ? `Read by ${readers.join(', ')}` : 'Delivered';
+    receipt.classList.toggle('read', readers.length > 0);
+  }
+
+  updateReceipts() {
+    for (const [seq, li] of this.items) if (li.classList.contains('own')) this.updateReceipt(li, seq);
+  }
+
+  scheduleRead() {
+    if (document.visibilityState !== 'visible' || this.shownUpTo <= this.lastReadSent) return;
+    clearTimeout(this.readTimer);
+    this.readTimer = setTimeout(() => {
+      const upTo = this.shownUpTo;
+      if (upTo > this.lastReadSent && this.socket?.post({ type: 'read', up_to: upTo })) this.lastReadSent = upTo;
+    }, 400);
+  }
+
+  // --- typing and presence -------------------------------------------------------
+
+  seen(user, at = Date.now()) {
+    if (!user) return;
+    this.presence.set(user, Math.max(this.presence.get(user) ?? 0, Math.min(at, Date.now())));
+    this.renderPresence();
+  }
+
+  showTyping(user, active) {
+    clearTimeout(this.typing.get(user));
+    this.typing.delete(user);
+    if (active) this.typing.set(user, setTimeout(() => { this.typing.delete(user); this.renderTyping(); }, TYPING_SHOW_MS));
+    this.renderTyping();
+  }
+
+  renderTyping() {
+    const names = [...this.typing.keys()].map(knownName);
+    $('#typing').textContent = names.length ? `${names.join(', ')} ${names.length === 1 ? 'is' : 'are'} typing…` : '';
+  }
+
+  renderPresence() {
+    const now = Date.now();
+    for (const el of document.querySelectorAll('#members [data-presence]')) {
+      const user = el.dataset.presence;
+      const at = user === this.me ? now : this.presence.get(user);
+      if (at && now - at < ONLINE_MS) {
+        el.textContent = 'Active now';
+        el.className = 'presence online';
+      } else {
+        el.textContent = at ? `Last active ${fmtTime(at)}` : '';
+        el.className = 'presence';
+      }
+    }
+  }
+
+  // --- composer ----------------------------------------------------------------
+
+  wireComposer() {
+    const text = $('#msg-text');
+    $('#composer').addEventListener('submit', (ev) => {
+      ev.preventDefault();
+      this.sendText();
+    });
+    text.addEventListener('keydown', (ev) => {
+      if (ev.key === 'Enter' && !ev.shiftKey && !ev.isComposing) {
+        ev.preventDefault();
+        this.sendText();
+      }
+    });
+    text.addEventListener('input', () => {
+      const now = Date.now();
+      if (now - this.typingSentAt > 3000 && text.value) {
+        if (this.socket?.post({ type: 'typing', active: true })) this.typingSentAt = now;
+      }
+      clearTimeout(this.typingStopTimer);
+      this.typingStopTimer = setTimeout(() => this.stopTyping(), 4000);
+    });
+  }
+
+  stopTyping() {
+    clearTimeout(this.typingStopTimer);
+    if (this.typingSentAt) {
+      this.socket?.post({ type: 'typing', active: false });
+      this.typingSentAt = 0;
+    }
+  }
+
+  /** Show an own message at once; it becomes "Delivered" on the server's ack. */
+  async deliver(body, contentType = 'text', attachments = []) {
+    const li = this.messageItem(this.me, body, Date.now(), true);
+    li.classList.add('pending');
+    $('#messages').append(li);
+    $('#messages').scrollTop = $('#messages').scrollHeight;
+    try {
+      const { ack, envelope } = await sendMessage(this.socket, this.session, body, contentType, attachments);
+      const cmid = toHex(envelope.header.clientMsgId);
+      if (this.items.has(ack.seq)) {
+        li.remove(); // already shown from the live frame
+      } else {
+        this.pending.set(cmid, li);
+        li.dataset.seq = String(ack.seq);
+        li.querySelector('.receipt').textContent = 'Delivered';
+      }
+      return ack;
+    } catch (err) {
+      li.querySelector('.receipt').textContent = `Not sent: ${errorText(err)}`;
+      li.classList.add('failed');
+      throw err;
+    }
+  }
+
+  async sendText() {
+    const input = $('#msg-text');
+    const text = input.value.trim();
+    if (!text || this.closed) return;
+    if (!this.socket?.open) {
+      this.error(new Error('Not connected; wait for the connection to come back, then send again.'));
+      return;
+    }
+    const urgent = $('#msg-urgent').checked;
+    input.value = '';
+    $('#msg-urgent').checked = false;
+    this.stopTyping();
+    const body = { text };
+    if (urgent) body.priority = 'urgent';
+    try {
+      await this.deliver(body);
+    } catch (err) {
+      this.error(err);
+      if (!input.value) input.value = text;
+    }
+  }
+
+  async acknowledge(seq, button) {
+    button.disabled = true;
+    try {
+      await this.deliver({ text: 'Acknowledged.', ack_of: seq });
+      button.textContent = 'Acknowledged';
+    } catch (err) {
+      button.disabled = false;
+      this.error(err);
+    }
+  }
+
+  // --- images ------------------------------------------------------------------
+
+  wireImages() {
+    $('#img-send').addEventListener('click', () => this.sendImage());
+  }
+
+  async sendImage() {
+    const file = $('#img-file').files?.[0];
+    const status = $('#img-status');
+    const progress = $('#img-progress');
+    if (!file) {
+      say(status, 'Choose an image first.', 'error');
+      $('#img-file').focus();
+      return;
+    }
+    if (!this.socket?.open) {
+      say(status, 'Not connected; try again when the connection is back.', 'error');
+      return;
+    }
+    const button = $('#img-send');
+    button.disabled = true;
+    progress.hidden = false;
+    progress.value = 0;
+    try {
+      say(status, 'Removing hidden details from the image…');
+      const clean = await sanitiseImage(file);
+      say(status, 'Encrypting and uploading…');
+      const total = clean.full.bytes.length + clean.thumbnail.bytes.length;
+      const full = await uploadAttachment(this.caseId, this.device.deviceId, clean.full, (done) => {
+        progress.value = Math.round((done / total) * 100);
+      });
+      const thumb = await uploadAttachment(this.caseId, this.device.deviceId, clean.thumbnail, (done) => {
+        progress.value = Math.round(((clean.full.bytes.length + done) / total) * 100);
+      });
+      progress.value = 100;
+      const caption = $('#img-caption').value.trim();
+      const body = { text: caption, attachments: [full.toWire(), thumb.toWire()], image: { full: 0, thumbnail: 1 } };
+      await this.deliver(body, 'image', [new AttachmentRef(full.blobId, full.root), new AttachmentRef(thumb.blobId, thumb.root)]);
+      say(status, 'Image sent.');
+      $('#img-file').value = '';
+      $('#img-caption').value = '';
+    } catch (err) {
+      say(status, errorText(err), 'error');
+    } finally {
+      button.disabled = false;
+      setTimeout(() => { progress.hidden = true; }, 1500);
+    }
+  }
+
+  wireViewer() {
+    const dialog = $('#viewer');
+    $('#viewer-close').addEventListener('click', () => dialog.close());
+    dialog.addEventListener('close', () => {
+      const img = $('#viewer-img');
+      const save = $('#viewer-save');
+      if (this.viewerUrl) URL.revokeObjectURL(this.viewerUrl);
+      this.viewerUrl = null;
+      img.removeAttribute('src');
+      img.hidden = true;
+      save.removeAttribute('href');
+      save.hidden = true;
+      this.viewerToken = null;
+    });
+  }
+
+  /** Download, verify and decrypt in memory; show from a Blob URL revoked on close. */
+  async openViewer(manifest) {
+    const dialog = $('#viewer');
+    const progress = $('#viewer-progress');
+    const status = $('#viewer-status');
+    const token = {};
+    this.viewerToken = token;
+    progress.value = 0;
+    progress.hidden = false;
+    status.textContent = 'Downloading and decrypting…';
+    if (!dialog.open) dialog.showModal();
+    try {
+      const bytes = await downloadAttachment(manifest, this.device.deviceId, (done, total) => {
+        progress.value = Math.round((done / total) * 100);
+      });
+      if (this.viewerToken !== token) return;
+      const isImage = IMAGE_TYPES.has(manifest.mime);
+      const url = URL.createObjectURL(new Blob([bytes], { type: isImage ? manifest.mime : 'application/octet-stream' }));
+      this.viewerUrl = url;
+      const save = $('#viewer-save');
+      save.href = url;
+      save.download = isImage ? `clinical-image.${manifest.mime.split('/')[1].replace('jpeg', 'jpg')}` : 'attachment.bin';
+      save.hidden = false;
+      if (isImage) {
+        const img = $('#viewer-img');
+        img.alt = `Clinical image, ${manifest.width}×${manifest.height}`;
+        img.src = url;
+        img.hidden = false;
+      }
+      progress.hidden = true;
+      status.textContent = 'Verified and decrypted on this device.';
+      $('#viewer-close').focus();
+    } catch (err) {
+      status.textContent = `Could not open the attachment: ${errorText(err)}`;
+    }
+  }
+
+  // --- members -----------------------------------------------------------------
+
+  wireMembers() {
+    $('#add-form').addEventListener('submit', (ev) => {
+      ev.preventDefault();
+      this.search();
+    });
+  }
+
+  async renderMembers() {
+    const roster = this.session.roster;
+    if (!roster) return;
+    const manager = this.isManager();
+    const myRole = this.myRole();
+    const revoked = new Set(this.detail?.revoked_devices ?? []);
+    const items = await Promise.all(roster.users.map(async (u) => {
+      const info = await lookupUser(u.userId);
+      const mine = u.userId === this.me;
+      const canRemove = manager && !mine && (u.role !== Role.OWNER || myRole === Role.OWNER);
+      const devices = roster.devicesOf(u.userId);
+      const stale = devices.filter((d) => revoked.has(d.deviceId));
+      const actions = [];
+      if (!mine) actions.push(h('button', { type: 'button', onclick: () => this.showSafety(u) }, 'Safety number'));
+      if (canRemove) actions.push(this.removeButton(u, info.name));
+      if (stale.length && (manager || mine)) {
+        for (const d of stale) {
+          actions.push(h('button', { type: 'button', onclick: (ev) => this.removeDevice(u.userId, d.deviceId, ev.currentTarget) },
+            `Remove revoked device ${d.deviceId.slice(0, 8)}`));
+        }
+      }
+      return h('li', { dataset: { user: u.userId } },
+        h('span', { class: 'member-name' }, mine ? `${info.name} (you)` : info.name),
+        h('span', { class: 'meta' }, ` ${ROLE_NAMES[u.role] ?? ''}${info.specialty ? ` · ${info.specialty}` : ''} · ${devices.length} device${devices.length === 1 ? '' : 's'}`),
+        h('span', { class: 'presence', dataset: { presence: u.userId } }),
+        actions.length ? h('span', { class: 'actions' }, actions) : null);
+    }));
+    replace($('#members'), ...items);
+    this.renderPresence();
+    this.updateReceipts();
+    $('#add-section').hidden = !manager || this.ctx.role !== 'provider';
+    await this.renderJoins();
+  }
+
+  removeButton(user, name) {
+    const wrap = h('span', {});
+    const ask = h('button', { type: 'button', class: 'danger' }, 'Remove');
+    ask.addEventListener('click', () => {
+      replace(wrap,
+        h('button', { type: 'button', class: 'danger', onclick: async (ev) => {
+          ev.currentTarget.disabled = true;
+          await this.removeMember(user.userId, name);
+        } }, `Confirm: remove ${name}`),
+        h('button', { type: 'button', onclick: () => { replace(wrap, ask); ask.focus(); } }, 'Cancel'));
+      wrap.querySelector('button').focus();
+    });
+    wrap.append(ask);
+    return wrap;
+  }
+
+  async removeMember(userId, name) {
+    const status = $('#members-status');
+    try {
+      say(status, `Removing ${name} and rotating the case key…`);
+      await this.session.commit((head) => {
+        if (!head.roster.user(userId)) throw new Error(`${name} is no longer in this case.`);
+        return new RemoveUserBody(userId);
+      });
+      say(status, `${name} was removed. New messages use a new key they do not have.`);
+      await this.refreshDetail();
+      await this.renderMembers();
+    } catch (err) {
+      say(status, errorText(err), 'error');
+    }
+  }
+
+  async removeDevice(userId, deviceId, button) {
+    button.disabled = true;
+    const status = $('#members-status');
+    try {
+      await this.session.commit((head) => new RemoveDeviceBody(userId, deviceId));
+      say(status, 'The revoked device was removed and the case key rotated.');
+      await this.refreshDetail();
+      await this.renderMembers();
+    } catch (err) {
+      button.disabled = false;
+      say(status, errorText(err), 'error');
+    }
+  }
+
+  async addMember(userId, button) {
+    const status = $('#members-status');
+    if (button) button.disabled = true;
+    try {
+      const keys = await api('GET', `/api/users/${userId}/keys`);
+      const name = keys.display_name || userId.slice(0, 8);
+      if (!keys.uik_pub) throw new Error(`${name} has not set up collab on any device yet, so they cannot be added.`);
+      const uik = b64d(keys.uik_pub, 32);
+      const devices = keys.devices.map((d) => DeviceCert.fromWire(d));
+      for (const cert of devices) {
+        if (cert.userId !== userId) throw new Error('The server listed a device of another user.');
+        verifyDeviceCert(cert, uik); // every device must chain to the user's identity key
+      }
+      if (!devices.length) throw new Error(`${name} has no active device.`);
+      const role = keys.role === 'patient' ? Role.PATIENT : Role.MEMBER;
+      say(status, `Adding ${name}…`);
+      await this.session.commit((head) => {
+        if (head.roster.user(userId)) throw new Error(`${name} is already in this case.`);
+        return new AddUserBody(userId, role, uik, devices);
+      });
+      say(status, `${name} was added to the case.`);
+      await this.refreshDetail();
+      await this.renderMembers();
+      if (button) button.textContent = 'Added';
+    } catch (err) {
+      if (button) button.disabled = false;
+      say(status, errorText(err), 'error');
+    }
+  }
+
+  async renderJoins() {
+    const requests = (this.detail?.join_requests ?? []).filter((r) => !this.session.roster?.user(r.user));
+    const manager = this.isManager();
+    $('#joins-section').hidden = requests.length === 0;
+    const items = await Promise.all(requests.map(async (r) => {
+      const name = await nameOf(r.user);
+      const kind = r.kind === 'claim' ? 'claims this consult' : r.kind === 'patient' ? 'accepted the patient invitation' : 'was invited';
+      return h('li', {}, `${name} ${kind}. `,
+        manager ? h('button', { type: 'button', onclick: (ev) => this.addMember(r.user, ev.currentTarget) }, `Admit ${name}`)
+          : h('span', { class: 'meta' }, 'An owner or admin of the case will admit them.'));
+    }));
+    replace($('#joins'), ...items);
+  }
+
+  async search() {
+    const q = $('#add-q').value.trim();
+    const results = $('#add-results');
+    if (q.length < 2) {
+      replace(results, h('li', { class: 'meta' }, 'Type at least two letters.'));
+      return;
+    }
+    try {
+      const { users } = await api('GET', `/api/directory?q=${encodeURIComponent(q)}`);
+      if (!users.length) {
+        replace(results, h('li', { class: 'meta' }, 'No provider matches.'));
+        return;
+      }
+      replace(results, ...users.map((u) => {
+        const inCase = Boolean(this.session.roster?.user(u.id));
+        return h('li', {},
+          h('span', { class: 'member-name' }, u.display_name),
+          h('span', { class: 'meta' }, ` ${[u.specialty, u.organisation].filter(Boolean).join(' · ')} `),
+          h('button', { type: 'button', disabled: inCase, 'aria-label': `Add ${u.display_name} to the case`, onclick: (ev) => this.addMember(u.id, ev.currentTarget) },
+            inCase ? 'In the case' : 'Add'));
+      }));
+    } catch (err) {
+      replace(results, h('li', { class: 'error' }, errorText(err)));
+    }
+  }
+
+  async showSafety(user) {
+    const roster = this.session.roster;
+    const me = roster.user(this.me);
+    const name = await nameOf(user.userId);
+    const groups = safetyNumber(this.me, me.uikPub, user.userId, user.uikPub);
+    $('#safety-section').hidden = false;
+    $('#safety-who').textContent = `You and ${name}`;
+    replace($('#safety'), ...groups.map((g) => h('span', { class: 'group' }, g)));
+    $('#safety-section').scrollIntoView({ block: 'nearest' });
+    $('#safety-h').setAttribute('tabindex', '-1');
+    $('#safety-h').focus();
+  }
+}
+
+export async function roomPage(ctx, caseId) {
+  const room = new Room(ctx, caseId);
+  await room.start();
+}
+

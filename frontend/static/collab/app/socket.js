@@ -1,0 +1,113 @@
+// The case-room socket: /ws/cases/<id>/?device=<id>. Reconnects with backoff
+// after a dropped connection; the owner resumes from its last seq on `hello`.
+// Close codes: 4401 session ended (sign-out, inactivity) -> sign-in page;
+// 4403 this device was removed or revoked, 4404 no case, 4400 bad request ->
+// stop; anything else -> reconnect.
+
+import { noteServerActivity, sessionEnded } from './session.js';
+
+const FINAL = new Set([4400, 4403, 4404]);
+const ACTIVITY = new Set(['send', 'typing', 'read']);
+
+export class RoomSocket {
+  constructor(caseId, deviceId, { onFrame, onState, onFinal }) {
+    this.url = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws/cases/${caseId}/?device=${deviceId}`;
+    this.onFrame = onFrame;
+    this.onState = onState ?? (() => {});
+    this.onFinal = onFinal ?? (() => {});
+    this.ws = null;
+    this.pending = new Map(); // ref -> {resolve, reject, timer}
+    this.refs = 0;
+    this.backoff = 500;
+    this.stopped = false;
+    this.state = 'connecting';
+  }
+
+  connect() {
+    if (this.stopped) return;
+    this.setState('connecting');
+    const ws = new WebSocket(this.url);
+    this.ws = ws;
+    ws.onopen = () => {
+      this.backoff = 500;
+      this.setState('open');
+    };
+    ws.onmessage = (ev) => {
+      let frame;
+      try { frame = JSON.parse(ev.data); } catch { return; }
+      if (frame && typeof frame.ref === 'string' && this.pending.has(frame.ref)
+          && (frame.type === 'error' || frame.type === 'ack' || frame.type === 'messages' || frame.type === 'pong')) {
+        const p = this.pending.get(frame.ref);
+        this.pending.delete(frame.ref);
+        clearTimeout(p.timer);
+        p.resolve(frame);
+        return;
+      }
+      this.onFrame(frame);
+    };
+    ws.onclose = (ev) => {
+      if (this.ws !== ws) return;
+      this.ws = null;
+      for (const p of this.pending.values()) {
+        clearTimeout(p.timer);
+        p.reject(Object.assign(new Error('connection lost'), { name: 'ConnectionLost' }));
+      }
+      this.pending.clear();
+      if (ev.code === 4401) {
+        this.stopped = true;
+        this.setState('closed');
+        sessionEnded('idle');
+        return;
+      }
+      if (FINAL.has(ev.code)) {
+        this.stopped = true;
+        this.setState('closed');
+        this.onFinal(ev.code);
+        return;
+      }
+      if (this.stopped) return;
+      this.setState('reconnecting');
+      const wait = this.backoff;
+      this.backoff = Math.min(this.backoff * 2, 15_000);
+      setTimeout(() => this.connect(), wait);
+    };
+  }
+
+  setState(state) {
+    this.state = state;
+    this.onState(state);
+  }
+
+  get open() {
+    return this.ws !== null && this.ws.readyState === WebSocket.OPEN;
+  }
+
+  /** Fire and forget (typing, read). Returns false when not connected. */
+  post(frame) {
+    if (!this.open) return false;
+    this.ws.send(JSON.stringify(frame));
+    if (ACTIVITY.has(frame.type)) noteServerActivity(Date.now() - 30_000);
+    return true;
+  }
+
+  /** Send a frame with a fresh ref and wait for its answer (ack, messages, error). */
+  request(frame, timeoutMs = 20_000) {
+    if (!this.open) {
+      return Promise.reject(Object.assign(new Error('not connected'), { name: 'ConnectionLost' }));
+    }
+    const ref = `r${++this.refs}`;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(ref);
+        reject(Object.assign(new Error('no answer from the server'), { name: 'ConnectionLost' }));
+      }, timeoutMs);
+      this.pending.set(ref, { resolve, reject, timer });
+      this.post({ ...frame, ref });
+    });
+  }
+
+  close() {
+    this.stopped = true;
+    if (this.ws) this.ws.close(1000);
+  }
+}

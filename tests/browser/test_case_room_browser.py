@@ -1,0 +1,325 @@
+"""The browser client in real headless Chromium against a real daphne process.
+
+Users sign in through the real pages (password, then a real TOTP code), make their keys
+in the browser, and talk end to end: a primary-care provider opens a case, adds a
+dermatologist, sends text and a photo carrying EXIF/GPS; the dermatologist sees both
+decrypted live and the image they save has no metadata. The Python client talks to the
+browser both ways. Any console error, uncaught exception or CSP violation fails a test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import io
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, TypeVar
+
+import pytest
+from PIL import Image, ImageDraw
+
+from collab.accounts.models import Device, IdentityBackup, IdentityKey, User
+from collab.cases import models as m
+from collab.crypto.envelope import Envelope
+from tests.browser.conftest import ARTIFACTS, PageProblems
+from tests.support.actor import Actor
+from tests.support.users import PASSWORD, make_user, totp_code
+from tests.support.ws import RoomSocket
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser]
+
+T = TypeVar("T")
+GPS_MARK = "SecretCam Model-X SN-4711"
+
+
+def named(username: str, display_name: str, specialty: str = "") -> User:
+    user = make_user(username, specialty=specialty)
+    user.display_name = display_name
+    user.organisation = "Riverside Health"
+    user.save(update_fields=["display_name", "organisation"])
+    return user
+
+
+def sign_in(page: Any, user: User) -> None:
+    """The two real sign-in pages: password, then the current TOTP code."""
+    page.goto("/accounts/login/")
+    page.get_by_label("Username").fill(user.username)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Continue").click()
+    page.wait_for_url(re.compile(r"/accounts/otp/"))
+    page.get_by_label("Code").fill(totp_code(user))
+    page.get_by_role("button", name="Verify").click()
+
+
+def set_up_first_device(page: Any) -> str:
+    """First sign-in ever: the browser makes the identity; confirm the recovery key."""
+    page.wait_for_url(re.compile(r"/keys/"))
+    page.locator("#new-identity").wait_for(state="visible")
+    key: str = page.locator("#recovery-key").inner_text().strip()
+    assert re.fullmatch(r"([A-Z2-7]{4}-){12}[A-Z2-7]{4}", key), key
+    label = page.locator("#confirm-label").inner_text()
+    a, b = (int(n) for n in re.findall(r"group (\d+)", label))
+    groups = key.split("-")
+    field = page.locator("#confirm-groups")
+    field.fill("AAAA BBBB")
+    page.get_by_role("button", name=re.compile("finish setup")).click()
+    page.get_by_text("does not match").wait_for()
+    field.fill(f"{groups[a - 1]} {groups[b - 1]}")
+    page.get_by_role("button", name=re.compile("finish setup")).click()
+    page.wait_for_url(re.compile(r"/$"))
+    return key
+
+
+READ_KEYSTORE = """async () => {
+  const db = await new Promise((ok, no) => {
+    const r = indexedDB.open('collab-keys');
+    r.onsuccess = () => ok(r.result);
+    r.onerror = no;
+  });
+  const ask = (fn) => new Promise((ok) => {
+    const r = fn(db.transaction('kv').objectStore('kv'));
+    r.onsuccess = () => ok(r.result);
+  });
+  const key = await ask((s) => s.get('wrapping-key'));
+  const keys = await ask((s) => s.getAllKeys());
+  return {extractable: key.extractable, algorithm: key.algorithm.name, keys,
+          local: localStorage.length, session: sessionStorage.length};
+}"""
+
+
+def jpeg_with_exif() -> bytes:
+    """640x480 JPEG whose EXIF says: rotate 90 degrees, GPS position, camera serial."""
+    img = Image.new("RGB", (640, 480), (205, 150, 140))
+    draw = ImageDraw.Draw(img)
+    draw.ellipse((250, 170, 390, 310), fill=(150, 60, 60))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: display rotated 90 degrees clockwise
+    exif[0x010F] = GPS_MARK  # Make
+    exif[0x8825] = {1: "N", 2: (52.0, 31.0, 12.0), 3: "E", 4: (13.0, 24.0, 0.0)}  # GPS
+    out = io.BytesIO()
+    img.save(out, "JPEG", quality=92, exif=exif, comment=b"patient Jane Roe")
+    data = out.getvalue()
+    assert Image.open(io.BytesIO(data)).getexif().get_ifd(0x8825)  # the source has GPS
+    return data
+
+
+def run_async(factory: Callable[[], Coroutine[Any, Any, T]]) -> concurrent.futures.Future[T]:
+    """Run a coroutine on its own thread and loop (Playwright's sync API owns this one)."""
+    future: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+    def target() -> None:
+        try:
+            future.set_result(asyncio.run(factory()))
+        except BaseException as error:  # handed to the test thread
+            future.set_exception(error)
+
+    threading.Thread(target=target, daemon=True).start()
+    return future
+
+
+def check_integrity(page: Any) -> None:
+    """Every script carries SRI, and every module Chromium fetched was preloaded with it."""
+    report = page.evaluate(
+        """() => ({
+          scripts: [...document.scripts].map((s) => [s.src, s.integrity, s.type]),
+          preloads: [...document.querySelectorAll('link[rel=modulepreload]')]
+            .map((l) => [l.href, l.integrity]),
+          fetched: performance.getEntriesByType('resource')
+            .map((e) => e.name).filter((n) => n.endsWith('.js')),
+        })"""
+    )
+    assert report["scripts"], "no scripts on the page"
+    for src, integrity, _ in report["scripts"]:
+        assert src and integrity.startswith("sha384-"), (src, integrity)
+    preloaded = {href for href, integrity in report["preloads"] if integrity.startswith("sha384-")}
+    classic = {src for src, _, kind in report["scripts"] if kind != "module"}
+    missing = [url for url in report["fetched"] if url not in preloaded | classic]
+    assert not missing, f"scripts loaded without integrity: {missing}"
+
+
+def test_two_clinicians_open_a_case_and_exchange_text_and_a_clean_image(
+    server: str, new_page: Callable[[str], Any], problems: PageProblems, tmp_path: Path
+) -> None:
+    pcp_user = named("pcp_browser", "Dr Ada Park", "General practice")
+    derm_user = named("derm_browser", "Dr Ben Okafor", "Dermatology")
+    pcp = new_page("pcp")
+    derm = new_page("derm")
+
+    # Sign in with TOTP through the real pages; first device: keys made in the browser.
+    sign_in(pcp, pcp_user)
+    set_up_first_device(pcp)
+    sign_in(derm, derm_user)
+    set_up_first_device(derm)
+    assert IdentityKey.objects.filter(user__in=[pcp_user, derm_user]).count() == 2
+    assert IdentityBackup.objects.filter(user__in=[pcp_user, derm_user]).count() == 2
+    assert Device.objects.filter(user=pcp_user, revoked_at__isnull=True).count() == 1
+    check_integrity(pcp)
+    # The secret keys are wrapped by a non-extractable AES-GCM key kept in IndexedDB,
+    # and nothing is in localStorage.
+    stored = pcp.evaluate(READ_KEYSTORE)
+    assert stored["extractable"] is False and stored["algorithm"] == "AES-GCM"
+    assert f"device:{pcp_user.pk}" in stored["keys"]
+    assert stored["local"] == 0 and stored["session"] == 0
+
+    # The provider opens a case with the clinical question as its first message.
+    pcp.get_by_label("Requested specialty").fill("Dermatology")
+    pcp.get_by_label("Urgency").select_option("soon")
+    pcp.get_by_label("Clinical question").fill("Itchy plaque on the left forearm for 3 weeks.")
+    pcp.get_by_role("button", name="Open case").click()
+    pcp.wait_for_url(re.compile(r"/cases/[0-9a-f-]{36}/$"))
+    case_id = uuid.UUID(pcp.url.rstrip("/").rsplit("/", 1)[1])
+    case = m.Case.objects.get(pk=case_id)
+    assert (case.specialty, case.urgency, case.last_seq) == ("Dermatology", "soon", 1)
+    pcp.locator("li.message.own .text", has_text="Itchy plaque").wait_for()
+    check_integrity(pcp)
+
+    # Add the dermatologist through the directory search: a signed add_user entry.
+    pcp.get_by_label("Search providers by name or specialty").fill("Okafor")
+    pcp.get_by_role("button", name="Search").click()
+    pcp.get_by_role("button", name="Add Dr Ben Okafor to the case").click()
+    pcp.locator("#members li", has_text="Dr Ben Okafor").wait_for()
+    assert m.Case.objects.get(pk=case_id).head_epoch == 1
+
+    # The dermatologist finds the case in their list and opens the room.
+    derm.goto("/")
+    derm.get_by_role("link", name=f"Case {str(case_id)[:8]}").click()
+    derm.wait_for_url(re.compile(rf"/cases/{case_id}/$"))
+    derm.locator("#conn-state", has_text="Connected").wait_for()
+    pcp.locator("#conn-state", has_text="Connected").wait_for()
+
+    # Typing indicator, then a text message in real time.
+    pcp.get_by_label("Message", exact=True).press_sequentially("Photo foll", delay=20)
+    derm.locator("#typing", has_text="Dr Ada Park is typing").wait_for()
+    pcp.get_by_label("Message", exact=True).fill("Photo follows. Eczema or psoriasis?")
+    pcp.get_by_label("Mark as urgent").check()
+    pcp.get_by_role("button", name="Send", exact=True).click()
+    text = derm.locator("li.message.urgent .text", has_text="Photo follows. Eczema or psoriasis?")
+    text.wait_for()
+    derm.locator("li.message.urgent", has_text="Dr Ada Park").wait_for()
+
+    # A photo with EXIF and GPS: re-encoded on a canvas before encryption.
+    photo = tmp_path / "forearm.jpg"
+    photo.write_bytes(jpeg_with_exif())
+    pcp.locator("#img-file").set_input_files(str(photo))
+    pcp.get_by_label("Caption (optional)").fill("Left forearm, today")
+    pcp.get_by_role("button", name="Send image").click()
+    pcp.locator("#img-status", has_text="Image sent").wait_for()
+    thumb = derm.locator("li.message img.thumb[src^='blob:']")
+    thumb.wait_for()
+    derm.locator("li.message .text", has_text="Left forearm, today").wait_for()
+
+    # Full size, decrypted in memory; the saved copy carries no metadata at all.
+    derm.get_by_role("button", name="View full size").last.click()
+    save = derm.get_by_role("link", name="Save decrypted copy")
+    save.wait_for()
+    with derm.expect_download() as info:
+        save.click()
+    data = Path(info.value.path()).read_bytes()
+    image = Image.open(io.BytesIO(data))
+    assert image.format == "JPEG"
+    assert image.size == (480, 640)  # the orientation was applied, then dropped
+    assert not image.getexif(), dict(image.getexif())
+    assert "exif" not in image.info and "comment" not in image.info
+    assert b"Exif" not in data and GPS_MARK.encode() not in data and b"Jane Roe" not in data
+    derm.screenshot(path=str(ARTIFACTS / "browser-room-image-viewer.png"))
+    derm.get_by_role("button", name="Close").click()
+    assert derm.locator("#viewer-img").get_attribute("src") is None  # Blob URL revoked
+
+    # Read receipts reach the sender; the dermatologist answers.
+    pcp.locator("li.message.own .receipt", has_text="Read by Dr Ben Okafor").first.wait_for()
+    answer = "Looks like nummular eczema. Try a potent steroid."
+    derm.get_by_label("Message", exact=True).fill(answer)
+    derm.keyboard.press("Enter")
+    pcp.locator("li.message .text", has_text="nummular eczema").wait_for()
+    derm.locator("li.message.own .receipt", has_text="Read by Dr Ada Park").wait_for()
+    # The urgent message asks for acknowledgement.
+    derm.get_by_role("button", name="Acknowledge").click()
+    pcp.locator("li.message.ack", has_text="Acknowledged").wait_for()
+
+    # Members see each other as active and can compare safety numbers.
+    pcp.locator("#members li", has_text="Dr Ben Okafor").locator(".presence.online").wait_for()
+    pcp.locator("#members li", has_text="Dr Ben Okafor").get_by_role(
+        "button", name="Safety number"
+    ).click()
+    pcp_digits = pcp.locator("#safety").inner_text().split()
+    derm.locator("#members li", has_text="Dr Ada Park").get_by_role(
+        "button", name="Safety number"
+    ).click()
+    assert pcp_digits == derm.locator("#safety").inner_text().split()
+    assert len(pcp_digits) == 12
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    pcp.screenshot(path=str(ARTIFACTS / "browser-room-pcp.png"), full_page=True)
+    derm.screenshot(path=str(ARTIFACTS / "browser-room-derm.png"), full_page=True)
+    check_integrity(derm)
+
+    # A reload keeps the keys and shows the history again, verified.
+    derm.reload()
+    derm.locator("li.message .text", has_text="nummular eczema").wait_for()
+    derm.locator("li.message img.thumb[src^='blob:']").wait_for()
+
+    # Removing the dermatologist: a remove_user entry and a new epoch; their socket closes.
+    pcp.locator("#members li", has_text="Dr Ben Okafor").get_by_role(
+        "button", name="Remove"
+    ).click()
+    pcp.get_by_role("button", name="Confirm: remove Dr Ben Okafor").click()
+    pcp.locator("#members-status", has_text="was removed").wait_for()
+    derm.locator("#room-error", has_text="no longer in this case").wait_for()
+    assert m.Case.objects.get(pk=case_id).head_epoch == 2
+    problems.assert_none()
+
+
+def test_browser_and_python_client_talk_both_ways(
+    server: str, new_page: Callable[[str], Any], problems: PageProblems
+) -> None:
+    gp_user = named("gp_interop", "Dr Cora Lind", "General practice")
+    page = new_page("gp")
+    sign_in(page, gp_user)
+    set_up_first_device(page)
+
+    # The Python client opens the case and adds the browser user (log made in Python,
+    # verified in the browser).
+    bot = Actor("bot_interop", specialty="Dermatology").register().go_live(server)
+    state = bot.open_case(specialty="General practice")
+    assert bot.add(state, SimpleNamespace(user=gp_user)).status_code == 201  # type: ignore[arg-type]
+
+    page.goto(f"/cases/{state.case_id}/")
+    page.locator("#conn-state", has_text="Connected").wait_for()
+    page.locator("#members li", has_text="Bot_Interop").wait_for()
+
+    async def python_side() -> dict[str, Any]:
+        sock = await RoomSocket.open(server, bot.session_id, state.case_id, bot.device.device_id)
+        await sock.next("hello")
+        ack = await sock.send_envelope(state.seal({"text": "Hello from the Python client"}))
+        assert ack["type"] == "ack", ack
+        # Skip a few sender_seq values: the browser must show "missing messages".
+        state.sender_seq += 3
+        ack = await sock.send_envelope(state.seal({"text": "After a gap", "priority": "urgent"}))
+        assert ack["type"] == "ack", ack
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            frame = await sock.next("message", timeout=60)
+            envelope = Envelope.from_wire(frame["envelope"])
+            if envelope.header.sender_user_id != bot.user.pk:
+                opened = state.open(envelope)
+                await sock.close()
+                return opened.body
+        raise AssertionError("no message from the browser")
+
+    future = run_async(python_side)
+    page.locator("li.message .text", has_text="Hello from the Python client").wait_for()
+    page.locator("li.gap", has_text="Missing messages: 3 messages").wait_for()
+    page.locator("li.message.urgent .text", has_text="After a gap").wait_for()
+    page.get_by_label("Message", exact=True).fill("Hello back from Chromium")
+    page.get_by_role("button", name="Send", exact=True).click()
+    body = future.result(timeout=90)
+    assert body == {"text": "Hello back from Chromium"}
+    page.locator("li.message.own .receipt", has_text="Delivered").wait_for()
+    page.screenshot(path=str(ARTIFACTS / "browser-room-interop.png"), full_page=True)
+    problems.assert_none()
