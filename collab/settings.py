@@ -168,7 +168,7 @@ OTP_STATIC_THROTTLE_FACTOR = 1
 
 # Automatic logoff after inactivity, for pages and open sockets.
 IDLE_TIMEOUT_SECONDS = int(os.environ.get("COLLAB_IDLE_TIMEOUT_SECONDS", str(15 * 60)))
-SESSION_CHECK_SECONDS = float(os.environ.get("COLLAB_SESSION_CHECK_SECONDS", "15"))
+SESSION_CHECK_SECONDS = float(os.environ.get("COLLAB_SESSION_CHECK_SECONDS", "30"))
 SESSION_COOKIE_AGE = int(os.environ.get("COLLAB_SESSION_MAX_AGE_SECONDS", str(12 * 3600)))
 SESSION_EXPIRE_AT_BROWSER_CLOSE = True
 SESSION_COOKIE_HTTPONLY = True

@@ -51,79 +51,30 @@ def prepare(rooms: int, size: int, per_socket: int) -> list[list[dict[str, Any]]
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "collab.settings")
     django.setup()
-    from django.contrib.sessions.backends.db import SessionStore
     from django.core.management import call_command
-    from django_otp import DEVICE_ID_SESSION_KEY
-    from django_otp.plugins.otp_totp.models import TOTPDevice
 
-    from collab.accounts import devices
-    from collab.accounts.models import User
-    from collab.accounts.policy import LAST_ACTIVITY_KEY
-    from collab.cases.services.membership import case_open, log_entry_submit
-    from collab.client.case_state import CaseState
-    from collab.client.keys import DeviceKeys, Identity
-    from collab.crypto.actions import AddUserBody
-    from collab.crypto.roster import Role
+    from tests.support.rooms import build_room
 
     call_command("migrate", verbosity=0)
     out: list[list[dict[str, Any]]] = []
     for r in range(rooms):
-        members: list[dict[str, Any]] = []
-        for i in range(size):
-            user = User.objects.create_user(
-                username=f"bench{uuid.uuid4().hex[:10]}", password=None, display_name=f"B{r}.{i}"
-            )
-            totp = TOTPDevice.objects.create(user=user, name="bench", confirmed=True)
-            identity, device = Identity.generate(user.pk), DeviceKeys.generate(user.pk)
-            cert = identity.certify(device)
-            devices.identity_register(user=user, uik_pub=identity.uik_pub)
-            devices.device_register(user=user, cert=cert)
-            session = SessionStore()
-            session.update(
-                {
-                    "_auth_user_id": str(user.pk),
-                    "_auth_user_backend": "django.contrib.auth.backends.ModelBackend",
-                    "_auth_user_hash": user.get_session_auth_hash(),
-                    DEVICE_ID_SESSION_KEY: totp.persistent_id,
-                    LAST_ACTIVITY_KEY: time.time() + 3600,
-                }
-            )
-            session.create()
-            members.append(
-                {
-                    "user": user,
-                    "identity": identity,
-                    "device": device,
-                    "cert": cert,
-                    "session": session.session_key,
-                }
-            )
-        owner = members[0]
-        state = CaseState(uuid.uuid4(), owner["device"])
-        genesis = state.genesis(owner["cert"], owner["identity"].uik_pub)
-        case_open(user=owner["user"], device_id=owner["device"].device_id, genesis=genesis)
-        state.accept_entries([genesis])
-        for other in members[1:]:
-            body = AddUserBody(
-                other["user"].pk, Role.MEMBER, other["identity"].uik_pub, (other["cert"],)
-            )
-            entry = state.next_entry(body)
-            log_entry_submit(
-                user=owner["user"],
-                device_id=owner["device"].device_id,
-                case_id=state.case_id,
-                entry=entry,
-            )
-            state.accept_entries([entry])
-        for member in members:
-            mine = CaseState(state.case_id, member["device"])
-            mine.accept_entries(list(state.chain.values()))
-            member["case_id"] = state.case_id
-            member["frames"] = [
-                json.dumps({"type": "send", "envelope": mine.seal({"text": "x" * 150}).to_wire()})
+        room = []
+        for m in build_room(size, label=f"bench{r}-"):
+            frames = [
+                json.dumps(
+                    {"type": "send", "envelope": m.state.seal({"text": "x" * 150}).to_wire()}
+                )
                 for _ in range(per_socket)
             ]
-        out.append(members)
+            room.append(
+                {
+                    "case_id": m.state.case_id,
+                    "device": m.device,
+                    "session": m.session,
+                    "frames": frames,
+                }
+            )
+        out.append(room)
     return out
 
 

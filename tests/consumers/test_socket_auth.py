@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.e2e]
 
 @pytest.fixture(scope="module")
 def server(django_db_setup, django_db_blocker):
-    with django_db_blocker.unblock(), daphne_servers(1) as urls:
+    with django_db_blocker.unblock(), daphne_servers(1, COLLAB_SESSION_CHECK_SECONDS="0.3") as urls:
         yield urls[0]
 
 

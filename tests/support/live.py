@@ -44,7 +44,7 @@ def server_env(**extra: str) -> dict[str, str]:
         SECRET_KEY=settings.SECRET_KEY,
         COLLAB_DATA_DIR=str(settings.DATA_DIR),
         COLLAB_MEDIA_DIR=str(settings.STORAGES["default"]["OPTIONS"]["location"]),  # type: ignore[index]
-        COLLAB_SESSION_CHECK_SECONDS="0.3",
+        COLLAB_SESSION_CHECK_SECONDS="5",
         PYTHONUNBUFFERED="1",
     )
     env.update(extra)
