@@ -104,7 +104,8 @@ TEMPLATES = [
 DATABASES = {
     "default": dj_database_url.parse(
         os.environ.get("DATABASE_URL", f"sqlite:///{DATA_DIR / 'collab.sqlite3'}"),
-        conn_max_age=0 if not PRODUCTION else 60,
+        conn_max_age=60,
+        conn_health_checks=True,
     )
 }
 # One test database per test process, so concurrent test runs never share one.
@@ -119,6 +120,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
         "init_command": "PRAGMA journal_mode=WAL;",
     }
+
+# SQLite has one writer: its writes stay on one thread. Elsewhere sends run in a thread
+# pool so their commits (and fsyncs) overlap.
+DB_SINGLE_WRITER = DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3"
 
 REDIS_URL = os.environ.get("REDIS_URL", "")
 if REDIS_URL:
