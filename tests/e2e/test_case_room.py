@@ -236,3 +236,19 @@ def test_two_processes_deliver_to_each_others_sockets_with_gapless_sequence() ->
         assert sorted(acks) == list(range(1, 2 * n + 1))
         # b (on process two) heard pcp's messages sent through process one.
         assert len([s for s in seen_by_b]) >= n
+
+
+def test_revoked_device_socket_is_closed_at_once(server: str) -> None:
+    _, derm, state = room(server)
+
+    async def scenario() -> int | None:
+        (b,) = await sockets(server, derm, case_id=state.case_id)
+        revoked = await asyncio.to_thread(
+            lambda: derm.call("POST", f"/api/devices/{derm.device.device_id}/revoke", {})
+        )
+        assert revoked.status_code == 200
+        code = await b.closed_with()
+        assert any(f.get("code") == "device_revoked" for f in b.seen)
+        return code
+
+    assert asyncio.run(scenario()) == 4403
