@@ -143,3 +143,29 @@ async def test_idle_session_closes_open_socket(server: str, settings) -> None:
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
     # And a new socket with that session is refused at the handshake.
     assert await close_code(server, headers) == 4401
+
+
+def test_frame_flood_is_rate_limited_and_closed() -> None:
+    user = make_user("pcp")
+    client = verified_client(user)
+    with daphne_servers(1, COLLAB_WS_RATE_BURST="5", COLLAB_WS_RATE_PER_SECOND="1") as (base,):
+        headers = {**origin(base), "Cookie": session_cookie(client)}
+
+        async def flood() -> tuple[list[str], int | None]:
+            async with websockets.connect(ws_url(base), additional_headers=headers) as ws:
+                await ws.recv()
+                for _ in range(20):
+                    await ws.send(json.dumps({"type": "ping"}))
+                kinds: list[str] = []
+                try:
+                    while True:
+                        frame = json.loads(await asyncio.wait_for(ws.recv(), timeout=10))
+                        kinds.append(frame.get("code") or frame["type"])
+                except ConnectionClosed as closed:
+                    return kinds, closed.rcvd.code if closed.rcvd else None
+            return [], None
+
+        kinds, code = asyncio.run(flood())
+    assert kinds[:5] == ["pong"] * 5
+    assert kinds[5] == "rate_limited"
+    assert code == 4429
