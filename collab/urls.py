@@ -3,6 +3,7 @@ from django.urls import include, path
 
 from collab import views
 from collab.audit import views as audit_views
+from collab.cases import invite_views
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -18,4 +19,6 @@ urlpatterns = [
         name="case-access-log",
     ),
     path("api/", include("collab.cases.urls")),
+    path("invite/welcome/", invite_views.welcome_view, name="invite-welcome"),
+    path("invite/<str:token>/", invite_views.invite_view, name="invite"),
 ]

@@ -35,9 +35,16 @@ class Case(models.Model):
     head_hash = models.BinaryField(max_length=64)
     head_at = models.DateTimeField(auto_now_add=True)
     last_seq = models.BigIntegerField(default=0)
+    # Consult workflow: the first specialist to claim the consult (atomic, see consults.py).
+    claimed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    status_changed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-opened_at"]
+        indexes = [models.Index(fields=["status", "specialty"], name="consult_queue")]
 
 
 class LogEntry(models.Model):
@@ -124,6 +131,10 @@ class JoinRequest(models.Model):
     status = models.CharField(max_length=16, choices=JoinStatus.choices, default=JoinStatus.PENDING)
     created_at = models.DateTimeField(auto_now_add=True)
     resolved_epoch = models.BigIntegerField(null=True, blank=True)
+    # For kind "patient": the invitation the patient accepted.
+    invitation = models.ForeignKey(
+        "cases.Invitation", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
 
     class Meta:
         constraints = [
@@ -149,6 +160,8 @@ class Message(models.Model):
     signature = models.BinaryField(max_length=64)
     ciphertext = models.BinaryField()
     stored_at = models.DateTimeField(auto_now_add=True)
+    # Cleartext metadata set by the sender: the body is encrypted, urgency is not.
+    urgent = models.BooleanField(default=False)
 
     class Meta:
         constraints = [
@@ -198,3 +211,105 @@ class Blob(models.Model):
         max_length=16, choices=BlobStatus.choices, default=BlobStatus.UPLOADING
     )
     created_at = models.DateTimeField(auto_now_add=True)
+
+
+class CaseStatusChange(models.Model):
+    """Who moved a consult from one status to another, and when."""
+
+    case = models.ForeignKey(Case, on_delete=models.CASCADE, related_name="status_changes")
+    from_status = models.CharField(max_length=16, choices=Status.choices)
+    to_status = models.CharField(max_length=16, choices=Status.choices)
+    changed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
+    changed_at = models.DateTimeField(auto_now_add=True)
+    reason = models.CharField(max_length=32, blank=True)
+
+    class Meta:
+        ordering = ["changed_at", "pk"]
+
+
+class Invitation(models.Model):
+    """A single-use, expiring link for the patient; only the token's SHA-256 is stored."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    case = models.ForeignKey(Case, on_delete=models.CASCADE, related_name="invitations")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
+    token_hash = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    used_at = models.DateTimeField(null=True, blank=True)
+    used_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    revoked_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    expiry_recorded = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+
+class LeaveRequest(models.Model):
+    """A member's signed leave request (CR1 LeaveRequest), for another member's client
+    to commit as remove_user with ``leave``."""
+
+    case = models.ForeignKey(Case, on_delete=models.CASCADE, related_name="leave_requests")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    device_id = models.UUIDField()
+    epoch = models.BigIntegerField()
+    signature = models.BinaryField(max_length=64)
+    status = models.CharField(max_length=16, choices=JoinStatus.choices, default=JoinStatus.PENDING)
+    created_at = models.DateTimeField(auto_now_add=True)
+    resolved_epoch = models.BigIntegerField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["case", "user"],
+                condition=models.Q(status="pending"),
+                name="one_pending_leave",
+            ),
+        ]
+
+
+class UrgentAck(models.Model):
+    """A member's acknowledgement of an urgent message (once per member)."""
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="urgent_acks")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["message", "user"], name="one_urgent_ack"),
+        ]
+
+
+class NotificationKind(models.TextChoices):
+    CONSULT_CLAIMED = "consult_claimed", "Consult claimed"
+    JOIN_REQUEST = "join_request", "Join request"
+    URGENT_MESSAGE = "urgent_message", "Urgent message"
+    INVITATION_ACCEPTED = "invitation_accepted", "Invitation accepted"
+    STATUS_CHANGED = "status_changed", "Status changed"
+    LEAVE_REQUEST = "leave_request", "Leave request"
+
+
+class Notification(models.Model):
+    """An in-app notice: an event kind and a case id, never anything about the patient."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notifications"
+    )
+    kind = models.CharField(max_length=32, choices=NotificationKind.choices)
+    case_id = models.UUIDField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    read_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        indexes = [models.Index(fields=["user", "read_at"], name="notification_unread")]

@@ -3,11 +3,25 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
-from django.db.models import QuerySet
+from django.db.models import Count, Exists, OuterRef, QuerySet
 
-from collab.accounts.models import User
-from collab.cases.models import Case, KeyWrap, LogEntry, Member, MemberDevice, Message
+from collab.accounts.models import Device, User
+from collab.cases.models import (
+    Case,
+    CaseStatusChange,
+    Invitation,
+    JoinStatus,
+    KeyWrap,
+    LeaveRequest,
+    LogEntry,
+    Member,
+    MemberDevice,
+    Message,
+    Notification,
+    UrgentAck,
+)
 from collab.crypto.log import LogEntry as CryptoLogEntry
 
 
@@ -51,3 +65,94 @@ def messages_for_device(
 
 def log_entries(*, case_id: uuid.UUID, after: int = -1) -> QuerySet[LogEntry]:
     return LogEntry.objects.filter(case_id=case_id, epoch__gt=after).order_by("epoch")
+
+
+# --- consult workflow reads -------------------------------------------------------
+
+
+def invitations_for_case(*, case_id: uuid.UUID) -> QuerySet[Invitation]:
+    return Invitation.objects.filter(case_id=case_id).order_by("-created_at")
+
+
+def status_history(*, case_id: uuid.UUID) -> QuerySet[CaseStatusChange]:
+    return CaseStatusChange.objects.filter(case_id=case_id).order_by("changed_at", "pk")
+
+
+def pending_leaves(*, case_id: uuid.UUID) -> QuerySet[LeaveRequest]:
+    return LeaveRequest.objects.filter(case_id=case_id, status=JoinStatus.PENDING)
+
+
+def _readable_by_user(user_ref: Any) -> Exists:
+    """The message's epoch is one some device of the user holds a key for."""
+    return Exists(
+        KeyWrap.objects.filter(
+            case_id=OuterRef("case_id"),
+            epoch=OuterRef("epoch"),
+            device_id__in=Device.objects.filter(user_id=user_ref).values("pk"),
+        )
+    )
+
+
+def unacknowledged_urgent_counts(*, user: User, case_ids: list[uuid.UUID]) -> dict[uuid.UUID, int]:
+    """Per case: urgent messages from others, readable by the user, not yet acknowledged."""
+    rows = (
+        Message.objects.filter(case_id__in=case_ids, urgent=True)
+        .exclude(sender=user)
+        .exclude(urgent_acks__user=user)
+        .filter(_readable_by_user(user.pk))
+        .values("case_id")
+        .annotate(n=Count("pk"))
+    )
+    return {r["case_id"]: r["n"] for r in rows}
+
+
+def urgent_status(*, case_id: uuid.UUID) -> list[dict[str, Any]]:
+    """Each urgent message: who acknowledged it and when, and which members still owe it.
+
+    A member owes an acknowledgement if they are in the case now, did not send it and
+    hold a key for its epoch (someone added later without history cannot read it).
+    """
+    messages = list(
+        Message.objects.filter(case_id=case_id, urgent=True)
+        .order_by("seq")
+        .only("pk", "seq", "epoch", "sender_id", "stored_at")
+    )
+    if not messages:
+        return []
+    members = set(Member.objects.filter(case_id=case_id).values_list("user_id", flat=True))
+    holders: dict[int, set[uuid.UUID]] = {}
+    for epoch, device_id in KeyWrap.objects.filter(
+        case_id=case_id, epoch__in={msg.epoch for msg in messages}
+    ).values_list("epoch", "device_id"):
+        holders.setdefault(epoch, set()).add(device_id)
+    device_users = dict(
+        Device.objects.filter(
+            pk__in={d for devices in holders.values() for d in devices}
+        ).values_list("pk", "user_id")
+    )
+    acks: dict[int, list[UrgentAck]] = {}
+    for ack in UrgentAck.objects.filter(message__in=messages).order_by("at"):
+        acks.setdefault(ack.message_id, []).append(ack)
+    out = []
+    for msg in messages:
+        readers = {device_users[d] for d in holders.get(msg.epoch, set()) if d in device_users}
+        done = acks.get(msg.pk, [])
+        acked = {a.user_id for a in done}
+        owing = sorted(str(u) for u in (readers & members) - acked - {msg.sender_id})
+        out.append(
+            {
+                "seq": msg.seq,
+                "sender": str(msg.sender_id),
+                "stored_at": msg.stored_at.isoformat(),
+                "acknowledged": [{"user": str(a.user_id), "at": a.at.isoformat()} for a in done],
+                "unacknowledged": owing,
+            }
+        )
+    return out
+
+
+def notifications_for_user(*, user: User, unread_only: bool = False) -> QuerySet[Notification]:
+    notices = Notification.objects.filter(user=user)
+    if unread_only:
+        notices = notices.filter(read_at__isnull=True)
+    return notices.order_by("-created_at", "-pk")

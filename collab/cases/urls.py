@@ -20,4 +20,13 @@ urlpatterns = [
     path("blobs/<uuid:blob_id>/parts/<int:offset>", views.blob_part),
     path("blobs/<uuid:blob_id>/complete", views.blob_complete),
     path("blobs/<uuid:blob_id>", views.blob_download),
+    path("cases/<uuid:case_id>/invitations", views.case_invitations),
+    path("invitations/<uuid:invitation_id>/revoke", views.invitation_revoke),
+    path("cases/<uuid:case_id>/status", views.case_status),
+    path("cases/<uuid:case_id>/urgent", views.case_urgent),
+    path("cases/<uuid:case_id>/leave", views.case_leave),
+    path("consults/queue", views.consult_queue),
+    path("consults/<uuid:case_id>/claim", views.consult_claim),
+    path("notifications", views.notification_list),
+    path("notifications/<int:notification_id>/read", views.notification_read),
 ]

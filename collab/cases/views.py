@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import re
 import uuid
+from typing import Any
 
+import qrcode
+import qrcode.image.svg
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.urls import reverse
+from django.utils import timezone
 
 from collab.accounts.models import User
 from collab.api import api, device_id_of, int_param, json_body, parse_uuid, stream_file, user_of
 from collab.audit.services import AuditAction, RequestMeta, audit_record
 from collab.cases import models as m
 from collab.cases import selectors
-from collab.cases.services import blobs, joins, membership
+from collab.cases.services import blobs, consults, invitations, joins, membership, notifications
+from collab.cases.services._common import active_device
 from collab.cases.wire import case_wire, log_entry_wire, message_wire
 from collab.crypto.log import LogEntry
 from collab.crypto.wire import b64d, b64e
@@ -45,8 +51,11 @@ def case_list(request: HttpRequest) -> HttpResponse:
             meta=RequestMeta.from_request(request),
         )
         return JsonResponse(case_wire(case), status=201)
-    cases = selectors.cases_for_user(user=user)
-    return JsonResponse({"cases": [case_wire(c) for c in cases]})
+    cases = list(selectors.cases_for_user(user=user))
+    urgent = selectors.unacknowledged_urgent_counts(user=user, case_ids=[c.pk for c in cases])
+    return JsonResponse(
+        {"cases": [{**case_wire(c), "unacknowledged_urgent": urgent.get(c.pk, 0)} for c in cases]}
+    )
 
 
 @api(("GET",))
@@ -65,6 +74,8 @@ def case_detail(request: HttpRequest, case_id: uuid.UUID) -> HttpResponse:
                 }
                 for r in pending
             ],
+            "leave_requests": [_leave_wire(r) for r in selectors.pending_leaves(case_id=case.pk)],
+            "status_history": [_status_wire(c) for c in selectors.status_history(case_id=case.pk)],
             "revoked_devices": [
                 str(d)
                 for d in m.MemberDevice.objects.filter(
@@ -123,6 +134,13 @@ def case_join_requests(request: HttpRequest, case_id: uuid.UUID) -> HttpResponse
         body = json_body(request)
         kind = str(body.get("kind", ""))
         target = requester
+        if kind == m.JoinKind.CLAIM:
+            join = consults.consult_claim(
+                user=requester, case_id=case_id, meta=RequestMeta.from_request(request)
+            )
+            return JsonResponse(
+                {"id": join.pk, "user": str(join.user_id), "kind": join.kind}, status=201
+            )
         if kind == m.JoinKind.INVITE:
             found = User.objects.filter(pk=parse_uuid(body.get("user"), "user")).first()
             if found is None:
@@ -151,6 +169,8 @@ def case_messages(request: HttpRequest, case_id: uuid.UUID) -> HttpResponse:
     user = user_of(request)
     device_id = device_id_of(request)
     _member_case(user, case_id)
+    # The device decides which epochs are readable: it must be the caller's own.
+    active_device(user=user, device_id=device_id)
     after = int_param(request, "after", 0, 0, 2**62)
     limit = int_param(request, "limit", 100, 1, settings.HISTORY_PAGE_MAX)
     page = selectors.messages_for_device(
@@ -254,3 +274,162 @@ def blob_download(request: HttpRequest, blob_id: uuid.UUID) -> StreamingHttpResp
         response["Content-Range"] = f"bytes {start}-{end}/{blob.size}"
     response["Cache-Control"] = "no-store"
     return response
+
+
+# --- consult workflow, patients, notifications ---------------------------------------
+
+
+def _leave_wire(r: m.LeaveRequest) -> dict[str, Any]:
+    return {
+        "id": r.pk,
+        "user": str(r.user_id),
+        "device": str(r.device_id),
+        "epoch": r.epoch,
+        "signature": b64e(bytes(r.signature)),
+        "created_at": r.created_at.isoformat(),
+    }
+
+
+def _status_wire(change: m.CaseStatusChange) -> dict[str, Any]:
+    return {
+        "from": change.from_status,
+        "to": change.to_status,
+        "by": str(change.changed_by_id),
+        "at": change.changed_at.isoformat(),
+        "reason": change.reason,
+    }
+
+
+def _qr_svg(text: str) -> str:
+    image = qrcode.make(text, image_factory=qrcode.image.svg.SvgPathImage, box_size=8)
+    return str(image.to_string(encoding="unicode"))
+
+
+def _invitation_wire(invitation: m.Invitation) -> dict[str, Any]:
+    return {
+        "id": str(invitation.pk),
+        "case": str(invitation.case_id),
+        "created_by": str(invitation.created_by_id),
+        "created_at": invitation.created_at.isoformat(),
+        "expires_at": invitation.expires_at.isoformat(),
+        "state": invitations.invitation_state(invitation).value,
+        "used_by": str(invitation.used_by_id) if invitation.used_by_id else None,
+        "used_at": invitation.used_at.isoformat() if invitation.used_at else None,
+        "revoked_at": invitation.revoked_at.isoformat() if invitation.revoked_at else None,
+    }
+
+
+@api(("GET", "POST"))
+def case_invitations(request: HttpRequest, case_id: uuid.UUID) -> HttpResponse:
+    """POST: a provider member invites the patient (the link is shown once). GET: members."""
+    user = user_of(request)
+    if request.method == "POST":
+        invitation, token = invitations.invitation_create(
+            user=user, case_id=case_id, meta=RequestMeta.from_request(request)
+        )
+        link = request.build_absolute_uri(reverse("invite", args=[token]))
+        response = JsonResponse(
+            {**_invitation_wire(invitation), "link": link, "qr_svg": _qr_svg(link)}, status=201
+        )
+        response["Cache-Control"] = "no-store"
+        return response
+    _member_case(user, case_id)
+    return JsonResponse(
+        {
+            "invitations": [
+                _invitation_wire(i) for i in selectors.invitations_for_case(case_id=case_id)
+            ]
+        }
+    )
+
+
+@api(("POST",))
+def invitation_revoke(request: HttpRequest, invitation_id: uuid.UUID) -> HttpResponse:
+    invitation = invitations.invitation_revoke(
+        user=user_of(request), invitation_id=invitation_id, meta=RequestMeta.from_request(request)
+    )
+    return JsonResponse(_invitation_wire(invitation))
+
+
+@api(("POST",))
+def case_status(request: HttpRequest, case_id: uuid.UUID) -> HttpResponse:
+    change = consults.case_status_change(
+        user=user_of(request),
+        case_id=case_id,
+        status=str(json_body(request).get("status", "")),
+        meta=RequestMeta.from_request(request),
+    )
+    return JsonResponse({"case": str(case_id), "status": change.to_status, **_status_wire(change)})
+
+
+@api(("GET",))
+def consult_queue(request: HttpRequest) -> HttpResponse:
+    now = timezone.now()
+    items = consults.consult_queue(user=user_of(request))
+    return JsonResponse({"consults": [item.wire(now) for item in items]})
+
+
+@api(("POST",))
+def consult_claim(request: HttpRequest, case_id: uuid.UUID) -> HttpResponse:
+    join = consults.consult_claim(
+        user=user_of(request), case_id=case_id, meta=RequestMeta.from_request(request)
+    )
+    return JsonResponse(
+        {"id": join.pk, "case": str(case_id), "user": str(join.user_id), "kind": join.kind},
+        status=201,
+    )
+
+
+@api(("GET",))
+def case_urgent(request: HttpRequest, case_id: uuid.UUID) -> HttpResponse:
+    _member_case(user_of(request), case_id)
+    items = selectors.urgent_status(case_id=case_id)
+    by_member: dict[str, list[int]] = {}
+    for item in items:
+        for user_id in item["unacknowledged"]:
+            by_member.setdefault(user_id, []).append(item["seq"])
+    return JsonResponse({"messages": items, "unacknowledged_by_member": by_member})
+
+
+@api(("POST",))
+def case_leave(request: HttpRequest, case_id: uuid.UUID) -> HttpResponse:
+    """Store the caller's signed CR1 leave request for another member to commit."""
+    body = json_body(request)
+    epoch = body.get("epoch")
+    if not isinstance(epoch, int) or isinstance(epoch, bool):
+        raise ServiceError("bad_field", "epoch must be an integer.")
+    leave = consults.leave_request_create(
+        user=user_of(request),
+        case_id=case_id,
+        device_id=parse_uuid(body.get("device"), "device"),
+        epoch=epoch,
+        signature=b64d(body.get("signature"), 64),
+    )
+    return JsonResponse(_leave_wire(leave), status=201)
+
+
+@api(("GET",))
+def notification_list(request: HttpRequest) -> HttpResponse:
+    user = user_of(request)
+    unread = request.GET.get("unread") in {"1", "true"}
+    notices = selectors.notifications_for_user(user=user, unread_only=unread)[:200]
+    return JsonResponse(
+        {
+            "notifications": [
+                {
+                    "id": n.pk,
+                    "kind": n.kind,
+                    "case": str(n.case_id) if n.case_id else None,
+                    "created_at": n.created_at.isoformat(),
+                    "read": n.read_at is not None,
+                }
+                for n in notices
+            ]
+        }
+    )
+
+
+@api(("POST",))
+def notification_read(request: HttpRequest, notification_id: int) -> HttpResponse:
+    notice = notifications.notification_read(user=user_of(request), notification_id=notification_id)
+    return JsonResponse({"id": notice.pk, "read": True})

@@ -17,6 +17,7 @@ def message_wire(message: Message) -> dict[str, Any]:
         "seq": message.seq,
         "stored_at": message.stored_at.isoformat(),
         "envelope": envelope.to_wire(),
+        "urgent": message.urgent,
     }
 
 
@@ -30,6 +31,8 @@ def case_wire(case: Case) -> dict[str, Any]:
         "opened_at": case.opened_at.isoformat(),
         "head": {"epoch": case.head_epoch, "hash": b64e(bytes(case.head_hash))},
         "last_seq": case.last_seq,
+        "claimed": case.claimed_by_id is not None,
+        "status_changed_at": case.status_changed_at.isoformat() if case.status_changed_at else None,
     }
 
 

@@ -109,6 +109,12 @@ class AuthenticatedConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         await self.send_error("session_ended", "Your session has ended.")
         await self.close(code=CLOSE_UNAUTHENTICATED)
 
+    async def notify(self, event: dict[str, Any]) -> None:
+        """An in-app notification (collab.cases.services.notifications): id, kind, case."""
+        await self.send_json(
+            {"type": "notify", "id": event["id"], "kind": event["kind"], "case": event["case"]}
+        )
+
     async def send_json(self, content: dict[str, Any]) -> None:
         await self.send(text_data=json.dumps(content, separators=(",", ":")))
 

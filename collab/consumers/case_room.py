@@ -15,7 +15,7 @@ from django.conf import settings
 from collab.audit.services import AuditAction, RequestMeta, audit_record
 from collab.cases import selectors
 from collab.cases.models import Case
-from collab.cases.services import messages
+from collab.cases.services import consults, messages
 from collab.cases.wire import message_wire
 from collab.consumers.base import AuthenticatedConsumer, FrameError
 from collab.crypto.envelope import Envelope
@@ -84,13 +84,19 @@ class CaseRoomConsumer(AuthenticatedConsumer):
             envelope = Envelope.from_wire(frame.get("envelope") or {})
         except CryptoError as error:
             raise FrameError(error.code, error.message or "Malformed envelope.") from None
+        urgent = frame.get("urgent", False)
+        if not isinstance(urgent, bool):
+            raise FrameError("bad_field", "urgent must be true or false.")
         try:
-            ack = await database_sync_to_async(messages.message_send)(
+            ack = await database_sync_to_async(
+                messages.message_send, thread_sensitive=settings.DB_SINGLE_WRITER
+            )(
                 user=self.user,
                 device_id=self.device_id,
                 case_id=self.case_id,
                 envelope=envelope,
                 meta=RequestMeta.from_scope(self.scope),
+                urgent=urgent,
             )
         except ServiceError as error:
             raise FrameError(error.code, error.message) from None
@@ -157,6 +163,25 @@ class CaseRoomConsumer(AuthenticatedConsumer):
         except ServiceError as error:
             raise FrameError(error.code, error.message) from None
 
+    async def handle_ack_urgent(self, frame: dict[str, Any]) -> None:
+        seq = _int(frame, "seq", 1)
+        try:
+            result = await database_sync_to_async(consults.urgent_ack)(
+                user=self.user, case_id=self.case_id, seq=seq, device_id=self.device_id
+            )
+        except ServiceError as error:
+            raise FrameError(error.code, error.message) from None
+        await self.send_json(
+            {
+                "type": "urgent_ack",
+                "ref": frame.get("ref"),
+                "seq": result.seq,
+                "user": str(result.user_id),
+                "at": result.at.isoformat(),
+                "duplicate": result.duplicate,
+            }
+        )
+
     async def handle_ping(self, frame: dict[str, Any]) -> None:
         await self.send_json({"type": "pong"})
 
@@ -204,6 +229,31 @@ class CaseRoomConsumer(AuthenticatedConsumer):
 
     async def case_join_request(self, event: dict[str, Any]) -> None:
         await self.send_json({"type": "join_request", "user": event["user"], "kind": event["kind"]})
+
+    async def case_status(self, event: dict[str, Any]) -> None:
+        await self.send_json(
+            {
+                "type": "status",
+                "status": event["status"],
+                "from": event["from"],
+                "by": event["by"],
+                "at": event["at"],
+            }
+        )
+
+    async def case_urgent_ack(self, event: dict[str, Any]) -> None:
+        if event.get("device") != str(self.device_id):  # the acknowledging socket was answered
+            await self.send_json(
+                {
+                    "type": "urgent_ack",
+                    "seq": event["seq"],
+                    "user": event["user"],
+                    "at": event["at"],
+                }
+            )
+
+    async def case_leave_request(self, event: dict[str, Any]) -> None:
+        await self.send_json({"type": "leave_request", "user": event["user"]})
 
     async def device_revoked(self, event: dict[str, Any]) -> None:
         await self.send_error("device_revoked", "This device has been revoked.")

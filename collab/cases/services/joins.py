@@ -10,6 +10,7 @@ from collab.accounts.models import Role, User
 from collab.audit.services import AuditAction, RequestMeta, audit_record
 from collab.cases import models as m
 from collab.cases.selectors import is_case_member
+from collab.cases.services.notifications import notify
 from collab.crypto.roster import Role as RosterRole
 from collab.errors import Conflict, Forbidden, NotFound
 from collab.realtime import case_group, publish_after_commit
@@ -63,4 +64,6 @@ def join_request_create(
     publish_after_commit(
         case_group(case.pk), {"type": "case.join_request", "user": str(user.pk), "kind": kind}
     )
+    if kind == m.JoinKind.INVITE:
+        notify(user_ids=[user.pk], kind=m.NotificationKind.JOIN_REQUEST, case_id=case.pk)
     return request

@@ -12,6 +12,7 @@ from collab.accounts.models import Device, IdentityKey, Role, User
 from collab.audit.services import AuditAction, RequestMeta, audit_record
 from collab.cases import models as m
 from collab.cases.selectors import head_entry
+from collab.cases.services import consults, invitations
 from collab.cases.services._common import active_device, crypto_failure, locked_case
 from collab.crypto.actions import ShareHistoryBody
 from collab.crypto.errors import CryptoError
@@ -207,7 +208,9 @@ def log_entry_submit(
     except CryptoError as error:
         raise crypto_failure(error) from None
     _check_roster_registered(entry.roster, prev.roster)
+    invitations.check_patient_add(case=case, entry=entry)
     record = _store_entry(case, entry)
+    consults.on_entry_stored(case=case, entry=entry, actor=user)
     audit_record(
         action=AuditAction.LOG_ENTRY_COMMITTED,
         actor=user,

@@ -13,6 +13,7 @@ from django.utils import timezone
 from collab.accounts.models import Device, User
 from collab.audit.services import AuditAction, RequestMeta, audit_record
 from collab.cases import models as m
+from collab.cases.services import consults
 from collab.cases.services._common import crypto_failure, locked_case
 from collab.cases.wire import message_wire
 from collab.crypto.envelope import Envelope, verify_envelope
@@ -64,6 +65,7 @@ def message_send(
     case_id: uuid.UUID,
     envelope: Envelope,
     meta: RequestMeta | None = None,
+    urgent: bool = False,
 ) -> Ack:
     """Check, number and store one envelope; the channel layer hears of it after commit.
 
@@ -119,6 +121,7 @@ def message_send(
         header=h.encode(),
         signature=envelope.sig,
         ciphertext=envelope.ct,
+        urgent=urgent,
     )
     audit_record(
         action=AuditAction.MESSAGE_STORED,
@@ -132,6 +135,8 @@ def message_send(
     publish_after_commit(
         case_group(case.pk), {"type": "case.message", "message": message_wire(message)}
     )
+    if urgent:
+        consults.urgent_sent(message=message)
     return Ack(message.seq, h.client_msg_id, h.epoch, duplicate=False)
 
 
