@@ -46,14 +46,15 @@ def named(username: str, display_name: str, specialty: str = "") -> User:
     return user
 
 
-def sign_in(page: Any, user: User) -> None:
-    """The two real sign-in pages: password, then the current TOTP code."""
+def sign_in(page: Any, user: User, offset_steps: int = 0) -> None:
+    """The two real sign-in pages: password, then a TOTP code (django-otp refuses a code
+    twice, so a second sign-in of one user within 30 s takes the next step's code)."""
     page.goto("/accounts/login/")
     page.get_by_label("Username").fill(user.username)
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Continue").click()
     page.wait_for_url(re.compile(r"/accounts/otp/"))
-    page.get_by_label("Code").fill(totp_code(user))
+    page.get_by_label("Code").fill(totp_code(user, offset_steps=offset_steps))
     page.get_by_role("button", name="Verify").click()
 
 
@@ -322,4 +323,90 @@ def test_browser_and_python_client_talk_both_ways(
     assert body == {"text": "Hello back from Chromium"}
     page.locator("li.message.own .receipt", has_text="Delivered").wait_for()
     page.screenshot(path=str(ARTIFACTS / "browser-room-interop.png"), full_page=True)
+    problems.assert_none()
+
+
+def test_a_second_browser_recovers_the_identity_and_joins_through_the_first(
+    server: str, new_page: Callable[[str], Any], problems: PageProblems
+) -> None:
+    user = named("multi_device", "Dr Dana Reyes", "General practice")
+    first = new_page("first")
+    sign_in(first, user)
+    recovery = set_up_first_device(first)
+    first.get_by_label("Requested specialty").fill("Cardiology")
+    first.get_by_label("Clinical question").fill("Palpitations at rest, ECG attached later.")
+    first.get_by_role("button", name="Open case").click()
+    first.wait_for_url(re.compile(r"/cases/[0-9a-f-]{36}/$"))
+    room_url = first.url
+    case_id = uuid.UUID(room_url.rstrip("/").rsplit("/", 1)[1])
+
+    # A new browser: same identity, recovered from the recovery key; a new device.
+    second = new_page("second")
+    sign_in(second, user, offset_steps=1)
+    second.wait_for_url(re.compile(r"/keys/"))
+    second.get_by_role("textbox", name="Recovery key").fill("AAAA-" * 12 + "AAAA")
+    second.get_by_role("button", name="Set up this browser").click()
+    second.get_by_text("does not open your identity backup").wait_for()
+    second.get_by_role("textbox", name="Recovery key").fill(recovery.lower().replace("-", " "))
+    second.get_by_role("button", name="Set up this browser").click()
+    second.wait_for_url(re.compile(r"/$"))
+    assert Device.objects.filter(user=user, revoked_at__isnull=True).count() == 2
+
+    # Not in the case yet; the first device adds it (add_device) when it opens the room.
+    second.goto(room_url)
+    second.get_by_text("This browser is not in this case yet").wait_for()
+    first.reload()
+    first.locator("#members li", has_text="2 devices").wait_for()
+    assert m.Case.objects.get(pk=case_id).head_epoch == 1
+    # The second browser's socket goes through a proxy the test can cut.
+    links: list[Any] = []
+    blocked = threading.Event()
+
+    def route(ws: Any) -> None:
+        if blocked.is_set():
+            ws.close(code=1011, reason="network down")
+            return
+        ws.connect_to_server()
+        links.append(ws)
+
+    second.route_web_socket(re.compile(r"/ws/cases/"), route)
+    second.reload()
+    second.locator("#conn-state", has_text="Connected").wait_for()
+    first.get_by_label("Message", exact=True).fill("Seen on my other device?")
+    first.get_by_role("button", name="Send", exact=True).click()
+    second.locator("li.message .text", has_text="Seen on my other device?").wait_for()
+
+    # A dropped connection: messages sent meanwhile arrive after the resume, once.
+    blocked.set()
+    links[-1].close(code=1001, reason="dropped")
+    second.locator("#conn-state", has_text="reconnecting").wait_for()
+    first.get_by_label("Message", exact=True).fill("Sent while you were offline")
+    first.get_by_role("button", name="Send", exact=True).click()
+    first.locator("li.message.own .receipt", has_text="Delivered").last.wait_for()
+    time.sleep(1)
+    assert second.locator("li.message .text", has_text="while you were offline").count() == 0
+    blocked.clear()
+    offline = second.locator("li.message .text", has_text="Sent while you were offline")
+    offline.wait_for(timeout=60_000)
+    second.locator("#conn-state", has_text="Connected").wait_for()
+    assert offline.count() == 1
+    assert second.locator("li.message .text", has_text="Seen on my other device?").count() == 1
+
+    # Revoke the first browser from the second: its room closes at once.
+    second.goto("/devices/")
+    row = second.locator("#device-rows tr", has_text="(this browser)")
+    row.wait_for()
+    other = second.locator("#device-rows tr").filter(has_not_text="(this browser)")
+    other.get_by_role("button", name="Revoke").click()
+    other.get_by_role("button", name=re.compile("Confirm: revoke")).click()
+    second.locator("#devices-status", has_text="was revoked").wait_for()
+    first.locator("#room-error", has_text="no longer in this case").wait_for()
+    # The next time the second device opens the room, it removes the revoked device.
+    second.goto(room_url)
+    second.locator("#members li", has_text="1 device").wait_for()
+    assert m.Case.objects.get(pk=case_id).head_epoch == 2
+
+    # Signing out closes the room and lands on the sign-in page.
+    second.get_by_role("button", name="Sign out").click()
+    second.wait_for_url(re.compile(r"/accounts/login/"))
     problems.assert_none()

@@ -33,7 +33,6 @@ async function render(ctx) {
   });
   replace($('#device-rows'), ...rows);
   $('#device-table').hidden = false;
-  say($('#devices-status'), '');
   $('#this-device').textContent = `This browser is device ${ctx.device.deviceId.slice(0, 8)} (“${ctx.device.name || 'unnamed'}”). `
     + 'Its secret keys are stored encrypted in this browser under a key the browser cannot export.';
 }
@@ -58,4 +57,5 @@ async function revoke(ctx, device, current, button) {
 
 export async function devicesPage(ctx) {
   await render(ctx);
+  say($('#devices-status'), '');
 }

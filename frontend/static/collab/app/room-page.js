@@ -3,7 +3,7 @@
 // numbers. Every log entry and message is verified before it is shown.
 
 import {
-  AddUserBody, AttachmentRef, DeviceCert, RemoveDeviceBody, RemoveUserBody, Role,
+  AddDeviceBody, AddUserBody, AttachmentRef, DeviceCert, RemoveDeviceBody, RemoveUserBody, Role,
   safetyNumber, toHex, verifyDeviceCert, b64d,
 } from '../cr1/index.js';
 import { api } from './api.js';
@@ -43,6 +43,7 @@ class Room {
     this.typingStopTimer = null;
     this.detail = null;
     this.closed = false;
+    this.helloCount = 0;
   }
 
   // --- helpers -----------------------------------------------------------------
@@ -76,6 +77,11 @@ class Room {
     await this.refreshDetail();
     await this.session.sync();
     await this.renderMembers();
+    if (!this.session.roster.device(this.device.deviceId)) {
+      this.onFinal(this.session.roster.user(this.me) ? 'not-yet' : 4403);
+      return;
+    }
+    await this.syncOwnDevices();
     this.socket = new RoomSocket(this.caseId, this.device.deviceId, {
       onFrame: (frame) => this.enqueue(() => this.onFrame(frame)),
       onState: (state) => this.onSocketState(state),
@@ -102,9 +108,48 @@ class Room {
     el.className = `conn ${state}`;
   }
 
+  /**
+   * Bring this user's other devices in line with the case: a device registered
+   * since (e.g. recovered with the recovery key) is added with a signed
+   * add_device entry, and a revoked one removed. Only the user's own devices
+   * may do this, so it happens whenever one of them opens the room.
+   */
+  async syncOwnDevices() {
+    const mine = this.session.roster.user(this.me);
+    if (!mine) return;
+    const { devices } = await api('GET', '/api/devices');
+    const status = $('#members-status');
+    for (const d of devices) {
+      const inRoster = this.session.roster.device(d.device_id);
+      if (!d.revoked_at && !inRoster) {
+        const cert = DeviceCert.fromWire(d);
+        try {
+          if (cert.userId !== this.me) continue;
+          verifyDeviceCert(cert, mine.uikPub);
+        } catch {
+          continue; // not certified by this user's identity key: never add it
+        }
+        say(status, `Adding your device “${d.name || d.device_id.slice(0, 8)}” to this case…`);
+        await this.session.commit((head) => {
+          if (head.roster.device(cert.deviceId)) throw new Error('already added');
+          return new AddDeviceBody(cert);
+        }).catch((err) => say(status, errorText(err), 'error'));
+      } else if (d.revoked_at && inRoster && d.device_id !== this.device.deviceId) {
+        say(status, 'Removing your revoked device from this case…');
+        await this.session.commit(() => new RemoveDeviceBody(this.me, d.device_id))
+          .catch((err) => say(status, errorText(err), 'error'));
+      }
+    }
+    if (status.textContent.endsWith('…')) say(status, '');
+    await this.refreshDetail();
+    await this.renderMembers();
+  }
+
   onFinal(code) {
     this.closed = true;
-    const why = code === 4403
+    const why = code === 'not-yet'
+      ? 'This browser is not in this case yet. Open the case once on one of your other devices: it adds this one automatically.'
+      : code === 4403
       ? 'This device is no longer in this case (it was removed from the case or revoked).'
       : code === 4404 ? 'This case does not exist.' : 'The case room refused this connection.';
     say($('#room-error'), why, 'error');
@@ -118,6 +163,7 @@ class Room {
       case 'hello':
         this.socket.post({ type: 'typing', active: false }); // presence: "I am here"
         await this.catchUp();
+        if (this.helloCount++) await this.syncOwnDevices(); // after a reconnect
         break;
       case 'message':
         if (!Number.isInteger(frame.seq) || frame.seq <= this.shownUpTo) return;
@@ -475,18 +521,24 @@ class Room {
 
   wireViewer() {
     const dialog = $('#viewer');
-    $('#viewer-close').addEventListener('click', () => dialog.close());
-    dialog.addEventListener('close', () => {
-      const img = $('#viewer-img');
-      const save = $('#viewer-save');
-      if (this.viewerUrl) URL.revokeObjectURL(this.viewerUrl);
-      this.viewerUrl = null;
-      img.removeAttribute('src');
-      img.hidden = true;
-      save.removeAttribute('href');
-      save.hidden = true;
-      this.viewerToken = null;
+    $('#viewer-close').addEventListener('click', () => {
+      this.clearViewer();
+      dialog.close();
     });
+    dialog.addEventListener('close', () => this.clearViewer()); // Esc closes too
+  }
+
+  /** Forget the decrypted image: revoke its Blob URL and drop every reference. */
+  clearViewer() {
+    const img = $('#viewer-img');
+    const save = $('#viewer-save');
+    if (this.viewerUrl) URL.revokeObjectURL(this.viewerUrl);
+    this.viewerUrl = null;
+    img.removeAttribute('src');
+    img.hidden = true;
+    save.removeAttribute('href');
+    save.hidden = true;
+    this.viewerToken = null;
   }
 
   /** Download, verify and decrypt in memory; show from a Blob URL revoked on close. */

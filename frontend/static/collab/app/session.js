@@ -6,8 +6,8 @@
 
 const LOGIN_IDLE = '/accounts/login/?reason=idle';
 const LOGIN = '/accounts/login/';
-const WARN_SECONDS = 60;
-const TOUCH_EVERY_MS = 30_000;
+let warnMs = 60_000; // warn this long before the end (a quarter of short timeouts)
+let touchEveryMs = 30_000;
 
 let timeoutMs = 15 * 60 * 1000;
 let lastServer = Date.now();
@@ -74,12 +74,12 @@ function tick() {
   if (ended) return;
   const now = Date.now();
   // User input since the server last heard from us keeps the session alive.
-  if (lastInput > lastServer && now - lastServer > TOUCH_EVERY_MS) touch();
+  if (lastInput > lastServer && now - lastServer > touchEveryMs) touch();
   const left = lastServer + timeoutMs - now;
   const el = banner();
   if (left <= 0) {
     sessionEnded('idle');
-  } else if (left <= WARN_SECONDS * 1000) {
+  } else if (left <= warnMs) {
     if (el && el.hidden) {
       el.hidden = false;
       el.className = 'session-banner warning';
@@ -106,6 +106,8 @@ function hideWarning() {
 
 export function startIdleWatch(seconds) {
   timeoutMs = Math.max(10, Number(seconds) || 900) * 1000;
+  warnMs = Math.min(60_000, timeoutMs / 4);
+  touchEveryMs = Math.min(30_000, timeoutMs / 4);
   lastServer = Date.now(); // the page itself was a request
   for (const type of ['keydown', 'pointerdown', 'wheel', 'touchstart']) {
     addEventListener(type, () => { lastInput = Date.now(); }, { passive: true, capture: true });
