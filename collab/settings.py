@@ -104,7 +104,7 @@ TEMPLATES = [
 DATABASES = {
     "default": dj_database_url.parse(
         os.environ.get("DATABASE_URL", f"sqlite:///{DATA_DIR / 'collab.sqlite3'}"),
-        conn_max_age=60,
+        conn_max_age=int(os.environ.get("COLLAB_CONN_MAX_AGE", "60")),
         conn_health_checks=True,
     )
 }

@@ -42,3 +42,13 @@ def require(condition: bool, reason: str) -> None:
 @pytest.fixture
 def uses_postgres() -> bool:
     return connection.vendor == "postgresql"
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix: None) -> None:
+    """Close connections after each use in tests: ones held open by worker threads
+    would stop the test database being dropped at the end."""
+    from django.conf import settings
+
+    settings.DATABASES["default"]["CONN_MAX_AGE"] = 0
+    connection.settings_dict["CONN_MAX_AGE"] = 0

@@ -8,7 +8,7 @@ import time
 
 import pytest
 import websockets
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async as sync_to_async
 from django.test import Client
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
