@@ -240,8 +240,10 @@ def test_two_clinicians_open_a_case_and_exchange_text_and_a_clean_image(
     pcp.locator("li.message .text", has_text="nummular eczema").wait_for()
     derm.locator("li.message.own .receipt", has_text="Read by Dr Ada Park").wait_for()
     # The urgent message asks for acknowledgement.
+    pcp.locator("li.message.urgent .acks", has_text="Waiting for acknowledgement").wait_for()
     derm.get_by_role("button", name="Acknowledge").click()
-    pcp.locator("li.message.ack", has_text="Acknowledged").wait_for()
+    pcp.locator("li.message.urgent .acks", has_text="Acknowledged by Dr Ben Okafor").wait_for()
+    derm.locator("li.message.urgent .acks", has_text="Acknowledged by you").wait_for()
 
     # Members see each other as active and can compare safety numbers.
     pcp.locator("#members li", has_text="Dr Ben Okafor").locator(".presence.online").wait_for()
@@ -409,4 +411,90 @@ def test_a_second_browser_recovers_the_identity_and_joins_through_the_first(
     # Signing out closes the room and lands on the sign-in page.
     second.get_by_role("button", name="Sign out").click()
     second.wait_for_url(re.compile(r"/accounts/login/"))
+    problems.assert_none()
+
+
+def test_specialist_claims_from_the_queue_and_a_patient_joins_by_invitation_then_leaves(
+    server: str, new_page: Callable[[str], Any], problems: PageProblems
+) -> None:
+    gp_user = named("gp_queue", "Dr Fay Gold", "General practice")
+    derm_user = named("derm_queue", "Dr Hal Ito", "Dermatology")
+    gp = new_page("gp")
+    sign_in(gp, gp_user)
+    set_up_first_device(gp)
+    gp.get_by_label("Requested specialty").fill("Dermatology")
+    gp.get_by_label("Urgency").select_option("urgent")
+    gp.get_by_label("Clinical question").fill("Rapidly spreading rash with fever.")
+    gp.get_by_role("button", name="Open case").click()
+    gp.wait_for_url(re.compile(r"/cases/[0-9a-f-]{36}/$"))
+    case_id = uuid.UUID(gp.url.rstrip("/").rsplit("/", 1)[1])
+    gp.locator("li.message.own.urgent", has_text="Rapidly spreading rash").wait_for()
+    gp.locator("#conn-state", has_text="Connected").wait_for()
+
+    # The dermatologist sees the consult in their queue (metadata only) and claims it;
+    # the requester's open room admits them with a signed add_user entry.
+    derm = new_page("derm")
+    sign_in(derm, derm_user)
+    set_up_first_device(derm)
+    queue = derm.locator("#queue li", has_text="Dr Fay Gold")
+    queue.wait_for()
+    assert "Rapidly" not in derm.locator("#queue").inner_text()
+    queue.get_by_role("button", name="Claim the consult from Dr Fay Gold").click()
+    derm.get_by_text("Claimed.").wait_for()
+    gp.locator("#members li", has_text="Dr Hal Ito").wait_for()
+    gp.locator("#status-text", has_text="Accepted").wait_for()
+    derm.goto(f"/cases/{case_id}/")
+    derm.locator("#conn-state", has_text="Connected").wait_for()
+    derm.get_by_role("button", name="Mark answered").click()
+    gp.locator("#status-text", has_text="Answered").wait_for()
+
+    # The patient: a single-use link shown once, sign-up, keys in the browser.
+    gp.get_by_role("button", name="Create an invitation link").click()
+    gp.locator("#invite-out").wait_for()
+    link = gp.get_by_label("Invitation link").input_value()
+    assert "/invite/" in link
+    assert (
+        gp.locator("#invite-qr")
+        .get_attribute("src", timeout=5000)
+        .startswith("data:image/svg+xml;base64,")
+    )
+    patient = new_page("patient")
+    patient.goto(link)
+    patient.get_by_label("Username").fill("pat_browser")
+    patient.get_by_label("Your name (shown to your care team)").fill("Iris Patient")
+    patient.get_by_label("Password", exact=True).fill(PASSWORD)
+    patient.get_by_label("Password again").fill(PASSWORD)
+    patient.get_by_role("button", name="Create my account").click()
+    patient.get_by_role("link", name="Continue without it").click()
+    set_up_first_device(patient)
+    # The clinician's room admits the patient when the clinician is back at the page.
+    gp.locator("#msg-text").click()
+    gp.locator("#members li", has_text="Iris Patient").wait_for()
+    patient_user = User.objects.get(username="pat_browser")
+    assert m.Member.objects.filter(case_id=case_id, user=patient_user).exists()
+
+    patient.goto("/")
+    patient.get_by_role("link", name=f"Case {str(case_id)[:8]}").click()
+    patient.locator("#conn-state", has_text="Connected").wait_for()
+    assert patient.locator("#add-section").is_hidden()  # no directory for patients
+    patient.get_by_label("Message", exact=True).fill("Thank you, the rash is on my back too.")
+    patient.keyboard.press("Enter")
+    gp.locator("li.message .text", has_text="the rash is on my back too").wait_for()
+    derm.locator("li.message .text", has_text="the rash is on my back too").wait_for()
+    gp.get_by_label("Message", exact=True).fill("Thank you. We will call you today.")
+    gp.keyboard.press("Enter")
+    patient.locator("li.message", has_text="We will call you today").locator(
+        ".sender", has_text="Dr Fay Gold"
+    ).wait_for()
+    # The patient sees who accessed their case.
+    patient.get_by_text("Who accessed this case, and when").click()
+    patient.locator("#access-log li", has_text="Dr Fay Gold").first.wait_for()
+
+    # The patient leaves: a signed leave request that a remaining member's device commits.
+    patient.get_by_role("button", name="Leave this case").click()
+    patient.get_by_role("button", name="Confirm: leave this case").click()
+    patient.locator("#room-error", has_text="no longer in this case").wait_for()
+    gp.locator("#members li", has_text="Iris Patient").wait_for(state="detached")
+    assert not m.Member.objects.filter(case_id=case_id, user=patient_user).exists()
+    gp.screenshot(path=str(ARTIFACTS / "browser-room-consult.png"), full_page=True)
     problems.assert_none()

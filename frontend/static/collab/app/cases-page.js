@@ -28,6 +28,7 @@ async function listCases() {
     h('td', {}, STATUS[c.status] ?? c.status),
     h('td', {}, fmtDate(c.opened_at)),
     h('td', {}, String(c.last_seq)),
+    h('td', {}, c.unacknowledged_urgent ? h('span', { class: 'badge urgent' }, `${c.unacknowledged_urgent} urgent`) : ''),
   )));
   $('#case-table').hidden = false;
   say($('#cases-status'), '');
@@ -46,7 +47,7 @@ async function sendFirst(session, device, body) {
   socket.connect();
   try {
     await hello;
-    return await sendMessage(socket, session, body, 'text');
+    return await sendMessage(socket, session, body, 'text', [], { urgent: body.priority === 'urgent' });
   } finally {
     socket.close();
   }
@@ -92,7 +93,34 @@ function wireOpenForm(ctx) {
   });
 }
 
+async function listQueue() {
+  const list = $('#queue');
+  if (!list) return;
+  const { consults } = await api('GET', '/api/consults/queue');
+  say($('#queue-status'), consults.length ? '' : 'No open consults for your specialty.');
+  replace(list, ...consults.map((c) => {
+    const who = c.requested_by?.display_name ?? 'A colleague';
+    const org = c.requested_by?.organisation ? ` (${c.requested_by.organisation})` : '';
+    const button = h('button', { type: 'button', 'aria-label': `Claim the consult from ${who}` }, 'Claim');
+    button.addEventListener('click', () => claim(c, button));
+    return h('li', { class: c.urgency === 'urgent' ? 'urgent' : '' },
+      h('span', { class: `badge ${c.urgency}` }, URGENCY[c.urgency] ?? c.urgency), ' ',
+      `${who}${org}, ${fmtDate(c.requested_at)} `, button);
+  }));
+}
+
+async function claim(consult, button) {
+  button.disabled = true;
+  try {
+    await api('POST', `/api/consults/${consult.case}/claim`);
+    replace(button.parentElement, `Claimed. The requesting clinician's device adds you to the case; it then appears in your list.`);
+  } catch (err) {
+    button.disabled = false;
+    say($('#queue-status'), errorText(err), 'error');
+  }
+}
+
 export async function casesPage(ctx) {
   wireOpenForm(ctx);
-  await listCases();
+  await Promise.all([listCases(), listQueue()]);
 }

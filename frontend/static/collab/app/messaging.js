@@ -12,12 +12,14 @@ export class SendRefused extends Error {
   }
 }
 
-export async function sendMessage(socket, session, body, contentType = 'text', attachments = []) {
+/** `urgent` also flags the message to the server (metadata), which then tracks
+ * acknowledgements; the encrypted body carries priority "urgent" for display. */
+export async function sendMessage(socket, session, body, contentType = 'text', attachments = [], { urgent = false } = {}) {
   for (let attempt = 0; attempt < 4; attempt++) {
     const envelope = await session.seal(body, contentType, attachments);
     let answer;
     try {
-      answer = await socket.request({ type: 'send', envelope: envelope.toWire() });
+      answer = await socket.request({ type: 'send', envelope: envelope.toWire(), ...(urgent ? { urgent: true } : {}) });
     } catch (err) {
       // Unknown whether it was stored: keep the seq used (a retry must not reuse it
       // with other content); the caller may resend, which seals afresh.

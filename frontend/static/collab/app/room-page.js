@@ -3,7 +3,7 @@
 // numbers. Every log entry and message is verified before it is shown.
 
 import {
-  AddDeviceBody, AddUserBody, AttachmentRef, DeviceCert, RemoveDeviceBody, RemoveUserBody, Role,
+  AddDeviceBody, AddUserBody, AttachmentRef, LeaveRequest, signLeave, b64e, DeviceCert, RemoveDeviceBody, RemoveUserBody, Role,
   safetyNumber, toHex, verifyDeviceCert, b64d,
 } from '../cr1/index.js';
 import { api } from './api.js';
@@ -12,7 +12,7 @@ import { CaseSession } from './casestate.js';
 import { $, errorText, fmtDate, fmtTime, h, replace, say } from './dom.js';
 import { sanitiseImage } from './images.js';
 import { sendMessage } from './messaging.js';
-import { knownName, lookupUser, nameOf } from './names.js';
+import { addNameHint, knownName, lookupUser, nameOf, restrictLookups } from './names.js';
 import { onSessionEnd } from './session.js';
 import { RoomSocket } from './socket.js';
 
@@ -44,6 +44,10 @@ class Room {
     this.detail = null;
     this.closed = false;
     this.helloCount = 0;
+    this.serverUrgent = new Set(); // seqs the sender flagged urgent to the server
+    this.urgentAcks = new Map(); // seq -> Map(user -> at)
+    this.admitting = new Set(); // users whose join request this device is committing
+    this.leaving = new Set(); // users whose leave request this device is committing
   }
 
   // --- helpers -----------------------------------------------------------------
@@ -73,7 +77,14 @@ class Room {
     this.wireImages();
     this.wireMembers();
     this.wireViewer();
+    this.wireInvite();
+    this.wireLeave();
     onSessionEnd(() => { this.closed = true; this.socket?.close(); });
+    this.wireAccessLog();
+    if (this.ctx.role === 'patient') {
+      restrictLookups(this.me);
+      await this.loadAccessLog(false);
+    }
     await this.refreshDetail();
     await this.session.sync();
     await this.renderMembers();
@@ -82,6 +93,7 @@ class Room {
       return;
     }
     await this.syncOwnDevices();
+    await this.loadUrgent();
     this.socket = new RoomSocket(this.caseId, this.device.deviceId, {
       onFrame: (frame) => this.enqueue(() => this.onFrame(frame)),
       onState: (state) => this.onSocketState(state),
@@ -89,6 +101,21 @@ class Room {
     });
     this.socket.connect();
     document.addEventListener('visibilitychange', () => this.scheduleRead());
+    // A join request whose user had no device yet (a patient who just signed up) is
+    // retried when the clinician comes back to the page; no timer, which would keep
+    // an idle session alive.
+    this.lastPendingTry = 0;
+    const retry = () => {
+      if (this.closed || !this.hasPendingJoins() || Date.now() - this.lastPendingTry < 5000) return;
+      this.lastPendingTry = Date.now();
+      this.enqueue(() => this.commitPending());
+    };
+    for (const type of ['pointerdown', 'keydown', 'focus']) addEventListener(type, retry, { capture: true, passive: true });
+  }
+
+  hasPendingJoins() {
+    return this.isManager() && (this.detail?.join_requests ?? [])
+      .some((r) => !this.admitting.has(r.user) && !this.session.roster?.user(r.user));
   }
 
   async refreshDetail() {
@@ -99,6 +126,7 @@ class Room {
       h('span', { class: `badge ${d.urgency}` }, d.urgency[0].toUpperCase() + d.urgency.slice(1)),
       ` Status: ${d.status} · opened ${fmtDate(d.opened_at)}`);
     document.title = `Case ${d.id.slice(0, 8)} · collab`;
+    this.renderStatus();
   }
 
   onSocketState(state) {
@@ -164,6 +192,7 @@ class Room {
         this.socket.post({ type: 'typing', active: false }); // presence: "I am here"
         await this.catchUp();
         if (this.helloCount++) await this.syncOwnDevices(); // after a reconnect
+        await this.commitPending();
         break;
       case 'message':
         if (!Number.isInteger(frame.seq) || frame.seq <= this.shownUpTo) return;
@@ -177,8 +206,18 @@ class Room {
         await this.renderMembers();
         break;
       case 'join_request':
+      case 'leave_request':
         await this.refreshDetail();
         await this.renderJoins();
+        await this.commitPending();
+        break;
+      case 'status':
+        this.seen(frame.by);
+        await this.refreshDetail();
+        break;
+      case 'urgent_ack':
+        this.seen(frame.user);
+        this.noteAck(frame.seq, frame.user, frame.at);
         break;
       case 'typing':
         this.seen(frame.user);
@@ -213,6 +252,7 @@ class Room {
   }
 
   async show(item) {
+    if (item.urgent === true) this.serverUrgent.add(item.seq);
     let opened;
     try {
       opened = await this.session.open(item);
@@ -292,10 +332,42 @@ class Room {
     } else if (manifests.length) {
       for (const m of manifests) li.insertBefore(this.attachmentLink(m), li.querySelector('.receipt'));
     }
-    if (body?.priority === 'urgent' && msg.header.senderUserId !== this.me && !body.ack_of) {
-      li.append(h('button', { type: 'button', class: 'ack-btn', onclick: (ev) => this.acknowledge(msg.seq, ev.currentTarget) }, 'Acknowledge'));
+    if (this.serverUrgent.has(msg.seq)) {
+      li.classList.add('urgent');
+      if (!li.querySelector('.msg-head .badge')) li.querySelector('.msg-head').append(h('span', { class: 'badge urgent' }, 'Urgent'));
+      li.append(h('p', { class: 'acks' }));
+      if (msg.header.senderUserId !== this.me) {
+        li.append(h('button', { type: 'button', class: 'ack-btn', onclick: (ev) => this.acknowledge(msg.seq, ev.currentTarget) }, 'Acknowledge'));
+      }
+      this.renderAcks(msg.seq, li);
     }
-    if (Number.isInteger(body?.ack_of)) li.classList.add('ack');
+  }
+
+  // --- urgent acknowledgements ---------------------------------------------------
+
+  async loadUrgent() {
+    const { messages } = await api('GET', `/api/cases/${this.caseId}/urgent`);
+    for (const m of messages) {
+      this.serverUrgent.add(m.seq);
+      for (const a of m.acknowledged) this.noteAck(m.seq, a.user, a.at);
+    }
+  }
+
+  noteAck(seq, user, at) {
+    if (!this.urgentAcks.has(seq)) this.urgentAcks.set(seq, new Map());
+    this.urgentAcks.get(seq).set(user, at);
+    this.renderAcks(seq);
+  }
+
+  renderAcks(seq, li = this.items.get(seq)) {
+    const el = li?.querySelector('.acks');
+    if (!el) return;
+    const acks = this.urgentAcks.get(seq) ?? new Map();
+    const names = [...acks.entries()].map(([user, at]) => `${user === this.me ? 'you' : knownName(user)} (${fmtTime(Date.parse(at))})`);
+    el.textContent = names.length ? `Acknowledged by ${names.join(', ')}` : 'Waiting for acknowledgement';
+    el.classList.toggle('owed', names.length === 0);
+    const button = li.querySelector('.ack-btn');
+    if (button && acks.has(this.me)) button.remove();
   }
 
   imageFigure(full, thumb) {
@@ -420,7 +492,9 @@ class Room {
     $('#messages').append(li);
     $('#messages').scrollTop = $('#messages').scrollHeight;
     try {
-      const { ack, envelope } = await sendMessage(this.socket, this.session, body, contentType, attachments);
+      const urgent = body.priority === 'urgent';
+      const { ack, envelope } = await sendMessage(this.socket, this.session, body, contentType, attachments, { urgent });
+      if (urgent) this.serverUrgent.add(ack.seq);
       const cmid = toHex(envelope.header.clientMsgId);
       if (this.items.has(ack.seq)) {
         li.remove(); // already shown from the live frame
@@ -462,8 +536,9 @@ class Room {
   async acknowledge(seq, button) {
     button.disabled = true;
     try {
-      await this.deliver({ text: 'Acknowledged.', ack_of: seq });
-      button.textContent = 'Acknowledged';
+      const answer = await this.socket.request({ type: 'ack_urgent', seq });
+      if (answer.type === 'error') throw new Error(answer.message || answer.code);
+      this.noteAck(answer.seq, answer.user, answer.at);
     } catch (err) {
       button.disabled = false;
       this.error(err);
@@ -578,6 +653,160 @@ class Room {
     }
   }
 
+  // --- consult status --------------------------------------------------------------
+
+  renderStatus() {
+    const d = this.detail;
+    if (!d) return;
+    const labels = { requested: 'Requested', accepted: 'Accepted', answered: 'Answered', closed: 'Closed' };
+    const last = (d.status_history ?? []).at(-1);
+    replace($('#status-text'), h('strong', {}, labels[d.status] ?? d.status),
+      last ? h('span', { class: 'meta' }, ` since ${fmtDate(last.at)}`) : null);
+    const inCase = Boolean(this.session.roster?.user(this.me));
+    const consultant = inCase && this.ctx.role === 'provider' && d.opened_by !== this.me;
+    const owner = this.myRole() === Role.OWNER;
+    const actions = [];
+    const action = (label, status) => h('button', { type: 'button', onclick: (ev) => this.setStatus(status, ev.currentTarget) }, label);
+    if (consultant && d.status === 'requested') actions.push(action('Accept consult', 'accepted'));
+    if (consultant && d.status === 'accepted') actions.push(action('Mark answered', 'answered'));
+    if (owner && d.status !== 'closed') actions.push(action('Close case', 'closed'));
+    if (owner && d.status === 'closed') actions.push(action('Reopen', 'requested'));
+    replace($('#status-actions'), ...actions);
+  }
+
+  async setStatus(status, button) {
+    button.disabled = true;
+    try {
+      await api('POST', `/api/cases/${this.caseId}/status`, { json: { status } });
+      await this.refreshDetail();
+      say($('#status-msg'), '');
+    } catch (err) {
+      button.disabled = false;
+      say($('#status-msg'), errorText(err), 'error');
+    }
+  }
+
+  // --- join and leave requests, committed by this device --------------------------
+
+  /** Admit pending join requests (managers) and commit signed leave requests (any
+   * member): the server only records them; a member's device signs the entry. */
+  async commitPending({ force = false } = {}) {
+    if (this.closed || !this.session.roster?.device(this.device.deviceId)) return;
+    const d = this.detail ?? {};
+    for (const r of d.leave_requests ?? []) {
+      if (r.user === this.me || this.leaving.has(r.id) || !this.session.roster.user(r.user)) continue;
+      this.leaving.add(r.id);
+      if (!this.isManager() && !force) {
+        // Let a manager's device commit it first (one entry wins the compare-and-swap;
+        // fewer racing devices, fewer rebuilt entries); step in if nobody did.
+        setTimeout(() => this.enqueue(async () => {
+          if (this.closed) return;
+          await this.refreshDetail();
+          if ((this.detail.leave_requests ?? []).some((x) => x.id === r.id)) {
+            this.leaving.delete(r.id);
+            await this.commitPending({ force: true });
+          }
+        }), 10_000);
+        continue;
+      }
+      const name = await nameOf(r.user);
+      try {
+        await this.session.commit((head) => {
+          if (!head.roster.user(r.user)) throw new Error(`${name} has already left.`);
+          return new RemoveUserBody(r.user, new LeaveRequest(r.device, r.epoch, b64d(r.signature, 64)));
+        });
+        say($('#members-status'), `${name} left the case; the case key was changed.`);
+      } catch (err) {
+        say($('#members-status'), `${name}'s request to leave could not be committed: ${errorText(err)}`, 'error');
+      }
+    }
+    if (this.isManager()) {
+      for (const r of d.join_requests ?? []) {
+        if (this.admitting.has(r.user) || this.session.roster.user(r.user)) continue;
+        this.admitting.add(r.user);
+        const added = await this.addMember(r.user, null);
+        if (!added) this.admitting.delete(r.user); // e.g. no device yet: try again later
+      }
+    }
+    await this.refreshDetail();
+    await this.renderMembers();
+  }
+
+  // --- patient invitation -------------------------------------------------------------
+
+  wireInvite() {
+    $('#invite-btn').addEventListener('click', async (ev) => {
+      const button = ev.currentTarget;
+      button.disabled = true;
+      try {
+        const inv = await api('POST', `/api/cases/${this.caseId}/invitations`);
+        $('#invite-link').value = inv.link;
+        // The QR code is an SVG from our server; shown as an image, it can never run script.
+        $('#invite-qr').src = `data:image/svg+xml;base64,${b64e(new TextEncoder().encode(inv.qr_svg))}`;
+        $('#invite-expiry').textContent = `Single use; expires ${fmtDate(inv.expires_at)}. This link is not shown again.`;
+        $('#invite-out').hidden = false;
+        button.textContent = 'Create another link';
+        $('#invite-link').focus();
+        $('#invite-link').select();
+      } catch (err) {
+        say($('#invite-status'), errorText(err), 'error');
+      } finally {
+        button.disabled = false;
+      }
+    });
+  }
+
+  // --- leaving ---------------------------------------------------------------------------
+
+  wireLeave() {
+    const box = $('#leave-actions');
+    const ask = $('#leave-btn');
+    ask.addEventListener('click', () => {
+      replace(box,
+        h('button', { type: 'button', class: 'danger', onclick: (ev) => this.leave(ev.currentTarget) }, 'Confirm: leave this case'),
+        ' ',
+        h('button', { type: 'button', onclick: () => { replace(box, ask); ask.focus(); } }, 'Cancel'));
+      box.querySelector('button').focus();
+    });
+  }
+
+  async leave(button) {
+    button.disabled = true;
+    try {
+      const head = this.session.head;
+      const req = signLeave(this.device.dskSeed, this.caseId, this.me, this.device.deviceId, head.epoch);
+      await api('POST', `/api/cases/${this.caseId}/leave`, {
+        json: { device: req.deviceId, epoch: Number(req.epoch), signature: b64e(req.signature) },
+      });
+      say($('#leave-status'), 'Your request to leave was sent. Another member\'s device will remove you from the case.');
+      replace($('#leave-actions'));
+    } catch (err) {
+      button.disabled = false;
+      say($('#leave-status'), errorText(err), 'error');
+    }
+  }
+
+  // --- access log ------------------------------------------------------------------
+
+  wireAccessLog() {
+    $('#access-details').addEventListener('toggle', (ev) => {
+      if (ev.currentTarget.open) this.loadAccessLog(true).catch((err) => this.error(err));
+    });
+  }
+
+  /** Who did what on this case (from the audit trail); also names members for patients. */
+  async loadAccessLog(show) {
+    const log = await api('GET', `/api/cases/${this.caseId}/access-log`);
+    for (const e of log.entries) if (e.actor) addNameHint(e.actor.id, e.actor.display);
+    if (!show) return;
+    const words = (action) => action.replace(/^[a-z]+\./, '').replace(/[._]/g, ' ');
+    replace($('#access-log'), ...log.entries.map((e) => h('li', {},
+      h('time', { datetime: e.time }, fmtDate(e.time)), ' ',
+      h('strong', {}, e.actor ? e.actor.display : 'system'), ` ${words(e.action)}`,
+      e.outcome && e.outcome !== 'success' ? ` (${e.outcome})` : '')));
+    $('#access-count').textContent = log.pages > 1 ? `Newest ${log.entries.length} of ${log.count} events.` : '';
+  }
+
   // --- members -----------------------------------------------------------------
 
   wireMembers() {
@@ -618,6 +847,9 @@ class Room {
     this.renderPresence();
     this.updateReceipts();
     $('#add-section').hidden = !manager || this.ctx.role !== 'provider';
+    $('#invite-section').hidden = this.ctx.role !== 'provider' || !roster.user(this.me);
+    $('#leave-section').hidden = !roster.user(this.me) || myRole === Role.OWNER;
+    this.renderStatus();
     await this.renderJoins();
   }
 
@@ -691,9 +923,11 @@ class Room {
       await this.refreshDetail();
       await this.renderMembers();
       if (button) button.textContent = 'Added';
+      return true;
     } catch (err) {
       if (button) button.disabled = false;
       say(status, errorText(err), 'error');
+      return false;
     }
   }
 

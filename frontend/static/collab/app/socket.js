@@ -7,7 +7,8 @@
 import { noteServerActivity, sessionEnded } from './session.js';
 
 const FINAL = new Set([4400, 4403, 4404]);
-const ACTIVITY = new Set(['send', 'typing', 'read']);
+const ACTIVITY = new Set(['send', 'typing', 'read', 'ack_urgent']);
+const ANSWERS = new Set(['error', 'ack', 'messages', 'pong', 'urgent_ack']);
 
 export class RoomSocket {
   constructor(caseId, deviceId, { onFrame, onState, onFinal }) {
@@ -36,7 +37,7 @@ export class RoomSocket {
       let frame;
       try { frame = JSON.parse(ev.data); } catch { return; }
       if (frame && typeof frame.ref === 'string' && this.pending.has(frame.ref)
-          && (frame.type === 'error' || frame.type === 'ack' || frame.type === 'messages' || frame.type === 'pong')) {
+          && ANSWERS.has(frame.type)) {
         const p = this.pending.get(frame.ref);
         this.pending.delete(frame.ref);
         clearTimeout(p.timer);
