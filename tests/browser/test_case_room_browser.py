@@ -240,7 +240,9 @@ def test_two_clinicians_open_a_case_and_exchange_text_and_a_clean_image(
     pcp.locator("li.message .text", has_text="nummular eczema").wait_for()
     derm.locator("li.message.own .receipt", has_text="Read by Dr Ada Park").wait_for()
     # The urgent message asks for acknowledgement.
-    pcp.locator("li.message.urgent .acks", has_text="Waiting for acknowledgement").wait_for()
+    pcp.locator(
+        "li.message.urgent .acks", has_text="Waiting for acknowledgement from Dr Ben"
+    ).wait_for()
     derm.get_by_role("button", name="Acknowledge").click()
     pcp.locator("li.message.urgent .acks", has_text="Acknowledged by Dr Ben Okafor").wait_for()
     derm.locator("li.message.urgent .acks", has_text="Acknowledged by you").wait_for()
@@ -445,6 +447,15 @@ def test_specialist_claims_from_the_queue_and_a_patient_joins_by_invitation_then
     gp.locator("#status-text", has_text="Accepted").wait_for()
     derm.goto(f"/cases/{case_id}/")
     derm.locator("#conn-state", has_text="Connected").wait_for()
+    # History is off by default: the question reaches the specialist only when shared.
+    assert derm.locator("li.message .text", has_text="Rapidly spreading rash").count() == 0
+    gp.locator("#members li", has_text="Dr Hal Ito").get_by_role(
+        "button", name="Share earlier messages"
+    ).click()
+    gp.locator("#members-status", has_text="can now read the earlier messages").wait_for()
+    derm.locator("li.message.urgent .text", has_text="Rapidly spreading rash").wait_for()
+    derm.get_by_role("button", name="Acknowledge").click()
+    gp.locator("li.message.urgent .acks", has_text="Acknowledged by Dr Hal Ito").wait_for()
     derm.get_by_role("button", name="Mark answered").click()
     gp.locator("#status-text", has_text="Answered").wait_for()
 

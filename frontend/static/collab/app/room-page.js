@@ -3,7 +3,7 @@
 // numbers. Every log entry and message is verified before it is shown.
 
 import {
-  AddDeviceBody, AddUserBody, AttachmentRef, LeaveRequest, signLeave, b64e, DeviceCert, RemoveDeviceBody, RemoveUserBody, Role,
+  AddDeviceBody, AddUserBody, AttachmentRef, LeaveRequest, ReplayGuard, makeHistoryBody, signLeave, b64e, DeviceCert, RemoveDeviceBody, RemoveUserBody, Role,
   safetyNumber, toHex, verifyDeviceCert, b64d,
 } from '../cr1/index.js';
 import { api } from './api.js';
@@ -46,6 +46,7 @@ class Room {
     this.helloCount = 0;
     this.serverUrgent = new Set(); // seqs the sender flagged urgent to the server
     this.urgentAcks = new Map(); // seq -> Map(user -> at)
+    this.urgentOwed = new Map(); // seq -> [user] who can read it and have not acknowledged
     this.admitting = new Set(); // users whose join request this device is committing
     this.leaving = new Set(); // users whose leave request this device is committing
   }
@@ -200,11 +201,16 @@ class Room {
         if (frame.seq <= this.shownUpTo) return;
         await this.show(frame);
         break;
-      case 'log':
+      case 'log': {
+        const before = new Set(this.session.keys.keys());
+        const oldHead = Number(this.session.head.epoch);
         await this.session.sync();
         await this.refreshDetail();
         await this.renderMembers();
+        // Earlier epochs shared with this device (share_history): show their messages.
+        if ([...this.session.keys.keys()].some((ep) => !before.has(ep) && ep < oldHead)) await this.reloadAll();
         break;
+      }
       case 'join_request':
       case 'leave_request':
         await this.refreshDetail();
@@ -231,6 +237,7 @@ class Room {
         }
         break;
       case 'error':
+        if (frame.code === 'removed' || frame.code === 'device_revoked') this.closed = true;
         if (frame.code !== 'session_ended') say($('#room-error'), frame.message || frame.code, 'error');
         break;
       default:
@@ -252,7 +259,10 @@ class Room {
   }
 
   async show(item) {
-    if (item.urgent === true) this.serverUrgent.add(item.seq);
+    if (item.urgent === true) {
+      this.serverUrgent.add(item.seq);
+      this.refreshUrgentSoon();
+    }
     let opened;
     try {
       opened = await this.session.open(item);
@@ -281,6 +291,17 @@ class Room {
   }
 
   // --- messages ----------------------------------------------------------------
+
+  /** Start over from seq 0 (after earlier epochs became readable), in order. */
+  async reloadAll() {
+    replace($('#messages'), ...$('#messages').querySelectorAll('li.pending'));
+    this.items.clear();
+    this.session.replay = new ReplayGuard();
+    this.session.seen.clear();
+    this.shownUpTo = 0;
+    await this.catchUp();
+    say($('#members-status'), 'Earlier messages were shared with you and are now shown.');
+  }
 
   insert(li) {
     const list = $('#messages');
@@ -349,8 +370,18 @@ class Room {
     const { messages } = await api('GET', `/api/cases/${this.caseId}/urgent`);
     for (const m of messages) {
       this.serverUrgent.add(m.seq);
+      this.urgentOwed.set(m.seq, m.unacknowledged);
       for (const a of m.acknowledged) this.noteAck(m.seq, a.user, a.at);
+      this.renderAcks(m.seq);
     }
+  }
+
+  /** Who still owes an acknowledgement changes with new urgent messages and members. */
+  refreshUrgentSoon() {
+    clearTimeout(this.urgentTimer);
+    this.urgentTimer = setTimeout(() => {
+      if (!this.closed) this.loadUrgent().catch(() => {});
+    }, 500);
   }
 
   noteAck(seq, user, at) {
@@ -364,8 +395,12 @@ class Room {
     if (!el) return;
     const acks = this.urgentAcks.get(seq) ?? new Map();
     const names = [...acks.entries()].map(([user, at]) => `${user === this.me ? 'you' : knownName(user)} (${fmtTime(Date.parse(at))})`);
-    el.textContent = names.length ? `Acknowledged by ${names.join(', ')}` : 'Waiting for acknowledgement';
-    el.classList.toggle('owed', names.length === 0);
+    const owed = (this.urgentOwed.get(seq) ?? []).filter((u) => !acks.has(u)).map(knownName);
+    const parts = [];
+    if (names.length) parts.push(`Acknowledged by ${names.join(', ')}`);
+    if (owed.length) parts.push(`Waiting for acknowledgement from ${owed.join(', ')}`);
+    el.textContent = parts.length ? parts.join('. ') : (this.urgentOwed.has(seq) ? 'No one else can read this message yet' : 'Waiting for acknowledgement');
+    el.classList.toggle('owed', owed.length > 0 || (!names.length && !this.urgentOwed.has(seq)));
     const button = li.querySelector('.ack-btn');
     if (button && acks.has(this.me)) button.remove();
   }
@@ -831,6 +866,10 @@ class Room {
       const actions = [];
       if (!mine) actions.push(h('button', { type: 'button', onclick: () => this.showSafety(u) }, 'Safety number'));
       if (canRemove) actions.push(this.removeButton(u, info.name));
+      if (manager && !mine && this.historyFor(u.userId).length) {
+        actions.push(h('button', { type: 'button', onclick: (ev) => this.shareHistory(u.userId, info.name, ev.currentTarget) },
+          'Share earlier messages'));
+      }
       if (stale.length && (manager || mine)) {
         for (const d of stale) {
           actions.push(h('button', { type: 'button', onclick: (ev) => this.removeDevice(u.userId, d.deviceId, ev.currentTarget) },
@@ -844,6 +883,9 @@ class Room {
         actions.length ? h('span', { class: 'actions' }, actions) : null);
     }));
     replace($('#members'), ...items);
+    const epoch = Number(this.session.head.epoch);
+    if (this.serverUrgent.size && epoch !== this.urgentEpoch) this.refreshUrgentSoon();
+    this.urgentEpoch = epoch;
     this.renderPresence();
     this.updateReceipts();
     $('#add-section').hidden = !manager || this.ctx.role !== 'provider';
@@ -867,6 +909,37 @@ class Room {
     });
     wrap.append(ask);
     return wrap;
+  }
+
+  /** [device, epoch, key] for every epoch key this device holds that the user's
+   * devices never received (they joined later). */
+  historyFor(userId, head = this.session.head) {
+    const items = [];
+    for (const d of head.roster.devicesOf(userId)) {
+      for (const [epoch, key] of this.session.keys) {
+        const entry = this.session.chain.get(epoch);
+        if (entry && epoch <= Number(head.epoch) && !entry.roster.device(d.deviceId)) items.push([d, epoch, key]);
+      }
+    }
+    return items;
+  }
+
+  async shareHistory(userId, name, button) {
+    button.disabled = true;
+    const status = $('#members-status');
+    try {
+      say(status, `Sharing earlier messages with ${name}…`);
+      await this.session.commit((head) => {
+        const items = this.historyFor(userId, head);
+        if (!items.length) throw new Error(`${name} already has every earlier message this device can share.`);
+        return makeHistoryBody(this.caseId, items);
+      });
+      say(status, `${name} can now read the earlier messages.`);
+      await this.renderMembers();
+    } catch (err) {
+      button.disabled = false;
+      say(status, errorText(err), 'error');
+    }
   }
 
   async removeMember(userId, name) {
