@@ -508,4 +508,13 @@ def test_specialist_claims_from_the_queue_and_a_patient_joins_by_invitation_then
     gp.locator("#members li", has_text="Iris Patient").wait_for(state="detached")
     assert not m.Member.objects.filter(case_id=case_id, user=patient_user).exists()
     gp.screenshot(path=str(ARTIFACTS / "browser-room-consult.png"), full_page=True)
+
+    # The requester's notifications: kinds and case ids only.
+    gp.goto("/")
+    notices = gp.locator("#notice-list")
+    notices.get_by_text("A specialist claimed your consult").wait_for()
+    notices.get_by_text("A patient accepted your invitation").wait_for()
+    gp.get_by_role("button", name="Mark all as read").click()
+    gp.locator("#notices").wait_for(state="hidden")
+    gp.screenshot(path=str(ARTIFACTS / "browser-cases.png"), full_page=True)
     problems.assert_none()

@@ -120,7 +120,35 @@ async function claim(consult, button) {
   }
 }
 
+const NOTICE_TEXT = {
+  consult_claimed: 'A specialist claimed your consult',
+  join_request: 'Someone is waiting to join a case',
+  invitation_accepted: 'A patient accepted your invitation',
+  urgent_message: 'New urgent message',
+  status_changed: 'A consult changed status',
+  leave_request: 'A member asked to leave a case',
+};
+
+/** In-app notifications: an event kind and a case id, never patient information. */
+async function listNotices() {
+  const { notifications } = await api('GET', '/api/notifications?unread=1');
+  const box = $('#notices');
+  if (!notifications.length) {
+    box.hidden = true;
+    return;
+  }
+  replace($('#notice-list'), ...notifications.map((n) => h('li', {},
+    `${NOTICE_TEXT[n.kind] ?? n.kind} · ${fmtDate(n.created_at)} · `,
+    n.case ? h('a', { href: `/cases/${n.case}/` }, `Case ${n.case.slice(0, 8)}`) : null)));
+  box.hidden = false;
+  $('#notices-read').onclick = async (ev) => {
+    ev.currentTarget.disabled = true;
+    for (const n of notifications) await api('POST', `/api/notifications/${n.id}/read`);
+    box.hidden = true;
+  };
+}
+
 export async function casesPage(ctx) {
   wireOpenForm(ctx);
-  await Promise.all([listCases(), listQueue()]);
+  await Promise.all([listCases(), listQueue(), listNotices()]);
 }
