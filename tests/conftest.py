@@ -9,14 +9,15 @@ ON_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    # Tests marked postgres belong to the PostgreSQL pass of the suite; on the embedded
-    # default they are deselected (a configuration choice, not a missing service).
-    if os.environ.get("DATABASE_URL", "").startswith(("postgres", "postgresql")):
-        return
+    # Tests marked postgres belong to the PostgreSQL pass of the suite, tests marked
+    # sqlite to the embedded-default pass; each is deselected in the other pass (a
+    # configuration choice, not a missing service).
+    on_postgres = os.environ.get("DATABASE_URL", "").startswith(("postgres", "postgresql"))
+    other = "sqlite" if on_postgres else "postgres"
     keep: list[pytest.Item] = []
     dropped: list[pytest.Item] = []
     for item in items:
-        (dropped if item.get_closest_marker("postgres") else keep).append(item)
+        (dropped if item.get_closest_marker(other) else keep).append(item)
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = keep

@@ -90,7 +90,9 @@ class PatientSignUpForm(forms.Form):
 
 def _private(response: HttpResponse) -> HttpResponse:
     response["Cache-Control"] = "no-store"
-    response["Referrer-Policy"] = "no-referrer"
+    # The URL carries the token: never send it to another origin. (no-referrer would make
+    # browsers post the form with "Origin: null", which the CSRF check refuses.)
+    response["Referrer-Policy"] = "same-origin"
     return response
 
 

@@ -213,12 +213,11 @@ def test_two_processes_writing_concurrently_never_fork_the_chain_on_postgres(
     _assert_one_gapless_chain(200, settings, interleaved=True)
 
 
+@pytest.mark.sqlite
 @pytest.mark.django_db(transaction=True)
 def test_two_processes_writing_concurrently_never_fork_the_chain(
-    tmp_path: Path, settings, uses_postgres: bool
+    tmp_path: Path, settings
 ) -> None:
-    if uses_postgres:
-        pytest.skip("the PostgreSQL variant above runs on PostgreSQL")
     _run_writers(tmp_path, per_process=60)
     # SQLite's busy handler may let one writer finish first; the chain is what matters.
     _assert_one_gapless_chain(60, settings, interleaved=False)

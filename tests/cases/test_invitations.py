@@ -87,7 +87,7 @@ def test_opening_a_valid_link_shows_the_sign_up_form_and_is_audited(pcp: Actor) 
     response = Client().get(f"/invite/{token}/")
     assert response.status_code == 200
     assert b"Create my account" in response.content
-    assert response["Referrer-Policy"] == "no-referrer"
+    assert response["Referrer-Policy"] == "same-origin"
     assert response["Cache-Control"] == "no-store"
     assert len(events(AuditAction.INVITATION_OPENED)) == 1
 
