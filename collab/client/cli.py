@@ -81,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("user", type=_uuid)
     p = sub.add_parser("joins", help="commit the case's pending join requests")
     p.add_argument("case", type=_uuid)
+    p = sub.add_parser("adopt", help="add your other devices (e.g. a new browser) to a case")
+    p.add_argument("case", type=_uuid)
     p = sub.add_parser("send", help="send a text message ('-' reads stdin)")
     p.add_argument("case", type=_uuid)
     p.add_argument("text")
@@ -266,6 +268,9 @@ def run(args: argparse.Namespace, out: TextIO) -> None:
     elif command == "joins":
         added = client.commit_join_requests(args.case)
         out.write("".join(f"added {u}\n" for u in added) or "no pending join requests\n")
+    elif command == "adopt":
+        adopted = client.adopt_devices(args.case)
+        out.write("".join(f"added device {d}\n" for d in adopted) or "all your devices are in\n")
     elif command == "send":
         text = sys.stdin.read() if args.text == "-" else args.text
         sent = asyncio.run(client.send_text(args.case, text))

@@ -38,7 +38,7 @@ from collab.client.keys import (
 from collab.client.keystore import CaseMemo, Keystore, KeystoreState
 from collab.client.room import ConnectionLostError, Room
 from collab.crypto import primitives as prim
-from collab.crypto.actions import AddUserBody, Body, RemoveUserBody
+from collab.crypto.actions import AddDeviceBody, AddUserBody, Body, RemoveUserBody
 from collab.crypto.attachment import (
     CT_CHUNK_SIZE,
     AttachmentDecryptor,
@@ -372,6 +372,26 @@ class CollabClient:
             return RemoveUserBody(user_id)
 
         return self._commit(case_id, body)
+
+    def adopt_devices(self, case_id: uuid.UUID) -> list[uuid.UUID]:
+        """Add this user's other active devices (a new browser, a recovered machine) to
+        the case. Each certificate must chain to our own identity key, so the server
+        cannot slip in a device of its own."""
+        uik = self.identity.uik_pub
+        mine = [DeviceCert.from_wire(d) for d in self.devices() if not d.get("revoked_at")]
+        added: list[uuid.UUID] = []
+        for cert in mine:
+            if cert.user_id != self.user_id:
+                raise CryptoError("bad_certificate", "the server listed another user's device")
+            verify_device_cert(cert, uik)
+
+            def body(state: CaseState, cert: DeviceCert = cert) -> Body:
+                return AddDeviceBody(cert)
+
+            if self.sync(case_id).head.roster.device(cert.device_id) is None:
+                self._commit(case_id, body)
+                added.append(cert.device_id)
+        return added
 
     def commit_join_requests(self, case_id: uuid.UUID) -> list[uuid.UUID]:
         """Turn pending join requests (claims, invitations) into signed add_user entries."""

@@ -436,3 +436,13 @@ def test_cli_login_init_open_send_history_and_recover(server: str, tmp_path: Pat
                              str(tmp_path / "x.jpg"))
     # The new device is not in the case's roster yet: the server refuses it history.
     assert code == 3, err
+    # The first machine adopts the new device (its certificate chains to pcp's own
+    # identity key); from then on the second machine reads new messages.
+    code, out, err = run_cli("--home", home, "adopt", case_id)
+    assert code == 0 and out.startswith("added device"), err
+    code, out, err = run_cli("--home", home, "adopt", case_id)
+    assert (code, out) == (0, "all your devices are in\n"), err
+    code, out, err = run_cli("--home", home, "send", case_id, "for both my machines")
+    assert code == 0, err
+    code, out, err = run_cli("--home", home2, "history", case_id)
+    assert code == 0 and "for both my machines" in out, err
