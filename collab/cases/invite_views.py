@@ -105,8 +105,11 @@ def _unavailable(request: HttpRequest, state: invitations.InvitationState) -> Ht
 @require_http_methods(["GET", "POST"])
 def invite_view(request: HttpRequest, token: str) -> HttpResponse:
     meta = RequestMeta.from_request(request)
-    if request.user.is_authenticated:
-        # Accepting would create a second account; the link stays unused.
+    user = request.user
+    if isinstance(user, User) and user.role == Role.PATIENT:
+        return _existing_patient(request, token, user, meta)
+    if user.is_authenticated:
+        # Only patients join through invitations; the link stays unused.
         return _private(render(request, "invite/signed_in.html", status=409))
     if request.method == "GET":
         try:
@@ -137,6 +140,26 @@ def invite_view(request: HttpRequest, token: str) -> HttpResponse:
     audit_record(
         action=AuditAction.SIGN_IN, actor=patient, meta=meta, details={"factor": "invitation"}
     )
+    return HttpResponseRedirect(reverse("invite-welcome"))
+
+
+def _existing_patient(
+    request: HttpRequest, token: str, patient: User, meta: RequestMeta
+) -> HttpResponse:
+    """A signed-in patient joins with the account they have: one click, no new account."""
+    if request.method == "GET":
+        try:
+            invitations.invitation_open(raw_token=token, meta=meta)
+        except invitations.InvitationUnavailable as refused:
+            return _unavailable(request, refused.state)
+        return _private(render(request, "invite/join_existing.html", {"patient": patient}))
+    try:
+        invitations.invitation_accept(raw_token=token, patient=patient, meta=meta)
+    except invitations.InvitationUnavailable as refused:
+        return _unavailable(request, refused.state)
+    except Conflict as conflict:
+        context = {"message": conflict.message, "state": conflict.code}
+        return _private(render(request, "invite/unavailable.html", context, status=409))
     return HttpResponseRedirect(reverse("invite-welcome"))
 
 

@@ -193,6 +193,33 @@ def test_signed_in_visitor_does_not_consume_the_link(pcp: Actor) -> None:
     assert Invitation.objects.get().used_at is None
 
 
+def test_signed_in_patient_joins_with_the_existing_account(pcp: Actor) -> None:
+    first = pcp.open_case()
+    patient = invited_patient(pcp, first)  # has an account from the first invitation
+    second = pcp.open_case()
+    token = invite(pcp, second)
+    page = patient.client.get(f"/invite/{token}/")
+    assert page.status_code == 200 and b"Join the case room" in page.content
+    assert Invitation.objects.get(case_id=second.case_id).used_at is None
+    response = patient.client.post(f"/invite/{token}/")
+    assert response.status_code == 302
+    join = JoinRequest.objects.get(case_id=second.case_id)
+    assert (join.user_id, join.kind) == (patient.user.pk, "patient")
+    assert User.objects.filter(role="patient").count() == 1
+    assert Invitation.objects.get(case_id=second.case_id).used_by_id == patient.user.pk
+    assert pcp.add(second, patient, Role.PATIENT).status_code == 201
+
+
+def test_existing_patient_cannot_use_a_second_link_to_the_same_case(pcp: Actor) -> None:
+    state = pcp.open_case()
+    patient = invited_patient(pcp, state)
+    token = invite(pcp, state)
+    response = patient.client.post(f"/invite/{token}/")
+    assert response.status_code == 409
+    assert b"already in" in response.content
+    assert Invitation.objects.filter(case_id=state.case_id, used_at__isnull=True).count() == 1
+
+
 def test_patient_is_added_only_with_an_accepted_invitation(pcp: Actor) -> None:
     state = pcp.open_case()
     patient = invited_patient(pcp, state)

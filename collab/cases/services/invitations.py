@@ -196,18 +196,20 @@ def invitation_open(*, raw_token: str, meta: RequestMeta | None = None) -> m.Inv
 def invitation_accept(
     *,
     raw_token: str,
-    username: str,
-    display_name: str,
-    password: str,
+    username: str = "",
+    display_name: str = "",
+    password: str = "",
+    patient: User | None = None,
     meta: RequestMeta | None = None,
 ) -> User:
-    """Create the patient account and a pending patient join request; single use.
+    """Store a pending patient join request for a new account (username, display name,
+    password) or for a signed-in ``patient`` who already has one; single use.
 
     Two concurrent accepts: the row lock (PostgreSQL) or the write lock (SQLite)
     serialises them, and the conditional update lets exactly one mark it used.
     """
     try:
-        return _accept(raw_token, username, display_name, password, meta)
+        return _accept(raw_token, username, display_name, password, patient, meta)
     except InvitationUnavailable as refused:
         # Record the refusal outside the rolled-back transaction.
         hashed = token_hash(raw_token)
@@ -220,7 +222,12 @@ def invitation_accept(
 
 @transaction.atomic
 def _accept(
-    raw_token: str, username: str, display_name: str, password: str, meta: RequestMeta | None
+    raw_token: str,
+    username: str,
+    display_name: str,
+    password: str,
+    existing: User | None,
+    meta: RequestMeta | None,
 ) -> User:
     hashed = token_hash(raw_token)
     invitation = (
@@ -233,11 +240,24 @@ def _accept(
     state = invitation_state(invitation)
     if state is not InvitationState.ACTIVE:
         raise InvitationUnavailable(state)
-    if User.objects.filter(username__iexact=username).exists():
-        raise Conflict("username_taken", "That username is taken.")
-    patient = User.objects.create_user(
-        username=username, password=password, display_name=display_name, role=Role.PATIENT
-    )
+    if existing is not None:
+        if existing.role != Role.PATIENT:
+            raise Forbidden("patients_only", "Invitations are for patients.")
+        pending = m.JoinRequest.objects.filter(
+            case_id=invitation.case_id, user=existing, status=m.JoinStatus.PENDING
+        )
+        if (
+            pending.exists()
+            or m.Member.objects.filter(case_id=invitation.case_id, user=existing).exists()
+        ):
+            raise Conflict("already_member", "You are already in, or waiting for, this case room.")
+        patient = existing
+    else:
+        if User.objects.filter(username__iexact=username).exists():
+            raise Conflict("username_taken", "That username is taken.")
+        patient = User.objects.create_user(
+            username=username, password=password, display_name=display_name, role=Role.PATIENT
+        )
     now = timezone.now()
     won = m.Invitation.objects.filter(
         pk=invitation.pk, used_at__isnull=True, revoked_at__isnull=True, expires_at__gt=now
