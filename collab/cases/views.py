@@ -207,7 +207,7 @@ def blob_create(request: HttpRequest, case_id: uuid.UUID) -> HttpResponse:
             "blob_id": str(blob.pk),
             "size": blob.size,
             "chunk_count": blob.chunk_count,
-            "max_part_bytes": blobs.MAX_PART_CHUNKS * 65552,
+            "max_part_bytes": blobs.MAX_PART_BYTES,
         },
         status=201,
     )
@@ -261,7 +261,7 @@ def blob_download(request: HttpRequest, blob_id: uuid.UUID) -> StreamingHttpResp
     end = blob.size - 1
     if partial:
         wanted_end = int(match.group(2)) if match.group(2) else end
-        end = min(wanted_end, end, start + blobs.MAX_RANGE_BYTES - 1)
+        end = min(wanted_end, end, start + blobs.MAX_PART_BYTES - 1)
     length = end - start + 1
     response = StreamingHttpResponse(
         stream_file(handle, limit=length),

@@ -25,6 +25,8 @@ from collab.crypto.primitives import sha512
 from collab.errors import Conflict, Forbidden, NotFound, ServiceError, TooLarge
 
 MAX_PART_CHUNKS = 16
+# The most one upload part or one download range may carry.
+MAX_PART_BYTES = MAX_PART_CHUNKS * CT_CHUNK_SIZE
 Reader = Callable[[int], bytes]
 
 
@@ -122,7 +124,7 @@ def blob_part_put(*, user: User, blob_id: uuid.UUID, offset: int, length: int, r
 @transaction.atomic
 def _append_part(user: User, blob_id: uuid.UUID, offset: int, length: int, read: Reader) -> int:
     blob = _owned_uploading(user, blob_id)
-    if offset % CT_CHUNK_SIZE or length <= 0 or length > MAX_PART_CHUNKS * CT_CHUNK_SIZE:
+    if offset % CT_CHUNK_SIZE or length <= 0 or length > MAX_PART_BYTES:
         raise ServiceError("bad_part", "Parts start on a chunk boundary and hold 1 to 16 chunks.")
     if offset + length > blob.size:
         raise _Overflow
@@ -178,9 +180,6 @@ def blob_complete(
         details={"size": blob.size},
     )
     return blob
-
-
-MAX_RANGE_BYTES = MAX_PART_CHUNKS * CT_CHUNK_SIZE
 
 
 @transaction.atomic
