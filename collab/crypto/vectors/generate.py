@@ -439,25 +439,32 @@ def _negative_prims() -> list[Json]:
     return out
 
 
-def _negative_messages(e1: LogEntry, k1: bytes, env: Envelope) -> list[Json]:
-    dsk = ALICE.d.dsk_seed
-    h = env.header
-    wire = env.to_wire()
-    env2 = seal_message(
-        dsk_seed=dsk,
+def _alice_text(
+    e1: LogEntry, k1: bytes, *, sender_seq: int, sent_ms: int, text: str, label: str
+) -> Envelope:
+    """A further text from Alice in epoch 1, with id and nonce fixed by ``label``."""
+    return seal_message(
+        dsk_seed=ALICE.d.dsk_seed,
         epoch_key=k1,
         case_id=CASE_ID,
         epoch=e1.epoch,
         log_head=e1.entry_hash(),
         sender_user_id=ALICE.user_id,
         sender_device_id=ALICE.d.device_id,
-        sender_seq=1,
-        sent_ms=T0 + 301_000,
+        sender_seq=sender_seq,
+        sent_ms=sent_ms,
         content_type="text",
-        body={"text": "same seq"},
-        client_msg_id=seed("msg/second-id")[:16],
-        nonce=seed("msg/second-nonce")[:24],
+        body={"text": text},
+        client_msg_id=seed(f"msg/{label}-id")[:16],
+        nonce=seed(f"msg/{label}-nonce")[:24],
     )
+
+
+def _negative_messages(e1: LogEntry, k1: bytes, env: Envelope) -> list[Json]:
+    dsk = ALICE.d.dsk_seed
+    h = env.header
+    wire = env.to_wire()
+    env2 = _alice_text(e1, k1, sender_seq=1, sent_ms=T0 + 301_000, text="same seq", label="second")
     # Inner says sender_seq 7 while the signed header says 1.
     lying = dataclasses.replace(h, sender_seq=7, attachments=())
     ct = prim.secretbox_seal(k1, h.nonce, inner_bytes(lying, encode_body({"text": "hi"})))
@@ -518,21 +525,7 @@ def _negative_attachment(manifest: Any) -> list[Json]:
 
 
 def _gap(e1: LogEntry, k1: bytes, first: Json) -> Json:
-    third = seal_message(
-        dsk_seed=ALICE.d.dsk_seed,
-        epoch_key=k1,
-        case_id=CASE_ID,
-        epoch=e1.epoch,
-        log_head=e1.entry_hash(),
-        sender_user_id=ALICE.user_id,
-        sender_device_id=ALICE.d.device_id,
-        sender_seq=3,
-        sent_ms=T0 + 302_000,
-        content_type="text",
-        body={"text": "third"},
-        client_msg_id=seed("msg/third-id")[:16],
-        nonce=seed("msg/third-nonce")[:24],
-    )
+    third = _alice_text(e1, k1, sender_seq=3, sent_ms=T0 + 302_000, text="third", label="third")
     return {
         "note": "sender_seq 1 then 3 from one device: both accepted, gap reported",
         "envelopes": [first, third.to_wire()],
