@@ -208,6 +208,52 @@ test('safety number vector', () => {
   assert.deepEqual(cr1.safetyNumber(s.b.user_id, b(s.b.uik_pub), s.a.user_id, b(s.a.uik_pub)), s.groups);
 });
 
+test('invite vector: statement, proof and short code', () => {
+  const v = V.invite;
+  const { seed, pub } = cr1.inviteKeypair(b(v.secret));
+  assert.equal(hx(seed), v.invite_seed);
+  assert.equal(hx(pub), v.invite_pub);
+  assert.equal(hx(cr1.inviteStatementBytes(v.case_id, v.inviter_user, v.inviter_device, pub, v.created_ms)), v.statement_bytes);
+  const alice = V.people.alice.devices[0];
+  const sig = cr1.signInvitation(b(alice.dsk_seed), v.case_id, v.inviter_user, v.inviter_device, pub, v.created_ms);
+  assert.equal(hx(sig), v.invite_sig);
+  cr1.verifyInvitationStatement(b(alice.dsk_pub), v.case_id, v.inviter_user, v.inviter_device, pub, v.created_ms, sig);
+  assert.equal(hx(cr1.inviteProofBytes(v.case_id, pub, v.patient_user, b(v.patient_uik))), v.proof_bytes);
+  const proof = cr1.signInviteProof(seed, v.case_id, pub, v.patient_user, b(v.patient_uik));
+  assert.equal(hx(proof), v.proof_sig);
+  cr1.verifyInviteProof(pub, v.case_id, v.patient_user, b(v.patient_uik), proof);
+  assert.deepEqual(cr1.shortCode(v.patient_user, b(v.patient_uik)), v.short_code);
+});
+
+test('pins vector: sealed and signed by the identity key', () => {
+  const v = V.pins;
+  assert.equal(hx(cr1.pinsKey(b(v.uik_seed))), v.key);
+  const blob = cr1.sealPins(b(v.uik_seed), new TextEncoder().encode(v.plaintext), b(v.nonce));
+  assert.equal(hx(blob), v.blob);
+  assert.equal(new TextDecoder().decode(cr1.openPins(b(v.uik_seed), blob)), v.plaintext);
+  assert.equal(hx(cr1.pinsSignedBytes(v.user_id, v.version, blob)), v.signed_bytes);
+  const sig = cr1.signPins(b(v.uik_seed), v.user_id, v.version, blob);
+  assert.equal(hx(sig), v.sig);
+  cr1.verifyPins(cr1.ed25519Public(b(v.uik_seed)), v.user_id, v.version, blob, sig);
+  throwsCode(() => cr1.openPins(cr1.sha512(b(v.uik_seed)).slice(0, 32), blob), 'decrypt_failed');
+});
+
+test('a binding checks the inviter device in a verified roster', () => {
+  const v = V.invite;
+  const e0 = cr1.LogEntry.decode(b(V.log.entries[0].entry_bytes));
+  const inv = {
+    createdBy: v.inviter_user, inviterDevice: v.inviter_device, invitePub: b(v.invite_pub),
+    inviteSig: b(v.invite_sig), createdMs: v.created_ms, proofSig: b(v.proof_sig),
+  };
+  assert.equal(cr1.checkInvitation([e0], v.case_id, inv, v.patient_user, b(v.patient_uik)), 'bound');
+  assert.equal(cr1.checkInvitation([e0], v.case_id, { ...inv, proofSig: null }, v.patient_user, b(v.patient_uik)), 'unbound');
+  assert.equal(cr1.checkInvitation([e0], v.case_id, null, v.patient_user, b(v.patient_uik)), 'unbound');
+  assert.equal(cr1.checkInvitation([e0], v.case_id, inv, v.patient_user, b(V.people.bob.uik_pub)), 'bad_proof');
+  assert.equal(cr1.checkInvitation([], v.case_id, inv, v.patient_user, b(v.patient_uik)), 'bad_proof');
+  const forged = { ...inv, inviteSig: new Uint8Array(64) };
+  assert.equal(cr1.checkInvitation([e0], v.case_id, forged, v.patient_user, b(v.patient_uik)), 'bad_proof');
+});
+
 function runNegative(v) {
   switch (v.check) {
     case 'ed25519_verify':
@@ -245,6 +291,13 @@ function runNegative(v) {
       for (const i of v.chunk_order) dec.update(chunks[i]);
       return dec.finalize();
     }
+    case 'verify_invite_proof':
+      return cr1.verifyInviteProof(b(v.invite_pub), v.case_id, v.patient_user, b(v.patient_uik), b(v.sig));
+    case 'verify_invitation':
+      return cr1.verifyInvitationStatement(b(v.dsk_pub), v.case_id, v.inviter_user, v.inviter_device,
+        b(v.invite_pub), v.created_ms, b(v.sig));
+    case 'verify_pins':
+      return cr1.verifyPins(b(v.uik_pub), v.user_id, v.version, b(v.blob), b(v.sig));
     default:
       throw new Error(`unknown check ${v.check}`);
   }
@@ -257,7 +310,7 @@ describe('negative vectors', () => {
   test('cover the brief', () => {
     const errors = new Set(V.negative.map((v) => v.error));
     for (const code of ['non_canonical_signature', 'low_order_key', 'replay', 'stale_head',
-      'unauthorized_author', 'chunk_order', 'truncated', 'inner_mismatch', 'fork']) {
+      'unauthorized_author', 'chunk_order', 'truncated', 'inner_mismatch', 'fork', 'bad_proof']) {
       assert.ok(errors.has(code), code);
     }
   });

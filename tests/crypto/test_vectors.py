@@ -37,7 +37,26 @@ from collab.crypto import (
 )
 from collab.crypto.devcert import DeviceCert, cert_bytes
 from collab.crypto.envelope import inner_bytes
+from collab.crypto.invite import (
+    invite_keypair,
+    invite_proof_bytes,
+    invite_statement_bytes,
+    short_code,
+    sign_invitation,
+    sign_invite_proof,
+    verify_invitation_statement,
+    verify_invite_proof,
+)
 from collab.crypto.log import seal_entry, wrap_nonce, wrap_plaintext
+from collab.crypto.pins import (
+    open_pins,
+    pins_key,
+    pins_signed_bytes,
+    seal_pins,
+    sign_pins,
+    verify_pins,
+)
+from collab.crypto.safety import fingerprint_digits
 from collab.crypto.vectors import PATH, render
 from collab.crypto.vectors.__main__ import main
 
@@ -176,6 +195,45 @@ def test_gap_vector() -> None:
     )
 
 
+def test_invite_vector() -> None:
+    v = V["invite"]
+    case_id, patient = uuid.UUID(v["case_id"]), uuid.UUID(v["patient_user"])
+    inviter_user, inviter_device = uuid.UUID(v["inviter_user"]), uuid.UUID(v["inviter_device"])
+    seed_, pub = invite_keypair(b(v["secret"]))
+    assert (seed_.hex(), pub.hex()) == (v["invite_seed"], v["invite_pub"])
+    statement = invite_statement_bytes(case_id, inviter_user, inviter_device, pub,
+                                       v["created_ms"])
+    assert statement.hex() == v["statement_bytes"]
+    alice = V["people"]["alice"]["devices"][0]
+    sig = sign_invitation(b(alice["dsk_seed"]), case_id, inviter_user, inviter_device, pub,
+                          v["created_ms"])
+    assert sig.hex() == v["invite_sig"]
+    verify_invitation_statement(b(alice["dsk_pub"]), case_id, inviter_user, inviter_device,
+                                pub, v["created_ms"], sig)
+    assert invite_proof_bytes(case_id, pub, patient, b(v["patient_uik"])).hex() == v["proof_bytes"]
+    proof = sign_invite_proof(seed_, case_id, pub, patient, b(v["patient_uik"]))
+    assert proof.hex() == v["proof_sig"]
+    verify_invite_proof(pub, case_id, patient, b(v["patient_uik"]), proof)
+    assert short_code(patient, b(v["patient_uik"])) == v["short_code"]
+    assert "".join(v["short_code"]) == fingerprint_digits(patient, b(v["patient_uik"]))[:20]
+
+
+def test_pins_vector() -> None:
+    v = V["pins"]
+    user, seed_ = uuid.UUID(v["user_id"]), b(v["uik_seed"])
+    assert pins_key(seed_).hex() == v["key"]
+    blob = seal_pins(seed_, v["plaintext"].encode(), b(v["nonce"]))
+    assert blob.hex() == v["blob"]
+    assert open_pins(seed_, blob).decode() == v["plaintext"]
+    assert pins_signed_bytes(user, v["version"], blob).hex() == v["signed_bytes"]
+    sig = sign_pins(seed_, user, v["version"], blob)
+    assert sig.hex() == v["sig"]
+    verify_pins(ed25519_public(seed_), user, v["version"], blob, sig)
+    with pytest.raises(CryptoError) as e:
+        open_pins(sha512(seed_)[:32], blob)
+    assert e.value.code == "decrypt_failed"
+
+
 def test_safety_vector() -> None:
     s = V["safety_number"]
     groups = safety_number(
@@ -227,6 +285,16 @@ def _run_negative(v: dict[str, Any]) -> None:
         for i in v["chunk_order"]:
             dec.update(chunks[i])
         dec.finalize()
+    elif check == "verify_invite_proof":
+        verify_invite_proof(b(v["invite_pub"]), uuid.UUID(v["case_id"]),
+                            uuid.UUID(v["patient_user"]), b(v["patient_uik"]), b(v["sig"]))
+    elif check == "verify_invitation":
+        verify_invitation_statement(b(v["dsk_pub"]), uuid.UUID(v["case_id"]),
+                                    uuid.UUID(v["inviter_user"]), uuid.UUID(v["inviter_device"]),
+                                    b(v["invite_pub"]), v["created_ms"], b(v["sig"]))
+    elif check == "verify_pins":
+        verify_pins(b(v["uik_pub"]), uuid.UUID(v["user_id"]), v["version"], b(v["blob"]),
+                    b(v["sig"]))
     else:
         raise AssertionError(f"unknown check {check}")
 
@@ -250,6 +318,7 @@ def test_negative_vectors_cover_the_brief() -> None:
         "truncated",
         "inner_mismatch",
         "fork",
+        "bad_proof",
     } <= errors
 
 

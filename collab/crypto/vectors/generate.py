@@ -4,6 +4,7 @@ the exact to_wire() JSON (base64). Negative vectors name the operation
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import io
 import uuid
@@ -22,7 +23,16 @@ from ..actions import (
 from ..attachment import CHUNK_SIZE, AttachmentEncryptor, chunk_nonce
 from ..devcert import make_device_cert
 from ..envelope import AttachmentRef, Envelope, encode_body, inner_bytes, seal_message
+from ..invite import (
+    invite_keypair,
+    invite_proof_bytes,
+    invite_statement_bytes,
+    short_code,
+    sign_invitation,
+    sign_invite_proof,
+)
 from ..log import LogEntry, build_entry, key_commit, seal_entry, wrap_nonce, wrap_plaintext
+from ..pins import pins_key, pins_signed_bytes, seal_pins, sign_pins
 from ..roster import Role, Roster
 from ..safety import fingerprint_digits, safety_number
 from .fixtures import ALICE, BOB, CAROL, CASE_ID, NOT_BEFORE_MS, Person, fixed_uuid, seed
@@ -254,6 +264,98 @@ def _safety() -> Json:
         "b_digits": fingerprint_digits(BOB.user_id, BOB.uik_pub),
         "groups": safety_number(ALICE.user_id, ALICE.uik_pub, BOB.user_id, BOB.uik_pub),
     }
+
+
+def _invite() -> Json:
+    """Alice's first device invites Carol (the patient); Carol's client proves the link."""
+    secret = seed("invite secret")
+    invite_seed, invite_pub = invite_keypair(secret)
+    inviter = ALICE.devices[0]
+    created = T0 + 5000
+    sig = sign_invitation(inviter.dsk_seed, CASE_ID, ALICE.user_id, inviter.device_id,
+                          invite_pub, created)
+    proof = sign_invite_proof(invite_seed, CASE_ID, invite_pub, CAROL.user_id, CAROL.uik_pub)
+    return {
+        "case_id": str(CASE_ID),
+        "secret": hx(secret),
+        "invite_seed": hx(invite_seed),
+        "invite_pub": hx(invite_pub),
+        "inviter_user": str(ALICE.user_id),
+        "inviter_device": str(inviter.device_id),
+        "created_ms": created,
+        "statement_bytes": hx(invite_statement_bytes(CASE_ID, ALICE.user_id, inviter.device_id,
+                                                     invite_pub, created)),
+        "invite_sig": hx(sig),
+        "patient_user": str(CAROL.user_id),
+        "patient_uik": hx(CAROL.uik_pub),
+        "proof_bytes": hx(invite_proof_bytes(CASE_ID, invite_pub, CAROL.user_id, CAROL.uik_pub)),
+        "proof_sig": hx(proof),
+        "short_code": short_code(CAROL.user_id, CAROL.uik_pub),
+        "link_fragment": "k=" + base64.urlsafe_b64encode(secret).rstrip(b"=").decode(),
+    }
+
+
+def _pins() -> Json:
+    """Bob's pin book, sealed and signed by his identity key."""
+    plaintext = (
+        '{"format":"collab-pins","pins":{"' + str(ALICE.user_id) + '":{"changed":null,'
+        '"previous":[],"state":"verified","uik":"' + base64.b64encode(ALICE.uik_pub).decode()
+        + '","updated_ms":' + str(T0) + "}}}"
+    ).encode()
+    nonce = seed("pins nonce")[:24]
+    blob = seal_pins(BOB.uik_seed, plaintext, nonce)
+    version = 3
+    return {
+        "user_id": str(BOB.user_id),
+        "uik_seed": hx(BOB.uik_seed),
+        "key": hx(pins_key(BOB.uik_seed)),
+        "plaintext": plaintext.decode(),
+        "nonce": hx(nonce),
+        "blob": hx(blob),
+        "version": version,
+        "signed_bytes": hx(pins_signed_bytes(BOB.user_id, version, blob)),
+        "sig": hx(sign_pins(BOB.uik_seed, BOB.user_id, version, blob)),
+    }
+
+
+def _negative_trust() -> list[Json]:
+    """Proofs and pins a lying server might serve: each must be refused."""
+    inv = _invite()
+    pins = _pins()
+    other = invite_keypair(seed("another invite secret"))
+    cases = [
+        ("proof for another patient key", {"patient_uik": hx(BOB.uik_pub)}, "bad_proof"),
+        ("proof for another user", {"patient_user": str(BOB.user_id)}, "bad_proof"),
+        ("proof against another invite key", {"invite_pub": hx(other[1])}, "bad_proof"),
+        ("proof for another case", {"case_id": str(fixed_uuid(99))}, "bad_proof"),
+    ]
+    out: list[Json] = []
+    for name, change, code in cases:
+        out.append({
+            "name": name, "check": "verify_invite_proof", "error": code,
+            "invite_pub": change.get("invite_pub", inv["invite_pub"]),
+            "case_id": change.get("case_id", inv["case_id"]),
+            "patient_user": change.get("patient_user", inv["patient_user"]),
+            "patient_uik": change.get("patient_uik", inv["patient_uik"]),
+            "sig": inv["proof_sig"],
+        })
+    out.append({
+        "name": "invitation statement for another device", "check": "verify_invitation",
+        "error": "bad_signature", "dsk_pub": hx(ALICE.devices[1].dsk_pub),
+        "case_id": inv["case_id"], "inviter_user": inv["inviter_user"],
+        "inviter_device": inv["inviter_device"], "invite_pub": inv["invite_pub"],
+        "created_ms": inv["created_ms"], "sig": inv["invite_sig"],
+    })
+    for name, version, uik_pub in (
+        ("pins rolled back to an older version under the same signature", 2, BOB.uik_pub),
+        ("pins signed by another identity key", 3, ALICE.uik_pub),
+    ):
+        out.append({
+            "name": name, "check": "verify_pins", "error": "bad_signature",
+            "uik_pub": hx(uik_pub), "user_id": pins["user_id"], "version": version,
+            "blob": pins["blob"], "sig": pins["sig"],
+        })
+    return out
 
 
 def resign(e: LogEntry, author_seed: bytes, **changes: Any) -> LogEntry:
@@ -552,8 +654,11 @@ def build_vectors() -> Json:
         "message": msg_doc,
         "replay_gap": _gap(e1, k1, replay_env),
         "safety_number": _safety(),
+        "invite": _invite(),
+        "pins": _pins(),
         "negative": _negative_prims()
         + _negative_log(e0, e1)
         + _negative_messages(e1, k1, env)
-        + _negative_attachment(manifest),
+        + _negative_attachment(manifest)
+        + _negative_trust(),
     }

@@ -3,10 +3,11 @@
 
 export const CODES = Object.freeze(new Set([
   'bad_action', 'bad_base64', 'bad_body', 'bad_certificate', 'bad_field',
-  'bad_hash', 'bad_key', 'bad_length', 'bad_roster', 'bad_signature',
+  'bad_hash', 'bad_key', 'bad_length', 'bad_proof', 'bad_roster', 'bad_signature',
   'bad_wrap', 'chunk_order', 'decrypt_failed', 'extended', 'fork',
   'inner_mismatch', 'key_commit_mismatch', 'low_order_key',
-  'non_canonical_signature', 'replay', 'roster_mismatch', 'stale_head',
+  'non_canonical_signature', 'own_identity_mismatch', 'replay', 'rollback',
+  'roster_mismatch', 'stale_head',
   'too_large', 'truncated', 'unauthorized_author', 'unsupported_version',
   'wraps_mismatch', 'wrong_case', 'wrong_epoch',
 ]));

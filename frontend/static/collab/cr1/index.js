@@ -32,3 +32,8 @@ export {
   chunkNonce, ciphertextSize, decryptBlob, decryptStream, rootOf,
 } from './attachment.js';
 export { fingerprintDigits, safetyNumber } from './safety.js';
+export {
+  checkInvitation, inviteKeypair, inviteProofBytes, inviteStatementBytes, shortCode,
+  signInvitation, signInviteProof, verifyInvitationStatement, verifyInviteProof,
+} from './invite.js';
+export { openPins, pinsKey, pinsSignedBytes, sealPins, signPins, verifyPins } from './pins.js';
