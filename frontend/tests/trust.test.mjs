@@ -1,0 +1,197 @@
+// Client trust policy: every scenario of tests/policy/trust_scenarios.json, the
+// same file the Python SDK's tests/client/test_trust_policy.py runs.
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { describe, test } from 'node:test';
+
+import * as cr1 from '../static/collab/cr1/index.js';
+import {
+  BINDING_LABELS, BLOCKER_TEXT, PIN_LABELS, checkedKeys, effectiveKind, openRequests, reviewAdmission,
+} from '../static/collab/app/trust/admission.js';
+import { PinBook, TrustError, mergeRecords, ownCheck, parseRecord, rosterPairs } from '../static/collab/app/trust/pins.js';
+import { ALICE, BOB, CAROL } from './helpers.mjs';
+
+const S = JSON.parse(readFileSync(new URL('../../tests/policy/trust_scenarios.json', import.meta.url), 'utf8'));
+const user = (name) => S.users[name];
+const key = (name) => cr1.b64d(S.keys[name], 32);
+const caseId = (name) => S.cases[name];
+const keyName = (bytes) => Object.keys(S.keys).find((k) => S.keys[k] === cr1.b64e(bytes)) ?? cr1.b64e(bytes);
+const userName = (id) => Object.keys(S.users).find((k) => S.users[k] === id) ?? id;
+const caseName = (id) => Object.keys(S.cases).find((k) => S.cases[k] === id) ?? id;
+const pairs = (roster) => roster.map(([u, k]) => [user(u), key(k)]);
+
+/** A scenario record with names -> a stored record (ids and base64 keys), and back. */
+function toRecord(r) {
+  return {
+    uik: S.keys[r.uik], state: r.state, updated_ms: r.updated_ms, previous: r.previous.map((k) => S.keys[k]),
+    changed: r.changed ? { uik: S.keys[r.changed.uik], seen_ms: r.changed.seen_ms, cases: r.changed.cases.map(caseId) } : null,
+  };
+}
+function fromRecord(r) {
+  const name = (b64) => keyName(cr1.b64d(b64, 32));
+  return {
+    uik: name(r.uik), state: r.state, updated_ms: r.updated_ms, previous: r.previous.map(name),
+    changed: r.changed ? { uik: name(r.changed.uik), seen_ms: r.changed.seen_ms, cases: r.changed.cases.map(caseName) } : null,
+  };
+}
+
+function runStep(book, step) {
+  switch (step.op) {
+    case 'state':
+      return book.state(user(step.user), key(step.uik));
+    case 'observe':
+      return book.observe(user(step.user), key(step.uik), caseId(step.case), step.now);
+    case 'accept':
+      return book.accept(user(step.user), key(step.uik), step.now);
+    case 'verify':
+      return book.verify(user(step.user), key(step.uik), step.now);
+    case 'unverify':
+      return book.unverify(user(step.user), step.now);
+    case 'changes':
+      return book.changes().map((c) => ({
+        user: userName(c.user), old: keyName(c.old), new: keyName(c.new), cases: c.cases.map(caseName),
+        was_verified: c.wasVerified,
+      }));
+    case 'blocking':
+      return book.blocking(pairs(step.roster), user(step.me)).map(userName);
+    case 'own':
+    case 'commit':
+      try {
+        if (step.op === 'own') ownCheck(pairs(step.roster), user(step.me), key(step.my_uik));
+        else book.commitCheck(pairs(step.roster), user(step.me), key(step.my_uik));
+        return 'ok';
+      } catch (err) {
+        assert.ok(err instanceof cr1.CryptoError || err instanceof TrustError, String(err));
+        return err.code;
+      }
+    default:
+      throw new Error(`unknown op ${step.op}`);
+  }
+}
+
+describe('pin scenarios', () => {
+  for (const scenario of S.pins) {
+    test(scenario.name, () => {
+      const book = new PinBook();
+      scenario.steps.forEach((step, i) => {
+        const got = runStep(book, step);
+        if ('expect' in step) assert.deepEqual(got, step.expect, `step ${i} (${step.op})`);
+      });
+      // Every state survives the pins document (what is stored and synced).
+      const again = PinBook.fromDocument(JSON.parse(JSON.stringify(book.toDocument())));
+      assert.ok(again.equals(book));
+    });
+  }
+});
+
+describe('merge scenarios', () => {
+  for (const scenario of S.merge) {
+    test(scenario.name, () => {
+      const records = (side) => Object.fromEntries(Object.entries(side).map(([u, r]) => [user(u), toRecord(r)]));
+      const local = new PinBook(records(scenario.local));
+      const remote = new PinBook(records(scenario.remote));
+      local.merge(remote);
+      const got = Object.fromEntries(Object.entries(local.toJSON()).map(([u, r]) => [userName(u), fromRecord(r)]));
+      assert.deepEqual(got, scenario.expect);
+      // Merging is per record; mergeRecords is the same rule.
+      for (const [u, r] of Object.entries(scenario.expect)) {
+        const l = scenario.local[u] ? parseRecord(toRecord(scenario.local[u])) : undefined;
+        const rm = scenario.remote[u] ? parseRecord(toRecord(scenario.remote[u])) : undefined;
+        assert.deepEqual(fromRecord(mergeRecords(l, rm)), r);
+      }
+    });
+  }
+});
+
+describe('admission scenarios', () => {
+  S.admission.forEach((a) => {
+    const name = `${a.pin} ${a.kind} ${a.binding} accept_changed=${a.accept_changed} code_compared=${a.code_compared}`;
+    test(name, () => {
+      const got = reviewAdmission({
+        pin: a.pin, kind: a.kind, binding: a.binding, acceptChanged: a.accept_changed, codeCompared: a.code_compared,
+      });
+      assert.deepEqual(got, a.expect);
+      for (const b of got.blockers) assert.ok(BLOCKER_TEXT[b], b);
+    });
+  });
+  test('the file covers every combination', () => {
+    assert.equal(S.admission.length, 4 * (2 * 1 + 3) * 4);
+  });
+});
+
+describe('policy details', () => {
+  test('a patient with no binding result is unbound, never bound', () => {
+    assert.deepEqual(reviewAdmission({ pin: 'new', kind: 'patient', binding: null }),
+      { allowed: false, blockers: ['patient_unbound'] });
+  });
+  test('unknown inputs are programming errors', () => {
+    assert.throws(() => reviewAdmission({ pin: 'trusted', kind: 'claim' }), TypeError);
+    assert.throws(() => reviewAdmission({ pin: 'new', kind: 'self' }), TypeError);
+    assert.throws(() => reviewAdmission({ pin: 'new', kind: 'patient', binding: 'yes' }), TypeError);
+  });
+  test('truthy but not true does not tick a box', () => {
+    assert.equal(reviewAdmission({ pin: 'changed', kind: 'claim', acceptChanged: 'yes' }).allowed, false);
+    assert.equal(reviewAdmission({ pin: 'new', kind: 'patient', binding: 'unbound', codeCompared: 1 }).allowed, false);
+  });
+  test('labels for every state and binding', () => {
+    for (const s of ['new', 'pinned', 'verified', 'changed']) assert.ok(PIN_LABELS[s].startsWith(s.toUpperCase()));
+    for (const b of ['bound', 'unbound', 'bad_proof']) assert.ok(BINDING_LABELS[b]);
+  });
+  test('a patient account is reviewed as a patient whatever the request kind says', () => {
+    assert.equal(effectiveKind({ kind: 'claim' }, cr1.Role.PATIENT), 'patient');
+    assert.equal(effectiveKind({ kind: 'claim' }, cr1.Role.MEMBER), 'claim');
+    assert.equal(effectiveKind({ kind: 'nonsense' }, cr1.Role.MEMBER), 'invite');
+  });
+  test('open requests: one per user, none for users already in the roster', () => {
+    const roster = { user: (id) => (id === BOB.userId ? {} : null) };
+    const got = openRequests([{ id: 1, user: BOB.userId }, { id: 2, user: CAROL.userId }, { id: 3, user: CAROL.userId }], roster);
+    assert.deepEqual(got.map((r) => r.id), [2]);
+  });
+  test('checked keys: every device certified by the listed identity key', () => {
+    const wire = { uik_pub: cr1.b64e(BOB.uikPub), display_name: 'Bob', role: 'provider', devices: BOB.devices.map((d) => d.cert.toWire()) };
+    const got = checkedKeys(BOB.userId, wire);
+    assert.equal(got.role, cr1.Role.MEMBER);
+    assert.ok(cr1.equal(got.uik, BOB.uikPub));
+    // A substituted identity key does not certify the real devices.
+    assert.throws(() => checkedKeys(BOB.userId, { ...wire, uik_pub: cr1.b64e(ALICE.uikPub) }), cr1.CryptoError);
+    // Another user's device listed as Bob's.
+    assert.throws(() => checkedKeys(BOB.userId, { ...wire, devices: [ALICE.d.cert.toWire()] }));
+    assert.throws(() => checkedKeys(BOB.userId, { ...wire, devices: [] }), /no active device/);
+    assert.throws(() => checkedKeys(BOB.userId, { ...wire, uik_pub: null }), /not set up/);
+  });
+  test('a roster from cr1 gives the pairs the checks use', () => {
+    const roster = { users: [{ userId: ALICE.userId, uikPub: ALICE.uikPub }, { userId: BOB.userId, uikPub: BOB.uikPub }] };
+    const book = new PinBook();
+    for (const [u, k] of rosterPairs(roster)) book.observe(u, k, 'c', 1);
+    book.commitCheck(rosterPairs(roster), ALICE.userId, ALICE.uikPub);
+    assert.throws(() => book.commitCheck(rosterPairs(roster), ALICE.userId, BOB.uikPub),
+      (err) => err instanceof cr1.CryptoError && err.code === 'own_identity_mismatch');
+    const swapped = [[ALICE.userId, ALICE.uikPub], [BOB.userId, CAROL.uikPub]];
+    assert.throws(() => book.commitCheck(swapped, ALICE.userId, ALICE.uikPub), (err) => {
+      assert.ok(err instanceof TrustError);
+      assert.equal(err.code, 'identity_changed');
+      assert.equal(err.changes.length, 1);
+      assert.equal(err.changes[0].user, BOB.userId);
+      assert.ok(cr1.equal(err.changes[0].new, CAROL.uikPub));
+      return true;
+    });
+  });
+  test('a third key replaces the pending change; previous keeps accepted keys once', () => {
+    const book = new PinBook();
+    book.observe(BOB.userId, BOB.uikPub, 'c1', 1);
+    book.observe(BOB.userId, ALICE.uikPub, 'c1', 2);
+    book.observe(BOB.userId, CAROL.uikPub, 'c2', 3);
+    const [c] = book.changes();
+    assert.ok(cr1.equal(c.new, CAROL.uikPub));
+    assert.deepEqual(c.cases, ['c2']);
+    book.accept(BOB.userId, CAROL.uikPub, 4);
+    book.accept(BOB.userId, BOB.uikPub, 5);
+    book.accept(BOB.userId, CAROL.uikPub, 6);
+    assert.deepEqual(book.record(BOB.userId).previous, [cr1.b64e(BOB.uikPub), cr1.b64e(CAROL.uikPub)]);
+  });
+  test('a malformed pins document is refused', () => {
+    assert.throws(() => PinBook.fromDocument({ format: 'other', pins: {} }), cr1.CryptoError);
+    assert.throws(() => new PinBook({ [BOB.userId]: { uik: 'AAAA', state: 'pinned', updated_ms: 1, previous: [], changed: null } }), cr1.CryptoError);
+    assert.throws(() => new PinBook({ [BOB.userId]: { uik: cr1.b64e(BOB.uikPub), state: 'trusted', updated_ms: 1, previous: [], changed: null } }), cr1.CryptoError);
+  });
+});
