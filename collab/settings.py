@@ -65,6 +65,7 @@ INSTALLED_APPS = [
     "collab.accounts",
     "collab.cases",
     "collab.audit",
+    "collab.demo",
 ]
 
 MIDDLEWARE = [

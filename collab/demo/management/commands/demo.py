@@ -7,9 +7,9 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from collab.accounts.management.commands._demo_case import demo_case_create
-from collab.accounts.management.commands._demo_users import DEMO_USERS
 from collab.accounts.models import User
+from collab.demo.cases import demo_case_create
+from collab.demo.users import DEMO_USERS
 
 
 class Command(BaseCommand):
