@@ -2,10 +2,17 @@
 
 Fail closed: every entry is verified before it is trusted and every message before it is
 decrypted; any failure raises CryptoError for the caller to show.
+
+One exception, by design: an epoch-key wrap (or a share_history wrap) that this device
+cannot open. The entry's signature and roster verified, so the chain stays trusted; the
+key of that epoch is simply not on this device. ``unavailable`` records epoch -> the
+author of the entry; messages of that epoch are still verified (signature, roster) and
+come back with an empty body and ``unavailable`` set, and the rest of the case reads.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -13,7 +20,7 @@ from typing import Any
 
 from collab.client.keys import DeviceKeys, now_ms
 from collab.crypto import primitives as prim
-from collab.crypto.actions import Body, CreateBody
+from collab.crypto.actions import Body, CreateBody, ShareHistoryBody
 from collab.crypto.devcert import DeviceCert
 from collab.crypto.envelope import (
     AttachmentRef,
@@ -24,6 +31,7 @@ from collab.crypto.envelope import (
     check_sender,
     open_envelope,
     seal_message,
+    verify_envelope,
 )
 from collab.crypto.errors import CryptoError
 from collab.crypto.log import LogEntry, build_entry, open_history, open_wrap, verify_chain
@@ -34,6 +42,9 @@ class OpenedMessage:
     header: Header
     body: dict[str, Any]
     gap: Gap | None  # sender_seq values of this sender that never arrived
+    # Verified, but its epoch key could not be opened on this device: the author of the
+    # log entry whose wrap failed (the body is then empty).
+    unavailable: uuid.UUID | None = None
 
 
 class CaseState:
@@ -42,6 +53,8 @@ class CaseState:
         self.device = device
         self.chain: dict[int, LogEntry] = {}
         self.keys: dict[int, bytes] = {}
+        # Epochs whose key wrap for this device could not be opened -> that entry's author.
+        self.unavailable: dict[int, uuid.UUID] = {}
         self.replay = ReplayGuard()
         self.sender_seq = 0
 
@@ -63,14 +76,43 @@ class CaseState:
                 raise CryptoError("wrong_case", "entry belongs to another case")
             self.chain[entry.epoch] = entry
             if entry.roster.device(self.device.device_id) is not None:
-                self.keys[entry.epoch] = open_wrap(
-                    entry, self.device.device_id, self.device.dxk_secret
-                )
+                try:
+                    self.keys[entry.epoch] = open_wrap(
+                        entry, self.device.device_id, self.device.dxk_secret
+                    )
+                except CryptoError:
+                    self.unavailable[entry.epoch] = entry.author_user_id
                 if entry.action.name == "SHARE_HISTORY":
-                    self.keys.update(open_history(
-                        entry, self.device.device_id, self.device.dxk_secret, self.chain
-                    ))
+                    self._open_history(entry)
         return verified
+
+    def _open_history(self, entry: LogEntry) -> None:
+        """Each shared earlier key on its own, so one bad wrap costs only its epoch."""
+        body = entry.body()
+        if not isinstance(body, ShareHistoryBody):
+            return
+        me = self.device.device_id
+        for item in body.items:
+            if item.device_id != me:
+                continue
+            single = dataclasses.replace(
+                entry, action_body=ShareHistoryBody(body.hepk, (item,)).encode()
+            )
+            try:
+                shared = open_history(single, me, self.device.dxk_secret, self.chain)
+            except CryptoError:
+                if item.epoch not in self.keys:
+                    self.unavailable[item.epoch] = entry.author_user_id
+                continue
+            for epoch, key in shared.items():
+                self.keys.setdefault(epoch, key)
+                self.unavailable.pop(epoch, None)
+
+    @property
+    def head_key_unavailable(self) -> bool:
+        """This device is in the head roster but could not open the head's key."""
+        return bool(self.chain) and self.head.epoch not in self.keys \
+            and self.head.epoch in self.unavailable
 
     def genesis(self, device_cert: DeviceCert, uik_pub: bytes) -> LogEntry:
         entry, _ = build_entry(
@@ -110,11 +152,16 @@ class CaseState:
             raise CryptoError("wrong_epoch", "message names an epoch this client has not verified")
         dsk_pub = check_sender(envelope, entry)
         key = self.keys.get(envelope.header.epoch)
-        if key is None:
+        author = self.unavailable.get(envelope.header.epoch)
+        if key is None and author is None:
             raise CryptoError("wraps_mismatch", "no key for this epoch on this device")
         self.replay.check(envelope.header)
-        body = open_envelope(envelope, key, sender_dsk_pub=dsk_pub)
+        if key is None:
+            verify_envelope(envelope, dsk_pub)  # signed by a roster device, just unreadable
+            body: dict[str, Any] = {}
+        else:
+            body = open_envelope(envelope, key, sender_dsk_pub=dsk_pub)
         gap = self.replay.accept(envelope.header)
         if envelope.header.sender_device_id == self.device.device_id:
             self.sender_seq = max(self.sender_seq, envelope.header.sender_seq)
-        return OpenedMessage(envelope.header, body, gap)
+        return OpenedMessage(envelope.header, body, gap, author if key is None else None)

@@ -3,6 +3,9 @@ is the verification failure and keeps its stable code."""
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 EXIT_OK = 0
@@ -65,3 +68,38 @@ class UnreachableError(ClientError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, code="unreachable")
+
+
+@dataclass(frozen=True)
+class IdentityChange:
+    """A user's identity key differs from the one this client pinned for them."""
+
+    user: uuid.UUID
+    old_uik: bytes
+    new_uik: bytes
+    old_safety: tuple[str, ...]  # 12 groups of 5 digits with the pinned key
+    new_safety: tuple[str, ...]  # ... and with the key now seen
+    cases: tuple[uuid.UUID, ...]  # where the new key was seen
+    was_verified: bool
+
+
+class IdentityChangedError(ClientError):
+    """Client policy refusal: an identity key changed and nobody has accepted it yet.
+    Nothing was signed or sent; ``changes`` says who, with both safety numbers."""
+
+    exit_code = EXIT_VERIFY
+
+    def __init__(self, changes: Sequence[IdentityChange], message: str | None = None) -> None:
+        self.changes = tuple(changes)
+        who = ", ".join(str(c.user) for c in self.changes)
+        super().__init__(message or f"identity key changed for {who}", code="identity_changed")
+
+
+class AdmissionRefusedError(ClientError):
+    """Client policy refusal of a join request (``blockers``: patient_unbound, ...)."""
+
+    exit_code = EXIT_VERIFY
+
+    def __init__(self, message: str, *, blockers: Sequence[str]) -> None:
+        super().__init__(message, code=blockers[0] if blockers else "admission_refused")
+        self.blockers = tuple(blockers)

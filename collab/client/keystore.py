@@ -5,9 +5,10 @@
             "ciphertext": b64(secretbox(JSON state, nonce, argon2id(passphrase, salt)))}
 
 The state holds the identity seed (UIK), this device's keys and certificate, the
-session cookie, and per case what this client has verified (the trusted log head) and
-its last sender_seq. The file is written atomically with mode 0600 and refused when
-group or others may read it.
+session cookie, per case what this client has verified (the trusted log head) and
+its last sender_seq, and the pinned identity keys of other users (collab.client.pins)
+with the highest pin-book version seen on the server. The file is written atomically
+with mode 0600 and refused when group or others may read it.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import nacl.utils
 
 from collab.client.errors import AuthError, KeystoreError
 from collab.client.keys import DeviceKeys, Identity
+from collab.client.pins import PinBook
 from collab.crypto.devcert import DeviceCert
 from collab.crypto.errors import CryptoError
 from collab.crypto.wire import b64d, b64e
@@ -71,6 +73,10 @@ class KeystoreState:
     cert: DeviceCert | None = None
     device_name: str = ""
     cases: dict[str, CaseMemo] = field(default_factory=dict)
+    # Identity keys this user has pinned or verified (synced, sealed, to their other
+    # devices) and the highest pin-book version seen on the server (rollback check).
+    pins: PinBook = field(default_factory=PinBook)
+    pins_version: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -88,6 +94,8 @@ class KeystoreState:
                 "name": self.device_name,
             },
             "cases": {k: v.to_json() for k, v in self.cases.items()},
+            "pins": self.pins.to_json(),
+            "pins_version": self.pins_version,
         }
 
     @classmethod
@@ -107,6 +115,9 @@ class KeystoreState:
             state.cert = DeviceCert.from_wire(dev["cert"])
             state.device_name = str(dev.get("name", ""))
         state.cases = {k: CaseMemo.from_json(v) for k, v in (d.get("cases") or {}).items()}
+        # Keystores written before pinning have neither field: an empty book, version 0.
+        state.pins = PinBook.from_json(d.get("pins") or {})
+        state.pins_version = int(d.get("pins_version") or 0)
         return state
 
 

@@ -7,6 +7,8 @@ import stat
 import uuid
 from pathlib import Path
 
+import nacl.secret
+import nacl.utils
 import pytest
 
 from collab.client.errors import AuthError, KeystoreError, UsageError
@@ -127,3 +129,33 @@ def test_recovery_key_opens_the_identity_backup_and_nothing_else_does() -> None:
         open_identity_backup(backup, key, uuid.uuid4())
     with pytest.raises(UsageError):
         parse_recovery_key("ABCD-EFGH")
+
+
+def test_pins_and_their_version_survive_a_round_trip(tmp_path: Path) -> None:
+    path = tmp_path / "keystore.json"
+    store, _, _ = filled(path)
+    bob, case = uuid.uuid4(), uuid.uuid4()
+    pins = store.state.pins
+    pins.observe(bob, b"\x01" * 32, case, 1000)
+    pins.observe(bob, b"\x02" * 32, case, 2000)
+    store.state.pins_version = 7
+    store.save()
+    again = Keystore.load(path, PASS).state
+    assert again.pins == pins and again.pins_version == 7
+    assert again.pins.state(bob, b"\x02" * 32) == "changed"
+
+
+def test_keystore_written_before_pinning_loads_with_an_empty_pin_book(tmp_path: Path) -> None:
+    path = tmp_path / "keystore.json"
+    store, identity, _ = filled(path)
+    old = store.state.to_json()
+    del old["pins"], old["pins_version"]
+    outer = json.loads(path.read_text())
+    nonce = nacl.utils.random(24)
+    outer["nonce"] = b64e(nonce)
+    outer["ciphertext"] = b64e(
+        nacl.secret.SecretBox(store._key).encrypt(json.dumps(old).encode(), nonce).ciphertext)
+    path.write_text(json.dumps(outer))
+    again = Keystore.load(path, PASS).state
+    assert again.identity == identity and again.cases["c1"].sender_seq == 7
+    assert again.pins.records == {} and again.pins_version == 0

@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-MODULES = ["collab.client", "collab.client.case_state", "collab.client.cli",
+MODULES = ["collab.client", "collab.client.admission", "collab.client.case_state",
+           "collab.client.cli", "collab.client.pins",
            "collab.client.errors", "collab.client.http", "collab.client.images",
            "collab.client.keys", "collab.client.keystore", "collab.client.room",
            "collab.client.sdk"]
