@@ -117,6 +117,8 @@ class JoinStatus(models.TextChoices):
     PENDING = "pending", "Pending"
     COMMITTED = "committed", "Committed"
     CANCELLED = "cancelled", "Cancelled"
+    DECLINED = "declined", "Declined by a case manager"
+    WITHDRAWN = "withdrawn", "Withdrawn by the requester"
 
 
 class JoinRequest(models.Model):
@@ -131,6 +133,11 @@ class JoinRequest(models.Model):
     status = models.CharField(max_length=16, choices=JoinStatus.choices, default=JoinStatus.PENDING)
     created_at = models.DateTimeField(auto_now_add=True)
     resolved_epoch = models.BigIntegerField(null=True, blank=True)
+    # Who declined or withdrew the request, and when (null while pending or once committed).
+    resolved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    resolved_at = models.DateTimeField(null=True, blank=True)
     # For kind "patient": the invitation the patient accepted.
     invitation = models.ForeignKey(
         "cases.Invitation", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -249,6 +256,15 @@ class Invitation(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     expiry_recorded = models.BooleanField(default=False)
+    # Binding by the link (optional; see protocol-crypto): the inviting device's signed
+    # statement over the invite key, and the patient's proof made with it.
+    inviter_device_id = models.UUIDField(null=True, blank=True)
+    invite_pub = models.BinaryField(max_length=32, null=True, blank=True)
+    invite_sig = models.BinaryField(max_length=64, null=True, blank=True)
+    created_ms = models.BigIntegerField(null=True, blank=True)
+    proof_sig = models.BinaryField(max_length=64, null=True, blank=True)
+    proof_uik = models.BinaryField(max_length=32, null=True, blank=True)
+    proof_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -297,6 +313,8 @@ class NotificationKind(models.TextChoices):
     INVITATION_ACCEPTED = "invitation_accepted", "Invitation accepted"
     STATUS_CHANGED = "status_changed", "Status changed"
     LEAVE_REQUEST = "leave_request", "Leave request"
+    JOIN_DECLINED = "join_declined", "Join request declined"
+    JOIN_WITHDRAWN = "join_withdrawn", "Join request withdrawn"
 
 
 class Notification(models.Model):

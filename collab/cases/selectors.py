@@ -5,13 +5,14 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from django.db.models import Count, Exists, OuterRef, QuerySet
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 
 from collab.accounts.models import Device, User
 from collab.cases.models import (
     Case,
     CaseStatusChange,
     Invitation,
+    JoinRequest,
     JoinStatus,
     KeyWrap,
     LeaveRequest,
@@ -72,6 +73,35 @@ def log_entries(*, case_id: uuid.UUID, after: int = -1) -> QuerySet[LogEntry]:
 
 def invitations_for_case(*, case_id: uuid.UUID) -> QuerySet[Invitation]:
     return Invitation.objects.filter(case_id=case_id).order_by("-created_at")
+
+
+def pending_joins(*, case_id: uuid.UUID) -> QuerySet[JoinRequest]:
+    """A case's pending join requests, with the people and invitations they name."""
+    return (
+        JoinRequest.objects.filter(case_id=case_id, status=JoinStatus.PENDING)
+        .select_related("user", "invitation")
+        .order_by("created_at", "pk")
+    )
+
+
+def pending_joins_for_user(*, user: User) -> QuerySet[JoinRequest]:
+    """Pending requests the user is named in or filed, in any case."""
+    return JoinRequest.objects.filter(
+        Q(user=user) | Q(requested_by=user), status=JoinStatus.PENDING
+    ).order_by("created_at", "pk")
+
+
+def accepted_invitations(*, user: User) -> list[tuple[Invitation, str | None]]:
+    """The invitations the user accepted, each with its join request's status."""
+    invitations = list(Invitation.objects.filter(used_by=user).order_by("-used_at"))
+    statuses: dict[uuid.UUID, str] = {}
+    for invitation_id, status in (
+        JoinRequest.objects.filter(invitation__in=invitations, user=user)
+        .order_by("created_at")
+        .values_list("invitation_id", "status")
+    ):
+        statuses[invitation_id] = status
+    return [(i, statuses.get(i.pk)) for i in invitations]
 
 
 def status_history(*, case_id: uuid.UUID) -> QuerySet[CaseStatusChange]:

@@ -20,7 +20,7 @@ from collab.cases import models as m
 from collab.cases import selectors
 from collab.cases.services import blobs, consults, invitations, joins, membership, notifications
 from collab.cases.services._common import active_device
-from collab.cases.wire import case_wire, log_entry_wire, message_wire
+from collab.cases.wire import case_wire, join_request_wire, log_entry_wire, message_wire
 from collab.crypto.log import LogEntry
 from collab.crypto.wire import b64d, b64e
 from collab.errors import Forbidden, NotFound, ServiceError
@@ -61,18 +61,11 @@ def case_list(request: HttpRequest) -> HttpResponse:
 @api(("GET",))
 def case_detail(request: HttpRequest, case_id: uuid.UUID) -> HttpResponse:
     case = _member_case(user_of(request), case_id)
-    pending = m.JoinRequest.objects.filter(case=case, status=m.JoinStatus.PENDING)
     return JsonResponse(
         {
             **case_wire(case),
             "join_requests": [
-                {
-                    "id": r.pk,
-                    "user": str(r.user_id),
-                    "kind": r.kind,
-                    "created_at": r.created_at.isoformat(),
-                }
-                for r in pending
+                join_request_wire(r) for r in selectors.pending_joins(case_id=case.pk)
             ],
             "leave_requests": [_leave_wire(r) for r in selectors.pending_leaves(case_id=case.pk)],
             "status_history": [_status_wire(c) for c in selectors.status_history(case_id=case.pk)],
@@ -157,10 +150,62 @@ def case_join_requests(request: HttpRequest, case_id: uuid.UUID) -> HttpResponse
             {"id": join.pk, "user": str(join.user_id), "kind": join.kind}, status=201
         )
     _member_case(requester, case_id)
-    pending = m.JoinRequest.objects.filter(case_id=case_id, status=m.JoinStatus.PENDING)
     return JsonResponse(
-        {"join_requests": [{"id": r.pk, "user": str(r.user_id), "kind": r.kind} for r in pending]}
+        {"join_requests": [join_request_wire(r) for r in selectors.pending_joins(case_id=case_id)]}
     )
+
+
+@api(("GET",))
+def my_join_requests(request: HttpRequest) -> HttpResponse:
+    """The caller's own pending requests: as the person asked for or as the requester."""
+    return JsonResponse(
+        {
+            "join_requests": [
+                {
+                    "id": r.pk,
+                    "case": str(r.case_id),
+                    "user": str(r.user_id),
+                    "kind": r.kind,
+                    "status": r.status,
+                    "created_at": r.created_at.isoformat(),
+                }
+                for r in selectors.pending_joins_for_user(user=user_of(request))[:200]
+            ]
+        }
+    )
+
+
+def _resolved_wire(join: m.JoinRequest) -> dict[str, Any]:
+    return {
+        "id": join.pk,
+        "case": str(join.case_id),
+        "user": str(join.user_id),
+        "kind": join.kind,
+        "status": join.status,
+        "resolved_at": join.resolved_at.isoformat() if join.resolved_at else None,
+    }
+
+
+@api(("POST",))
+def join_request_decline(request: HttpRequest, join_id: int) -> HttpResponse:
+    reason = json_body(request).get("reason", "")
+    if not isinstance(reason, str):
+        raise ServiceError("bad_field", "reason must be a string.")
+    join = joins.join_request_decline(
+        user=user_of(request),
+        join_id=join_id,
+        reason=reason,
+        meta=RequestMeta.from_request(request),
+    )
+    return JsonResponse(_resolved_wire(join))
+
+
+@api(("POST",))
+def join_request_withdraw(request: HttpRequest, join_id: int) -> HttpResponse:
+    join = joins.join_request_withdraw(
+        user=user_of(request), join_id=join_id, meta=RequestMeta.from_request(request)
+    )
+    return JsonResponse(_resolved_wire(join))
 
 
 @api(("GET",))

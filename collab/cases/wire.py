@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from collab.cases.models import Case, LogEntry, Message
+from collab.cases.models import Case, Invitation, JoinKind, JoinRequest, LogEntry, Message
 from collab.crypto.envelope import Envelope, Header
 from collab.crypto.wire import b64e
 
@@ -42,4 +42,46 @@ def log_entry_wire(entry: LogEntry) -> dict[str, Any]:
         "hash": b64e(bytes(entry.entry_hash)),
         "entry": b64e(bytes(entry.raw)),
         "committed_at": entry.committed_at.isoformat(),
+    }
+
+
+def _b64_or_none(value: bytes | memoryview | None) -> str | None:
+    return b64e(bytes(value)) if value is not None else None
+
+
+def _str_or_none(value: object) -> str | None:
+    return str(value) if value is not None else None
+
+
+def invitation_binding_wire(invitation: Invitation) -> dict[str, Any]:
+    """What a member's client checks before admitting the patient (protocol-crypto:
+    the inviter's statement and the patient's proof); missing values are null."""
+    return {
+        "id": str(invitation.pk),
+        "created_by": str(invitation.created_by_id),
+        "inviter_device": _str_or_none(invitation.inviter_device_id),
+        "invite_pub": _b64_or_none(invitation.invite_pub),
+        "invite_sig": _b64_or_none(invitation.invite_sig),
+        "created_ms": invitation.created_ms,
+        "proof_sig": _b64_or_none(invitation.proof_sig),
+    }
+
+
+def join_request_wire(join: JoinRequest) -> dict[str, Any]:
+    """A pending join request with who it names (select_related user and invitation)."""
+    person = join.user
+    invitation = None
+    if join.kind == JoinKind.PATIENT and join.invitation is not None:
+        invitation = invitation_binding_wire(join.invitation)
+    return {
+        "id": join.pk,
+        "user": str(join.user_id),
+        "kind": join.kind,
+        "requested_by": str(join.requested_by_id),
+        "created_at": join.created_at.isoformat(),
+        "display_name": person.display_name or person.username,
+        "role": person.role,
+        "organisation": person.organisation,
+        "specialty": person.specialty,
+        "invitation": invitation,
     }

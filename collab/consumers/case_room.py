@@ -230,6 +230,16 @@ class CaseRoomConsumer(AuthenticatedConsumer):
     async def case_join_request(self, event: dict[str, Any]) -> None:
         await self.send_json({"type": "join_request", "user": event["user"], "kind": event["kind"]})
 
+    async def case_join_resolved(self, event: dict[str, Any]) -> None:
+        await self.send_json(
+            {
+                "type": "join_resolved",
+                "user": event["user"],
+                "kind": event["kind"],
+                "status": event["status"],
+            }
+        )
+
     async def case_status(self, event: dict[str, Any]) -> None:
         await self.send_json(
             {

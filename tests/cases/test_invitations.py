@@ -161,7 +161,14 @@ def test_accepting_creates_a_signed_in_patient_and_a_patient_join_request(pcp: A
     assert welcome.status_code == 200 and b"/accounts/enrol/" in welcome.content
     assert browser.get("/api/cases").status_code == 200  # signed in, no second factor needed
     pending = pcp.call("GET", f"/api/cases/{state.case_id}/join-requests").json()
-    assert pending["join_requests"] == [{"id": join.pk, "user": str(patient.pk), "kind": "patient"}]
+    (listed,) = pending["join_requests"]
+    assert (listed["id"], listed["user"], listed["kind"], listed["role"]) == (
+        join.pk,
+        str(patient.pk),
+        "patient",
+        "patient",
+    )
+    assert listed["invitation"]["id"] == str(invitation.pk)
 
 
 def test_link_works_only_once(pcp: Actor) -> None:

@@ -5,17 +5,25 @@ from __future__ import annotations
 import uuid
 
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from collab.accounts.models import Role, User
 from collab.audit.services import AuditAction, RequestMeta, audit_record
 from collab.cases import models as m
 from collab.cases.selectors import is_case_member
-from collab.cases.services.notifications import notify
+from collab.cases.services._common import locked_case
+from collab.cases.services.notifications import case_member_ids, notify
 from collab.crypto.roster import Role as RosterRole
-from collab.errors import Conflict, Forbidden, NotFound
+from collab.errors import Conflict, Forbidden, NotFound, ServiceError
 from collab.realtime import case_group, publish_after_commit
 
 MANAGER_ROLES = (int(RosterRole.OWNER), int(RosterRole.ADMIN))
+MAX_DECLINE_REASON = 500
+
+
+def is_case_manager(*, user: User, case_id: uuid.UUID) -> bool:
+    """An owner or admin in the case's head roster."""
+    return m.Member.objects.filter(case_id=case_id, user=user, role__in=MANAGER_ROLES).exists()
 
 
 @transaction.atomic
@@ -33,10 +41,7 @@ def join_request_create(
         if case.specialty and requester.specialty != case.specialty:
             raise Forbidden("wrong_specialty", "This consult asks for another specialty.")
     elif kind == m.JoinKind.INVITE:
-        manager = m.Member.objects.filter(
-            case=case, user=requester, role__in=MANAGER_ROLES
-        ).exists()
-        if not manager:
+        if not is_case_manager(user=requester, case_id=case.pk):
             raise Forbidden("not_manager", "Only a case owner or admin invites colleagues.")
         if user.role != Role.PROVIDER:
             raise Forbidden("providers_only", "Named invitations are for providers.")
@@ -67,3 +72,99 @@ def join_request_create(
     if kind == m.JoinKind.INVITE:
         notify(user_ids=[user.pk], kind=m.NotificationKind.JOIN_REQUEST, case_id=case.pk)
     return request
+
+
+def _locked_pending(join_id: int) -> m.JoinRequest:
+    """The join request under lock, after its case row: the same lock order as a log
+    commit (case, then join requests), so the two never deadlock."""
+    found = m.JoinRequest.objects.filter(pk=join_id).values_list("case_id", flat=True).first()
+    if found is None:
+        raise NotFound("no_join_request", "No such join request.")
+    locked_case(found)
+    join = m.JoinRequest.objects.select_for_update().get(pk=join_id)
+    return join
+
+
+def _check_pending(join: m.JoinRequest) -> None:
+    if join.status != m.JoinStatus.PENDING:
+        raise Conflict("not_pending", f"This request is {join.status}.", status=join.status)
+
+
+def _resolve(join: m.JoinRequest, *, status: str, by: User) -> None:
+    """Mark the pending request resolved (a conditional update: once only), and put a
+    declined or withdrawn claim's consult back in the queue."""
+    now = timezone.now()
+    done = m.JoinRequest.objects.filter(pk=join.pk, status=m.JoinStatus.PENDING).update(
+        status=status, resolved_by=by, resolved_at=now
+    )
+    if done != 1:
+        raise Conflict("not_pending", "This request is no longer pending.")
+    join.status, join.resolved_by, join.resolved_at = status, by, now
+    if join.kind == m.JoinKind.CLAIM:
+        m.Case.objects.filter(pk=join.case_id, claimed_by=join.user_id).update(
+            claimed_by=None, claimed_at=None
+        )
+    publish_after_commit(
+        case_group(join.case_id),
+        {
+            "type": "case.join_resolved",
+            "user": str(join.user_id),
+            "kind": join.kind,
+            "status": status,
+        },
+    )
+
+
+@transaction.atomic
+def join_request_decline(
+    *, user: User, join_id: int, reason: str = "", meta: RequestMeta | None = None
+) -> m.JoinRequest:
+    """A case owner or admin declines a pending request; the person asked for is told
+    (``join_declined``). The reason is not stored, only its length is audited."""
+    if len(reason) > MAX_DECLINE_REASON:
+        raise ServiceError(
+            "bad_field", f"reason must be at most {MAX_DECLINE_REASON} characters."
+        )
+    join = _locked_pending(join_id)
+    if not is_case_manager(user=user, case_id=join.case_id):
+        raise Forbidden("not_manager", "Only a case owner or admin declines a join request.")
+    _check_pending(join)
+    _resolve(join, status=m.JoinStatus.DECLINED, by=user)
+    audit_record(
+        action=AuditAction.JOIN_DECLINED,
+        actor=user,
+        case_id=join.case_id,
+        meta=meta,
+        target=f"user:{join.user_id}",
+        details={"kind": join.kind, "reason_length": len(reason)},
+    )
+    notify(
+        user_ids=[join.user_id], kind=m.NotificationKind.JOIN_DECLINED, case_id=join.case_id
+    )
+    return join
+
+
+@transaction.atomic
+def join_request_withdraw(
+    *, user: User, join_id: int, meta: RequestMeta | None = None
+) -> m.JoinRequest:
+    """The person asked for, or whoever filed the request, withdraws it; the case
+    managers (and the person asked for, when someone else withdrew) are told."""
+    join = _locked_pending(join_id)
+    if user.pk not in (join.user_id, join.requested_by_id):
+        raise Forbidden("not_requester", "Only the requester or the person asked for withdraws.")
+    _check_pending(join)
+    _resolve(join, status=m.JoinStatus.WITHDRAWN, by=user)
+    audit_record(
+        action=AuditAction.JOIN_WITHDRAWN,
+        actor=user,
+        case_id=join.case_id,
+        meta=meta,
+        target=f"user:{join.user_id}",
+        details={"kind": join.kind},
+    )
+    told = case_member_ids(join.case_id, exclude=user.pk, roles=MANAGER_ROLES)
+    if join.user_id != user.pk:
+        told.append(join.user_id)
+    notify(user_ids=told, kind=m.NotificationKind.JOIN_WITHDRAWN, case_id=join.case_id)
+    return join
