@@ -20,9 +20,15 @@ from collab.cases import models as m
 from collab.cases import selectors
 from collab.cases.services import blobs, consults, invitations, joins, membership, notifications
 from collab.cases.services._common import active_device
-from collab.cases.wire import case_wire, join_request_wire, log_entry_wire, message_wire
+from collab.cases.wire import (
+    b64_or_none,
+    case_wire,
+    join_request_wire,
+    log_entry_wire,
+    message_wire,
+)
 from collab.crypto.log import LogEntry
-from collab.crypto.wire import b64d, b64e
+from collab.crypto.wire import MAX_SAFE_INT, b64d, b64e
 from collab.errors import Forbidden, NotFound, ServiceError
 
 
@@ -361,7 +367,34 @@ def _invitation_wire(invitation: m.Invitation) -> dict[str, Any]:
         "used_by": str(invitation.used_by_id) if invitation.used_by_id else None,
         "used_at": invitation.used_at.isoformat() if invitation.used_at else None,
         "revoked_at": invitation.revoked_at.isoformat() if invitation.revoked_at else None,
+        "invite_pub": b64_or_none(invitation.invite_pub),
+        "proof": invitation.proof_sig is not None,
     }
+
+
+_BINDING_FIELDS = ("invite_pub", "invite_sig", "inviter_device", "created_ms")
+
+
+def _invite_binding(body: dict[str, Any]) -> invitations.InviteBinding | None:
+    """The optional link binding: all four fields, or none of them."""
+    given = [name for name in _BINDING_FIELDS if body.get(name) is not None]
+    if not given:
+        return None
+    if len(given) != len(_BINDING_FIELDS):
+        raise ServiceError("bad_field", f"Give all of {', '.join(_BINDING_FIELDS)}, or none.")
+    created_ms = body["created_ms"]
+    if (
+        isinstance(created_ms, bool)
+        or not isinstance(created_ms, int)
+        or not 0 <= created_ms <= MAX_SAFE_INT
+    ):
+        raise ServiceError("bad_field", "created_ms must be a non-negative integer.")
+    return invitations.InviteBinding(
+        inviter_device_id=parse_uuid(body["inviter_device"], "inviter_device"),
+        invite_pub=b64d(body["invite_pub"], 32),
+        invite_sig=b64d(body["invite_sig"], 64),
+        created_ms=created_ms,
+    )
 
 
 @api(("GET", "POST"))
@@ -370,7 +403,13 @@ def case_invitations(request: HttpRequest, case_id: uuid.UUID) -> HttpResponse:
     user = user_of(request)
     if request.method == "POST":
         invitation, token = invitations.invitation_create(
-            user=user, case_id=case_id, meta=RequestMeta.from_request(request)
+            user=user,
+            case_id=case_id,
+            # The body is optional here (older clients post none).
+            binding=_invite_binding(
+                json_body(request) if request.content_type == "application/json" else {}
+            ),
+            meta=RequestMeta.from_request(request),
         )
         link = request.build_absolute_uri(reverse("invite", args=[token]))
         response = JsonResponse(
@@ -394,6 +433,36 @@ def invitation_revoke(request: HttpRequest, invitation_id: uuid.UUID) -> HttpRes
         user=user_of(request), invitation_id=invitation_id, meta=RequestMeta.from_request(request)
     )
     return JsonResponse(_invitation_wire(invitation))
+
+
+@api(("GET",))
+def my_invitations(request: HttpRequest) -> HttpResponse:
+    """The invitations the signed-in patient accepted, and where each join request stands."""
+    return JsonResponse(
+        {
+            "invitations": [
+                {
+                    "id": str(i.pk),
+                    "case": str(i.case_id),
+                    "invite_pub": b64_or_none(i.invite_pub),
+                    "proof": i.proof_sig is not None,
+                    "join_status": status,
+                }
+                for i, status in selectors.accepted_invitations(user=user_of(request))
+            ]
+        }
+    )
+
+
+@api(("POST",))
+def invitation_proof(request: HttpRequest, invitation_id: uuid.UUID) -> HttpResponse:
+    invitation = invitations.invitation_proof_store(
+        user=user_of(request),
+        invitation_id=invitation_id,
+        proof_sig=b64d(json_body(request).get("proof_sig"), 64),
+        meta=RequestMeta.from_request(request),
+    )
+    return JsonResponse({"id": str(invitation.pk), "case": str(invitation.case_id), "proof": True})
 
 
 @api(("POST",))

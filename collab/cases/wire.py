@@ -45,7 +45,7 @@ def log_entry_wire(entry: LogEntry) -> dict[str, Any]:
     }
 
 
-def _b64_or_none(value: bytes | memoryview | None) -> str | None:
+def b64_or_none(value: bytes | memoryview | None) -> str | None:
     return b64e(bytes(value)) if value is not None else None
 
 
@@ -60,10 +60,10 @@ def invitation_binding_wire(invitation: Invitation) -> dict[str, Any]:
         "id": str(invitation.pk),
         "created_by": str(invitation.created_by_id),
         "inviter_device": _str_or_none(invitation.inviter_device_id),
-        "invite_pub": _b64_or_none(invitation.invite_pub),
-        "invite_sig": _b64_or_none(invitation.invite_sig),
+        "invite_pub": b64_or_none(invitation.invite_pub),
+        "invite_sig": b64_or_none(invitation.invite_sig),
         "created_ms": invitation.created_ms,
-        "proof_sig": _b64_or_none(invitation.proof_sig),
+        "proof_sig": b64_or_none(invitation.proof_sig),
     }
 
 

@@ -15,18 +15,22 @@ import logging
 import os
 import secrets
 import uuid
+from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from collab.accounts.models import Role, User
+from collab.accounts.models import Device, IdentityKey, Role, User
 from collab.audit.services import AuditAction, Outcome, RequestMeta, audit_record
 from collab.cases import models as m
+from collab.cases.services._common import crypto_failure
 from collab.cases.services.joins import MANAGER_ROLES
 from collab.cases.services.notifications import case_member_ids, notify
+from collab.crypto import invite
 from collab.crypto.actions import AddUserBody
+from collab.crypto.errors import CryptoError
 from collab.crypto.log import LogEntry
 from collab.crypto.roster import Role as RosterRole
 from collab.errors import Conflict, Forbidden, NotFound, ServiceError
@@ -95,12 +99,54 @@ def _provider_member(user: User, case_id: uuid.UUID) -> m.Case:
     return case
 
 
+@dataclass(frozen=True)
+class InviteBinding:
+    """The inviting device's signed statement over the link's invite key."""
+
+    inviter_device_id: uuid.UUID
+    invite_pub: bytes
+    invite_sig: bytes
+    created_ms: int
+
+
+def _check_binding(user: User, case_id: uuid.UUID, binding: InviteBinding) -> None:
+    """The statement must be signed by one of the caller's active, registered devices."""
+    device = Device.objects.filter(
+        pk=binding.inviter_device_id, user=user, revoked_at__isnull=True
+    ).first()
+    if device is None:
+        raise ServiceError(
+            "unregistered_device", "inviter_device is not an active device of yours."
+        )
+    try:
+        invite.verify_invitation_statement(
+            bytes(device.dsk_pub),
+            case_id,
+            user.pk,
+            device.pk,
+            binding.invite_pub,
+            binding.created_ms,
+            binding.invite_sig,
+        )
+    except CryptoError as error:
+        raise crypto_failure(error) from None
+
+
 @transaction.atomic
 def invitation_create(
-    *, user: User, case_id: uuid.UUID, meta: RequestMeta | None = None
+    *,
+    user: User,
+    case_id: uuid.UUID,
+    binding: InviteBinding | None = None,
+    meta: RequestMeta | None = None,
 ) -> tuple[m.Invitation, str]:
-    """A provider member invites the patient; returns the row and the raw token (once)."""
+    """A provider member invites the patient; returns the row and the raw token (once).
+
+    With ``binding`` the invitation also carries the inviter device's statement over
+    the invite key whose secret travels only in the link's fragment."""
     case = _provider_member(user, case_id)
+    if binding is not None:
+        _check_binding(user, case.pk, binding)
     raw = base64.urlsafe_b64encode(secrets.token_bytes(TOKEN_BYTES)).rstrip(b"=").decode()
     hashed = token_hash(raw)
     assert hashed is not None  # noqa: S101 - a token we just made is well formed
@@ -109,6 +155,10 @@ def invitation_create(
         created_by=user,
         token_hash=hashed,
         expires_at=timezone.now() + timedelta(hours=invite_hours()),
+        inviter_device_id=binding.inviter_device_id if binding else None,
+        invite_pub=binding.invite_pub if binding else None,
+        invite_sig=binding.invite_sig if binding else None,
+        created_ms=binding.created_ms if binding else None,
     )
     audit_record(
         action=AuditAction.INVITATION_CREATED,
@@ -116,9 +166,58 @@ def invitation_create(
         case_id=case.pk,
         target=f"invitation:{invitation.pk}",
         meta=meta,
-        details={"expires_at": invitation.expires_at.isoformat()},
+        details={"expires_at": invitation.expires_at.isoformat(), "bound": binding is not None},
     )
     return invitation, raw
+
+
+@transaction.atomic
+def invitation_proof_store(
+    *, user: User, invitation_id: uuid.UUID, proof_sig: bytes, meta: RequestMeta | None = None
+) -> m.Invitation:
+    """The patient who accepted a bound invitation proves, with the link's invite key,
+    that this user id and registered UIK are the ones the link reached. Verified here
+    and stored for the admitting member's client, which checks it again."""
+    invitation = m.Invitation.objects.select_for_update().filter(pk=invitation_id).first()
+    if invitation is None:
+        raise NotFound("no_invitation", "No such invitation.")
+    if invitation.used_by_id != user.pk:
+        raise Forbidden("not_invitee", "Only the patient who accepted it proves an invitation.")
+    if invitation.invite_pub is None:
+        raise Conflict("invitation_unbound", "This invitation carries no invite key.")
+    pending = m.JoinRequest.objects.filter(
+        invitation=invitation, user=user, status=m.JoinStatus.PENDING
+    ).exists()
+    if not pending:
+        raise Conflict("not_pending", "The join request of this invitation is not pending.")
+    identity = IdentityKey.objects.filter(user=user).first()
+    if identity is None:
+        raise Conflict("no_identity", "Register your identity key first.")
+    uik = bytes(identity.uik_pub)
+    try:
+        invite.verify_invite_proof(
+            bytes(invitation.invite_pub), invitation.case_id, user.pk, uik, proof_sig
+        )
+    except CryptoError:
+        raise ServiceError("bad_proof", "The proof does not bind you to this link.") from None
+    if invitation.proof_sig is not None and bytes(invitation.proof_sig) == proof_sig:
+        return invitation  # the same proof again: stored already
+    invitation.proof_sig = proof_sig
+    invitation.proof_uik = uik
+    invitation.proof_at = timezone.now()
+    invitation.save(update_fields=["proof_sig", "proof_uik", "proof_at"])
+    audit_record(
+        action=AuditAction.INVITATION_PROOF,
+        actor=user,
+        case_id=invitation.case_id,
+        target=f"invitation:{invitation.pk}",
+        meta=meta,
+    )
+    publish_after_commit(
+        case_group(invitation.case_id),
+        {"type": "case.join_request", "user": str(user.pk), "kind": m.JoinKind.PATIENT},
+    )
+    return invitation
 
 
 @transaction.atomic
