@@ -10,6 +10,7 @@ Bodies (all fields canonical, see docs/protocol-crypto.md):
     rotate        (empty)
     set_role      user_id || role u8
     share_history hepk(32) || u32 n || (device_id || epoch u64 || var(box))*n
+    enrol_device  device || uik_sig(64)     (authored by that new device itself)
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from .roster import Role, Roster, RosterUser, parse_role
 
 LEAVE_TAG = b"CR1/leave\x00"
 HISTORY_TAG = b"CR1/history\x00"
+ENROL_TAG = b"CR1/enrol\x00"
 # box(HISTORY_TAG || case_id || epoch u64 || device_id || K) = MAC + 84 bytes
 HISTORY_CT_LEN = 16 + len(HISTORY_TAG) + 16 + 8 + 16 + 32
 MAX_BODY = 1 << 20
@@ -41,6 +43,7 @@ class Action(enum.IntEnum):
     ROTATE = 6
     SET_ROLE = 7
     SHARE_HISTORY = 8
+    ENROL_DEVICE = 9
 
 
 def parse_action(value: int) -> Action:
@@ -126,6 +129,37 @@ class AddDeviceBody:
         return self.device.encode()
 
 
+def enrol_bytes(
+    case_id: uuid.UUID, epoch: int, prev_hash: bytes, device: DeviceCert
+) -> bytes:
+    """What a user's identity key signs to let its own new device join one case at one
+    position of its log (so the signature cannot be replayed elsewhere)."""
+    return (
+        ENROL_TAG + uuid_bytes(case_id) + u64(epoch) + fixed(prev_hash, 64, "prev_hash")
+        + device.encode()
+    )
+
+
+@dataclass(frozen=True)
+class EnrolDeviceBody:
+    """A user's identity key (UIK) admits that user's own newly certified device; the new
+    device authors the entry, so no other device of the user needs to be online."""
+
+    device: DeviceCert
+    uik_sig: bytes
+
+    def encode(self) -> bytes:
+        return self.device.encode() + fixed(self.uik_sig, 64, "uik_sig")
+
+
+def sign_enrol(
+    uik_seed: bytes, case_id: uuid.UUID, epoch: int, prev_hash: bytes, device: DeviceCert
+) -> EnrolDeviceBody:
+    """The body for entry ``epoch`` (the head's epoch + 1) over ``prev_hash`` (the head)."""
+    return EnrolDeviceBody(device, prim.sign(uik_seed, enrol_bytes(case_id, epoch, prev_hash,
+                                                                   device)))
+
+
 @dataclass(frozen=True)
 class RemoveDeviceBody:
     user_id: uuid.UUID
@@ -177,6 +211,7 @@ Body = (
     | RotateBody
     | SetRoleBody
     | ShareHistoryBody
+    | EnrolDeviceBody
 )
 
 
@@ -201,6 +236,8 @@ def _read_body(action: Action, r: Reader) -> Body:
         return RotateBody()
     if action == Action.SET_ROLE:
         return SetRoleBody(r.uuid(), parse_role(r.u8()))
+    if action == Action.ENROL_DEVICE:
+        return EnrolDeviceBody(DeviceCert.read(r), r.take(64))
     hepk = r.take(32)
     items = r.list(lambda rr: HistoryWrap(rr.uuid(), rr.u64(), rr.var(1024)), MAX_BODY_ITEMS)
     return ShareHistoryBody(hepk, tuple(items))
@@ -240,6 +277,7 @@ def authorize(
     author_user_id: uuid.UUID,
     action: Action,
     body: Body,
+    prev_hash: bytes = b"",
 ) -> None:
     """The authorisation table (docs/protocol-crypto.md) against the PREVIOUS roster."""
     if prev is None:
@@ -286,6 +324,11 @@ def authorize(
             raise _deny("only an owner grants or revokes owner")
     elif isinstance(body, ShareHistoryBody) and role not in _MANAGERS:
         raise _deny("only an owner or admin shares history")
+    elif isinstance(body, EnrolDeviceBody):
+        if body.device.user_id != author_user_id:
+            raise _deny("an identity key enrols only its own user's devices")
+        msg = enrol_bytes(case_id, prev_epoch + 1, prev_hash, body.device)
+        prim.verify(author.uik_pub, msg, body.uik_sig)
     # RotateBody: any member of the previous roster.
 
 
@@ -334,7 +377,7 @@ def apply_action(
             raise CryptoError("bad_action", "user is not in the roster")
         users = [u for u in users if u.user_id != body.user_id]
         devices = [d for d in devices if d.user_id != body.user_id]
-    elif isinstance(body, AddDeviceBody):
+    elif isinstance(body, AddDeviceBody | EnrolDeviceBody):
         if prev.user(body.device.user_id) is None:
             raise CryptoError("bad_action", "device of a user not in the roster")
         if prev.device(body.device.device_id) is not None:

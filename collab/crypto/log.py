@@ -21,6 +21,7 @@ from .actions import (
     HISTORY_TAG,
     Action,
     Body,
+    EnrolDeviceBody,
     HistoryWrap,
     ShareHistoryBody,
     apply_action,
@@ -299,6 +300,7 @@ def action_for(body: Body) -> Action:
         a.RotateBody: Action.ROTATE,
         a.SetRoleBody: Action.SET_ROLE,
         a.ShareHistoryBody: Action.SHARE_HISTORY,
+        a.EnrolDeviceBody: Action.ENROL_DEVICE,
     }
     return table[type(body)]
 
@@ -321,9 +323,16 @@ def verify_entry(prev: LogEntry | None, entry: LogEntry) -> None:
             raise CryptoError("wrong_epoch", f"expected epoch {prev.epoch + 1}, got {entry.epoch}")
         if entry.prev_hash != prev.entry_hash():
             raise CryptoError("stale_head", "prev_hash is not the hash of the head")
-    # 2. The author's device must be in the previous roster (genesis: its own).
+    # 2. The author's device must be in the previous roster (genesis: its own), except
+    #    in enrol_device, whose author is the new device of a user in the previous roster.
     signer_roster = prev.roster if prev is not None else entry.roster
     device = signer_roster.device(entry.author_device_id)
+    if prev is not None and entry.action == Action.ENROL_DEVICE:
+        enrolled = entry.body()
+        assert isinstance(enrolled, EnrolDeviceBody)  # noqa: S101 - parse_body's contract
+        fresh = device is None and enrolled.device.device_id == entry.author_device_id
+        known = prev.roster.user(entry.author_user_id) is not None
+        device = enrolled.device if fresh and known else None
     if device is None or device.user_id != entry.author_user_id:
         raise CryptoError("unauthorized_author", "author device is not in the previous roster")
     # 3. Signature by that device's DSK over the signed bytes.
@@ -338,6 +347,7 @@ def verify_entry(prev: LogEntry | None, entry: LogEntry) -> None:
         author_user_id=entry.author_user_id,
         action=entry.action,
         body=body,
+        prev_hash=entry.prev_hash,
     )
     # 5. The new roster is well formed, every device certificate chains to its
     #    UIK, and it is exactly the previous roster plus the action.

@@ -253,7 +253,7 @@ describe('verifyEntry rejections', () => {
     badTag[0] ^= 1;
     throwsCode(() => cr1.LogEntry.decode(badTag), 'bad_field');
     const badAction = new Uint8Array(bytes);
-    badAction[8 + 16 + 8 + 64 + 16 + 16 + 8] = 9; // the action byte
+    badAction[8 + 16 + 8 + 64 + 16 + 16 + 8] = 10; // the action byte: no action 10
     throwsCode(() => cr1.LogEntry.decode(badAction), 'bad_action');
     throwsCode(() => cr1.parseBody(cr1.Action.REMOVE_USER, cr1.concat(cr1.uuidBytes(BOB.userId), new Uint8Array([2]))), 'bad_action');
   });

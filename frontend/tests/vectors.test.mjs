@@ -315,3 +315,23 @@ describe('negative vectors', () => {
     }
   });
 });
+
+test('enrol vector: a new device joins by its identity key', () => {
+  const v = V.enrol;
+  const d = v.device;
+  const e1 = cr1.LogEntry.decode(b(v.prev));
+  const bobId = e1.roster.users[1].userId;
+  const cert = new cr1.DeviceCert(bobId, d.device_id, b(d.dsk_pub), b(d.dxk_pub), d.not_before_ms, b(d.cert_sig));
+  assert.equal(hx(cr1.enrolBytes(e1.caseId, 2, e1.entryHash(), cert)), v.enrol_bytes);
+  const body = cr1.signEnrol(b(V.people.bob.uik_seed), e1.caseId, 2, e1.entryHash(), cert);
+  assert.equal(hx(body.uikSig), v.uik_sig);
+  assert.equal(hx(body.encode()), v.action_body);
+  const { entry, epochKey } = cr1.buildEntry(e1, body, {
+    authorSeed: b(d.dsk_seed), authorUserId: bobId, authorDeviceId: d.device_id,
+    createdMs: v.created_ms, epochKey: b(v.epoch_key), epkSecret: b(v.epk_secret),
+  });
+  assert.equal(hx(entry.encode()), v.entry_bytes);
+  assert.equal(hx(entry.entryHash()), v.entry_hash);
+  cr1.verifyEntry(e1, cr1.LogEntry.decode(b(v.entry_bytes)));
+  assert.equal(hx(cr1.openWrap(entry, d.device_id, b(d.dxk_secret))), hx(epochKey));
+});

@@ -22,6 +22,7 @@ from collab.crypto import (
     b64d,
     box_open,
     box_seal,
+    build_entry,
     ed25519_public,
     open_envelope,
     open_wrap,
@@ -35,6 +36,7 @@ from collab.crypto import (
     verify_envelope,
     x25519_public,
 )
+from collab.crypto.actions import enrol_bytes, sign_enrol
 from collab.crypto.devcert import DeviceCert, cert_bytes
 from collab.crypto.envelope import inner_bytes
 from collab.crypto.invite import (
@@ -328,3 +330,24 @@ def test_people_keys_match_their_seeds() -> None:
         for d in person["devices"]:
             assert ed25519_public(b(d["dsk_seed"])).hex() == d["dsk_pub"]
             assert x25519_public(b(d["dxk_secret"])).hex() == d["dxk_pub"]
+
+
+def test_enrol_vector_a_new_device_joins_by_its_identity_key() -> None:
+    v = V["enrol"]
+    d = v["device"]
+    e1 = LogEntry.decode(b(v["prev"]))
+    cert = DeviceCert(e1.roster.users[1].user_id, uuid.UUID(d["device_id"]), b(d["dsk_pub"]),
+                      b(d["dxk_pub"]), d["not_before_ms"], b(d["cert_sig"]))
+    bob_uik_seed = b(V["people"]["bob"]["uik_seed"])
+    assert enrol_bytes(e1.case_id, 2, e1.entry_hash(), cert).hex() == v["enrol_bytes"]
+    body = sign_enrol(bob_uik_seed, e1.case_id, 2, e1.entry_hash(), cert)
+    assert body.uik_sig.hex() == v["uik_sig"] and body.encode().hex() == v["action_body"]
+    entry, key = build_entry(
+        e1, body, author_seed=b(d["dsk_seed"]), author_user_id=cert.user_id,
+        author_device_id=cert.device_id, created_ms=v["created_ms"],
+        epoch_key=b(v["epoch_key"]), epk_secret=b(v["epk_secret"]),
+    )
+    assert entry.encode().hex() == v["entry_bytes"]
+    assert entry.entry_hash().hex() == v["entry_hash"]
+    verify_entry(e1, LogEntry.decode(b(v["entry_bytes"])))
+    assert open_wrap(entry, cert.device_id, b(d["dxk_secret"])) == key

@@ -16,13 +16,17 @@ from ..actions import (
     AddDeviceBody,
     AddUserBody,
     CreateBody,
+    EnrolDeviceBody,
     RemoveUserBody,
     RotateBody,
     apply_action,
+    enrol_bytes,
+    sign_enrol,
 )
 from ..attachment import CHUNK_SIZE, AttachmentEncryptor, chunk_nonce
 from ..devcert import make_device_cert
 from ..envelope import AttachmentRef, Envelope, encode_body, inner_bytes, seal_message
+from ..errors import CryptoError
 from ..invite import (
     invite_keypair,
     invite_proof_bytes,
@@ -35,7 +39,17 @@ from ..log import LogEntry, build_entry, key_commit, seal_entry, wrap_nonce, wra
 from ..pins import pins_key, pins_signed_bytes, seal_pins, sign_pins
 from ..roster import Role, Roster
 from ..safety import fingerprint_digits, safety_number
-from .fixtures import ALICE, BOB, CAROL, CASE_ID, NOT_BEFORE_MS, Person, fixed_uuid, seed
+from .fixtures import (
+    ALICE,
+    BOB,
+    CAROL,
+    CASE_ID,
+    NOT_BEFORE_MS,
+    Person,
+    fixed_uuid,
+    person,
+    seed,
+)
 
 Json = dict[str, Any]
 T0 = 1_700_000_000_000
@@ -264,6 +278,68 @@ def _safety() -> Json:
         "b_digits": fingerprint_digits(BOB.user_id, BOB.uik_pub),
         "groups": safety_number(ALICE.user_id, ALICE.uik_pub, BOB.user_id, BOB.uik_pub),
     }
+
+
+BOB_NEW = person("bob", 2, 2).devices[1]  # Bob's second device, certified by his UIK
+CAROL_NEW = person("carol", 3, 2).devices[1]
+
+
+def _enrol(e1: LogEntry) -> Json:
+    """Bob's new device joins the case by itself, authorised by Bob's identity key."""
+    k, x = seed("log/e2/key"), seed("log/e2/epk")
+    body = sign_enrol(BOB.uik_seed, CASE_ID, e1.epoch + 1, e1.entry_hash(), BOB_NEW.cert)
+    e2, _ = build_entry(
+        e1, body, author_seed=BOB_NEW.dsk_seed, author_user_id=BOB.user_id,
+        author_device_id=BOB_NEW.device_id, created_ms=T0 + 300_000, epoch_key=k, epk_secret=x,
+    )
+    return {
+        "prev": hx(e1.encode()),
+        "device": _person(Person("bob", BOB.user_id, BOB.uik_seed, (BOB_NEW,)))["devices"][0],
+        "enrol_bytes": hx(enrol_bytes(CASE_ID, e1.epoch + 1, e1.entry_hash(), BOB_NEW.cert)),
+        "uik_sig": hx(body.uik_sig),
+        "action_body": hx(body.encode()),
+        "epoch_key": hx(k),
+        "epk_secret": hx(x),
+        "created_ms": e2.created_ms,
+        "entry_bytes": hx(e2.encode()),
+        "entry_hash": hx(e2.entry_hash()),
+    }
+
+
+def _negative_enrol(e1: LogEntry) -> list[Json]:
+    """Enrolments a server (or another member) could forge: each must be refused."""
+    out: list[Json] = []
+    prev_hash = e1.entry_hash()
+
+    def v(name: str, error: str, body: EnrolDeviceBody, author_user: uuid.UUID,
+          author_device: uuid.UUID, author_seed: bytes) -> None:
+        try:
+            roster = apply_action(e1.roster, epoch=2, author_user_id=author_user, body=body)
+        except CryptoError:
+            roster = e1.roster  # refused before the roster is compared
+        entry = forge(e1, BOB, (Action.ENROL_DEVICE, body.encode(), roster),
+                      author_user_id=author_user, author_device_id=author_device,
+                      author_seed=author_seed)
+        out.append({"name": name, "check": "verify_entry", "prev": hx(e1.encode()),
+                    "entry": hx(entry.encode()), "error": error})
+
+    other_uik = EnrolDeviceBody(BOB_NEW.cert, prim.sign(
+        ALICE.uik_seed, enrol_bytes(CASE_ID, 2, prev_hash, BOB_NEW.cert)))
+    v("enrolment signed by another user's identity key", "bad_signature", other_uik,
+      BOB.user_id, BOB_NEW.device_id, BOB_NEW.dsk_seed)
+    replayed = sign_enrol(BOB.uik_seed, CASE_ID, 5, prev_hash, BOB_NEW.cert)
+    v("enrolment signed for another position of the log", "bad_signature", replayed,
+      BOB.user_id, BOB_NEW.device_id, BOB_NEW.dsk_seed)
+    honest = sign_enrol(BOB.uik_seed, CASE_ID, 2, prev_hash, BOB_NEW.cert)
+    v("enrolment authored by a device other than the new one", "unauthorized_author", honest,
+      BOB.user_id, BOB.d.device_id, BOB.d.dsk_seed)
+    present = sign_enrol(BOB.uik_seed, CASE_ID, 2, prev_hash, BOB.d.cert)
+    v("enrolment of a device already in the roster", "unauthorized_author", present,
+      BOB.user_id, BOB.d.device_id, BOB.d.dsk_seed)
+    outsider = sign_enrol(CAROL.uik_seed, CASE_ID, 2, prev_hash, CAROL_NEW.cert)
+    v("enrolment by a user who is not in the case", "unauthorized_author", outsider,
+      CAROL.user_id, CAROL_NEW.device_id, CAROL_NEW.dsk_seed)
+    return out
 
 
 def _invite() -> Json:
@@ -654,11 +730,13 @@ def build_vectors() -> Json:
         "message": msg_doc,
         "replay_gap": _gap(e1, k1, replay_env),
         "safety_number": _safety(),
+        "enrol": _enrol(e1),
         "invite": _invite(),
         "pins": _pins(),
         "negative": _negative_prims()
         + _negative_log(e0, e1)
         + _negative_messages(e1, k1, env)
         + _negative_attachment(manifest)
-        + _negative_trust(),
+        + _negative_trust()
+        + _negative_enrol(e1),
     }

@@ -10,6 +10,7 @@
 //   rotate        (empty)
 //   set_role      user_id || role u8
 //   share_history hepk(32) || u32 n || (device_id || epoch u64 || var(box))*n
+//   enrol_device  device || uik_sig(64)     (authored by that new device itself)
 
 import * as prim from './primitives.js';
 import { CryptoError } from './errors.js';
@@ -21,6 +22,7 @@ import { Role, Roster, RosterUser, parseRole } from './roster.js';
 
 export const LEAVE_TAG = tag('CR1/leave');
 export const HISTORY_TAG = tag('CR1/history');
+export const ENROL_TAG = tag('CR1/enrol');
 // box(HISTORY_TAG || case_id || epoch u64 || device_id || K) = MAC + 84 bytes
 export const HISTORY_CT_LEN = 16 + HISTORY_TAG.length + 16 + 8 + 16 + 32;
 export const MAX_BODY = 1 << 20;
@@ -35,6 +37,7 @@ export const Action = Object.freeze({
   ROTATE: 6,
   SET_ROLE: 7,
   SHARE_HISTORY: 8,
+  ENROL_DEVICE: 9,
 });
 const ACTIONS = new Set(Object.values(Action));
 
@@ -109,6 +112,30 @@ export class AddDeviceBody {
   encode() {
     return this.device.encode();
   }
+}
+
+/** What a user's identity key signs to let its own new device join one case at one
+ * position of its log (so the signature cannot be replayed elsewhere). */
+export function enrolBytes(caseId, epoch, prevHash, device) {
+  return concat(ENROL_TAG, uuidBytes(caseId), u64(epoch), fixed(prevHash, 64, 'prev_hash'), device.encode());
+}
+
+/** A user's identity key admits that user's own newly certified device; the new
+ * device authors the entry, so no other device of the user needs to be online. */
+export class EnrolDeviceBody {
+  static action = Action.ENROL_DEVICE;
+  constructor(device, uikSig) {
+    this.device = device;
+    this.uikSig = uikSig;
+  }
+  encode() {
+    return concat(this.device.encode(), fixed(this.uikSig, 64, 'uik_sig'));
+  }
+}
+
+/** The body for entry `epoch` (the head's epoch + 1) over `prevHash` (the head). */
+export function signEnrol(uikSeed, caseId, epoch, prevHash, device) {
+  return new EnrolDeviceBody(device, prim.sign(uikSeed, enrolBytes(caseId, epoch, prevHash, device)));
 }
 
 export class RemoveDeviceBody {
@@ -204,6 +231,10 @@ function readBody(action, r) {
       const uid = r.uuid();
       return new SetRoleBody(uid, parseRole(r.u8()));
     }
+    case Action.ENROL_DEVICE: {
+      const device = DeviceCert.read(r);
+      return new EnrolDeviceBody(device, r.take(64));
+    }
     default: {
       const hepk = r.take(32);
       const items = r.list((rr) => {
@@ -238,7 +269,7 @@ const isManager = (role) => role === Role.OWNER || role === Role.ADMIN;
 const deny = (why) => new CryptoError('unauthorized_author', why);
 
 /** The authorisation table (docs/protocol-crypto.md 6.3) against the PREVIOUS roster. */
-export function authorize(prev, { caseId, prevEpoch, authorUserId, action, body }) {
+export function authorize(prev, { caseId, prevEpoch, authorUserId, action, body, prevHash = null }) {
   if (prev === null) {
     if (action !== Action.CREATE) throw new CryptoError('bad_action', 'the genesis entry must be create');
     return;
@@ -276,6 +307,10 @@ export function authorize(prev, { caseId, prevEpoch, authorUserId, action, body 
     if (touchesOwner && role !== Role.OWNER) throw deny('only an owner grants or revokes owner');
   } else if (body instanceof ShareHistoryBody && !isManager(role)) {
     throw deny('only an owner or admin shares history');
+  } else if (body instanceof EnrolDeviceBody) {
+    if (body.device.userId !== authorUserId) throw deny("an identity key enrols only its own user's devices");
+    const msg = enrolBytes(caseId, BigInt(prevEpoch) + 1n, prevHash, body.device);
+    prim.verify(author.uikPub, msg, body.uikSig);
   }
   // RotateBody: any member of the previous roster.
 }
@@ -322,7 +357,7 @@ export function applyAction(prev, { epoch, authorUserId, body }) {
     if (!prev.user(body.userId)) throw new CryptoError('bad_action', 'user is not in the roster');
     users = users.filter((u) => u.userId !== body.userId);
     devices = devices.filter((d) => d.userId !== body.userId);
-  } else if (body instanceof AddDeviceBody) {
+  } else if (body instanceof AddDeviceBody || body instanceof EnrolDeviceBody) {
     if (!prev.user(body.device.userId)) throw new CryptoError('bad_action', 'device of a user not in the roster');
     if (prev.device(body.device.deviceId)) throw new CryptoError('bad_action', 'device is already in the roster');
     devices.push(body.device);

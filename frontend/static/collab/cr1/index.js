@@ -15,9 +15,9 @@ export {
 export { DeviceCert, certBytes, makeDeviceCert, verifyDeviceCert } from './devcert.js';
 export { Role, Roster, RosterUser } from './roster.js';
 export {
-  Action, AddDeviceBody, AddUserBody, CreateBody, HistoryWrap, LeaveRequest, RemoveDeviceBody,
+  Action, AddDeviceBody, AddUserBody, CreateBody, EnrolDeviceBody, HistoryWrap, LeaveRequest, RemoveDeviceBody,
   RemoveUserBody, RotateBody, SetRoleBody, ShareHistoryBody, actionFor, applyAction, authorize,
-  leaveBytes, parseBody, signLeave,
+  enrolBytes, leaveBytes, parseBody, signEnrol, signLeave,
 } from './actions.js';
 export {
   LogEntry, Wrap, buildEntry, checkFork, historyPlaintext, keyCommit, makeHistoryBody,

@@ -230,9 +230,16 @@ export function verifyEntry(prev, entry) {
       throw new CryptoError('stale_head', 'prev_hash is not the hash of the head');
     }
   }
-  // 2. The author's device must be in the previous roster (genesis: its own).
+  // 2. The author's device must be in the previous roster (genesis: its own), except
+  //    in enrol_device, whose author is the new device of a user in the previous roster.
   const signerRoster = prev !== null ? prev.roster : entry.roster;
-  const device = signerRoster.device(entry.authorDeviceId);
+  let device = signerRoster.device(entry.authorDeviceId);
+  if (prev !== null && entry.action === Action.ENROL_DEVICE) {
+    const enrolled = entry.body();
+    const fresh = !device && enrolled.device.deviceId === entry.authorDeviceId;
+    const known = Boolean(prev.roster.user(entry.authorUserId));
+    device = fresh && known ? enrolled.device : null;
+  }
   if (!device || device.userId !== entry.authorUserId) {
     throw new CryptoError('unauthorized_author', 'author device is not in the previous roster');
   }
@@ -247,6 +254,7 @@ export function verifyEntry(prev, entry) {
     authorUserId: entry.authorUserId,
     action: entry.action,
     body,
+    prevHash: entry.prevHash,
   });
   // 5. The new roster is well formed, every device certificate chains to its
   //    UIK, and it is exactly the previous roster plus the action.
