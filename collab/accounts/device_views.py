@@ -8,12 +8,12 @@ from django.db.models import Q
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from collab.accounts import devices
-from collab.accounts.models import Device, IdentityBackup, IdentityKey, User
+from collab.accounts.models import Device, IdentityBackup, IdentityKey, IdentityPins, User
 from collab.api import api, json_body, user_of
 from collab.audit.services import RequestMeta
 from collab.crypto.devcert import DeviceCert
 from collab.crypto.wire import b64d, b64e
-from collab.errors import Forbidden, NotFound
+from collab.errors import Forbidden, NotFound, ServiceError
 
 
 @api(("GET", "POST"))
@@ -41,6 +41,31 @@ def identity_backup(request: HttpRequest) -> HttpResponse:
     if backup is None:
         raise NotFound("no_backup", "No identity backup stored.")
     return JsonResponse({"ciphertext": b64e(bytes(backup.ciphertext))})
+
+
+@api(("GET", "PUT"))
+def identity_pins(request: HttpRequest) -> HttpResponse:
+    """The caller's sealed, signed pin book (opaque here): GET it, PUT the next version."""
+    user = user_of(request)
+    if request.method == "PUT":
+        body = json_body(request)
+        version = body.get("version")
+        if isinstance(version, bool) or not isinstance(version, int):
+            raise ServiceError("bad_field", "version must be an integer.")
+        stored = devices.identity_pins_store(
+            user=user,
+            version=version,
+            blob=b64d(body.get("blob")),
+            sig=b64d(body.get("sig"), 64),
+            meta=RequestMeta.from_request(request),
+        )
+        return JsonResponse({"version": stored.version})
+    pins = IdentityPins.objects.filter(user=user).first()
+    if pins is None:
+        raise NotFound("no_pins", "No pins stored yet.")
+    return JsonResponse(
+        {"version": pins.version, "blob": b64e(bytes(pins.blob)), "sig": b64e(bytes(pins.sig))}
+    )
 
 
 @api(("GET", "POST"))

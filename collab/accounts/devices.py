@@ -8,12 +8,15 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from collab.accounts.models import Device, IdentityBackup, IdentityKey, User
+from collab.accounts.models import Device, IdentityBackup, IdentityKey, IdentityPins, User
 from collab.audit.services import AuditAction, RequestMeta, audit_record
 from collab.crypto import primitives
 from collab.crypto.devcert import DeviceCert, verify_device_cert
 from collab.crypto.errors import CryptoError
-from collab.errors import Conflict, Forbidden, NotFound, ServiceError
+from collab.crypto.pins import MAX_BLOB as MAX_PINS_BYTES
+from collab.crypto.pins import verify_pins
+from collab.crypto.wire import MAX_SAFE_INT
+from collab.errors import Conflict, Forbidden, NotFound, ServiceError, TooLarge
 from collab.realtime import device_group, publish_after_commit
 
 MAX_BACKUP_BYTES = 4096
@@ -43,6 +46,65 @@ def identity_backup_store(*, user: User, ciphertext: bytes) -> None:
     if not 0 < len(ciphertext) <= MAX_BACKUP_BYTES:
         raise ServiceError("bad_backup", f"The backup must be 1 to {MAX_BACKUP_BYTES} bytes.")
     IdentityBackup.objects.update_or_create(user=user, defaults={"ciphertext": ciphertext})
+
+
+def _stale_pins(user: User) -> Conflict:
+    current = IdentityPins.objects.filter(user=user).values_list("version", flat=True).first()
+    version = current or 0
+    return Conflict(
+        "stale_pins", f"The stored pins are at version {version}; merge and retry.", version=version
+    )
+
+
+@transaction.atomic
+def identity_pins_store(
+    *, user: User, version: int, blob: bytes, sig: bytes, meta: RequestMeta | None = None
+) -> IdentityPins:
+    """Store version ``version`` of the user's sealed pin book, only over ``version - 1``
+    (none stored counts as 0) and only signed by the user's registered UIK.
+
+    The swap is one conditional update (or one insert against the unique user), so of
+    concurrent writes of the same version exactly one is stored; the others get
+    ``409 stale_pins`` with the stored ``version``."""
+    if len(blob) > MAX_PINS_BYTES:
+        raise TooLarge(
+            "too_large", f"The pins blob is over {MAX_PINS_BYTES} bytes.", max_bytes=MAX_PINS_BYTES
+        )
+    if not blob:
+        raise ServiceError("bad_field", "blob must not be empty.")
+    if not 1 <= version <= MAX_SAFE_INT:
+        raise ServiceError("bad_field", "version must be a positive integer.")
+    identity = IdentityKey.objects.filter(user=user).first()
+    if identity is None:
+        raise Conflict("no_identity", "Register the identity key first.")
+    try:
+        verify_pins(bytes(identity.uik_pub), user.pk, version, blob, sig)
+    except CryptoError as error:
+        raise ServiceError(error.code, error.message or "Bad pins signature.") from None
+    now = timezone.now()
+    if version == 1:
+        try:
+            with transaction.atomic():
+                pins = IdentityPins.objects.create(
+                    user=user, version=1, blob=blob, sig=sig, updated_at=now
+                )
+        except IntegrityError:
+            raise _stale_pins(user) from None
+    else:
+        swapped = IdentityPins.objects.filter(user=user, version=version - 1).update(
+            version=version, blob=blob, sig=sig, updated_at=now
+        )
+        if swapped != 1:
+            raise _stale_pins(user)
+        pins = IdentityPins.objects.get(user=user)
+    audit_record(
+        action=AuditAction.IDENTITY_PINS_STORED,
+        actor=user,
+        meta=meta,
+        target=f"user:{user.pk}",
+        details={"version": version, "size": len(blob)},
+    )
+    return pins
 
 
 @transaction.atomic

@@ -65,6 +65,19 @@ class IdentityBackup(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
 
+class IdentityPins(models.Model):
+    """The user's pin book: sealed and signed on the client with the UIK (opaque here).
+
+    ``version`` only moves up by one per write (compare-and-swap), so the server can
+    neither accept an older book over a newer one nor, undetected, serve one."""
+
+    user = models.OneToOneField(User, on_delete=models.CASCADE, related_name="identity_pins")
+    version = models.BigIntegerField()
+    blob = models.BinaryField(max_length=262_144)
+    sig = models.BinaryField(max_length=64)
+    updated_at = models.DateTimeField()
+
+
 class Device(models.Model):
     """A device's public keys and the certificate that chains them to the user's UIK."""
 

@@ -6,6 +6,7 @@ from collab.cases import views
 urlpatterns = [
     path("identity", device_views.identity),
     path("identity/backup", device_views.identity_backup),
+    path("identity/pins", device_views.identity_pins),
     path("devices", device_views.device_list),
     path("devices/<uuid:device_id>/revoke", device_views.device_revoke),
     path("users/<uuid:user_id>/keys", device_views.user_keys),
