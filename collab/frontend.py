@@ -140,8 +140,21 @@ def page_assets() -> dict[str, SafeString]:
     return {
         "sri_css": stylesheet_tag("collab/app.css"),
         "sri_scripts": format_html(
+            "{}\n{}\n{}",
+            script_tag("collab/vendor/nacl-fast.min.js"),
+            script_tag("collab/vendor/qrcode.js"),
+            module_tags("collab/app/main.js"),
+        ),
+    }
+
+
+def invite_assets() -> dict[str, SafeString]:
+    """Template context for the patient's invitation pages: the module that keeps the
+    link's secret (its URL fragment) on this browser before the form posts."""
+    return {
+        "sri_scripts": format_html(
             "{}\n{}",
             script_tag("collab/vendor/nacl-fast.min.js"),
-            module_tags("collab/app/main.js"),
+            module_tags("collab/app/invite-page.js"),
         ),
     }

@@ -58,6 +58,14 @@ def sign_in(page: Any, user: User, offset_steps: int = 0) -> None:
     page.get_by_role("button", name="Verify").click()
 
 
+def admit_from_dialog(page: Any, name: str) -> Any:
+    """Open the admission dialog for ``name``'s join request; returns the dialog."""
+    page.locator("#joins").get_by_role("button", name=f"Review {name}").click()
+    dialog = page.locator("#admit-dialog")
+    dialog.locator("[data-pin]").wait_for()
+    return dialog
+
+
 def set_up_first_device(page: Any) -> str:
     """First sign-in ever: the browser makes the identity; confirm the recovery key."""
     page.wait_for_url(re.compile(r"/keys/"))
@@ -434,7 +442,7 @@ def test_specialist_claims_from_the_queue_and_a_patient_joins_by_invitation_then
     gp.locator("#conn-state", has_text="Connected").wait_for()
 
     # The dermatologist sees the consult in their queue (metadata only) and claims it;
-    # the requester's open room admits them with a signed add_user entry.
+    # the requester reviews the request and admits them with a signed add_user entry.
     derm = new_page("derm")
     sign_in(derm, derm_user)
     set_up_first_device(derm)
@@ -443,6 +451,10 @@ def test_specialist_claims_from_the_queue_and_a_patient_joins_by_invitation_then
     assert "Rapidly" not in derm.locator("#queue").inner_text()
     queue.get_by_role("button", name="Claim the consult from Dr Fay Gold").click()
     derm.get_by_text("Claimed.").wait_for()
+    dialog = admit_from_dialog(gp, "Dr Hal Ito")
+    for shown in ("Dr Hal Ito", "Dermatology", "Riverside Health", "Claimed this consult", "NEW"):
+        assert shown in dialog.inner_text(), shown
+    dialog.get_by_role("button", name="Admit").click()
     gp.locator("#members li", has_text="Dr Hal Ito").wait_for()
     gp.locator("#status-text", has_text="Accepted").wait_for()
     derm.goto(f"/cases/{case_id}/")
@@ -463,14 +475,13 @@ def test_specialist_claims_from_the_queue_and_a_patient_joins_by_invitation_then
     gp.get_by_role("button", name="Create an invitation link").click()
     gp.locator("#invite-out").wait_for()
     link = gp.get_by_label("Invitation link").input_value()
-    assert "/invite/" in link
-    assert (
-        gp.locator("#invite-qr")
-        .get_attribute("src", timeout=5000)
-        .startswith("data:image/svg+xml;base64,")
-    )
+    assert "/invite/" in link and re.search(r"#k=[A-Za-z0-9_-]{43}$", link), link
+    # The QR code is drawn in the page from the full link, fragment included.
+    assert gp.locator("#invite-qr").get_attribute("data-qr") == link
+    # This patient types the link without its fragment: nothing binds the account to
+    # the link, so the clinician compares the patient's code before admitting.
     patient = new_page("patient")
-    patient.goto(link)
+    patient.goto(link.split("#", 1)[0])
     patient.get_by_label("Username").fill("pat_browser")
     patient.get_by_label("Your name (shown to your care team)").fill("Iris Patient")
     patient.get_by_label("Password", exact=True).fill(PASSWORD)
@@ -478,8 +489,16 @@ def test_specialist_claims_from_the_queue_and_a_patient_joins_by_invitation_then
     patient.get_by_role("button", name="Create my account").click()
     patient.get_by_role("link", name="Continue without it").click()
     set_up_first_device(patient)
-    # The clinician's room admits the patient when the clinician is back at the page.
-    gp.locator("#msg-text").click()
+    patient.locator("#waiting-code").wait_for()
+    patient_code = patient.locator("#waiting-code").inner_text()
+    assert re.fullmatch(r"\d{5}( \d{5}){3}", patient_code), patient_code
+    dialog = admit_from_dialog(gp, "Iris Patient")
+    assert dialog.locator("[data-binding]").get_attribute("data-binding") == "unbound"
+    assert dialog.locator("#admit-code").inner_text() == patient_code
+    admit = dialog.get_by_role("button", name="Admit")
+    assert admit.is_disabled()
+    dialog.get_by_label("I compared this code with the patient").check()
+    admit.click()
     gp.locator("#members li", has_text="Iris Patient").wait_for()
     patient_user = User.objects.get(username="pat_browser")
     assert m.Member.objects.filter(case_id=case_id, user=patient_user).exists()

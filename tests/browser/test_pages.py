@@ -37,7 +37,7 @@ def test_app_pages_give_every_script_integrity_under_a_strict_csp(path: str) -> 
     assert "script-src 'self'" in csp and "unsafe-inline" not in csp and "unsafe-eval" not in csp
     assert "<script>" not in html  # no inline script
     scripts = re.findall(r"<script ([^>]*)>", html)
-    assert len(scripts) == 2  # tweetnacl (classic) and the entry module
+    assert len(scripts) == 3  # tweetnacl and qrcode-generator (classic), the entry module
     for attrs in scripts:
         src = re.search(r'src="/static/([^"]+)"', attrs)
         integrity = re.search(r'integrity="([^"]+)"', attrs)

@@ -7,6 +7,7 @@ import { api } from './api.js';
 import { CaseSession } from './casestate.js';
 import { $, errorText, fmtDate, h, replace, say } from './dom.js';
 import { uikPublic } from './identity.js';
+import { myShortCode, postInviteProofs } from './invite-secret.js';
 import { sendMessage } from './messaging.js';
 import { RoomSocket } from './socket.js';
 
@@ -148,7 +149,44 @@ async function listNotices() {
   };
 }
 
+const JOIN_WORDS = { claim: 'You claimed this consult', invite: 'You were invited', patient: 'You accepted an invitation' };
+
+/**
+ * Waiting to join: the caller's own pending requests (as the person asked for or as
+ * the requester), each with "Withdraw"; for a patient, the short code the care team
+ * compares when the invitation link alone does not bind the account. Before that, a
+ * patient's browser posts the link proof for an invitation it kept the secret of.
+ */
+async function listWaiting(ctx) {
+  const box = $('#waiting');
+  if (!box) return;
+  if (ctx.role === 'patient') {
+    await postInviteProofs(ctx.device).catch((err) => say($('#waiting-status'), errorText(err), 'error'));
+  }
+  const { join_requests: requests } = await api('GET', '/api/join-requests');
+  const mine = requests.filter((r) => r.status === 'pending');
+  replace($('#waiting-list'), ...mine.map((r) => {
+    const who = r.user === ctx.userId ? (JOIN_WORDS[r.kind] ?? 'Requested') : 'You asked for someone to join';
+    const button = h('button', { type: 'button', 'aria-label': `Withdraw the request for case ${r.case.slice(0, 8)}` }, 'Withdraw');
+    button.addEventListener('click', async () => {
+      button.disabled = true;
+      try {
+        await api('POST', `/api/join-requests/${r.id}/withdraw`, { json: {} });
+        replace(button.parentElement, `Request for case ${r.case.slice(0, 8)} withdrawn.`);
+      } catch (err) {
+        button.disabled = false;
+        say($('#waiting-status'), errorText(err), 'error');
+      }
+    });
+    return h('li', { dataset: { join: String(r.id) } }, `${who} · case ${r.case.slice(0, 8)} · ${fmtDate(r.created_at)} `, button);
+  }));
+  const code = ctx.role === 'patient' && mine.length ? myShortCode(ctx.device) : null;
+  $('#waiting-code-box').hidden = !code;
+  if (code) $('#waiting-code').textContent = code.join(' ');
+  box.hidden = mine.length === 0;
+}
+
 export async function casesPage(ctx) {
   wireOpenForm(ctx);
-  await Promise.all([listCases(), listQueue(), listNotices()]);
+  await Promise.all([listCases(), listQueue(), listNotices(), listWaiting(ctx)]);
 }

@@ -2,10 +2,19 @@
 // this device can open, and sealing/opening messages. Fails closed: every log
 // entry is verified before it is trusted and every message before it is
 // decrypted (same rules as collab/client/case_state.py and sdk.py).
+//
+// Trust (optional `trust` hook, app/pinstore.js): every verified entry's roster
+// goes through trust.checkEntry (own identity as on this device, pins observed)
+// and every entry this device builds through trust.checkCommit before it is sent.
+//
+// A wrap this device cannot open is not a broken chain: the entry is verified,
+// the epoch is recorded in `unavailable` (epoch -> author user id), its messages
+// are verified but not decrypted, and the next send first rotates the key.
 
 import {
   Action, CryptoError, Envelope, LogEntry, Manifest, ReplayGuard, b64d, b64e, buildEntry, checkSender,
-  concat, equal, openEnvelope, openHistory, openWrap, randomBytes, sealMessage, sha512, verifyChain,
+  RotateBody, concat, equal, openEnvelope, openHistory, openWrap, randomBytes, sealMessage, sha512, verifyChain,
+  verifyEnvelope,
 } from '../cr1/index.js';
 import { api, ApiError } from './api.js';
 import { loadMemo, saveMemo } from './keystore.js';
@@ -13,15 +22,49 @@ import { loadMemo, saveMemo } from './keystore.js';
 const LOG_PAGE = 500;
 const COMMIT_ATTEMPTS = 5;
 
+/** Thrown by open() for a verified message of an epoch whose key this device lacks. */
+export class UnavailableMessage extends Error {
+  constructor(seq, epoch, author, header) {
+    super(`message #${seq} is in epoch ${epoch}, whose key could not be opened on this device`);
+    this.name = 'UnavailableMessage';
+    this.seq = seq;
+    this.epoch = epoch;
+    this.author = author; // user id of the log entry's author (whose wrap failed)
+    this.header = header;
+  }
+}
+
 export class CaseSession {
-  constructor(caseId, device) {
+  constructor(caseId, device, { trust = null } = {}) {
     this.caseId = caseId;
     this.device = device;
+    this.trust = trust;
+    this.unavailable = new Map(); // epoch -> author user id of the entry whose wrap failed
     this.chain = new Map(); // epoch (Number) -> verified LogEntry
     this.keys = new Map(); // epoch -> epoch key
     this.replay = new ReplayGuard();
     this.seen = new Map(); // server seq -> [fingerprint hex, opened message]
     this.memo = null;
+    this.historyFailures = []; // share_history entries whose wraps for this device failed
+  }
+
+  /** The head epoch key is missing here (a bad wrap): sending must rotate first. */
+  get headKeyMissing() {
+    const head = this.head;
+    return Boolean(head && head.roster.device(this.device.deviceId) && !this.keys.has(Number(head.epoch)));
+  }
+
+  /** Before sealing: a head epoch whose key this device could not open gets a fresh
+   * key (a signed rotate entry), so the message is readable by the whole roster. */
+  async ensureHeadKey() {
+    if (!this.headKeyMissing) return null;
+    return this.commit((head) => {
+      if (this.keys.has(Number(head.epoch))) throw new KeyAvailable();
+      return new RotateBody();
+    }).catch((err) => {
+      if (err instanceof KeyAvailable) return null;
+      throw err;
+    });
   }
 
   get head() {
@@ -54,13 +97,30 @@ export class CaseSession {
     const verified = verifyChain(fresh, { trustedHead: trusted });
     for (const entry of verified) {
       if (entry.caseId !== this.caseId) throw new CryptoError('wrong_case', 'entry belongs to another case');
-      this.chain.set(Number(entry.epoch), entry);
-      if (entry.roster.device(this.device.deviceId)) {
-        this.keys.set(Number(entry.epoch), openWrap(entry, this.device.deviceId, this.device.dxkSecret));
-        if (entry.action === Action.SHARE_HISTORY) {
+    }
+    // Trust before anything is kept: a roster listing this user under a foreign key
+    // stops here (own_identity_mismatch), and nothing of it is stored.
+    for (const entry of verified) this.trust?.checkEntry(entry, this.caseId);
+    for (const entry of verified) {
+      const epoch = Number(entry.epoch);
+      this.chain.set(epoch, entry);
+      if (!entry.roster.device(this.device.deviceId)) continue;
+      try {
+        this.keys.set(epoch, openWrap(entry, this.device.deviceId, this.device.dxkSecret));
+        this.unavailable.delete(epoch);
+      } catch (err) {
+        if (!(err instanceof CryptoError)) throw err;
+        this.unavailable.set(epoch, entry.authorUserId); // a bad wrap: no key for this epoch here
+      }
+      if (entry.action === Action.SHARE_HISTORY) {
+        try {
           for (const [ep, k] of openHistory(entry, this.device.deviceId, this.device.dxkSecret, this.chain)) {
             this.keys.set(Number(ep), k);
+            this.unavailable.delete(Number(ep));
           }
+        } catch (err) {
+          if (!(err instanceof CryptoError)) throw err;
+          this.historyFailures.push({ epoch, author: entry.authorUserId });
         }
       }
     }
@@ -114,6 +174,7 @@ export class CaseSession {
         authorSeed: this.device.dskSeed, authorUserId: this.device.userId,
         authorDeviceId: this.device.deviceId, createdMs: Date.now(),
       });
+      this.trust?.checkCommit(entry.roster, this.caseId); // own key, no unaccepted change
       try {
         await api('POST', `/api/cases/${this.caseId}/log`, { json: { entry: b64e(entry.encode()) }, device: this.device.deviceId });
       } catch (err) {
@@ -180,6 +241,10 @@ export class CaseSession {
     if (!entry) throw new CryptoError('wrong_epoch', 'message names an epoch this client has not verified');
     const dskPub = checkSender(env, entry);
     const key = this.keys.get(Number(env.header.epoch));
+    if (!key && this.unavailable.has(Number(env.header.epoch))) {
+      verifyEnvelope(env, dskPub); // signed by a roster device: shown as "not available"
+      throw new UnavailableMessage(seq, Number(env.header.epoch), this.unavailable.get(Number(env.header.epoch)), env.header);
+    }
     if (!key) throw new CryptoError('wraps_mismatch', 'no key for this epoch on this device');
     this.replay.check(env.header);
     const body = openEnvelope(env, key, { senderDskPub: dskPub });
@@ -200,5 +265,7 @@ export class CaseSession {
     return { msg, isNew: true };
   }
 }
+
+class KeyAvailable extends Error {}
 
 export { equal };

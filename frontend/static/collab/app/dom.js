@@ -74,6 +74,7 @@ export function say(el, text, kind = 'status') {
 /** Human text for an error: our ApiError, a CryptoError, or anything else. */
 export function errorText(err) {
   if (err?.name === 'CryptoError') return `Security check failed (${err.code}). Nothing was shown or sent.`;
+  if (err?.name === 'TrustError') return 'Not signed: a member\'s identity key changed and nobody accepted or verified it yet. Review the warning first.';
   if (err?.name === 'ApiError') return err.detail ? `${err.detail} (${err.code})` : `The server refused: ${err.code}`;
   return err?.message ? String(err.message) : String(err);
 }

@@ -9,6 +9,7 @@ import {
   defaultDeviceName, formatRecoveryKey, newDevice, newRecoveryKey, openIdentityBackup,
   parseRecoveryKey, recoveryGroups, sealIdentityBackup, uikPublic,
 } from './identity.js';
+import { postInviteProofs } from './invite-secret.js';
 import { forgetDevice, loadDevice, saveDevice } from './keystore.js';
 
 function nextUrl() {
@@ -21,6 +22,9 @@ async function register(userId, uikSeed, name) {
   const device = newDevice(userId, uikSeed, name || defaultDeviceName());
   await api('POST', '/api/devices', { json: { cert: device.cert, name: device.name } });
   await saveDevice(device);
+  // A patient who came through an invitation link: prove it now that the identity key
+  // exists (the case list tries again if this fails).
+  await postInviteProofs(device).catch(() => {});
   return device;
 }
 

@@ -118,3 +118,50 @@ export async function loadMemo(userId, caseId) {
 export async function saveMemo(userId, caseId, memo) {
   await put(`case:${userId}:${caseId}`, { ...memo });
 }
+
+// --- identity pins (app/pinstore.js): the pins document and the highest version of
+// the synced copy seen, so a server that serves an older copy is caught.
+
+export async function loadPins(userId) {
+  return (await get(`pins:${userId}`)) ?? null;
+}
+
+export async function savePins(userId, { doc, version }) {
+  await put(`pins:${userId}`, { doc, version });
+}
+
+// --- patient invitation secrets (app/invite-secret.js): the 32-byte secret from the
+// link fragment, kept from the invitation page until the patient's proof is posted.
+// Encrypted like the device keys; keyed by the invite public key it derives.
+
+const inviteAd = (id) => new TextEncoder().encode(`collab/invite-secret/v1/${id}`);
+
+export async function saveInviteSecret(id, secret) {
+  const key = await wrappingKey();
+  const iv = crypto.getRandomValues(new Uint8Array(12));
+  const ct = new Uint8Array(await crypto.subtle.encrypt({ name: 'AES-GCM', iv, additionalData: inviteAd(id) }, key, secret));
+  await put(`invite:${id}`, { iv, ct, savedAt: Date.now() });
+}
+
+/** [{id, secret, savedAt}] of every stored invitation secret this browser still opens. */
+export async function listInviteSecrets() {
+  const keys = (await tx('readonly', (s) => s.getAllKeys())) ?? [];
+  const out = [];
+  const key = await wrappingKey();
+  for (const k of keys) {
+    if (typeof k !== 'string' || !k.startsWith('invite:')) continue;
+    const id = k.slice('invite:'.length);
+    const stored = await get(k);
+    try {
+      const secret = new Uint8Array(await crypto.subtle.decrypt({ name: 'AES-GCM', iv: stored.iv, additionalData: inviteAd(id) }, key, stored.ct));
+      out.push({ id, secret, savedAt: stored.savedAt });
+    } catch {
+      await del(k); // the wrapping key was replaced: unusable
+    }
+  }
+  return out;
+}
+
+export async function deleteInviteSecret(id) {
+  await del(`invite:${id}`);
+}

@@ -1,20 +1,30 @@
 // The case room: live, end-to-end-encrypted messages and images, receipts,
 // typing and presence, membership (add, remove, join requests) and safety
 // numbers. Every log entry and message is verified before it is shown.
+// Trust policy lives in small modules: trust/pins.js and pinstore.js (identity
+// pins), trust/admission.js and admission-view.js (nobody is added without a
+// click in the admission dialog), trust-view.js (changed keys, safety numbers).
 
 import {
   AddDeviceBody, AddUserBody, AttachmentRef, LeaveRequest, ReplayGuard, makeHistoryBody, signLeave, b64e, DeviceCert, RemoveDeviceBody, RemoveUserBody, Role,
-  safetyNumber, toHex, verifyDeviceCert, b64d,
+  randomBytes, toHex, verifyDeviceCert, b64d,
 } from '../cr1/index.js';
+import { inviteKeypair, signInvitation } from '../cr1/invite.js';
+import { AdmissionView } from './admission-view.js';
 import { api } from './api.js';
 import { downloadAttachment, uploadAttachment } from './blobs.js';
-import { CaseSession } from './casestate.js';
+import { CaseSession, UnavailableMessage } from './casestate.js';
 import { $, errorText, fmtDate, fmtTime, h, replace, say } from './dom.js';
 import { sanitiseImage } from './images.js';
+import { base64url } from './invite-secret.js';
 import { sendMessage } from './messaging.js';
 import { addNameHint, knownName, lookupUser, nameOf, restrictLookups } from './names.js';
+import { PinStore } from './pinstore.js';
+import { drawQr } from './qr.js';
 import { onSessionEnd } from './session.js';
 import { RoomSocket } from './socket.js';
+import { checkedKeys } from './trust/admission.js';
+import { TrustView } from './trust-view.js';
 
 const ROLE_NAMES = { [Role.OWNER]: 'Owner', [Role.ADMIN]: 'Admin', [Role.MEMBER]: 'Member', [Role.PATIENT]: 'Patient' };
 const IMAGE_TYPES = new Set(['image/jpeg', 'image/png', 'image/webp', 'image/gif']);
@@ -28,7 +38,8 @@ class Room {
     this.me = ctx.userId;
     this.device = ctx.device;
     this.caseId = caseId;
-    this.session = new CaseSession(caseId, ctx.device);
+    this.session = null; // CaseSession, made in start() with the pin store as its trust hook
+    this.pins = null;
     this.socket = null;
     this.queue = Promise.resolve();
     this.shownUpTo = 0; // highest server seq processed
@@ -47,14 +58,29 @@ class Room {
     this.serverUrgent = new Set(); // seqs the sender flagged urgent to the server
     this.urgentAcks = new Map(); // seq -> Map(user -> at)
     this.urgentOwed = new Map(); // seq -> [user] who can read it and have not acknowledged
-    this.admitting = new Set(); // users whose join request this device is committing
     this.leaving = new Set(); // users whose leave request this device is committing
   }
 
   // --- helpers -----------------------------------------------------------------
 
   error(err) {
+    if (err?.code === 'own_identity_mismatch') {
+      this.failClosed(err);
+      return;
+    }
     say($('#room-error'), errorText(err), 'error');
+  }
+
+  /** The roster lists this user under an identity key that is not this device's:
+   * someone else could read as "you". Nothing of the case is shown or sent. */
+  failClosed() {
+    this.closed = true;
+    this.socket?.close();
+    replace($('#messages'));
+    $('.room').hidden = true;
+    say($('#room-fatal'), 'Security problem: this case lists you under an identity key that is not yours, so someone '
+      + 'else may be reading as you. The case is not shown and nothing can be sent from this browser. '
+      + 'Tell your administrator and do not use this case until it is resolved.', 'error');
   }
 
   enqueue(fn) {
@@ -86,8 +112,23 @@ class Room {
       restrictLookups(this.me);
       await this.loadAccessLog(false);
     }
+    this.pins = await PinStore.open(this.device);
+    this.session = new CaseSession(this.caseId, this.device, { trust: this.pins });
+    this.trust = new TrustView(this);
+    this.admissions = new AdmissionView(this);
+    this.pins.onChange(() => { if (!this.closed) this.trust.renderBanner().catch((err) => this.error(err)); });
+    this.pins.onSyncError((err) => say($('#members-status'), `Your identity pins could not be synced: ${errorText(err)}`, 'error'));
+    this.pins.sync().catch((err) => this.pins.syncFailed(err));
     await this.refreshDetail();
-    await this.session.sync();
+    try {
+      await this.session.sync();
+    } catch (err) {
+      if (err?.code === 'own_identity_mismatch') {
+        this.failClosed(err);
+        return;
+      }
+      throw err;
+    }
     await this.renderMembers();
     if (!this.session.roster.device(this.device.deviceId)) {
       this.onFinal(this.session.roster.user(this.me) ? 'not-yet' : 4403);
@@ -102,21 +143,12 @@ class Room {
     });
     this.socket.connect();
     document.addEventListener('visibilitychange', () => this.scheduleRead());
-    // A join request whose user had no device yet (a patient who just signed up) is
-    // retried when the clinician comes back to the page; no timer, which would keep
-    // an idle session alive.
-    this.lastPendingTry = 0;
-    const retry = () => {
-      if (this.closed || !this.hasPendingJoins() || Date.now() - this.lastPendingTry < 5000) return;
-      this.lastPendingTry = Date.now();
-      this.enqueue(() => this.commitPending());
-    };
-    for (const type of ['pointerdown', 'keydown', 'focus']) addEventListener(type, retry, { capture: true, passive: true });
   }
 
-  hasPendingJoins() {
-    return this.isManager() && (this.detail?.join_requests ?? [])
-      .some((r) => !this.admitting.has(r.user) && !this.session.roster?.user(r.user));
+  /** After this device changed the membership: fresh detail and member list. */
+  async afterMembership() {
+    await this.refreshDetail();
+    await this.renderMembers();
   }
 
   async refreshDetail() {
@@ -149,6 +181,7 @@ class Room {
     const { devices } = await api('GET', '/api/devices');
     const status = $('#members-status');
     for (const d of devices) {
+      if (this.closed) return;
       const inRoster = this.session.roster.device(d.device_id);
       if (!d.revoked_at && !inRoster) {
         const cert = DeviceCert.fromWire(d);
@@ -212,9 +245,19 @@ class Room {
         break;
       }
       case 'join_request':
-      case 'leave_request':
+        // Only a listing to review: never admitted without a click in the dialog.
         await this.refreshDetail();
-        await this.renderJoins();
+        await this.admissions.render();
+        break;
+      case 'join_resolved':
+        await this.refreshDetail();
+        this.admissions.resolved(frame);
+        await this.admissions.render();
+        break;
+      case 'leave_request':
+        // Signed by the leaving member's device: committing it needs no one's decision.
+        await this.refreshDetail();
+        await this.admissions.render();
         await this.commitPending();
         break;
       case 'status':
@@ -268,6 +311,17 @@ class Room {
       opened = await this.session.open(item);
     } catch (err) {
       this.shownUpTo = Math.max(this.shownUpTo, item.seq);
+      if (err instanceof UnavailableMessage) {
+        const li = h('li', { class: 'message unavailable', dataset: { seq: String(item.seq) } },
+          h('p', { class: 'msg-head' }, h('span', { class: 'sender' }, knownName(err.header.senderUserId)), ' ',
+            h('time', { datetime: new Date(err.header.sentMs).toISOString() }, fmtTime(err.header.sentMs))),
+          h('p', { class: 'meta' }, 'Message not available on this device (the key in the entry by ',
+            h('span', { class: 'author' }, knownName(err.author)), ' could not be opened).'));
+        nameOf(err.author).then((n) => { li.querySelector('.author').textContent = n; });
+        nameOf(err.header.senderUserId).then((n) => { li.querySelector('.sender').textContent = n; });
+        this.insert(li);
+        return;
+      }
       this.insert(h('li', { class: 'message invalid', dataset: { seq: String(item.seq) } },
         h('p', {}, `Message #${item.seq} failed a security check (${err.code ?? err.message}) and is not shown.`)));
       return;
@@ -522,6 +576,17 @@ class Room {
 
   /** Show an own message at once; it becomes "Delivered" on the server's ack. */
   async deliver(body, contentType = 'text', attachments = []) {
+    const blocked = this.trust.sendBlocker();
+    if (blocked) {
+      await this.trust.renderBanner();
+      throw blocked;
+    }
+    if (this.session.headKeyMissing) {
+      // This device could not open the current key: a fresh one first, then the message.
+      say($('#members-status'), 'Changing the case key: this device could not open the current one…');
+      await this.session.ensureHeadKey();
+      say($('#members-status'), '');
+    }
     const li = this.messageItem(this.me, body, Date.now(), true);
     li.classList.add('pending');
     $('#messages').append(li);
@@ -723,8 +788,9 @@ class Room {
 
   // --- join and leave requests, committed by this device --------------------------
 
-  /** Admit pending join requests (managers) and commit signed leave requests (any
-   * member): the server only records them; a member's device signs the entry. */
+  /** Commit signed leave requests (any member): the server only records them; a
+   * member's device signs the entry. Join requests are never committed here: only
+   * the admission dialog (admission-view.js) adds anyone, after a click. */
   async commitPending({ force = false } = {}) {
     if (this.closed || !this.session.roster?.device(this.device.deviceId)) return;
     const d = this.detail ?? {};
@@ -755,14 +821,6 @@ class Room {
         say($('#members-status'), `${name}'s request to leave could not be committed: ${errorText(err)}`, 'error');
       }
     }
-    if (this.isManager()) {
-      for (const r of d.join_requests ?? []) {
-        if (this.admitting.has(r.user) || this.session.roster.user(r.user)) continue;
-        this.admitting.add(r.user);
-        const added = await this.addMember(r.user, null);
-        if (!added) this.admitting.delete(r.user); // e.g. no device yet: try again later
-      }
-    }
     await this.refreshDetail();
     await this.renderMembers();
   }
@@ -774,10 +832,21 @@ class Room {
       const button = ev.currentTarget;
       button.disabled = true;
       try {
-        const inv = await api('POST', `/api/cases/${this.caseId}/invitations`);
-        $('#invite-link').value = inv.link;
-        // The QR code is an SVG from our server; shown as an image, it can never run script.
-        $('#invite-qr').src = `data:image/svg+xml;base64,${b64e(new TextEncoder().encode(inv.qr_svg))}`;
+        // The link's secret stays on this device and in the link's fragment (never sent
+        // to the server); the server gets the invite key, signed by this device.
+        const secret = randomBytes(32);
+        const { pub } = inviteKeypair(secret);
+        const createdMs = Date.now();
+        const sig = signInvitation(this.device.dskSeed, this.caseId, this.me, this.device.deviceId, pub, createdMs);
+        const inv = await api('POST', `/api/cases/${this.caseId}/invitations`, {
+          json: { invite_pub: b64e(pub), invite_sig: b64e(sig), inviter_device: this.device.deviceId, created_ms: createdMs },
+          device: this.device.deviceId,
+        });
+        const link = `${inv.link}#k=${base64url(secret)}`;
+        secret.fill(0);
+        $('#invite-link').value = link;
+        // Drawn here from the full link (with its fragment), as pixels on a canvas.
+        drawQr($('#invite-qr'), link, 220);
         $('#invite-expiry').textContent = `Single use; expires ${fmtDate(inv.expires_at)}. This link is not shown again.`;
         $('#invite-out').hidden = false;
         button.textContent = 'Create another link';
@@ -864,7 +933,7 @@ class Room {
       const devices = roster.devicesOf(u.userId);
       const stale = devices.filter((d) => revoked.has(d.deviceId));
       const actions = [];
-      if (!mine) actions.push(h('button', { type: 'button', onclick: () => this.showSafety(u) }, 'Safety number'));
+      if (!mine) actions.push(h('button', { type: 'button', onclick: () => this.trust.showSafety(u) }, 'Safety number'));
       if (canRemove) actions.push(this.removeButton(u, info.name));
       if (manager && !mine && this.historyFor(u.userId).length) {
         actions.push(h('button', { type: 'button', onclick: (ev) => this.shareHistory(u.userId, info.name, ev.currentTarget) },
@@ -879,6 +948,7 @@ class Room {
       return h('li', { dataset: { user: u.userId } },
         h('span', { class: 'member-name' }, mine ? `${info.name} (you)` : info.name),
         h('span', { class: 'meta' }, ` ${ROLE_NAMES[u.role] ?? ''}${info.specialty ? ` · ${info.specialty}` : ''} · ${devices.length} device${devices.length === 1 ? '' : 's'}`),
+        mine ? null : [' ', this.trust.badge(u.userId, u.uikPub)],
         h('span', { class: 'presence', dataset: { presence: u.userId } }),
         actions.length ? h('span', { class: 'actions' }, actions) : null);
     }));
@@ -892,7 +962,8 @@ class Room {
     $('#invite-section').hidden = this.ctx.role !== 'provider' || !roster.user(this.me);
     $('#leave-section').hidden = !roster.user(this.me) || myRole === Role.OWNER;
     this.renderStatus();
-    await this.renderJoins();
+    await this.trust.renderBanner();
+    await this.admissions.render();
   }
 
   removeButton(user, name) {
@@ -976,17 +1047,11 @@ class Room {
     const status = $('#members-status');
     if (button) button.disabled = true;
     try {
-      const keys = await api('GET', `/api/users/${userId}/keys`);
-      const name = keys.display_name || userId.slice(0, 8);
-      if (!keys.uik_pub) throw new Error(`${name} has not set up collab on any device yet, so they cannot be added.`);
-      const uik = b64d(keys.uik_pub, 32);
-      const devices = keys.devices.map((d) => DeviceCert.fromWire(d));
-      for (const cert of devices) {
-        if (cert.userId !== userId) throw new Error('The server listed a device of another user.');
-        verifyDeviceCert(cert, uik); // every device must chain to the user's identity key
+      const { uik, devices, role, name } = checkedKeys(userId, await api('GET', `/api/users/${userId}/keys`));
+      // Observed before anything is signed: a key other than the one seen before is refused.
+      if (this.pins.observeFetched(userId, uik, this.caseId) === 'changed') {
+        throw new Error(`${name}'s identity key is not the one this browser saw before. Compare safety numbers with them; nothing was added.`);
       }
-      if (!devices.length) throw new Error(`${name} has no active device.`);
-      const role = keys.role === 'patient' ? Role.PATIENT : Role.MEMBER;
       say(status, `Adding ${name}…`);
       await this.session.commit((head) => {
         if (head.roster.user(userId)) throw new Error(`${name} is already in this case.`);
@@ -1002,20 +1067,6 @@ class Room {
       say(status, errorText(err), 'error');
       return false;
     }
-  }
-
-  async renderJoins() {
-    const requests = (this.detail?.join_requests ?? []).filter((r) => !this.session.roster?.user(r.user));
-    const manager = this.isManager();
-    $('#joins-section').hidden = requests.length === 0;
-    const items = await Promise.all(requests.map(async (r) => {
-      const name = await nameOf(r.user);
-      const kind = r.kind === 'claim' ? 'claims this consult' : r.kind === 'patient' ? 'accepted the patient invitation' : 'was invited';
-      return h('li', {}, `${name} ${kind}. `,
-        manager ? h('button', { type: 'button', onclick: (ev) => this.addMember(r.user, ev.currentTarget) }, `Admit ${name}`)
-          : h('span', { class: 'meta' }, 'An owner or admin of the case will admit them.'));
-    }));
-    replace($('#joins'), ...items);
   }
 
   async search() {
@@ -1042,19 +1093,6 @@ class Room {
     } catch (err) {
       replace(results, h('li', { class: 'error' }, errorText(err)));
     }
-  }
-
-  async showSafety(user) {
-    const roster = this.session.roster;
-    const me = roster.user(this.me);
-    const name = await nameOf(user.userId);
-    const groups = safetyNumber(this.me, me.uikPub, user.userId, user.uikPub);
-    $('#safety-section').hidden = false;
-    $('#safety-who').textContent = `You and ${name}`;
-    replace($('#safety'), ...groups.map((g) => h('span', { class: 'group' }, g)));
-    $('#safety-section').scrollIntoView({ block: 'nearest' });
-    $('#safety-h').setAttribute('tabindex', '-1');
-    $('#safety-h').focus();
   }
 }
 

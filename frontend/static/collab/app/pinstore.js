@@ -1,0 +1,212 @@
+// This user's identity pins on this browser (app/trust/pins.js is the policy):
+// kept in IndexedDB (keystore.js), observed on every verified roster and on keys
+// fetched for admission, and synced across the user's devices through
+// GET/PUT /api/identity/pins, sealed and signed with the identity key
+// (cr1/pins.js). The server can neither read, alter nor roll the copy back: a
+// version lower than the highest seen here is refused (CryptoError 'rollback').
+
+import {
+  CryptoError, DeviceCert, b64d, b64e, ed25519Public, equal, verifyDeviceCert,
+} from '../cr1/index.js';
+import { openPins, sealPins, signPins, verifyPins } from '../cr1/pins.js';
+import { ApiError, api } from './api.js';
+import { loadPins, savePins } from './keystore.js';
+import { PinBook, ownCheck, rosterPairs } from './trust/pins.js';
+
+const SYNC_ATTEMPTS = 4;
+
+export class PinStore {
+  constructor(device, book, version) {
+    this.device = device;
+    this.me = device.userId;
+    this.book = book;
+    this.version = version; // highest version of the synced copy seen (0: none)
+    this.myUik = device.uikSeed ? ed25519Public(device.uikSeed) : null;
+    this.listeners = new Set();
+    this.flushing = Promise.resolve();
+    this.flushQueued = false;
+    this.lastSyncError = null;
+    this.errorListeners = new Set();
+  }
+
+  /** fn(err) when a background sync fails (a rollback or bad signature is a security problem). */
+  onSyncError(fn) {
+    this.errorListeners.add(fn);
+  }
+
+  syncFailed(err) {
+    this.lastSyncError = err;
+    for (const fn of this.errorListeners) fn(err);
+  }
+
+  static async open(device) {
+    const stored = await loadPins(device.userId);
+    let book = new PinBook();
+    let version = 0;
+    if (stored) {
+      try {
+        book = PinBook.fromDocument(stored.doc);
+        version = Number.isSafeInteger(stored.version) ? stored.version : 0;
+      } catch {
+        book = new PinBook(); // unreadable local copy: start over (the synced copy merges back)
+      }
+    }
+    return new PinStore(device, book, version);
+  }
+
+  onChange(fn) {
+    this.listeners.add(fn);
+    return () => this.listeners.delete(fn);
+  }
+
+  #changed() {
+    for (const fn of this.listeners) {
+      try { fn(); } catch { /* a view's problem, not the store's */ }
+    }
+    if (this.flushQueued) return;
+    this.flushQueued = true;
+    this.flushing = this.flushing.then(async () => {
+      this.flushQueued = false;
+      await this.save();
+      await this.sync().catch((err) => this.syncFailed(err));
+    });
+  }
+
+  async save() {
+    await savePins(this.me, { doc: this.book.toDocument(), version: this.version });
+  }
+
+  /** This user's key as this device knows it: from the local identity seed, or
+   * (an older device without the seed) the key that certified this device. */
+  ownKey(pairs) {
+    if (this.myUik) return this.myUik;
+    const cert = DeviceCert.fromWire(this.device.cert);
+    for (const [user, uik] of pairs) {
+      if (user !== this.me) continue;
+      try {
+        verifyDeviceCert(cert, uik);
+        return uik;
+      } catch {
+        throw new CryptoError('own_identity_mismatch', 'the roster lists you under an identity key that did not certify this device');
+      }
+    }
+    return null;
+  }
+
+  /** CaseSession hook: every verified entry's roster, before it is kept. */
+  checkEntry(entry, caseId) {
+    const pairs = rosterPairs(entry.roster);
+    const mine = this.ownKey(pairs);
+    if (mine) ownCheck(pairs, this.me, mine);
+    let changed = false;
+    const now = Date.now();
+    for (const [user, uik] of pairs) {
+      if (user === this.me) continue;
+      const before = JSON.stringify(this.book.record(user));
+      this.book.observe(user, uik, caseId, now);
+      if (JSON.stringify(this.book.record(user)) !== before) changed = true;
+    }
+    if (changed) this.#changed();
+  }
+
+  /** CaseSession hook: the roster of every entry this device is about to sign. */
+  checkCommit(roster) {
+    const pairs = rosterPairs(roster);
+    const mine = this.ownKey(pairs) ?? this.myUik;
+    if (!mine) throw new CryptoError('own_identity_mismatch', 'this device does not know its identity key');
+    this.book.commitCheck(pairs, this.me, mine);
+  }
+
+  /** A key fetched from /api/users/<id>/keys for admission: observed at once, so a
+   * substituted key shows as CHANGED before anything is signed. Returns the state. */
+  observeFetched(user, uik, caseId) {
+    const before = JSON.stringify(this.book.record(user));
+    const state = this.book.observe(user, uik, caseId, Date.now());
+    if (JSON.stringify(this.book.record(user)) !== before) this.#changed();
+    return state;
+  }
+
+  state(user, uik) {
+    return this.book.state(user, uik);
+  }
+
+  changeFor(user, uik) {
+    return this.book.changeFor(user, uik);
+  }
+
+  blocking(roster) {
+    return this.book.blocking(rosterPairs(roster), this.me);
+  }
+
+  /** Pending changes of users in this roster (with their roster key), for the banner. */
+  changesIn(roster) {
+    const inRoster = new Map(rosterPairs(roster));
+    return this.book.changes().filter((c) => inRoster.has(c.user) && equal(inRoster.get(c.user), c.new));
+  }
+
+  accept(user, uik) {
+    this.book.accept(user, uik, Date.now());
+    this.#changed();
+  }
+
+  verify(user, uik) {
+    this.book.verify(user, uik, Date.now());
+    this.#changed();
+  }
+
+  unverify(user) {
+    this.book.unverify(user, Date.now());
+    this.#changed();
+  }
+
+  /** Wait for pending saves and syncs (tests, page unload). */
+  async settled() {
+    await this.flushing;
+  }
+
+  /** GET, verify, open, merge; PUT version+1 if the merged book differs (bounded). */
+  async sync() {
+    const seed = this.device.uikSeed;
+    if (!seed) return false; // an older device without the identity seed cannot sign
+    for (let attempt = 0; attempt < SYNC_ATTEMPTS; attempt++) {
+      let remote = null;
+      let version = 0;
+      try {
+        remote = await api('GET', '/api/identity/pins');
+      } catch (err) {
+        if (!(err instanceof ApiError && err.status === 404)) throw err;
+      }
+      if (remote) {
+        version = remote.version;
+        if (!Number.isSafeInteger(version) || version < 1) throw new CryptoError('bad_field', 'pins version');
+        if (version < this.version) throw new CryptoError('rollback', `the server served pins version ${version} after ${this.version}`);
+        const blob = b64d(remote.blob);
+        verifyPins(this.myUik, this.me, version, blob, b64d(remote.sig, 64));
+        const doc = JSON.parse(new TextDecoder().decode(openPins(seed, blob)));
+        const theirs = PinBook.fromDocument(doc);
+        const changed = this.book.merge(theirs);
+        this.version = version;
+        await this.save();
+        if (changed) for (const fn of this.listeners) fn();
+        if (this.book.equals(theirs)) return true;
+      } else if (this.version > 0) {
+        throw new CryptoError('rollback', `the server has no pins after version ${this.version}`);
+      } else if (!this.book.records.size) {
+        return true;
+      }
+      const blob = sealPins(seed, new TextEncoder().encode(JSON.stringify(this.book.toDocument())));
+      const next = version + 1;
+      const sig = signPins(seed, this.me, next, blob);
+      try {
+        await api('PUT', '/api/identity/pins', { json: { version: next, blob: b64e(blob), sig: b64e(sig) } });
+      } catch (err) {
+        if (err instanceof ApiError && err.status === 409 && err.code === 'stale_pins') continue;
+        throw err;
+      }
+      this.version = next;
+      await this.save();
+      return true;
+    }
+    return false;
+  }
+}
