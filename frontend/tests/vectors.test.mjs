@@ -298,6 +298,15 @@ function runNegative(v) {
         b(v.invite_pub), v.created_ms, b(v.sig));
     case 'verify_pins':
       return cr1.verifyPins(b(v.uik_pub), v.user_id, v.version, b(v.blob), b(v.sig));
+    case 'verify_http_proof':
+      return cr1.verifyHttpProof(b(v.dsk_pub), b(v.sig), {
+        deviceId: v.device_id, timeMs: v.time_ms, method: v.method, path: v.path,
+        body: b(v.body), nonce: v.nonce, jti: b(v.jti),
+      });
+    case 'verify_ws_proof':
+      return cr1.verifyWsProof(b(v.dsk_pub), b(v.sig), b(v.challenge), v.case_id, v.device_id);
+    case 'open_backup_item':
+      return cr1.openBackupItem(b(v.key), b(v.item), v.case_id, v.epoch);
     default:
       throw new Error(`unknown check ${v.check}`);
   }
@@ -334,4 +343,26 @@ test('enrol vector: a new device joins by its identity key', () => {
   assert.equal(hx(entry.entryHash()), v.entry_hash);
   cr1.verifyEntry(e1, cr1.LogEntry.decode(b(v.entry_bytes)));
   assert.equal(hx(cr1.openWrap(entry, d.device_id, b(d.dxk_secret))), hx(epochKey));
+});
+
+test('device proof vector: http and socket', () => {
+  const v = V.device_proof;
+  const h = v.http;
+  const fields = { deviceId: v.device_id, timeMs: h.time_ms, method: h.method, path: h.path, body: b(h.body), nonce: h.nonce, jti: b(h.jti) };
+  assert.equal(hx(cr1.httpProofBytes(fields)), h.signed_bytes);
+  const sig = cr1.signHttpProof(b(v.dsk_seed), fields);
+  assert.equal(hx(sig), h.sig);
+  cr1.verifyHttpProof(b(v.dsk_pub), sig, fields);
+  const w = v.ws;
+  assert.equal(hx(cr1.wsProofBytes(b(w.challenge), w.case_id, v.device_id)), w.signed_bytes);
+  assert.equal(hx(cr1.signWsProof(b(v.dsk_seed), b(w.challenge), w.case_id, v.device_id)), w.sig);
+});
+
+test('key backup vector', () => {
+  const v = V.key_backup;
+  const key = cr1.backupKey(b(v.uik_seed));
+  assert.equal(hx(key), v.key);
+  const item = cr1.sealBackupItem(key, v.case_id, v.epoch, b(v.epoch_key), b(v.nonce));
+  assert.equal(hx(item), v.item);
+  assert.equal(hx(cr1.openBackupItem(key, item, v.case_id, v.epoch)), v.epoch_key);
 });

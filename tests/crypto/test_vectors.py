@@ -38,6 +38,14 @@ from collab.crypto import (
 )
 from collab.crypto.actions import enrol_bytes, sign_enrol
 from collab.crypto.devcert import DeviceCert, cert_bytes
+from collab.crypto.devproof import (
+    http_proof_bytes,
+    sign_http_proof,
+    sign_ws_proof,
+    verify_http_proof,
+    verify_ws_proof,
+    ws_proof_bytes,
+)
 from collab.crypto.envelope import inner_bytes
 from collab.crypto.invite import (
     invite_keypair,
@@ -49,6 +57,7 @@ from collab.crypto.invite import (
     verify_invitation_statement,
     verify_invite_proof,
 )
+from collab.crypto.keybackup import backup_key, open_backup_item, seal_backup_item
 from collab.crypto.log import seal_entry, wrap_nonce, wrap_plaintext
 from collab.crypto.pins import (
     open_pins,
@@ -297,6 +306,15 @@ def _run_negative(v: dict[str, Any]) -> None:
     elif check == "verify_pins":
         verify_pins(b(v["uik_pub"]), uuid.UUID(v["user_id"]), v["version"], b(v["blob"]),
                     b(v["sig"]))
+    elif check == "verify_http_proof":
+        verify_http_proof(b(v["dsk_pub"]), b(v["sig"]), device_id=uuid.UUID(v["device_id"]),
+                          time_ms=v["time_ms"], method=v["method"], path=v["path"],
+                          body=b(v["body"]), nonce=v["nonce"], jti=b(v["jti"]))
+    elif check == "verify_ws_proof":
+        verify_ws_proof(b(v["dsk_pub"]), b(v["sig"]), b(v["challenge"]), uuid.UUID(v["case_id"]),
+                        uuid.UUID(v["device_id"]))
+    elif check == "open_backup_item":
+        open_backup_item(b(v["key"]), b(v["item"]), uuid.UUID(v["case_id"]), v["epoch"])
     else:
         raise AssertionError(f"unknown check {check}")
 
@@ -351,3 +369,30 @@ def test_enrol_vector_a_new_device_joins_by_its_identity_key() -> None:
     assert entry.entry_hash().hex() == v["entry_hash"]
     verify_entry(e1, LogEntry.decode(b(v["entry_bytes"])))
     assert open_wrap(entry, cert.device_id, b(d["dxk_secret"])) == key
+
+
+def test_device_proof_vector() -> None:
+    v = V["device_proof"]
+    h, w = v["http"], v["ws"]
+    device, seed_ = uuid.UUID(v["device_id"]), b(v["dsk_seed"])
+    fields = {"device_id": device, "time_ms": h["time_ms"], "method": h["method"],
+              "path": h["path"], "body": b(h["body"]), "nonce": h["nonce"], "jti": b(h["jti"])}
+    assert http_proof_bytes(**fields).hex() == h["signed_bytes"]
+    sig = sign_http_proof(seed_, **fields)
+    assert sig.hex() == h["sig"]
+    verify_http_proof(b(v["dsk_pub"]), sig, **fields)
+    case = uuid.UUID(w["case_id"])
+    assert ws_proof_bytes(b(w["challenge"]), case, device).hex() == w["signed_bytes"]
+    ws_sig = sign_ws_proof(seed_, b(w["challenge"]), case, device)
+    assert ws_sig.hex() == w["sig"]
+    verify_ws_proof(b(v["dsk_pub"]), ws_sig, b(w["challenge"]), case, device)
+
+
+def test_key_backup_vector() -> None:
+    v = V["key_backup"]
+    key = backup_key(b(v["uik_seed"]))
+    assert key.hex() == v["key"]
+    case = uuid.UUID(v["case_id"])
+    item = seal_backup_item(key, case, v["epoch"], b(v["epoch_key"]), b(v["nonce"]))
+    assert item.hex() == v["item"]
+    assert open_backup_item(key, item, case, v["epoch"]).hex() == v["epoch_key"]

@@ -25,6 +25,7 @@ from ..actions import (
 )
 from ..attachment import CHUNK_SIZE, AttachmentEncryptor, chunk_nonce
 from ..devcert import make_device_cert
+from ..devproof import http_proof_bytes, sign_http_proof, sign_ws_proof, ws_proof_bytes
 from ..envelope import AttachmentRef, Envelope, encode_body, inner_bytes, seal_message
 from ..errors import CryptoError
 from ..invite import (
@@ -35,6 +36,7 @@ from ..invite import (
     sign_invitation,
     sign_invite_proof,
 )
+from ..keybackup import backup_key, item_plaintext, seal_backup_item
 from ..log import LogEntry, build_entry, key_commit, seal_entry, wrap_nonce, wrap_plaintext
 from ..pins import pins_key, pins_signed_bytes, seal_pins, sign_pins
 from ..roster import Role, Roster
@@ -339,6 +341,78 @@ def _negative_enrol(e1: LogEntry) -> list[Json]:
     outsider = sign_enrol(CAROL.uik_seed, CASE_ID, 2, prev_hash, CAROL_NEW.cert)
     v("enrolment by a user who is not in the case", "unauthorized_author", outsider,
       CAROL.user_id, CAROL_NEW.device_id, CAROL_NEW.dsk_seed)
+    return out
+
+
+PROOF_BODY = b'{"size":1234}'
+
+
+def _devproof() -> Json:
+    """Alice's first device proves itself on an HTTP call and on a case socket."""
+    d = ALICE.d
+    fields: Json = {"device_id": d.device_id, "time_ms": T0 + 600_000, "method": "POST",
+                    "path": f"/api/cases/{CASE_ID}/blobs?x=1", "body": PROOF_BODY,
+                    "nonce": "n0nce-from-the-server", "jti": seed("proof jti")[:16]}
+    challenge = seed("ws challenge")
+    return {
+        "device_id": str(d.device_id),
+        "dsk_seed": hx(d.dsk_seed),
+        "dsk_pub": hx(d.dsk_pub),
+        "http": {
+            "time_ms": fields["time_ms"], "method": fields["method"], "path": fields["path"],
+            "body": hx(PROOF_BODY), "nonce": fields["nonce"], "jti": hx(fields["jti"]),
+            "signed_bytes": hx(http_proof_bytes(**fields)),
+            "sig": hx(sign_http_proof(d.dsk_seed, **fields)),
+        },
+        "ws": {
+            "case_id": str(CASE_ID), "challenge": hx(challenge),
+            "signed_bytes": hx(ws_proof_bytes(challenge, CASE_ID, d.device_id)),
+            "sig": hx(sign_ws_proof(d.dsk_seed, challenge, CASE_ID, d.device_id)),
+        },
+    }
+
+
+def _keybackup() -> Json:
+    """Bob backs up the epoch-1 key of the case under his identity key."""
+    key = backup_key(BOB.uik_seed)
+    epoch_key = seed("log/e1/key")
+    nonce = seed("backup nonce")[:24]
+    return {
+        "uik_seed": hx(BOB.uik_seed), "key": hx(key), "case_id": str(CASE_ID), "epoch": 1,
+        "epoch_key": hx(epoch_key), "nonce": hx(nonce),
+        "plaintext": hx(item_plaintext(CASE_ID, 1, epoch_key)),
+        "item": hx(seal_backup_item(key, CASE_ID, 1, epoch_key, nonce)),
+    }
+
+
+def _negative_devices() -> list[Json]:
+    """Device proofs and key-backup items a server or a thief could replay or swap."""
+    p, kb = _devproof(), _keybackup()
+    http = p["http"]
+    out: list[Json] = []
+    for name, change in (
+        ("http proof replayed on another path", {"path": "/api/cases"}),
+        ("http proof replayed with another body", {"body": hx(b"{}")}),
+        ("http proof replayed with another nonce", {"nonce": "another-nonce"}),
+        ("http proof claimed by another device", {"device_id": str(ALICE.devices[1].device_id)}),
+    ):
+        out.append({"name": name, "check": "verify_http_proof", "error": "bad_signature",
+                    "dsk_pub": p["dsk_pub"], "sig": http["sig"], "device_id": p["device_id"],
+                    **{k: http[k] for k in ("time_ms", "method", "path", "body", "nonce", "jti")},
+                    **change})
+    out.append({"name": "socket proof for another case", "check": "verify_ws_proof",
+                "error": "bad_signature", "dsk_pub": p["dsk_pub"], "sig": p["ws"]["sig"],
+                "challenge": p["ws"]["challenge"], "case_id": str(fixed_uuid(98)),
+                "device_id": p["device_id"]})
+    for name, case_id, epoch, key, code in (
+        ("key backup item served for another epoch", kb["case_id"], 2, kb["key"], "bad_wrap"),
+        ("key backup item served for another case", str(fixed_uuid(97)), 1, kb["key"],
+         "bad_wrap"),
+        ("key backup item made by someone without the key", kb["case_id"], 1,
+         hx(backup_key(ALICE.uik_seed)), "decrypt_failed"),
+    ):
+        out.append({"name": name, "check": "open_backup_item", "error": code, "key": key,
+                    "item": kb["item"], "case_id": case_id, "epoch": epoch})
     return out
 
 
@@ -731,6 +805,8 @@ def build_vectors() -> Json:
         "replay_gap": _gap(e1, k1, replay_env),
         "safety_number": _safety(),
         "enrol": _enrol(e1),
+        "device_proof": _devproof(),
+        "key_backup": _keybackup(),
         "invite": _invite(),
         "pins": _pins(),
         "negative": _negative_prims()
@@ -738,5 +814,6 @@ def build_vectors() -> Json:
         + _negative_messages(e1, k1, env)
         + _negative_attachment(manifest)
         + _negative_trust()
-        + _negative_enrol(e1),
+        + _negative_enrol(e1)
+        + _negative_devices(),
     }

@@ -37,3 +37,7 @@ export {
   signInvitation, signInviteProof, verifyInvitationStatement, verifyInviteProof,
 } from './invite.js';
 export { openPins, pinsKey, pinsSignedBytes, sealPins, signPins, verifyPins } from './pins.js';
+export {
+  httpProofBytes, signHttpProof, signWsProof, verifyHttpProof, verifyWsProof, wsProofBytes,
+} from './devproof.js';
+export { backupKey, itemPlaintext, openBackupItem, sealBackupItem } from './keybackup.js';
