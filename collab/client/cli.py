@@ -2,7 +2,10 @@
 
 Errors are one line on stderr; exit codes: 0 ok, 1 usage or input, 2 authentication
 (sign-in, session, passphrase, recovery key), 3 the server refused, 4 verification
-failed (a CryptoError: a signature, hash, log or decryption check), 5 unreachable.
+failed (a CryptoError: a signature, hash, log or decryption check) or a trust refusal
+(an identity key changed, a patient not bound to the invitation link), 5 unreachable.
+An identity change is the one multi-line error: who, the old and new safety numbers,
+the cases affected and what to do.
 """
 
 from __future__ import annotations
@@ -27,10 +30,11 @@ from collab.client.errors import (
     EXIT_USAGE,
     EXIT_VERIFY,
     ClientError,
+    IdentityChangedError,
     UsageError,
 )
 from collab.client.keystore import Keystore
-from collab.client.sdk import CollabClient, Progress, Received
+from collab.client.sdk import CollabClient, JoinRequest, Progress, Received
 from collab.crypto.errors import CryptoError
 from collab.crypto.roster import Role
 
@@ -76,10 +80,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("case", type=_uuid)
     p.add_argument("user", type=_uuid)
     p.add_argument("--role", choices=["member", "admin", "owner"], default="member")
+    p.add_argument("--accept-changed-identity", action="store_true",
+                   help="add even though their identity key changed (pins the new key)")
     p = sub.add_parser("remove", help="remove a user from a case (new epoch key)")
     p.add_argument("case", type=_uuid)
     p.add_argument("user", type=_uuid)
-    p = sub.add_parser("joins", help="commit the case's pending join requests")
+    p = sub.add_parser("join-requests", help="pending requests to join a case, for review")
+    p.add_argument("case", type=_uuid)
+    p = sub.add_parser("admit", help="admit one pending join request (signed log entry)")
+    p.add_argument("case", type=_uuid)
+    p.add_argument("user", type=_uuid)
+    p.add_argument("--role", choices=["member", "admin", "owner", "patient"], default=None,
+                   help="default: patient for a patient invitation, else member")
+    p.add_argument("--accept-changed-identity", action="store_true",
+                   help="admit even though their identity key changed (pins the new key)")
+    p.add_argument("--code-compared", action="store_true",
+                   help="you compared the patient's short code by voice and it matched")
+    p = sub.add_parser("decline", help="decline a pending join request")
+    p.add_argument("case", type=_uuid)
+    p.add_argument("user", type=_uuid)
+    p.add_argument("--reason", default="")
+    p = sub.add_parser("withdraw", help="withdraw your own pending request to join a case")
+    p.add_argument("case", type=_uuid)
+    sub.add_parser("identities", help="pinned identity keys and pending changes")
+    p = sub.add_parser("verify", help="mark a user's identity key verified after comparing "
+                                      "safety numbers in person")
+    p.add_argument("user", type=_uuid)
+    p.add_argument("--case", type=_uuid, default=None,
+                   help="the key in this case's verified roster (default: the pinned key)")
+    p.add_argument("--confirm", action="store_true",
+                   help="the numbers matched: mark verified (without it: only show them)")
+    p = sub.add_parser("accept-identity", help="accept a user's changed identity key "
+                                               "(withdraws any verification)")
+    p.add_argument("user", type=_uuid)
+    p = sub.add_parser("invite", help="invite the patient: prints the link to hand over")
     p.add_argument("case", type=_uuid)
     p = sub.add_parser("adopt", help="add your other devices (e.g. a new browser) to a case")
     p.add_argument("case", type=_uuid)
@@ -180,7 +214,10 @@ def _describe(msg: Received, name: Callable[[uuid.UUID], str]) -> str:
     stamp = when.strftime("%Y-%m-%d %H:%M:%S")
     text = msg.text
     image = msg.image()
-    if image is not None:
+    if msg.unavailable_author is not None:
+        text = (f"[not available on this device: the key in the entry by "
+                f"{name(msg.unavailable_author)} could not be opened]")
+    elif image is not None:
         text = f"[image {image.width}x{image.height} {image.mime}, {image.size} bytes; " \
                f"fetch-image {msg.header.case_id} {msg.seq}] {text}".rstrip()
     line = f"#{msg.seq} {stamp} {name(msg.sender_user_id)} (epoch {msg.epoch}): {text}"
@@ -196,7 +233,59 @@ def _as_json(msg: Received) -> str:
         "sender_device": str(msg.header.sender_device_id), "sent_ms": msg.header.sent_ms,
         "content_type": msg.header.content_type, "body": msg.body,
         "gap": None if msg.gap is None else [msg.gap.first_missing, msg.gap.last_missing],
+        "unavailable": msg.unavailable,
+        "unavailable_author": None if msg.unavailable_author is None
+        else str(msg.unavailable_author),
     }, sort_keys=True)
+
+
+def _numbers(groups: Sequence[str]) -> str:
+    return " ".join(groups[:6]) + "  " + " ".join(groups[6:])
+
+
+PIN_LABELS = {"new": "NEW", "pinned": "PINNED", "verified": "VERIFIED", "changed": "CHANGED",
+              "none": "NO KEY YET"}
+WHY = {"claim": "claims the consult", "invite": "named invitation",
+       "patient": "patient invitation"}
+BINDING = {"bound": "bound to this case's invitation link",
+           "unbound": "NOT bound to the invitation link (no proof)",
+           "bad_proof": "BAD PROOF: the key does not match the invitation link"}
+
+
+def _join_request_lines(r: JoinRequest, name: Callable[[uuid.UUID], str]) -> list[str]:
+    who = ", ".join(x for x in (r.role, r.organisation, r.specialty) if x)
+    why = WHY.get(r.kind, r.kind)
+    if r.kind == "invite" and r.requested_by is not None:
+        why += f" by {name(r.requested_by)}"
+    lines = [f"{r.user} {r.display_name or name(r.user)}" + (f" ({who})" if who else ""),
+             f"  why: {why}; requested {r.created_at}",
+             f"  identity key: {PIN_LABELS.get(r.pin, r.pin.upper())}"]
+    if r.pin == "changed":
+        lines[-1] += " (admit only with --accept-changed-identity after comparing numbers)"
+    if r.kind == "patient":
+        lines.append(f"  binding: {BINDING.get(r.binding or 'unbound', r.binding)}")
+        if r.short_code:
+            lines.append(f"  short code: {' '.join(r.short_code)}" + (
+                "" if r.binding == "bound" else
+                " (ask the patient to read theirs; admit with --code-compared if it matches)"))
+    return lines
+
+
+def _identity_changed_lines(error: IdentityChangedError,
+                            name: Callable[[uuid.UUID], str] | None) -> list[str]:
+    lines: list[str] = []
+    for c in error.changes:
+        who = name(c.user) if name else str(c.user)
+        lines += [f"{who}'s identity key changed" + (" (it was verified)" if c.was_verified
+                                                     else ""),
+                  f"  user: {c.user}",
+                  f"  old safety number: {_numbers(c.old_safety)}",
+                  f"  new safety number: {_numbers(c.new_safety)}",
+                  "  cases affected: " + (", ".join(str(x) for x in c.cases) or "-")]
+    lines.append("  nothing was signed or sent. Compare the new number with them in person, "
+                 "then `verify USER --case CASE --confirm` or `accept-identity USER`.")
+    return lines
+
 
 
 # --- commands ---------------------------------------------------------------------------
@@ -259,15 +348,63 @@ def run(args: argparse.Namespace, out: TextIO) -> None:
                       f"epoch {c['head']['epoch']} messages {c['last_seq']}\n")
     elif command == "open":
         out.write(f"{client.open_case(args.specialty, args.urgency)}\n")
-    elif command == "add":
-        entry = client.add_member(args.case, args.user, Role[args.role.upper()])
+    else:
+        try:
+            _run_client(client, args, out, names)
+        except IdentityChangedError as error:
+            error.names = names
+            raise
+    return None
+
+
+def _run_client(client: CollabClient, args: argparse.Namespace, out: TextIO,
+                names: _Names) -> None:
+    command = args.command
+    if command == "add":
+        entry = client.add_member(args.case, args.user, Role[args.role.upper()],
+                                  accept_changed=args.accept_changed_identity)
         out.write(f"added {args.user}; case is now at epoch {entry.epoch}\n")
     elif command == "remove":
         entry = client.remove_member(args.case, args.user)
         out.write(f"removed {args.user}; new epoch {entry.epoch}\n")
-    elif command == "joins":
-        added = client.commit_join_requests(args.case)
-        out.write("".join(f"added {u}\n" for u in added) or "no pending join requests\n")
+    elif command == "join-requests":
+        requests = client.join_requests(args.case)
+        for r in requests:
+            out.write("\n".join(_join_request_lines(r, names)) + "\n")
+        if not requests:
+            out.write("no pending join requests\n")
+    elif command == "admit":
+        entry = client.admit(args.case, args.user,
+                             role=Role[args.role.upper()] if args.role else None,
+                             accept_changed=args.accept_changed_identity,
+                             code_compared=args.code_compared)
+        out.write(f"admitted {args.user}; case is now at epoch {entry.epoch}\n")
+    elif command == "decline":
+        client.decline(args.case, args.user, args.reason)
+        out.write(f"declined the request of {args.user}\n")
+    elif command == "withdraw":
+        client.withdraw(args.case)
+        out.write(f"withdrew your request to join {args.case}\n")
+    elif command == "identities":
+        _identities(client, out, names)
+    elif command == "verify":
+        groups = client.safety_number(args.user, args.case)
+        if not args.confirm:
+            out.write(_numbers(groups) + "\n")
+            out.write(f"compare this with {names(args.user)} in person; if it matches, run "
+                      "again with --confirm\n")
+        else:
+            client.verify_identity(args.user, args.case)
+            out.write(f"{names(args.user)} verified ({_numbers(groups)})\n")
+    elif command == "accept-identity":
+        client.accept_identity(args.user)
+        out.write(f"accepted the new identity key of {names(args.user)} (not verified; "
+                  "compare safety numbers and `verify` when you can)\n")
+    elif command == "invite":
+        answer, link = client.invite_patient(args.case)
+        out.write(f"invitation {answer.get('id')} (expires {answer.get('expires_at')}); "
+                  "hand this link to the patient only:\n")
+        out.write(f"  {link}\n")
     elif command == "adopt":
         adopted = client.adopt_devices(args.case)
         out.write("".join(f"added device {d}\n" for d in adopted) or "all your devices are in\n")
@@ -305,7 +442,19 @@ def run(args: argparse.Namespace, out: TextIO) -> None:
     elif command == "safety-number":
         groups = client.safety_number(args.user, args.case)
         out.write(" ".join(groups[:6]) + "\n" + " ".join(groups[6:]) + "\n")
-    return None
+
+
+def _identities(client: CollabClient, out: TextIO, names: _Names) -> None:
+    records = client.identities()
+    for user, record in records:
+        number = client.safety_number(user)
+        out.write(f"{user} {names(user)} {record.state.upper()} {_numbers(number)}\n")
+    if not records:
+        out.write("no identity keys pinned yet\n")
+    changes = client.identity_changes()
+    if changes:
+        out.write("\n".join(_identity_changed_lines(IdentityChangedError(changes), names))
+                  + "\n")
 
 
 async def _watch(client: CollabClient, args: argparse.Namespace, out: TextIO,
@@ -315,7 +464,11 @@ async def _watch(client: CollabClient, args: argparse.Namespace, out: TextIO,
             sys.stderr.write(f"-- membership changed: epoch {detail.get('epoch')} "
                              f"({detail.get('action')}), verified\n")
         elif kind == "join_request":
-            sys.stderr.write(f"-- join request from {detail.get('user')}\n")
+            sys.stderr.write(f"-- join request from {detail.get('user')} "
+                             f"(review: join-requests {args.case})\n")
+        elif kind == "join_resolved":
+            sys.stderr.write(f"-- join request of {detail.get('user')} "
+                             f"{detail.get('status')}\n")
         elif kind == "reconnecting":
             sys.stderr.write(f"-- connection lost; resuming after #{detail.get('after')}\n")
 
@@ -344,6 +497,10 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None,
         stderr.write(f"{PROG}: verification failed ({failure.code}): "
                      f"{failure.message or failure.code}\n")
         return EXIT_VERIFY
+    except IdentityChangedError as failure:
+        lines = _identity_changed_lines(failure, failure.names)
+        stderr.write(f"{PROG}: error (identity_changed): " + "\n".join(lines) + "\n")
+        return failure.exit_code
     except ClientError as failure:
         stderr.write(f"{PROG}: error ({failure.code}): {failure.message}\n")
         return failure.exit_code

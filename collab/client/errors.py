@@ -4,7 +4,7 @@ is the verification failure and keeps its stable code."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,6 +91,8 @@ class IdentityChangedError(ClientError):
 
     def __init__(self, changes: Sequence[IdentityChange], message: str | None = None) -> None:
         self.changes = tuple(changes)
+        # Display names for the message (set by the CLI; the user id otherwise).
+        self.names: Callable[[uuid.UUID], str] | None = None
         who = ", ".join(str(c.user) for c in self.changes)
         super().__init__(message or f"identity key changed for {who}", code="identity_changed")
 

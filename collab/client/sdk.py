@@ -6,14 +6,24 @@ attachment chunk out of place all raise ``CryptoError`` (stable ``.code``) to th
 nothing is dropped silently or shown unverified. Server refusals raise ``ServerRefusedError``,
 authentication problems ``AuthError`` (see collab.client.errors).
 
+Trust people, not the server: identity keys (UIKs) are pinned on first sight
+(collab.client.pins) and every verified head roster is observed; a key that differs from
+the pin refuses admission, signing and sending (``IdentityChangedError``) until a person
+accepts or verifies it; this user's own key is always the local one, and a roster that
+lists us under another key fails closed (``own_identity_mismatch``). Join requests are
+only ever committed by an explicit ``admit``. The pin book follows the user to their
+other devices, sealed and signed with the UIK (collab.crypto.pins).
+
 Blocking calls use HTTP; sending and watching use the case socket (async).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import io
+import json
 import os
 import re
 import uuid
@@ -22,8 +32,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from collab.client.admission import AdmissionReview, review_admission
 from collab.client.case_state import CaseState
-from collab.client.errors import AuthError, ClientError, ServerRefusedError, UsageError
+from collab.client.errors import (
+    AdmissionRefusedError,
+    AuthError,
+    ClientError,
+    IdentityChange,
+    IdentityChangedError,
+    ServerRefusedError,
+    UsageError,
+)
 from collab.client.http import ApiError, HttpSession
 from collab.client.images import sanitise_image
 from collab.client.keys import (
@@ -31,14 +50,23 @@ from collab.client.keys import (
     Identity,
     format_recovery_key,
     new_recovery_key,
+    now_ms,
     open_identity_backup,
     parse_recovery_key,
     seal_identity_backup,
 )
 from collab.client.keystore import CaseMemo, Keystore, KeystoreState
+from collab.client.pins import PinBook, PinRecord, commit_check, describe_changes, merge, own_check
 from collab.client.room import ConnectionLostError, Room
 from collab.crypto import primitives as prim
-from collab.crypto.actions import AddDeviceBody, AddUserBody, Body, RemoveUserBody
+from collab.crypto.actions import (
+    AddDeviceBody,
+    AddUserBody,
+    Body,
+    RemoveUserBody,
+    RotateBody,
+    apply_action,
+)
 from collab.crypto.attachment import (
     CT_CHUNK_SIZE,
     AttachmentDecryptor,
@@ -49,8 +77,17 @@ from collab.crypto.attachment import (
 from collab.crypto.devcert import DeviceCert, verify_device_cert
 from collab.crypto.envelope import AttachmentRef, Envelope, Gap, Header
 from collab.crypto.errors import CryptoError
+from collab.crypto.invite import (
+    InvitationRecord,
+    check_invitation,
+    invite_keypair,
+    short_code,
+    sign_invitation,
+    sign_invite_proof,
+)
 from collab.crypto.log import LogEntry
-from collab.crypto.roster import Role
+from collab.crypto.pins import open_pins, seal_pins, sign_pins, verify_pins
+from collab.crypto.roster import Role, Roster
 from collab.crypto.safety import safety_number
 from collab.crypto.wire import b64d, b64e
 
@@ -59,6 +96,8 @@ HISTORY_PAGE = 100
 RESUME_PAGE = 50
 PART_CHUNKS = 16
 COMMIT_ATTEMPTS = 5
+PIN_SYNC_ATTEMPTS = 4
+MAX_JOIN_REQUESTS = 200
 Progress = Callable[[int, int], None]  # (bytes just done, total bytes)
 
 
@@ -71,6 +110,10 @@ class Received:
     body: dict[str, Any]
     attachments: tuple[Manifest, ...]
     gap: Gap | None  # this sender's messages that never arrived (sender_seq range)
+    # Verified (signed by a roster device) but not readable on this device: why, and the
+    # author of the log entry whose key wrap could not be opened. The body is empty.
+    unavailable: str | None = None
+    unavailable_author: uuid.UUID | None = None
 
     @property
     def sender_user_id(self) -> uuid.UUID:
@@ -96,11 +139,86 @@ class Received:
 
 
 @dataclass(frozen=True)
+class JoinRequest:
+    """A pending join request as a person reviews it: who (from the server's listing),
+    why (kind), the key the server serves for them and its pin state, and for a patient
+    whether the key is bound to this case's invitation link (and the fallback code)."""
+
+    id: int
+    case_id: uuid.UUID
+    user: uuid.UUID
+    kind: str  # claim | invite | patient
+    requested_by: uuid.UUID | None
+    created_at: str
+    display_name: str
+    role: str
+    organisation: str
+    specialty: str
+    uik: bytes | None  # None: the user has no identity key (or device) yet
+    devices: tuple[DeviceCert, ...]
+    pin: str  # new | pinned | verified | changed | none
+    binding: str | None  # patients: bound | unbound | bad_proof
+    short_code: tuple[str, ...] | None  # patients: 4 groups of 5 digits
+
+    def review(self, *, accept_changed: bool = False,
+               code_compared: bool = False) -> AdmissionReview:
+        return review_admission(pin=self.pin, kind=self.kind, binding=self.binding,
+                                accept_changed=accept_changed, code_compared=code_compared)
+
+
+@dataclass(frozen=True)
 class Sent:
     seq: int
     epoch: int
     duplicate: bool
     client_msg_id: bytes
+
+
+def _pairs(roster: Roster) -> list[tuple[uuid.UUID, bytes]]:
+    return [(u.user_id, u.uik_pub) for u in roster.users]
+
+
+def _opt_b64(d: dict[str, Any], key: str) -> bytes | None:
+    value = d.get(key)
+    return None if value is None else b64d(value)
+
+
+def _opt_uuid(value: object) -> uuid.UUID | None:
+    return None if value is None else uuid.UUID(str(value))
+
+
+def _invitation_record(d: object) -> InvitationRecord | None:
+    if not isinstance(d, dict):
+        return None
+    created_ms = d.get("created_ms")
+    return InvitationRecord(
+        created_by=uuid.UUID(str(d["created_by"])),
+        inviter_device=_opt_uuid(d.get("inviter_device")),
+        invite_pub=_opt_b64(d, "invite_pub"),
+        invite_sig=_opt_b64(d, "invite_sig"),
+        created_ms=created_ms if isinstance(created_ms, int) and created_ms >= 0 else None,
+        proof_sig=_opt_b64(d, "proof_sig"),
+    )
+
+
+def invite_fragment(secret: bytes) -> str:
+    """``k=<base64url(secret) without padding>``: the link's fragment, never sent."""
+    return "k=" + base64.urlsafe_b64encode(secret).rstrip(b"=").decode("ascii")
+
+
+def parse_invite_secret(text: str) -> bytes:
+    """The 32-byte secret from an invitation link (``...#k=...``) or its fragment."""
+    fragment = text.split("#", 1)[1] if "#" in text else text
+    for part in fragment.split("&"):
+        if part.startswith("k="):
+            value = part[2:]
+            try:
+                secret = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+            except (ValueError, TypeError):
+                break
+            if len(secret) == 32:
+                return secret
+    raise UsageError("the invitation link carries no valid #k= secret", code="bad_invite_link")
 
 
 def _refusal(error: ApiError) -> ClientError:
@@ -125,6 +243,7 @@ class CollabClient:
         self.cases: dict[uuid.UUID, CaseState] = {}
         self._seen: dict[uuid.UUID, dict[int, tuple[bytes, Received]]] = {}
         self.rooms: dict[uuid.UUID, Room] = {}
+        self._pins_synced = False
 
     def _new_http(self) -> HttpSession:
         device = self.state.device
@@ -246,6 +365,7 @@ class CollabClient:
         self.state.user_id, self.state.identity = user_id, identity
         self._register_device(identity, device_name)
         self.save()
+        self.sync_pins()  # the pins this user set on other devices
 
     def devices(self) -> list[dict[str, Any]]:
         devices: list[dict[str, Any]] = self.call("GET", "/api/devices")["devices"]
@@ -254,9 +374,9 @@ class CollabClient:
     def revoke_device(self, device_id: uuid.UUID) -> None:
         self.call("POST", f"/api/devices/{device_id}/revoke", {})
 
-    def user_keys(self, user_id: uuid.UUID) -> tuple[bytes, tuple[DeviceCert, ...]]:
-        """A user's UIK and active devices; every certificate must chain to the UIK."""
-        keys = self.call("GET", f"/api/users/{user_id}/keys")
+    @staticmethod
+    def _parse_keys(user_id: uuid.UUID,
+                    keys: dict[str, Any]) -> tuple[bytes, tuple[DeviceCert, ...]]:
         if not keys.get("uik_pub"):
             raise UsageError(f"user {user_id} has no identity key yet", code="no_identity")
         uik = b64d(keys["uik_pub"], 32)
@@ -269,18 +389,168 @@ class CollabClient:
             raise UsageError(f"user {user_id} has no active device", code="no_device")
         return uik, devices
 
+    def user_keys(
+        self, user_id: uuid.UUID, *, case_id: uuid.UUID | None = None,
+        accept_changed: bool = False,
+    ) -> tuple[bytes, tuple[DeviceCert, ...]]:
+        """A user's UIK and active devices as the server serves them; every certificate
+        must chain to the UIK, and the UIK is checked against the pin book first: a key
+        never seen is pinned, a key that differs from the pin raises IdentityChangedError
+        (the change is recorded) unless ``accept_changed`` (then the new key is pinned)."""
+        keys = self.call("GET", f"/api/users/{user_id}/keys")
+        if keys.get("uik_pub"):
+            self._check_identity(user_id, b64d(keys["uik_pub"], 32), case_id, accept_changed)
+        return self._parse_keys(user_id, keys)
+
+    def _check_identity(self, user_id: uuid.UUID, uik: bytes, case_id: uuid.UUID | None,
+                        accept_changed: bool) -> str:
+        """Observe a served key; refuse a change unless accepted. Returns the pin state."""
+        if user_id == self.user_id:
+            own_check([(user_id, uik)], self.user_id, self.identity.uik_pub)
+            return "verified"
+        state = self._observe(user_id, uik, case_id)
+        if state == "changed":
+            if not accept_changed:
+                raise IdentityChangedError(self._describe([user_id], {user_id: uik}))
+            self.pins.accept(user_id, uik, now_ms())
+            self._pins_changed()
+        return state
+
     def safety_number(self, user_id: uuid.UUID, case_id: uuid.UUID | None = None) -> list[str]:
-        """12 groups of 5 digits to compare in person. With a case, the other user's UIK
-        is the one in the case's verified roster; otherwise the one the server lists."""
-        theirs: bytes | None = None
+        """12 groups of 5 digits to compare in person. Our own key is always the local
+        one; theirs is the one in the case's verified roster (with a case), otherwise the
+        pinned one (a user never seen is fetched and pinned first)."""
+        theirs = self._their_key(user_id, case_id)
+        return safety_number(self.user_id, self.identity.uik_pub, user_id, theirs)
+
+    def _their_key(self, user_id: uuid.UUID, case_id: uuid.UUID | None) -> bytes:
         if case_id is not None:
             member = self.sync(case_id).head.roster.user(user_id)
             if member is None:
                 raise UsageError(f"user {user_id} is not in case {case_id}", code="not_member")
-            theirs = member.uik_pub
-        if theirs is None:
-            theirs = self.user_keys(user_id)[0]
-        return safety_number(self.user_id, self.identity.uik_pub, user_id, theirs)
+            return member.uik_pub
+        self._pins_start()
+        record = self.pins.get(user_id)
+        if record is not None:
+            return record.uik
+        return self.user_keys(user_id)[0]
+
+    # --- identity pins ----------------------------------------------------------------
+    @property
+    def pins(self) -> PinBook:
+        return self.state.pins
+
+    def _observe(self, user_id: uuid.UUID, uik: bytes, case_id: uuid.UUID | None) -> str:
+        self._pins_start()
+        before = self.pins.get(user_id)
+        state = self.pins.observe(user_id, uik, case_id, now_ms())
+        if self.pins.get(user_id) != before:
+            self._pins_changed()
+        return state
+
+    def _describe(self, users: Sequence[uuid.UUID],
+                  keys: dict[uuid.UUID, bytes]) -> list[IdentityChange]:
+        return describe_changes([self.pins.change_for(u, keys[u]) for u in users],
+                                self.user_id, self.identity.uik_pub)
+
+    def identity_changes(self) -> list[IdentityChange]:
+        """Pending changes (keys seen that differ from the pin), with safety numbers."""
+        self._pins_start()
+        return describe_changes(self.pins.changes(), self.user_id, self.identity.uik_pub)
+
+    def identities(self) -> list[tuple[uuid.UUID, PinRecord]]:
+        self._pins_start()
+        return sorted(self.pins.records.items())
+
+    def verify_identity(self, user_id: uuid.UUID, case_id: uuid.UUID | None = None) -> bytes:
+        """Mark the key behind ``safety_number(user_id, case_id)`` verified (after the two
+        people compared the numbers). Resolves a pending change to that key."""
+        if user_id == self.user_id:
+            raise UsageError("your own identity key needs no verification", code="own_identity")
+        uik = self._their_key(user_id, case_id)
+        self.pins.verify(user_id, uik, now_ms())
+        self._pins_changed()
+        return uik
+
+    def accept_identity(self, user_id: uuid.UUID) -> bytes:
+        """Accept a pending change: pin the new key (any verification is withdrawn)."""
+        self._pins_start()
+        record = self.pins.get(user_id)
+        if record is None or record.changed is None:
+            raise UsageError(f"no pending identity change for {user_id}", code="no_change")
+        uik = record.changed.uik
+        self.pins.accept(user_id, uik, now_ms())
+        self._pins_changed()
+        return uik
+
+    def _pins_start(self) -> None:
+        """Pick up the pin book from the user's other devices once per client."""
+        if not self._pins_synced and self.state.identity is not None \
+                and self.state.device is not None:
+            self.sync_pins()
+
+    def _pins_changed(self) -> None:
+        self.save()
+        if self.state.identity is not None and self.state.device is not None:
+            self.sync_pins()
+
+    def _fetch_pins(self) -> tuple[PinBook | None, int]:
+        """The server's copy: signature checked with our own UIK, never older than the
+        newest version this keystore has seen (rollback)."""
+        identity = self.identity
+        try:
+            got = self.call("GET", "/api/identity/pins")
+        except ServerRefusedError as refused:
+            if refused.code != "no_pins":
+                raise
+            if self.state.pins_version > 0:
+                raise CryptoError("rollback", f"the server has no pin book although version "
+                                              f"{self.state.pins_version} was seen") from None
+            return None, 0
+        version = got.get("version")
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            raise CryptoError("bad_field", "pin book without a valid version")
+        blob, sig = b64d(got.get("blob")), b64d(got.get("sig"), 64)
+        verify_pins(identity.uik_pub, identity.user_id, version, blob, sig)
+        if version < self.state.pins_version:
+            raise CryptoError("rollback", f"the server sent pin book version {version}, "
+                                          f"older than version {self.state.pins_version}")
+        try:
+            document = json.loads(open_pins(identity.uik_seed, blob))
+        except ValueError:
+            raise CryptoError("bad_body", "the pin book is not JSON") from None
+        book = PinBook.from_document(document)
+        self.state.pins_version = version
+        return book, version
+
+    def sync_pins(self) -> None:
+        """Merge the pin book with the server's sealed copy and store the result as the
+        next version; another device writing first (409 stale_pins) means merge again."""
+        identity = self.identity
+        for _ in range(PIN_SYNC_ATTEMPTS):
+            remote, version = self._fetch_pins()
+            merged = merge(self.pins, remote) if remote is not None else self.pins.copy()
+            self.state.pins = merged
+            if merged == remote or (remote is None and not merged.records):
+                self._pins_synced = True
+                self.save()
+                return
+            plain = json.dumps(merged.document(), sort_keys=True).encode()
+            blob = seal_pins(identity.uik_seed, plain)
+            sig = sign_pins(identity.uik_seed, identity.user_id, version + 1, blob)
+            try:
+                self.call("PUT", "/api/identity/pins",
+                          {"version": version + 1, "blob": b64e(blob), "sig": b64e(sig)})
+            except ServerRefusedError as refused:
+                if refused.status == 409 and refused.code == "stale_pins":
+                    continue
+                raise
+            self.state.pins_version = version + 1
+            self._pins_synced = True
+            self.save()
+            return
+        raise ServerRefusedError("the pin book kept changing on the server; try again",
+                                 code="stale_pins", status=409)
 
     # --- cases and the membership log ---------------------------------------------------
     def list_cases(self) -> list[dict[str, Any]]:
@@ -332,17 +602,52 @@ class CollabClient:
         if memo.head_epoch >= 0 and state.chain[memo.head_epoch].entry_hash() != memo.head_hash:
             raise CryptoError("fork", f"the log differs at epoch {memo.head_epoch} from the one "
                                       "this client verified before")
+        try:
+            self._check_head(state)
+        except CryptoError:
+            self.cases.pop(case_id, None)  # nothing of this case is used until it passes
+            raise
         state.sender_seq = max(state.sender_seq, memo.sender_seq)
         self.cases[case_id] = state
         if (memo.head_epoch, memo.head_hash) != (state.head.epoch, state.head.entry_hash()):
             self._remember(state)
         return state
 
+    def _check_head(self, state: CaseState) -> None:
+        """Every verified head roster: we must be listed (if at all) under our own key,
+        and every other user's key is observed (pinned on first sight, else compared)."""
+        pairs = _pairs(state.head.roster)
+        own_check(pairs, self.user_id, self.identity.uik_pub)
+        self._pins_start()
+        before = self.pins.copy()
+        now = now_ms()
+        for user, uik in pairs:
+            if user != self.user_id:
+                self.pins.observe(user, uik, state.case_id, now)
+        if self.pins != before:
+            self._pins_changed()
+
+    def blocking(self, case_id: uuid.UUID) -> list[uuid.UUID]:
+        """Users of the case's verified roster whose key is an unaccepted change; while
+        there are any, this client sends nothing in the case."""
+        return self.pins.blocking(_pairs(self.sync(case_id).head.roster), self.user_id)
+
+    def _check_sendable(self, state: CaseState) -> None:
+        pairs = _pairs(state.head.roster)
+        blocked = self.pins.blocking(pairs, self.user_id)
+        if blocked:
+            raise IdentityChangedError(self._describe(blocked, dict(pairs)))
+
     def _commit(self, case_id: uuid.UUID, make: Callable[[CaseState], Body]) -> LogEntry:
-        """Build, sign and submit the next entry; on a lost race re-sync and rebuild."""
+        """Build, sign and submit the next entry; on a lost race re-sync and rebuild.
+        The resulting roster passes the commit check before anything is signed."""
         for _ in range(COMMIT_ATTEMPTS):
             state = self.sync(case_id)
-            entry = state.next_entry(make(state))
+            body = make(state)
+            resulting = apply_action(state.head.roster, epoch=state.head.epoch + 1,
+                                     author_user_id=self.user_id, body=body)
+            commit_check(self.pins, _pairs(resulting), self.user_id, self.identity.uik_pub)
+            entry = state.next_entry(body)
             try:
                 self.call("POST", f"/api/cases/{case_id}/log", {"entry": b64e(entry.encode())})
             except ServerRefusedError as refused:
@@ -354,10 +659,15 @@ class CollabClient:
             return entry
         raise ServerRefusedError("the log kept moving; try again", code="stale_head", status=409)
 
-    def add_member(self, case_id: uuid.UUID, user_id: uuid.UUID,
-                   role: Role = Role.MEMBER) -> LogEntry:
-        uik, devices = self.user_keys(user_id)
+    def add_member(self, case_id: uuid.UUID, user_id: uuid.UUID, role: Role = Role.MEMBER,
+                   *, accept_changed: bool = False) -> LogEntry:
+        """Add a user with the keys the server serves, checked against the pin book
+        (IdentityChangedError on a changed key unless ``accept_changed``)."""
+        uik, devices = self.user_keys(user_id, case_id=case_id, accept_changed=accept_changed)
+        return self._add_user(case_id, user_id, role, uik, devices)
 
+    def _add_user(self, case_id: uuid.UUID, user_id: uuid.UUID, role: Role, uik: bytes,
+                  devices: tuple[DeviceCert, ...]) -> LogEntry:
         def body(state: CaseState) -> Body:
             if state.head.roster.user(user_id) is not None:
                 raise UsageError(f"user {user_id} is already in the case", code="already_member")
@@ -393,15 +703,144 @@ class CollabClient:
                 added.append(cert.device_id)
         return added
 
-    def commit_join_requests(self, case_id: uuid.UUID) -> list[uuid.UUID]:
-        """Turn pending join requests (claims, invitations) into signed add_user entries."""
-        added: list[uuid.UUID] = []
-        for request in self.case_detail(case_id).get("join_requests", []):
-            user_id = uuid.UUID(request["user"])
-            if self.sync(case_id).head.roster.user(user_id) is None:
-                self.add_member(case_id, user_id)
-                added.append(user_id)
-        return added
+    # --- join requests: listed for a person, committed only by their explicit admit ----
+    def join_requests(self, case_id: uuid.UUID) -> list[JoinRequest]:
+        """Pending join requests with what a person needs to decide: who, why, the key
+        the server serves for them (observed: a swapped key shows as changed at once) and,
+        for patients, whether that key is bound to this case's invitation link. Nothing
+        is committed here; the server can insert join requests at will."""
+        state = self.sync(case_id)
+        listing = self.call("GET", f"/api/cases/{case_id}/join-requests")
+        out: list[JoinRequest] = []
+        for item in list(listing.get("join_requests") or [])[:MAX_JOIN_REQUESTS]:
+            out.append(self._review_request(state, item))
+        return out
+
+    def _review_request(self, state: CaseState, item: dict[str, Any]) -> JoinRequest:
+        user_id = uuid.UUID(str(item["user"]))
+        kind = str(item.get("kind", ""))
+        uik: bytes | None = None
+        devices: tuple[DeviceCert, ...] = ()
+        pin = "none"
+        keys = self.call("GET", f"/api/users/{user_id}/keys")
+        if keys.get("uik_pub"):
+            uik = b64d(keys["uik_pub"], 32)
+            if user_id == self.user_id:
+                own_check([(user_id, uik)], self.user_id, self.identity.uik_pub)
+                pin = "verified"
+            else:
+                pin = self._observe(user_id, uik, state.case_id)
+            with contextlib.suppress(UsageError):  # no active device yet: cannot be admitted
+                devices = self._parse_keys(user_id, keys)[1]
+        binding: str | None = None
+        code: tuple[str, ...] | None = None
+        if kind == "patient":
+            binding = "unbound"
+            if uik is not None:
+                code = tuple(short_code(user_id, uik))
+                try:
+                    record = _invitation_record(item.get("invitation"))
+                except (CryptoError, KeyError, ValueError, TypeError):
+                    binding = "bad_proof"
+                else:
+                    binding = check_invitation(state.chain.values(), state.case_id, record,
+                                               user_id, uik)
+        return JoinRequest(
+            id=int(item["id"]), case_id=state.case_id, user=user_id, kind=kind,
+            requested_by=_opt_uuid(item.get("requested_by")),
+            created_at=str(item.get("created_at") or ""),
+            display_name=str(item.get("display_name") or ""), role=str(item.get("role") or ""),
+            organisation=str(item.get("organisation") or ""),
+            specialty=str(item.get("specialty") or ""),
+            uik=uik, devices=devices, pin=pin, binding=binding, short_code=code,
+        )
+
+    def _join_request(self, case_id: uuid.UUID, user_id: uuid.UUID) -> JoinRequest:
+        for request in self.join_requests(case_id):
+            if request.user == user_id:
+                return request
+        raise UsageError(f"no pending join request from {user_id} in case {case_id}",
+                         code="no_join_request")
+
+    def admit(self, case_id: uuid.UUID, user_id: uuid.UUID, *, role: Role | None = None,
+              accept_changed: bool = False, code_compared: bool = False) -> LogEntry:
+        """A person's explicit decision to admit one pending request. Refused
+        (IdentityChangedError, AdmissionRefusedError) when the key changed and the change
+        was not accepted, or a patient's key is not bound to the invitation link and the
+        short code was not compared. The keys reviewed are the keys committed."""
+        request = self._join_request(case_id, user_id)
+        if request.uik is None or not request.devices:
+            raise UsageError(f"user {user_id} has no identity key or active device yet",
+                             code="no_device")
+        review = request.review(accept_changed=accept_changed, code_compared=code_compared)
+        if not review.allowed:
+            if "identity_changed" in review.blockers:
+                raise IdentityChangedError(self._describe([user_id], {user_id: request.uik}))
+            raise AdmissionRefusedError(
+                f"the patient's key is not bound to this case's invitation link "
+                f"({request.binding}); compare the short code "
+                f"{' '.join(request.short_code or ())} with the patient by voice, then admit "
+                "with --code-compared", blockers=review.blockers)
+        if request.pin == "changed":
+            self.pins.accept(user_id, request.uik, now_ms())
+            self._pins_changed()
+        if role is None:
+            role = Role.PATIENT if request.kind == "patient" or request.role == "patient" \
+                else Role.MEMBER
+        return self._add_user(case_id, user_id, role, request.uik, request.devices)
+
+    def decline(self, case_id: uuid.UUID, user_id: uuid.UUID, reason: str = "") -> None:
+        request = self._join_request(case_id, user_id)
+        self.call("POST", f"/api/join-requests/{request.id}/decline", {"reason": reason})
+
+    def my_join_requests(self) -> list[dict[str, Any]]:
+        got: list[dict[str, Any]] = self.call("GET", "/api/join-requests")["join_requests"]
+        return got
+
+    def withdraw(self, case_id: uuid.UUID) -> list[int]:
+        """Withdraw this user's own pending request(s) to join the case."""
+        withdrawn: list[int] = []
+        for request in self.my_join_requests():
+            if str(request.get("case")) == str(case_id) and \
+                    request.get("status", "pending") == "pending":
+                self.call("POST", f"/api/join-requests/{int(request['id'])}/withdraw", {})
+                withdrawn.append(int(request["id"]))
+        if not withdrawn:
+            raise UsageError(f"no pending request of yours for case {case_id}",
+                             code="no_join_request")
+        return withdrawn
+
+    # --- patient invitations bound by the link ----------------------------------------
+    def invite_patient(self, case_id: uuid.UUID) -> tuple[dict[str, Any], str]:
+        """Create the patient's invitation, bound to a fresh secret that travels only in
+        the link's fragment. Returns (the server's answer, the link to hand over)."""
+        secret = prim.random_bytes(32)
+        _, invite_pub = invite_keypair(secret)
+        created = now_ms()
+        device = self.device
+        sig = sign_invitation(device.dsk_seed, case_id, self.user_id, device.device_id,
+                              invite_pub, created)
+        answer = self.call("POST", f"/api/cases/{case_id}/invitations", {
+            "invite_pub": b64e(invite_pub), "invite_sig": b64e(sig),
+            "inviter_device": str(device.device_id), "created_ms": created,
+        })
+        return answer, f"{answer['link'].split('#', 1)[0]}#{invite_fragment(secret)}"
+
+    def prove_invitation(self, link: str) -> list[str]:
+        """As the patient: bind our identity key to the invitation(s) of this link."""
+        seed, invite_pub = invite_keypair(parse_invite_secret(link))
+        proved: list[str] = []
+        for inv in self.call("GET", "/api/invitations/mine").get("invitations", []):
+            if inv.get("invite_pub") != b64e(invite_pub):
+                continue
+            case_id = uuid.UUID(str(inv["case"]))
+            proof = sign_invite_proof(seed, case_id, invite_pub, self.user_id,
+                                      self.identity.uik_pub)
+            self.call("POST", f"/api/invitations/{inv['id']}/proof", {"proof_sig": b64e(proof)})
+            proved.append(str(inv["id"]))
+        if not proved:
+            raise UsageError("no invitation of yours matches this link", code="no_invitation")
+        return proved
 
     # --- receiving ----------------------------------------------------------------------
     def open_item(self, case_id: uuid.UUID, item: dict[str, Any]) -> Received:
@@ -428,11 +867,18 @@ class CollabClient:
         if state is None or envelope.header.epoch not in state.chain:
             state = self.sync(case_id)
         opened = state.open(envelope)
-        try:
-            manifests = tuple(Manifest.from_wire(m) for m in opened.body.get("attachments", []))
-        except (CryptoError, TypeError, AttributeError) as error:
-            raise CryptoError("bad_body", f"bad attachment manifest: {error}") from None
-        received = Received(seq, opened.header, opened.body, manifests, opened.gap)
+        if opened.unavailable is not None:
+            reason = (f"not available on this device (the key in the entry by "
+                      f"{opened.unavailable} could not be opened)")
+            received = Received(seq, opened.header, {}, (), opened.gap, reason,
+                                opened.unavailable)
+        else:
+            try:
+                manifests = tuple(Manifest.from_wire(m)
+                                  for m in opened.body.get("attachments", []))
+            except (CryptoError, TypeError, AttributeError) as error:
+                raise CryptoError("bad_body", f"bad attachment manifest: {error}") from None
+            received = Received(seq, opened.header, opened.body, manifests, opened.gap)
         seen[seq] = (fingerprint, received)
         memo = self._memo(case_id)
         memo.last_seq = max(memo.last_seq, seq)
@@ -483,6 +929,11 @@ class CollabClient:
         try:
             for _ in range(3):
                 state = await asyncio.to_thread(self.sync, case_id)
+                self._check_sendable(state)
+                if state.head_key_unavailable:
+                    # This device could not open the head's key: a fresh key first.
+                    await asyncio.to_thread(self._commit, case_id, lambda _s: RotateBody())
+                    state = self.cases[case_id]
                 envelope = state.seal(body, content_type=content_type, attachments=attachments)
                 try:
                     ack = await room.send_envelope(envelope)
@@ -528,7 +979,7 @@ class CollabClient:
         except OSError as error:
             raise UsageError(f"cannot read {path}: {error.strerror}", code="no_file") from None
         image = sanitise_image(data)
-        await asyncio.to_thread(self.sync, case_id)
+        self._check_sendable(await asyncio.to_thread(self.sync, case_id))
         full = await asyncio.to_thread(self.upload, case_id, image.full.data, image.full.mime,
                                        image.full.width, image.full.height, progress)
         thumb = await asyncio.to_thread(
@@ -586,7 +1037,7 @@ class CollabClient:
                     elif kind == "log":
                         await asyncio.to_thread(self.sync, case_id)
                         notice("log", frame)
-                    elif kind in ("join_request", "typing", "read"):
+                    elif kind in ("join_request", "join_resolved", "typing", "read"):
                         notice(str(kind), frame)
             except ConnectionLostError:
                 if not reconnect:

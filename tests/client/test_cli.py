@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from collab.client import cli
+from collab.client.errors import IdentityChange, IdentityChangedError
 from collab.client.keys import DeviceKeys, Identity
 from collab.client.keystore import Keystore
 from collab.client.sdk import CollabClient
@@ -177,3 +178,34 @@ def test_send_image_refuses_a_non_image_before_any_upload(home: Path, tmp_path: 
     code, _, err = run("send-image", str(uuid.uuid4()), str(tmp_path / "missing.jpg"))
     assert code == 1
     one_error_line(err, "no_file")
+
+
+def test_identity_change_names_who_both_numbers_and_cases_and_exits_4(
+        home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    make_keystore(home, "http://127.0.0.1:9")
+    who, case = uuid.uuid4(), uuid.uuid4()
+    old, new = [f"{i:05d}" for i in range(12)], [f"{i + 50:05d}" for i in range(12)]
+
+    def changed(self: CollabClient, *args: object, **kwargs: object) -> None:
+        assert kwargs.get("accept_changed") is False
+        raise IdentityChangedError([IdentityChange(who, b"\x01" * 32, b"\x02" * 32,
+                                                   tuple(old), tuple(new), (case,), True)])
+
+    monkeypatch.setattr(CollabClient, "add_member", changed)
+    monkeypatch.setattr(cli._Names, "__call__", lambda self, user: "Dr Derm")
+    code, out, err = run("add", str(case), str(who))
+    assert code == 4 and out == ""
+    assert err.startswith("collab-client: error (identity_changed): Dr Derm's identity key "
+                          "changed (it was verified)\n")
+    assert " ".join(old[:6]) in err and " ".join(new[6:]) in err and str(case) in err
+    assert "accept-identity" in err
+
+
+def test_join_requests_are_reviewed_not_bulk_committed(home: Path) -> None:
+    make_keystore(home, "http://127.0.0.1:9")
+    code, _, err = run("joins", str(uuid.uuid4()))
+    assert code == 1
+    one_error_line(err, "usage")
+    code, _, err = run("admit", str(uuid.uuid4()))
+    assert code == 1
+    one_error_line(err, "usage")

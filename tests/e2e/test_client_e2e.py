@@ -266,10 +266,12 @@ def test_tampered_ciphertext_and_injected_log_entry_are_caught(server: str,
     pcp = new_member(server, "pcp", tmp_path)
     derm = new_member(server, "derm", tmp_path, specialty="Dermatology")
     case_id = pcp.open_case(specialty="Dermatology")
-    # The dermatologist claims the consult; the provider's client commits the request.
+    # The dermatologist claims the consult; the provider admits the request explicitly.
     derm.call("POST", f"/api/cases/{case_id}/join-requests", {"kind": "claim"})
     assert pcp.case_detail(case_id)["join_requests"][0]["user"] == str(derm.user_id)
-    assert pcp.commit_join_requests(case_id) == [derm.user_id]
+    (request,) = pcp.join_requests(case_id)
+    assert (request.user, request.kind, request.pin) == (derm.user_id, "claim", "new")
+    assert pcp.admit(case_id, derm.user_id).epoch == 1
     assert pcp.case_detail(case_id)["join_requests"] == []
 
     async def send() -> None:
