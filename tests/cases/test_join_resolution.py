@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from channels.db import database_sync_to_async as sync_to_async
 from channels.testing import WebsocketCommunicator
+from django.test import Client
 
 from collab.asgi import application
 from collab.audit.models import AuditAction, AuditEvent
@@ -354,3 +355,43 @@ async def test_open_rooms_hear_join_resolved() -> None:
     frame = await _next(room, "join_resolved")
     assert (frame["status"], frame["user"]) == ("withdrawn", str(derm.user.pk))
     await room.disconnect()
+
+
+def test_patient_member_cannot_decline(pcp, derm) -> None:
+    state = pcp.open_case(specialty="Dermatology")
+    patient = invited_patient(pcp, state)
+    assert pcp.add(state, patient, role=Role.PATIENT).status_code == 201
+    join_id = claim(derm, state)
+    response = decline(patient, join_id)
+    assert response.status_code == 403 and response.json()["error"] == "not_manager"
+    assert JoinRequest.objects.get(pk=join_id).status == "pending"
+
+
+# --- every new route, without a session or without the second factor ---------------------
+
+NEW_ROUTES = [
+    ("GET", "/api/join-requests"),
+    ("POST", "/api/join-requests/1/decline"),
+    ("POST", "/api/join-requests/1/withdraw"),
+    ("GET", "/api/invitations/mine"),
+    ("POST", "/api/invitations/00000000-0000-4000-8000-000000000000/proof"),
+    ("GET", "/api/identity/pins"),
+    ("PUT", "/api/identity/pins"),
+]
+
+
+def _send(client: Any, method: str, path: str) -> Any:
+    if method == "GET":
+        return client.get(path)
+    return getattr(client, method.lower())(path, data="{}", content_type="application/json")
+
+
+@pytest.mark.parametrize(("method", "path"), NEW_ROUTES)
+def test_new_routes_refuse_without_a_full_sign_in(method: str, path: str) -> None:
+    assert _send(Client(), method, path).status_code == 401
+    provider = Actor("half", specialty="Dermatology")
+    half = Client()
+    half.force_login(provider.user, backend="django.contrib.auth.backends.ModelBackend")
+    response = _send(half, method, path)
+    assert response.status_code == 403
+    assert response.json()["error"] == "second_factor_required"
