@@ -136,6 +136,37 @@ def test_accepting_a_changed_identity_takes_the_new_key(server: str, tmp_path: P
     swap.undo()
 
 
+def test_sending_is_blocked_in_a_case_whose_roster_holds_a_changed_key(
+        server: str, tmp_path: Path, cli_env: None) -> None:
+    pcp = new_member(server, "pcp", tmp_path)
+    derm = new_member(server, "derm", tmp_path)
+    neuro = new_member(server, "neuro", tmp_path)
+    mine = pcp.open_case()
+    pcp.add_member(mine, derm.user_id)  # pcp pins derm's real key
+    # neuro has never seen derm: the operator's key fools neuro's client into adding it
+    # to neuro's case, where pcp is a member too.
+    theirs = neuro.open_case()
+    neuro.add_member(theirs, pcp.user_id, Role.ADMIN)
+    swap = IdentitySwap(derm.user_id).apply()
+    neuro.add_member(theirs, derm.user_id)
+    swap.undo()
+
+    assert pcp.blocking(theirs) == [derm.user_id]  # reading works; the change is recorded
+    assert pcp.history(theirs) == []
+    with pytest.raises(IdentityChangedError) as refused:
+        send(pcp, theirs, "for whoever holds that key")
+    assert refused.value.changes[0].cases == (theirs,)
+    code, _, err = run_cli("--home", home_of(pcp), "send", str(theirs), "still blocked")
+    assert code == 4 and "Derm's identity key changed" in err and str(theirs) in err
+    assert m.Message.objects.filter(case_id=theirs).count() == 0
+    # Twin: the case with derm's pinned key is not affected.
+    assert send(pcp, mine, "fine here") == [1]
+    # One explicit decision (after comparing numbers) lifts the block.
+    code, out, err = run_cli("--home", home_of(pcp), "accept-identity", str(derm.user_id))
+    assert code == 0 and "accepted the new identity key of Derm" in out, err
+    assert send(reload(pcp), theirs, "accepted") == [2]
+
+
 # --- (b) a roster naming the viewer under a foreign key fails closed --------------------
 
 def test_roster_with_a_foreign_key_for_the_viewer_fails_closed(
@@ -212,6 +243,12 @@ def test_bad_wrap_leaves_other_epochs_readable_and_sending_rotates(
     code, out, err = run_cli("--home", home_of(pcp), "history", str(case_id))
     assert code == 0, err
     assert "before" in out and "the key in the entry by Derm could not be opened" in out
+    code, out, err = run_cli("--home", home_of(pcp), "watch", str(case_id), "--after", "0",
+                             "--count", "2", "--json", "--timeout", "10")
+    assert code == 0, err
+    watched = [json.loads(line) for line in out.splitlines()]
+    assert watched[0]["body"] == {"text": "before"} and watched[0]["unavailable"] is None
+    assert watched[1]["body"] == {} and watched[1]["unavailable_author"] == str(derm.user_id)
 
     # Sending from the device without the head key commits a fresh key first.
     pcp = reload(pcp)
