@@ -10,13 +10,9 @@ const saved = keepFragmentSecret(location.hash).then((kept) => {
 }).catch(() => false);
 
 for (const form of document.querySelectorAll('form[data-invite-form]')) {
-  let ready = false;
   form.addEventListener('submit', (ev) => {
-    if (ready) return;
     ev.preventDefault();
-    saved.then(() => {
-      ready = true;
-      form.requestSubmit(ev.submitter ?? undefined);
-    });
+    // submit() posts without firing this handler again (the form has no named buttons).
+    saved.then(() => HTMLFormElement.prototype.submit.call(form));
   });
 }
