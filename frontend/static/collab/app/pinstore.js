@@ -15,8 +15,12 @@ import { PinBook, ownCheck, rosterPairs } from './trust/pins.js';
 
 const SYNC_ATTEMPTS = 4;
 
+const IO = { api, savePins, loadPins };
+
 export class PinStore {
-  constructor(device, book, version) {
+  /** io: {api, savePins, loadPins} (keystore.js and api.js; replaced in node tests). */
+  constructor(device, book, version, io = IO) {
+    this.io = io;
     this.device = device;
     this.me = device.userId;
     this.book = book;
@@ -39,8 +43,8 @@ export class PinStore {
     for (const fn of this.errorListeners) fn(err);
   }
 
-  static async open(device) {
-    const stored = await loadPins(device.userId);
+  static async open(device, io = IO) {
+    const stored = await io.loadPins(device.userId);
     let book = new PinBook();
     let version = 0;
     if (stored) {
@@ -51,7 +55,7 @@ export class PinStore {
         book = new PinBook(); // unreadable local copy: start over (the synced copy merges back)
       }
     }
-    return new PinStore(device, book, version);
+    return new PinStore(device, book, version, io);
   }
 
   onChange(fn) {
@@ -73,7 +77,7 @@ export class PinStore {
   }
 
   async save() {
-    await savePins(this.me, { doc: this.book.toDocument(), version: this.version });
+    await this.io.savePins(this.me, { doc: this.book.toDocument(), version: this.version });
   }
 
   /** This user's key as this device knows it: from the local identity seed, or
@@ -172,7 +176,7 @@ export class PinStore {
       let remote = null;
       let version = 0;
       try {
-        remote = await api('GET', '/api/identity/pins');
+        remote = await this.io.api('GET', '/api/identity/pins');
       } catch (err) {
         if (!(err instanceof ApiError && err.status === 404)) throw err;
       }
@@ -198,7 +202,7 @@ export class PinStore {
       const next = version + 1;
       const sig = signPins(seed, this.me, next, blob);
       try {
-        await api('PUT', '/api/identity/pins', { json: { version: next, blob: b64e(blob), sig: b64e(sig) } });
+        await this.io.api('PUT', '/api/identity/pins', { json: { version: next, blob: b64e(blob), sig: b64e(sig) } });
       } catch (err) {
         if (err instanceof ApiError && err.status === 409 && err.code === 'stale_pins') continue;
         throw err;
