@@ -115,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("user", type=_uuid)
     p = sub.add_parser("invite", help="invite the patient: prints the link to hand over")
     p.add_argument("case", type=_uuid)
+    p = sub.add_parser("prove-invitation",
+                       help="as the invited patient: bind your identity key to the link")
+    p.add_argument("link", help="the invitation link, with its #k= part")
     p = sub.add_parser("adopt", help="add your other devices (e.g. a new browser) to a case")
     p.add_argument("case", type=_uuid)
     p = sub.add_parser("send", help="send a text message ('-' reads stdin)")
@@ -262,6 +265,8 @@ def _join_request_lines(r: JoinRequest, name: Callable[[uuid.UUID], str]) -> lis
              f"  identity key: {PIN_LABELS.get(r.pin, r.pin.upper())}"]
     if r.pin == "changed":
         lines[-1] += " (admit only with --accept-changed-identity after comparing numbers)"
+    if r.problem:
+        lines.append(f"  cannot be admitted as served: {r.problem}")
     if r.kind == "patient":
         lines.append(f"  binding: {BINDING.get(r.binding or 'unbound', r.binding)}")
         if r.short_code:
@@ -405,6 +410,10 @@ def _run_client(client: CollabClient, args: argparse.Namespace, out: TextIO,
         out.write(f"invitation {answer.get('id')} (expires {answer.get('expires_at')}); "
                   "hand this link to the patient only:\n")
         out.write(f"  {link}\n")
+    elif command == "prove-invitation":
+        proved = client.prove_invitation(args.link)
+        out.write(f"bound your identity key to invitation {', '.join(proved)}; a member can "
+                  "now admit you\n")
     elif command == "adopt":
         adopted = client.adopt_devices(args.case)
         out.write("".join(f"added device {d}\n" for d in adopted) or "all your devices are in\n")

@@ -159,6 +159,7 @@ class JoinRequest:
     pin: str  # new | pinned | verified | changed | none
     binding: str | None  # patients: bound | unbound | bad_proof
     short_code: tuple[str, ...] | None  # patients: 4 groups of 5 digits
+    problem: str | None = None  # why the served keys cannot be admitted, if they cannot
 
     def review(self, *, accept_changed: bool = False,
                code_compared: bool = False) -> AdmissionReview:
@@ -722,7 +723,11 @@ class CollabClient:
         uik: bytes | None = None
         devices: tuple[DeviceCert, ...] = ()
         pin = "none"
-        keys = self.call("GET", f"/api/users/{user_id}/keys")
+        problem: str | None = None
+        try:
+            keys = self.call("GET", f"/api/users/{user_id}/keys")
+        except ServerRefusedError as refused:  # one bad row does not hide the others
+            keys, problem = {}, refused.code
         if keys.get("uik_pub"):
             uik = b64d(keys["uik_pub"], 32)
             if user_id == self.user_id:
@@ -730,8 +735,12 @@ class CollabClient:
                 pin = "verified"
             else:
                 pin = self._observe(user_id, uik, state.case_id)
-            with contextlib.suppress(UsageError):  # no active device yet: cannot be admitted
+            try:
                 devices = self._parse_keys(user_id, keys)[1]
+            except (UsageError, CryptoError) as error:  # cannot be admitted as served
+                problem = error.code
+        elif problem is None:
+            problem = "no_identity"
         binding: str | None = None
         code: tuple[str, ...] | None = None
         if kind == "patient":
@@ -753,6 +762,7 @@ class CollabClient:
             organisation=str(item.get("organisation") or ""),
             specialty=str(item.get("specialty") or ""),
             uik=uik, devices=devices, pin=pin, binding=binding, short_code=code,
+            problem=problem,
         )
 
     def _join_request(self, case_id: uuid.UUID, user_id: uuid.UUID) -> JoinRequest:
@@ -770,8 +780,8 @@ class CollabClient:
         short code was not compared. The keys reviewed are the keys committed."""
         request = self._join_request(case_id, user_id)
         if request.uik is None or not request.devices:
-            raise UsageError(f"user {user_id} has no identity key or active device yet",
-                             code="no_device")
+            raise UsageError(f"user {user_id} cannot be admitted with the keys the server "
+                             f"serves ({request.problem})", code=request.problem or "no_device")
         review = request.review(accept_changed=accept_changed, code_compared=code_compared)
         if not review.allowed:
             if "identity_changed" in review.blockers:

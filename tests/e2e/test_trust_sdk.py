@@ -283,6 +283,14 @@ def test_injected_join_request_is_committed_only_by_admit(server: str, tmp_path:
         send(client, case_id, "hello")
     listed = pcp.join_requests(case_id)
     assert [(r.user, r.kind, r.pin) for r in listed] == [(mallory.user_id, "claim", "new")]
+    # A request naming someone without keys is listed as such; it hides nothing else.
+    keyless = make_user("keyless")
+    m.JoinRequest.objects.create(case_id=case_id, user=keyless, requested_by=keyless,
+                                 kind=m.JoinKind.CLAIM)
+    problems = {r.user: r.problem for r in pcp.join_requests(case_id)}
+    assert problems == {mallory.user_id: None, keyless.pk: "no_identity"}
+    code, _, err = run_cli("--home", home_of(pcp), "admit", str(case_id), str(keyless.pk))
+    assert code == 1 and "(no_identity)" in err
     pcp.add_member(case_id, neuro.user_id)
     pcp.adopt_devices(case_id)
     for argv in (["join-requests", str(case_id)], ["history", str(case_id)],
@@ -419,7 +427,8 @@ def test_patient_bound_by_the_link_is_admitted_unbound_needs_the_code(
     assert epochs(case_id) == [0]
 
     # The patient's client proves the link: now bound, and admitted with the patient role.
-    pat.prove_invitation(link)
+    code, out, err = run_cli("--home", home_of(pat), "prove-invitation", link)
+    assert code == 0 and "bound your identity key" in out, err
     code, out, err = run_cli("--home", home_of(pcp), "join-requests", str(case_id))
     assert code == 0 and "bound to this case's invitation link" in out, err
     code, out, err = run_cli("--home", home_of(pcp), "admit", str(case_id), str(pat.user_id))
