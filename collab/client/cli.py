@@ -36,6 +36,7 @@ from collab.client.errors import (
 from collab.client.keystore import Keystore
 from collab.client.sdk import CollabClient, JoinRequest, Progress, Received
 from collab.crypto.errors import CryptoError
+from collab.crypto.invite import short_code
 from collab.crypto.roster import Role
 
 PROG = "collab-client"
@@ -341,6 +342,9 @@ def run(args: argparse.Namespace, out: TextIO) -> None:
         out.write(f"user {client.user_id} ({client.state.username})\n"
                   f"device {device.device_id if device else '-'}\n"
                   f"server {client.state.server}\n")
+        if client.state.identity is not None:  # what a patient reads out to be admitted
+            code = short_code(client.user_id, client.state.identity.uik_pub)
+            out.write(f"short code {' '.join(code)}\n")
     elif command == "devices":
         for d in client.devices():
             mark = " (this device)" if client.state.device and \

@@ -448,6 +448,8 @@ def test_unbound_patient_is_admitted_after_comparing_the_short_code(
     assert request.binding == "unbound" and request.short_code is not None
     code, out, err = run_cli("--home", home_of(pcp), "join-requests", str(case_id))
     assert " ".join(request.short_code) in out and "--code-compared" in out
+    code, out, err = run_cli("--home", home_of(pat), "whoami")  # what the patient reads out
+    assert code == 0 and f"short code {' '.join(request.short_code)}" in out, err
     code, out, err = run_cli("--home", home_of(pcp), "admit", str(case_id), str(pat.user_id),
                              "--code-compared")
     assert code == 0, err
