@@ -93,7 +93,7 @@ def pending_joins_for_user(*, user: User) -> QuerySet[JoinRequest]:
 
 def accepted_invitations(*, user: User) -> list[tuple[Invitation, str | None]]:
     """The invitations the user accepted, each with its join request's status."""
-    invitations = list(Invitation.objects.filter(used_by=user).order_by("-used_at"))
+    invitations = list(Invitation.objects.filter(used_by=user).order_by("-used_at")[:200])
     statuses: dict[uuid.UUID, str] = {}
     for invitation_id, status in (
         JoinRequest.objects.filter(invitation__in=invitations, user=user)

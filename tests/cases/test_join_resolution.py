@@ -3,11 +3,13 @@ requester; who may do which, what is audited, notified and rung, and the listing
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
 from channels.db import database_sync_to_async as sync_to_async
 from channels.testing import WebsocketCommunicator
+from django.db import connection
 from django.test import Client
 
 from collab.asgi import application
@@ -150,6 +152,37 @@ def test_only_a_pending_request_is_declined(pcp, derm) -> None:
     committed = decline(pcp, named)
     assert (committed.status_code, committed.json()["status"]) == (409, "committed")
     assert len(events(AuditAction.JOIN_DECLINED)) == 1
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_decline_and_withdraw_resolve_once() -> None:
+    pcp = Actor("pcp").register()
+    derm = Actor("derm", specialty="Dermatology").register()
+    state = pcp.open_case(specialty="Dermatology")
+    join_id = claim(derm, state)
+    barrier = threading.Barrier(2)
+    results: dict[str, int] = {}
+
+    def run(label: str, act: Any) -> None:
+        try:
+            barrier.wait()
+            results[label] = act().status_code
+        finally:
+            connection.close()
+
+    threads = [
+        threading.Thread(target=run, args=("decline", lambda: decline(pcp, join_id))),
+        threading.Thread(target=run, args=("withdraw", lambda: withdraw(derm, join_id))),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results.values()) == [200, 409]
+    status = JoinRequest.objects.get(pk=join_id).status
+    assert status == ("declined" if results["decline"] == 200 else "withdrawn")
+    assert len(events(AuditAction.JOIN_DECLINED)) + len(events(AuditAction.JOIN_WITHDRAWN)) == 1
 
 
 def test_unknown_join_request_is_404(pcp) -> None:

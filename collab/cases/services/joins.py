@@ -81,7 +81,9 @@ def _locked_pending(join_id: int) -> m.JoinRequest:
     if found is None:
         raise NotFound("no_join_request", "No such join request.")
     locked_case(found)
-    join = m.JoinRequest.objects.select_for_update().get(pk=join_id)
+    join = m.JoinRequest.objects.select_for_update().filter(pk=join_id).first()
+    if join is None:
+        raise NotFound("no_join_request", "No such join request.")
     return join
 
 
