@@ -17,6 +17,7 @@ the same scenarios (tests/policy/trust_scenarios.json).
 from __future__ import annotations
 
 import dataclasses
+import json
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -231,6 +232,37 @@ def merge(local: PinBook, remote: PinBook) -> PinBook:
         elif theirs is not None:
             out[user] = theirs
     return PinBook(out)
+
+
+def document_bytes(book: PinBook) -> bytes:
+    """The synced plaintext: canonical JSON of the document."""
+    return json.dumps(book.document(), sort_keys=True, separators=(",", ":")).encode()
+
+
+def fit(book: PinBook, max_bytes: int) -> PinBook:
+    """The part of the book that is synced when all of it would not fit: every decision
+    a person made or must make (verified keys, accepted changes, pending changes) first,
+    then plain first-use pins, newest first. A pin left out is only re-learnt by the
+    other devices on first use; nothing is dropped from this device's own book."""
+    if len(document_bytes(book)) <= max_bytes:
+        return book
+
+    def weight(item: tuple[uuid.UUID, PinRecord]) -> tuple[bool, int]:
+        record = item[1]
+        decided = record.state == "verified" or bool(record.previous) or \
+            record.changed is not None
+        return (not decided, -record.updated_ms)
+
+    budget = max_bytes - len(document_bytes(PinBook()))
+    kept: dict[uuid.UUID, PinRecord] = {}
+    for user, record in sorted(book.records.items(), key=weight):
+        size = len(json.dumps({str(user): record.to_json()}, sort_keys=True,
+                              separators=(",", ":"))) - 1  # the braces become a comma
+        if size > budget:
+            continue
+        kept[user] = record
+        budget -= size
+    return PinBook(dict(sorted(kept.items())))
 
 
 # --- checks on rosters ---------------------------------------------------------------------

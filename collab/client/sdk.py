@@ -56,7 +56,16 @@ from collab.client.keys import (
     seal_identity_backup,
 )
 from collab.client.keystore import CaseMemo, Keystore, KeystoreState
-from collab.client.pins import PinBook, PinRecord, commit_check, describe_changes, merge, own_check
+from collab.client.pins import (
+    PinBook,
+    PinRecord,
+    commit_check,
+    describe_changes,
+    document_bytes,
+    fit,
+    merge,
+    own_check,
+)
 from collab.client.room import ConnectionLostError, Room
 from collab.crypto import primitives as prim
 from collab.crypto.actions import (
@@ -86,7 +95,7 @@ from collab.crypto.invite import (
     sign_invite_proof,
 )
 from collab.crypto.log import LogEntry
-from collab.crypto.pins import open_pins, seal_pins, sign_pins, verify_pins
+from collab.crypto.pins import MAX_BLOB, open_pins, seal_pins, sign_pins, verify_pins
 from collab.crypto.roster import Role, Roster
 from collab.crypto.safety import safety_number
 from collab.crypto.wire import b64d, b64e
@@ -97,6 +106,7 @@ RESUME_PAGE = 50
 PART_CHUNKS = 16
 COMMIT_ATTEMPTS = 5
 PIN_SYNC_ATTEMPTS = 4
+PINS_MAX_PLAINTEXT = MAX_BLOB - 24 - 16  # the sealed blob: nonce, MAC, document
 MAX_JOIN_REQUESTS = 200
 Progress = Callable[[int, int], None]  # (bytes just done, total bytes)
 
@@ -532,12 +542,12 @@ class CollabClient:
             remote, version = self._fetch_pins()
             merged = merge(self.pins, remote) if remote is not None else self.pins.copy()
             self.state.pins = merged
-            if merged == remote or (remote is None and not merged.records):
+            synced = fit(merged, PINS_MAX_PLAINTEXT)
+            if synced == remote or (remote is None and not synced.records):
                 self._pins_synced = True
                 self.save()
                 return
-            plain = json.dumps(merged.document(), sort_keys=True).encode()
-            blob = seal_pins(identity.uik_seed, plain)
+            blob = seal_pins(identity.uik_seed, document_bytes(synced))
             sig = sign_pins(identity.uik_seed, identity.user_id, version + 1, blob)
             try:
                 self.call("PUT", "/api/identity/pins",

@@ -12,10 +12,10 @@ import pytest
 from collab.client.errors import ServerRefusedError
 from collab.client.keys import DeviceKeys, Identity
 from collab.client.keystore import KeystoreState
-from collab.client.pins import PinBook
+from collab.client.pins import PinBook, document_bytes, fit
 from collab.client.sdk import CollabClient
 from collab.crypto.errors import CryptoError
-from collab.crypto.pins import open_pins, seal_pins, sign_pins
+from collab.crypto.pins import MAX_BLOB, open_pins, seal_pins, sign_pins
 from collab.crypto.wire import b64d, b64e
 
 BOB = uuid.UUID("22222222-2222-4222-8222-222222222222")
@@ -132,3 +132,27 @@ def test_a_pending_change_seen_elsewhere_survives_the_merge() -> None:
     two.sync_pins()
     one.sync_pins()
     assert [(c.old, c.new) for c in one.pins.changes()] == [(K1, K2)]
+
+
+def test_a_book_too_large_to_sync_keeps_every_decision_and_the_newest_pins() -> None:
+    book = PinBook()
+    for i in range(3000):
+        book.observe(uuid.UUID(int=i + 1), i.to_bytes(32, "big"), None, 1000 + i)
+    book.verify(BOB, K1, 10)  # old, but a person's decision
+    limit = 64 * 1024
+    synced = fit(book, limit)
+    assert len(document_bytes(synced)) <= limit
+    assert synced.state(BOB, K1) == "verified"
+    newest = uuid.UUID(int=3000)
+    assert synced.get(newest) is not None and synced.get(uuid.UUID(int=1)) is None
+    assert fit(synced, limit) == synced and len(book.records) == 3001  # nothing lost here
+
+    identity, fake = Identity.generate(uuid.uuid4()), FakePins()
+    client = device_client(identity, fake)
+    client.state.pins = book
+    client.sync_pins()
+    assert fake.stored is not None and len(b64d(fake.stored["blob"])) <= MAX_BLOB
+    assert stored_book(fake, identity).state(BOB, K1) == "verified"
+    puts = fake.puts
+    client.sync_pins()  # the stored part is current: nothing written again
+    assert fake.puts == puts
