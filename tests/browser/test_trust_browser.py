@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from collab.accounts.models import Device, IdentityKey, User
+from collab.accounts.models import Device, IdentityKey, IdentityPins, User
 from collab.cases import models as m
 from collab.crypto import primitives as prim
 from collab.crypto.devcert import make_device_cert
@@ -118,6 +118,12 @@ def test_join_requests_wait_for_a_click_and_identity_keys_are_pinned(
     assert safety_digits(gp, "Dr Dee Rowe") == derm_digits
     gp.get_by_role("button", name="Mark as verified").click()
     gp.locator("#members li", has_text="Dr Dee Rowe").locator("[data-pin=verified]").wait_for()
+    # The decision follows the clinician to their other devices: a sealed, signed copy.
+    deadline = time.monotonic() + 15
+    while not IdentityPins.objects.filter(user=gp_user, version__gte=2).exists():
+        assert time.monotonic() < deadline, "the pins were not synced"
+        time.sleep(0.2)
+    assert str(derm_user.pk).encode() not in bytes(IdentityPins.objects.get(user=gp_user).blob)
 
     # (b) The server swaps the dermatologist's identity key: the dialog in another case
     # says CHANGED and Admit stays disabled until the change is accepted explicitly.
@@ -173,7 +179,9 @@ def test_join_requests_wait_for_a_click_and_identity_keys_are_pinned(
     banner.wait_for(state="hidden")
     gp.get_by_label("Message", exact=True).fill("Sent after accepting")
     gp.get_by_role("button", name="Send", exact=True).click()
-    gp.locator("li.message.own .receipt", has_text="Delivered").last.wait_for()
+    gp.locator("li.message.own", has_text="Sent after accepting").locator(
+        ".receipt", has_text=re.compile("Delivered|Read by")
+    ).wait_for()
     assert m.Case.objects.get(pk=case_a).last_seq == seq + 1
     problems.assert_none()
 

@@ -71,8 +71,13 @@ export class AdmissionView {
           : h('span', { class: 'meta' }, 'An owner or admin of the case reviews the request.'));
     }));
     replace($('#joins'), ...items);
-    // A request resolved or gone while its dialog is open: close it.
-    if (this.current && !requests.some((r) => r.id === this.current.request.id)) this.close('This request is no longer pending.');
+    // A request resolved or gone while its dialog is open: close it. One whose invitation
+    // changed (the patient's proof arrived): review it again with what is there now.
+    if (this.current) {
+      const now = requests.find((r) => r.id === this.current.request.id);
+      if (!now) this.close('This request is no longer pending.');
+      else if (JSON.stringify(now.invitation ?? null) !== JSON.stringify(this.current.request.invitation ?? null)) await this.open(now.id);
+    }
   }
 
   close(message = '') {
