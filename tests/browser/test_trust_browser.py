@@ -165,6 +165,7 @@ def test_join_requests_wait_for_a_click_and_identity_keys_are_pinned(
     gp.goto(f"/cases/{case_a}/")
     banner = gp.locator("#trust-banner")
     banner.wait_for()
+    gp.locator("#conn-state", has_text="Connected").wait_for()
     assert "Dr Dee Rowe's identity key changed" in banner.inner_text()
     assert banner.locator(".safety").count() == 2  # old and new safety numbers
     seq = m.Case.objects.get(pk=case_a).last_seq

@@ -6,7 +6,7 @@
 // is app/trust/admission.js's reviewAdmission; the entry goes through the pin
 // store's commit check like every other.
 
-import { AddUserBody, b64d } from '../cr1/index.js';
+import { AddUserBody, b64d, safetyNumber } from '../cr1/index.js';
 import { checkInvitation, shortCode } from '../cr1/invite.js';
 import { api } from './api.js';
 import { $, errorText, fmtDate, h, replace, say } from './dom.js';
@@ -141,6 +141,13 @@ export class AdmissionView {
       accept = h('input', { type: 'checkbox', id: 'admit-accept-changed' });
       parts.push(h('p', { class: 'error' }, `${keys.name}'s identity key is not the one this browser saw for them before. `
         + 'Someone may be impersonating them. Compare safety numbers with them before you accept.'));
+      const mine = this.room.trust.ownKey();
+      const before = this.room.pins.book.pinned(r.user);
+      if (mine && before) {
+        const digits = (uik) => h('span', { class: 'safety' }, safetyNumber(this.room.me, mine, r.user, uik).map((g) => h('span', { class: 'group' }, g)));
+        parts.push(h('p', {}, 'Safety number with the key seen before: ', digits(before)));
+        parts.push(h('p', {}, 'Safety number with this key: ', digits(keys.uik)));
+      }
       parts.push(h('label', { class: 'check', for: 'admit-accept-changed' }, accept, ' Accept the new identity key for this person'));
     }
     let compared = null;

@@ -7,16 +7,15 @@
 
 import {
   AddDeviceBody, AddUserBody, AttachmentRef, LeaveRequest, ReplayGuard, makeHistoryBody, signLeave, b64e, DeviceCert, RemoveDeviceBody, RemoveUserBody, Role,
-  randomBytes, toHex, verifyDeviceCert, b64d,
+  toHex, verifyDeviceCert, b64d,
 } from '../cr1/index.js';
-import { inviteKeypair, signInvitation } from '../cr1/invite.js';
 import { AdmissionView } from './admission-view.js';
 import { api } from './api.js';
 import { downloadAttachment, uploadAttachment } from './blobs.js';
 import { CaseSession, UnavailableMessage } from './casestate.js';
 import { $, errorText, fmtDate, fmtTime, h, replace, say } from './dom.js';
 import { sanitiseImage } from './images.js';
-import { base64url } from './invite-secret.js';
+import { createInvitation } from './invite-create.js';
 import { sendMessage } from './messaging.js';
 import { addNameHint, knownName, lookupUser, nameOf, restrictLookups } from './names.js';
 import { PinStore } from './pinstore.js';
@@ -832,22 +831,11 @@ class Room {
       const button = ev.currentTarget;
       button.disabled = true;
       try {
-        // The link's secret stays on this device and in the link's fragment (never sent
-        // to the server); the server gets the invite key, signed by this device.
-        const secret = randomBytes(32);
-        const { pub } = inviteKeypair(secret);
-        const createdMs = Date.now();
-        const sig = signInvitation(this.device.dskSeed, this.caseId, this.me, this.device.deviceId, pub, createdMs);
-        const inv = await api('POST', `/api/cases/${this.caseId}/invitations`, {
-          json: { invite_pub: b64e(pub), invite_sig: b64e(sig), inviter_device: this.device.deviceId, created_ms: createdMs },
-          device: this.device.deviceId,
-        });
-        const link = `${inv.link}#k=${base64url(secret)}`;
-        secret.fill(0);
+        const { link, expiresAt } = await createInvitation(this.device, this.caseId);
         $('#invite-link').value = link;
         // Drawn here from the full link (with its fragment), as pixels on a canvas.
         drawQr($('#invite-qr'), link, 220);
-        $('#invite-expiry').textContent = `Single use; expires ${fmtDate(inv.expires_at)}. This link is not shown again.`;
+        $('#invite-expiry').textContent = `Single use; expires ${fmtDate(expiresAt)}. This link is not shown again.`;
         $('#invite-out').hidden = false;
         button.textContent = 'Create another link';
         $('#invite-link').focus();

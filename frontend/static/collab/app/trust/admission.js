@@ -19,13 +19,12 @@ export const BINDINGS = Object.freeze(['bound', 'unbound', 'bad_proof']);
 export function reviewAdmission({ pin, kind, binding = null, acceptChanged = false, codeCompared = false }) {
   if (!['new', 'pinned', 'verified', 'changed'].includes(pin)) throw new TypeError(`unknown pin state ${pin}`);
   if (!KINDS.includes(kind)) throw new TypeError(`unknown join kind ${kind}`);
-  // A patient without a binding result is unbound: never bound by default.
-  const bind = kind === 'patient' && binding === null ? 'unbound' : binding;
-  if (bind !== null && !BINDINGS.includes(bind)) throw new TypeError(`unknown binding ${binding}`);
+  if (binding !== null && !BINDINGS.includes(binding)) throw new TypeError(`unknown binding ${binding}`);
   const blockers = [];
   if (pin === 'changed' && acceptChanged !== true) blockers.push('identity_changed');
-  if (bind !== null && bind !== 'bound' && codeCompared !== true) {
-    blockers.push(bind === 'bad_proof' ? 'patient_bad_proof' : 'patient_unbound');
+  // Only patients are bound by a link; a patient without a binding result is unbound.
+  if (kind === 'patient' && binding !== 'bound' && codeCompared !== true) {
+    blockers.push(binding === 'bad_proof' ? 'patient_bad_proof' : 'patient_unbound');
   }
   return { allowed: blockers.length === 0, blockers };
 }
