@@ -45,6 +45,7 @@ export class TrustView {
     const banner = $('#trust-banner');
     const roster = this.room.session.roster;
     if (!roster) return;
+    const gen = (this.bannerGen = (this.bannerGen ?? 0) + 1); // a later render wins
     const users = this.blocking();
     const mine = this.ownKey();
     const byUser = new Map(rosterPairs(roster));
@@ -68,6 +69,7 @@ export class TrustView {
           h('button', { type: 'button', class: 'primary', onclick: () => this.decide(user, change.new, 'verify') },
             `Verify: I compared the new number with ${name}`)));
     }));
+    if (gen !== this.bannerGen) return;
     replace($('#trust-changes'), ...items);
     banner.hidden = items.length === 0;
     $('#composer').classList.toggle('blocked', items.length > 0);
