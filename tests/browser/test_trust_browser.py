@@ -7,10 +7,12 @@ patient's invitation proof forged. Each property has its honest twin.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 import uuid
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -18,15 +20,21 @@ import pytest
 from collab.accounts.models import Device, IdentityKey, IdentityPins, User
 from collab.cases import models as m
 from collab.crypto import primitives as prim
+from collab.crypto.actions import RotateBody
 from collab.crypto.devcert import make_device_cert
+from collab.crypto.log import Wrap
+from collab.crypto.wire import b64e
 from tests.browser.conftest import ARTIFACTS, PageProblems
 from tests.browser.test_case_room_browser import (
     admit_from_dialog,
     named,
+    run_async,
     set_up_first_device,
     sign_in,
 )
+from tests.support.actor import Actor
 from tests.support.users import PASSWORD
+from tests.support.ws import RoomSocket
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser]
 
@@ -262,4 +270,64 @@ def test_patient_link_binding_is_shown_and_a_missing_or_bad_proof_needs_the_code
     problems.items = [
         p for p in problems.items if not ("patient2" in p and "/proof" in p and "400" in p)
     ]
+    problems.assert_none()
+
+
+def test_a_wrap_this_browser_cannot_open_leaves_the_rest_of_the_case_readable(
+    server: str, new_page: Callable[[str], Any], problems: PageProblems
+) -> None:
+    gp_user = named("gp_wrap", "Dr Wes Ray", "General practice")
+    page = new_page("gp")
+    sign_in(page, gp_user)
+    set_up_first_device(page)
+    bot = Actor("bot_wrap", specialty="Dermatology").register().go_live(server)
+    state = bot.open_case(specialty="General practice")
+    assert bot.add(state, SimpleNamespace(user=gp_user)).status_code == 201  # type: ignore[arg-type]
+    browser_device = Device.objects.get(user=gp_user).pk
+
+    async def python_side(texts: list[str]) -> None:
+        sock = await RoomSocket.open(server, bot.session_id, state.case_id, bot.device.device_id)
+        await sock.next("hello")
+        for text in texts:
+            ack = await sock.send_envelope(state.seal({"text": text}))
+            assert ack["type"] == "ack", ack
+        await sock.close()
+
+    run_async(lambda: python_side(["Readable before the rotate"])).result(timeout=60)
+    # A validly signed rotate whose wrap for the browser's device is garbage.
+    entry = bot.forge(state, RotateBody())
+    wraps = tuple(
+        Wrap(w.device_id, prim.random_bytes(len(w.ciphertext)))
+        if w.device_id == browser_device
+        else w
+        for w in entry.wraps
+    )
+    entry = dataclasses.replace(entry, wraps=wraps)
+    entry = dataclasses.replace(
+        entry, signature=prim.sign(bot.device.dsk_seed, entry.signed_bytes())
+    )
+    response = bot.call("POST", f"/api/cases/{state.case_id}/log", {"entry": b64e(entry.encode())})
+    assert response.status_code == 201, response.content
+    state.accept_entries([entry])
+    run_async(lambda: python_side(["Sent in the epoch the browser lost"])).result(timeout=60)
+
+    page.goto(f"/cases/{state.case_id}/")
+    page.locator("#conn-state", has_text="Connected").wait_for()
+    page.locator("li.message .text", has_text="Readable before the rotate").wait_for()
+    lost = page.locator("li.message.unavailable")
+    lost.wait_for()
+    assert "not available on this device" in lost.inner_text()
+    assert "Bot_Wrap" in lost.inner_text()
+    assert page.locator("li.message.invalid").count() == 0  # the chain stays verified
+    assert "Sent in the epoch" not in page.locator("#messages").inner_text()
+    # Sending with the head key unavailable: a fresh key first (rotate), then the message.
+    page.get_by_label("Message", exact=True).fill("After a fresh key")
+    page.get_by_role("button", name="Send", exact=True).click()
+    page.locator("li.message.own", has_text="After a fresh key").locator(
+        ".receipt", has_text=re.compile("Delivered|Read by")
+    ).wait_for()
+    case = m.Case.objects.get(pk=state.case_id)
+    assert case.head_epoch == 3
+    bot.sync(state)
+    assert state.head.author_device_id == browser_device
     problems.assert_none()
