@@ -106,9 +106,11 @@ export class PinStore {
     const now = Date.now();
     for (const [user, uik] of pairs) {
       if (user === this.me) continue;
-      const before = JSON.stringify(this.book.record(user));
+      const state = this.book.state(user, uik);
+      if (state === 'pinned' || state === 'verified') continue; // the pinned key: nothing to record
+      const before = state === 'new' ? null : JSON.stringify(this.book.record(user));
       this.book.observe(user, uik, caseId, now);
-      if (JSON.stringify(this.book.record(user)) !== before) changed = true;
+      if (state === 'new' || JSON.stringify(this.book.record(user)) !== before) changed = true;
     }
     if (changed) this.#changed();
   }
