@@ -144,6 +144,8 @@ def test_join_requests_wait_for_a_click_and_identity_keys_are_pinned(
     assert "CHANGED" in dialog.inner_text()
     admit = dialog.get_by_role("button", name="Admit")
     assert admit.is_disabled()
+    ARTIFACTS.mkdir(exist_ok=True)
+    gp.screenshot(path=str(ARTIFACTS / "browser-admit-changed.png"))
     dialog.get_by_role("button", name="Cancel").click()
     time.sleep(0.5)
     assert not m.Member.objects.filter(case_id=case_b, user=derm_user).exists()

@@ -33,7 +33,7 @@ export function reviewAdmission({ pin, kind, binding = null, acceptChanged = fal
 export function reasonText(kind) {
   return {
     claim: 'Claimed this consult from the specialty queue',
-    invite: 'Invited by name by a member of the case',
+    invite: 'Invited by name',
     patient: 'Accepted a patient invitation link',
   }[kind] ?? 'Unknown request';
 }
