@@ -195,3 +195,20 @@ describe('policy details', () => {
     assert.throws(() => new PinBook({ [BOB.userId]: { uik: cr1.b64e(BOB.uikPub), state: 'trusted', updated_ms: 1, previous: [], changed: null } }), cr1.CryptoError);
   });
 });
+
+describe('a pin book too large to sync', () => {
+  test('decisions first, then the newest first-use pins; small books unchanged', async () => {
+    const { fitPins } = await import('../static/collab/app/trust/pins.js');
+    const book = new PinBook();
+    const id = (n) => `00000000-0000-4000-8000-${n.toString(16).padStart(12, '0')}`;
+    for (let i = 0; i < 50; i++) book.observe(id(i), cr1.sha512(new Uint8Array([i])).slice(0, 32), 'c', 1000 + i);
+    book.verify(id(0), cr1.sha512(new Uint8Array([0])).slice(0, 32), 10); // oldest, but a decision
+    assert.equal(fitPins(book, 1 << 20), book);
+    const small = fitPins(book, 2000);
+    const kept = [...small.records.keys()];
+    assert.ok(kept.includes(id(0)), 'the verified pin is kept');
+    assert.ok(kept.includes(id(49)) && !kept.includes(id(1)), 'newest first-use pins first');
+    assert.ok(new TextEncoder().encode(JSON.stringify(small.toDocument())).length <= 2000);
+    assert.equal(book.records.size, 50, 'nothing dropped from the local book');
+  });
+});

@@ -8,12 +8,13 @@
 import {
   CryptoError, DeviceCert, b64d, b64e, ed25519Public, equal, verifyDeviceCert,
 } from '../cr1/index.js';
-import { openPins, sealPins, signPins, verifyPins } from '../cr1/pins.js';
+import { MAX_BLOB, openPins, sealPins, signPins, verifyPins } from '../cr1/pins.js';
 import { ApiError, api } from './api.js';
 import { loadPins, savePins } from './keystore.js';
-import { PinBook, ownCheck, rosterPairs } from './trust/pins.js';
+import { PinBook, fitPins, ownCheck, rosterPairs } from './trust/pins.js';
 
 const SYNC_ATTEMPTS = 4;
+const MAX_DOCUMENT = MAX_BLOB - 24 - 16; // the sealed blob: nonce, MAC, document
 
 const IO = { api, savePins, loadPins };
 
@@ -194,13 +195,15 @@ export class PinStore {
         this.version = version;
         await this.save();
         if (changed) for (const fn of this.listeners) fn();
-        if (this.book.equals(theirs)) return true;
+        if (fitPins(this.book, MAX_DOCUMENT).equals(theirs)) return true;
       } else if (this.version > 0) {
         throw new CryptoError('rollback', `the server has no pins after version ${this.version}`);
       } else if (!this.book.records.size) {
         return true;
       }
-      const blob = sealPins(seed, new TextEncoder().encode(JSON.stringify(this.book.toDocument())));
+      // A book too large for the server: its decisions first, then the newest pins.
+      const synced = fitPins(this.book, MAX_DOCUMENT);
+      const blob = sealPins(seed, new TextEncoder().encode(JSON.stringify(synced.toDocument())));
       const next = version + 1;
       const sig = signPins(seed, this.me, next, blob);
       try {

@@ -247,3 +247,28 @@ export function ownCheck(pairs, me, myUik) {
     }
   }
 }
+
+const docBytes = (book) => new TextEncoder().encode(JSON.stringify(book.toDocument())).length;
+
+/**
+ * The part of the book that is synced when all of it would not fit in `maxBytes` of
+ * document: every decision a person made or must make (verified keys, accepted
+ * changes, pending changes) first, then plain first-use pins, newest first (as
+ * collab/client/pins.py fit). Nothing is dropped from this device's own book; a pin left
+ * out is re-learnt by the other devices on first use.
+ */
+export function fitPins(book, maxBytes) {
+  if (docBytes(book) <= maxBytes) return book;
+  const decided = (r) => r.state === 'verified' || r.previous.length > 0 || r.changed !== null;
+  const order = [...book.records.entries()].sort(([, a], [, b]) => (
+    (decided(a) === decided(b)) ? b.updated_ms - a.updated_ms : (decided(a) ? -1 : 1)));
+  let budget = maxBytes - docBytes(new PinBook());
+  const kept = {};
+  for (const [user, record] of order) {
+    const size = new TextEncoder().encode(JSON.stringify({ [user]: record })).length - 1; // braces -> a comma
+    if (size > budget) continue;
+    kept[user] = record;
+    budget -= size;
+  }
+  return new PinBook(kept);
+}
