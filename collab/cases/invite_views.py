@@ -22,6 +22,7 @@ from collab.accounts.policy import LAST_ACTIVITY_KEY
 from collab.audit.services import AuditAction, RequestMeta, audit_record
 from collab.cases.services import invitations
 from collab.errors import Conflict
+from collab.frontend import invite_assets
 
 _MESSAGES = {
     invitations.InvitationState.UNKNOWN: (
@@ -116,12 +117,14 @@ def invite_view(request: HttpRequest, token: str) -> HttpResponse:
             invitations.invitation_open(raw_token=token, meta=meta)
         except invitations.InvitationUnavailable as refused:
             return _unavailable(request, refused.state)
-        return _private(render(request, "invite/signup.html", {"form": PatientSignUpForm()}))
+        context = {"form": PatientSignUpForm(), **invite_assets()}
+        return _private(render(request, "invite/signup.html", context))
     form = PatientSignUpForm(request.POST)
     if not form.is_valid():
         if invitations.token_hash(token) is None:
             return _unavailable(request, invitations.InvitationState.UNKNOWN)
-        return _private(render(request, "invite/signup.html", {"form": form}, status=400))
+        context = {"form": form, **invite_assets()}
+        return _private(render(request, "invite/signup.html", context, status=400))
     try:
         patient = invitations.invitation_accept(
             raw_token=token,
@@ -134,7 +137,8 @@ def invite_view(request: HttpRequest, token: str) -> HttpResponse:
         return _unavailable(request, refused.state)
     except Conflict:
         form.add_error("username", "That username is taken; choose another.")
-        return _private(render(request, "invite/signup.html", {"form": form}, status=400))
+        context = {"form": form, **invite_assets()}
+        return _private(render(request, "invite/signup.html", context, status=400))
     login(request, patient, backend="django.contrib.auth.backends.ModelBackend")
     request.session[LAST_ACTIVITY_KEY] = time.time()
     audit_record(
@@ -152,7 +156,8 @@ def _existing_patient(
             invitations.invitation_open(raw_token=token, meta=meta)
         except invitations.InvitationUnavailable as refused:
             return _unavailable(request, refused.state)
-        return _private(render(request, "invite/join_existing.html", {"patient": patient}))
+        context = {"patient": patient, **invite_assets()}
+        return _private(render(request, "invite/join_existing.html", context))
     try:
         invitations.invitation_accept(raw_token=token, patient=patient, meta=meta)
     except invitations.InvitationUnavailable as refused:
