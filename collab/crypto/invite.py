@@ -29,6 +29,7 @@ from . import primitives as prim
 from .encoding import fixed, u64, uuid_bytes
 from .errors import CryptoError
 from .log import LogEntry
+from .roster import Role
 from .safety import fingerprint_digits
 
 KEY_TAG = b"CR1/invite-key\x00"
@@ -127,26 +128,26 @@ def check_invitation(
     chain: Iterable[LogEntry], case_id: uuid.UUID, invitation: InvitationRecord | None,
     patient_user: uuid.UUID, patient_uik: bytes,
 ) -> Binding:
-    """bound: an inviter device found under the inviter in a verified roster of this
-    case signed the invite key, and the invite key signed this patient and UIK.
-    unbound: no binding or no proof was given. bad_proof: something does not verify."""
+    """bound: a device of the inviter, who is in the case's verified HEAD roster with a
+    clinician role, signed the invite key, and the invite key signed this patient and
+    UIK. unbound: no binding or no proof was given. bad_proof: something does not verify
+    (including an inviter who is a patient or no longer in the case)."""
     inv = invitation
     if inv is None or inv.invite_pub is None or inv.invite_sig is None:
         return "unbound"
     if inv.inviter_device is None or inv.created_ms is None:
         return "bad_proof"
-    dsk_pub = None
-    for entry in chain:
-        cert = entry.roster.device(inv.inviter_device)
-        member = entry.roster.user(inv.created_by)
-        if entry.case_id == case_id and cert is not None and member is not None \
-                and cert.user_id == inv.created_by:
-            dsk_pub = cert.dsk_pub
-            break
-    if dsk_pub is None:
+    entries = [e for e in chain if e.case_id == case_id]
+    if not entries:
+        return "bad_proof"
+    head = max(entries, key=lambda e: e.epoch).roster
+    cert = head.device(inv.inviter_device)
+    member = head.user(inv.created_by)
+    if cert is None or member is None or cert.user_id != inv.created_by \
+            or member.role == Role.PATIENT:
         return "bad_proof"
     try:
-        verify_invitation_statement(dsk_pub, case_id, inv.created_by, inv.inviter_device,
+        verify_invitation_statement(cert.dsk_pub, case_id, inv.created_by, inv.inviter_device,
                                     inv.invite_pub, inv.created_ms, inv.invite_sig)
     except CryptoError:
         return "bad_proof"

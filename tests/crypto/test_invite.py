@@ -5,8 +5,17 @@ from __future__ import annotations
 import dataclasses
 import uuid
 
-from collab.crypto.invite import InvitationRecord, check_invitation
-from collab.crypto.log import LogEntry
+from collab.crypto.actions import AddUserBody, Body, RemoveUserBody
+from collab.crypto.invite import (
+    InvitationRecord,
+    check_invitation,
+    invite_keypair,
+    sign_invitation,
+    sign_invite_proof,
+)
+from collab.crypto.log import LogEntry, build_entry
+from collab.crypto.roster import Role
+from collab.crypto.vectors.fixtures import ALICE, BOB, CAROL, DAVE, Person, seed
 
 from .test_vectors import V, b
 
@@ -49,3 +58,37 @@ def test_statement_forged_by_the_server_is_bad_proof() -> None:
     assert check_invitation([GENESIS], CASE, forged, PATIENT, UIK) == "bad_proof"
     other_case = uuid.UUID(int=CASE.int ^ 1)
     assert check_invitation([GENESIS], other_case, RECORD, PATIENT, UIK) == "bad_proof"
+
+
+def _statement_by(person: Person, chain: list[LogEntry]) -> str:
+    """A binding made by ``person``'s first device, proved by the patient (Carol)."""
+    secret = seed("invite by " + person.name)
+    invite_seed, invite_pub = invite_keypair(secret)
+    record = InvitationRecord(
+        created_by=person.user_id, inviter_device=person.d.device_id, invite_pub=invite_pub,
+        invite_sig=sign_invitation(person.d.dsk_seed, CASE, person.user_id,
+                                   person.d.device_id, invite_pub, 1),
+        created_ms=1,
+        proof_sig=sign_invite_proof(invite_seed, CASE, invite_pub, CAROL.user_id, CAROL.uik_pub),
+    )
+    return check_invitation(chain, CASE, record, CAROL.user_id, CAROL.uik_pub)
+
+
+def _next(prev: LogEntry, body: Body) -> LogEntry:
+    entry, _ = build_entry(prev, body, author_seed=ALICE.d.dsk_seed, author_user_id=ALICE.user_id,
+                           author_device_id=ALICE.d.device_id, created_ms=prev.created_ms + 1)
+    return entry
+
+
+def test_inviter_must_be_in_the_head_roster() -> None:
+    e1 = LogEntry.decode(b(V["log"]["entries"][1]["entry_bytes"]))
+    assert _statement_by(BOB, [GENESIS, e1]) == "bound"
+    e2 = _next(e1, RemoveUserBody(BOB.user_id))
+    assert _statement_by(BOB, [GENESIS, e1, e2]) == "bad_proof"  # removed since
+
+
+def test_a_patient_member_cannot_bind_an_invitation() -> None:
+    e1 = LogEntry.decode(b(V["log"]["entries"][1]["entry_bytes"]))
+    dave_as_patient = AddUserBody(DAVE.user_id, Role.PATIENT, DAVE.uik_pub, (DAVE.d.cert,))
+    e2 = _next(e1, dave_as_patient)
+    assert _statement_by(DAVE, [GENESIS, e1, e2]) == "bad_proof"

@@ -15,6 +15,7 @@ import * as prim from './primitives.js';
 import { concat, fixed, tag, u64, uuidBytes } from './encoding.js';
 import { CryptoError } from './errors.js';
 import { fingerprintDigits } from './safety.js';
+import { Role } from './roster.js';
 
 export const KEY_TAG = tag('CR1/invite-key');
 export const STATEMENT_TAG = tag('CR1/invite');
@@ -74,23 +75,23 @@ export function shortCode(userId, uikPub) {
 /**
  * 'bound' | 'unbound' | 'bad_proof' for what the server lists about a patient's
  * invitation: inv = {createdBy, inviterDevice, invitePub, inviteSig, createdMs,
- * proofSig} (bytes as Uint8Array, missing values null). The inviter device must
- * appear under the inviter in a verified roster of this case (chain: LogEntry list).
+ * proofSig} (bytes as Uint8Array, missing values null). The inviter must be in the
+ * case's verified HEAD roster (chain: LogEntry list) with a clinician role, and the
+ * device under them; a patient or a removed member is bad_proof.
  */
 export function checkInvitation(chain, caseId, inv, patientUser, patientUik) {
   if (!inv || !inv.invitePub || !inv.inviteSig) return 'unbound';
   if (!inv.inviterDevice || inv.createdMs === null || inv.createdMs === undefined) return 'bad_proof';
-  let dskPub = null;
+  let head = null;
   for (const entry of chain) {
-    const cert = entry.roster.device(inv.inviterDevice);
-    if (entry.caseId === caseId && cert && entry.roster.user(inv.createdBy) && cert.userId === inv.createdBy) {
-      dskPub = cert.dskPub;
-      break;
-    }
+    if (entry.caseId === caseId && (head === null || BigInt(entry.epoch) > BigInt(head.epoch))) head = entry;
   }
-  if (!dskPub) return 'bad_proof';
+  if (!head) return 'bad_proof';
+  const cert = head.roster.device(inv.inviterDevice);
+  const member = head.roster.user(inv.createdBy);
+  if (!cert || !member || cert.userId !== inv.createdBy || member.role === Role.PATIENT) return 'bad_proof';
   try {
-    verifyInvitationStatement(dskPub, caseId, inv.createdBy, inv.inviterDevice, inv.invitePub, inv.createdMs, inv.inviteSig);
+    verifyInvitationStatement(cert.dskPub, caseId, inv.createdBy, inv.inviterDevice, inv.invitePub, inv.createdMs, inv.inviteSig);
   } catch {
     return 'bad_proof';
   }
