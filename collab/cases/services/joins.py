@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -74,17 +75,39 @@ def join_request_create(
     return request
 
 
-def _locked_pending(join_id: int) -> m.JoinRequest:
+def _locked_pending(join_id: int, permit: Callable[[m.JoinRequest], None]) -> m.JoinRequest:
     """The join request under lock, after its case row: the same lock order as a log
-    commit (case, then join requests), so the two never deadlock."""
-    found = m.JoinRequest.objects.filter(pk=join_id).values_list("case_id", flat=True).first()
+    commit (case, then join requests), so the two never deadlock. ``permit`` runs on an
+    unlocked read first, so a caller without the right locks nothing, and again under
+    the lock."""
+    found = m.JoinRequest.objects.filter(pk=join_id).first()
     if found is None:
         raise NotFound("no_join_request", "No such join request.")
-    locked_case(found)
+    permit(found)
+    locked_case(found.case_id)
     join = m.JoinRequest.objects.select_for_update().filter(pk=join_id).first()
     if join is None:
         raise NotFound("no_join_request", "No such join request.")
+    permit(join)  # again under the case lock: a role may have changed meanwhile
     return join
+
+
+def _manager_of(user: User) -> Callable[[m.JoinRequest], None]:
+    def permit(join: m.JoinRequest) -> None:
+        if not is_case_manager(user=user, case_id=join.case_id):
+            raise Forbidden("not_manager", "Only a case owner or admin declines a join request.")
+
+    return permit
+
+
+def _party_to(user: User) -> Callable[[m.JoinRequest], None]:
+    def permit(join: m.JoinRequest) -> None:
+        if user.pk not in (join.user_id, join.requested_by_id):
+            raise Forbidden(
+                "not_requester", "Only the requester or the person asked for withdraws."
+            )
+
+    return permit
 
 
 def _check_pending(join: m.JoinRequest) -> None:
@@ -127,9 +150,7 @@ def join_request_decline(
         raise ServiceError(
             "bad_field", f"reason must be at most {MAX_DECLINE_REASON} characters."
         )
-    join = _locked_pending(join_id)
-    if not is_case_manager(user=user, case_id=join.case_id):
-        raise Forbidden("not_manager", "Only a case owner or admin declines a join request.")
+    join = _locked_pending(join_id, _manager_of(user))
     _check_pending(join)
     _resolve(join, status=m.JoinStatus.DECLINED, by=user)
     audit_record(
@@ -152,9 +173,7 @@ def join_request_withdraw(
 ) -> m.JoinRequest:
     """The person asked for, or whoever filed the request, withdraws it; the case
     managers (and the person asked for, when someone else withdrew) are told."""
-    join = _locked_pending(join_id)
-    if user.pk not in (join.user_id, join.requested_by_id):
-        raise Forbidden("not_requester", "Only the requester or the person asked for withdraws.")
+    join = _locked_pending(join_id, _party_to(user))
     _check_pending(join)
     _resolve(join, status=m.JoinStatus.WITHDRAWN, by=user)
     audit_record(
