@@ -31,9 +31,17 @@ from collab.crypto.wire import b64d, b64e
 PinState = Literal["new", "pinned", "verified", "changed"]
 RecordState = Literal["pinned", "verified"]
 DOCUMENT_FORMAT = "collab-pins"
-MAX_PINS = 100_000  # bounded: a document with more users is refused
-MAX_PREVIOUS = 64
-MAX_CASES = 4096
+# Limits shared with the browser (tests/policy/trust_scenarios.json "limits"). They are
+# applied when a record is written (observe/accept/verify) and again when one is parsed,
+# by truncation: a book a client of ours wrote is never refused for its size.
+MAX_PINS = 100_000  # records kept on parsing: decisions first, then the newest (as fit)
+MAX_PREVIOUS = 16  # older accepted keys kept per user, the newest
+MAX_CASES = 64  # cases listed per pending change, the newest (largest ids, as listed)
+
+
+def _bounded_cases(cases: Iterable[uuid.UUID]) -> tuple[uuid.UUID, ...]:
+    """Sorted, without duplicates, the last ``MAX_CASES`` kept."""
+    return tuple(sorted(set(cases)))[-MAX_CASES:]
 
 
 @dataclass(frozen=True)
@@ -51,10 +59,10 @@ class PendingChange:
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> PendingChange:
         cases = d.get("cases") or []
-        if not isinstance(cases, list) or len(cases) > MAX_CASES:
-            raise CryptoError("bad_field", "pin change cases must be a bounded list")
+        if not isinstance(cases, list):
+            raise CryptoError("bad_field", "pin change cases must be a list")
         return cls(b64d(d["uik"], 32), _int(d["seen_ms"]),
-                   tuple(sorted({uuid.UUID(str(c)) for c in cases})))
+                   _bounded_cases(uuid.UUID(str(c)) for c in cases))
 
 
 @dataclass(frozen=True)
@@ -76,12 +84,12 @@ class PinRecord:
         if state not in ("pinned", "verified"):
             raise CryptoError("bad_field", "pin state must be pinned or verified")
         previous = d.get("previous") or []
-        if not isinstance(previous, list) or len(previous) > MAX_PREVIOUS:
-            raise CryptoError("bad_field", "pin previous keys must be a bounded list")
+        if not isinstance(previous, list):
+            raise CryptoError("bad_field", "pin previous keys must be a list")
         changed = d.get("changed")
         return cls(
             b64d(d["uik"], 32), "verified" if state == "verified" else "pinned",
-            _int(d["updated_ms"]), tuple(b64d(p, 32) for p in previous),
+            _int(d["updated_ms"]), tuple(b64d(p, 32) for p in previous)[-MAX_PREVIOUS:],
             None if changed is None else PendingChange.from_json(changed),
         )
 
@@ -138,19 +146,23 @@ class PinBook:
 
     # --- decisions ----------------------------------------------------------------------
     def observe(self, user: uuid.UUID, uik: bytes, case: uuid.UUID | None,
-                now: int) -> PinState:
-        """A key seen for ``user`` (in a verified roster or from the key directory)."""
+                now: int, *, historical: bool = False) -> PinState:
+        """A key seen for ``user`` in a verified roster. ``historical``: a roster below
+        the case's head, where a key the user had before (in ``previous``) is no news and
+        records no change; it still counts as "changed" for that roster."""
         record = self.records.get(user)
         if record is None:
             self.records[user] = PinRecord(bytes(uik), "pinned", now)
             return "new"
         if record.uik == uik:
             return record.state
+        if historical and uik in record.previous:
+            return "changed"
         pending = record.changed
         if pending is None or pending.uik != uik:
             pending = PendingChange(bytes(uik), now, ())
         if case is not None and case not in pending.cases:
-            pending = dataclasses.replace(pending, cases=tuple(sorted({*pending.cases, case})))
+            pending = dataclasses.replace(pending, cases=_bounded_cases((*pending.cases, case)))
         if pending != record.changed:
             self.records[user] = dataclasses.replace(record, changed=pending)
         return "changed"
@@ -161,7 +173,8 @@ class PinBook:
         if record is not None:
             previous = record.previous
             if record.uik != uik and record.uik not in previous:
-                previous = (*previous, record.uik)[-MAX_PREVIOUS:]
+                previous = (*previous, record.uik)
+            previous = previous[-MAX_PREVIOUS:]
         self.records[user] = PinRecord(bytes(uik), state, now, previous, None)
 
     def accept(self, user: uuid.UUID, uik: bytes, now: int) -> None:
@@ -184,12 +197,15 @@ class PinBook:
 
     @classmethod
     def from_json(cls, pins: Mapping[str, Any]) -> PinBook:
-        if not isinstance(pins, Mapping) or len(pins) > MAX_PINS:
-            raise CryptoError("bad_field", "pins must be a bounded object")
+        if not isinstance(pins, Mapping):
+            raise CryptoError("bad_field", "pins must be an object")
         try:
-            return cls({uuid.UUID(str(k)): PinRecord.from_json(v) for k, v in pins.items()})
+            records = {uuid.UUID(str(k)): PinRecord.from_json(v) for k, v in pins.items()}
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             raise CryptoError("bad_field", f"malformed pin record: {error}") from None
+        if len(records) > MAX_PINS:  # keep what fit() would sync first
+            records = dict(sorted(sorted(records.items(), key=_weight)[:MAX_PINS]))
+        return cls(records)
 
     def document(self) -> dict[str, Any]:
         return {"format": DOCUMENT_FORMAT, "pins": self.to_json()}
@@ -204,24 +220,51 @@ class PinBook:
         return PinBook(dict(self.records))
 
 
+_STRENGTH = {"pinned": 0, "verified": 1}
+
+
 def _merge_record(local: PinRecord, remote: PinRecord) -> PinRecord:
-    newer = remote.updated_ms > local.updated_ms
-    tie_verified = (remote.updated_ms == local.updated_ms and remote.state == "verified"
-                    and local.state != "verified")
-    winner = remote if newer or tie_verified else local
-    if local.changed is not None and local.changed.uik != winner.uik:
-        changed: PendingChange | None = local.changed
-    elif remote.changed is not None and remote.changed.uik != winner.uik:
-        changed = remote.changed
-    else:
-        changed = None
-    return dataclasses.replace(winner, changed=changed)
+    """One user's record from two devices (the rules of the shared scenarios)."""
+    if local.uik == remote.uik:
+        # The same key: the newer decision wins (a tie: verified, then local).
+        if remote.updated_ms != local.updated_ms:
+            winner = remote if remote.updated_ms > local.updated_ms else local
+        else:
+            winner = remote if _STRENGTH[remote.state] > _STRENGTH[local.state] else local
+        return dataclasses.replace(winner, changed=_pending(winner, local, remote))
+    local_newer_key = remote.uik in local.previous
+    remote_newer_key = local.uik in remote.previous
+    if local_newer_key != remote_newer_key:
+        # One record moved on from the other's key (an accept or verify of a new key):
+        # it supersedes the other, whatever the times say.
+        winner = local if local_newer_key else remote
+        return dataclasses.replace(winner, changed=_pending(winner, local, remote))
+    if local_newer_key:  # each moved on from the other's key: the later decision
+        winner = remote if remote.updated_ms > local.updated_ms else local
+        return dataclasses.replace(winner, changed=_pending(winner, local, remote))
+    # Two keys neither record decided between: the stronger stays (verified over
+    # pinned), on a tie the first use; the other key is a change a person must decide,
+    # never a silent replacement (a fresh device's first-use pin of the server's key
+    # must not overwrite a key verified elsewhere).
+    strength = (_STRENGTH[local.state], -local.updated_ms)
+    other = (_STRENGTH[remote.state], -remote.updated_ms)
+    winner, loser = (remote, local) if other > strength else (local, remote)
+    for pending in (local.changed, remote.changed):
+        if pending is not None and pending.uik == loser.uik:
+            return dataclasses.replace(winner, changed=pending)
+    return dataclasses.replace(winner, changed=PendingChange(loser.uik, loser.updated_ms, ()))
+
+
+def _pending(winner: PinRecord, local: PinRecord, remote: PinRecord) -> PendingChange | None:
+    """A pending change survives unless it names the key that won (local first)."""
+    for pending in (local.changed, remote.changed):
+        if pending is not None and pending.uik != winner.uik:
+            return pending
+    return None
 
 
 def merge(local: PinBook, remote: PinBook) -> PinBook:
-    """Combine this device's pins with another device's, per user: the newer decision
-    wins (a tie: verified over pinned, else local); a pending change survives unless
-    it names the key that won."""
+    """Combine this device's pins with another device's, per user (_merge_record)."""
     out: dict[uuid.UUID, PinRecord] = {}
     for user in sorted({*local.records, *remote.records}):
         mine, theirs = local.records.get(user), remote.records.get(user)
@@ -239,6 +282,14 @@ def document_bytes(book: PinBook) -> bytes:
     return json.dumps(book.document(), sort_keys=True, separators=(",", ":")).encode()
 
 
+def _weight(item: tuple[uuid.UUID, PinRecord]) -> tuple[bool, int, uuid.UUID]:
+    """Order of importance: decisions first, then first-use pins, newest first."""
+    user, record = item
+    decided = record.state == "verified" or bool(record.previous) or \
+        record.changed is not None
+    return (not decided, -record.updated_ms, user)
+
+
 def fit(book: PinBook, max_bytes: int) -> PinBook:
     """The part of the book that is synced when all of it would not fit: every decision
     a person made or must make (verified keys, accepted changes, pending changes) first,
@@ -246,16 +297,9 @@ def fit(book: PinBook, max_bytes: int) -> PinBook:
     other devices on first use; nothing is dropped from this device's own book."""
     if len(document_bytes(book)) <= max_bytes:
         return book
-
-    def weight(item: tuple[uuid.UUID, PinRecord]) -> tuple[bool, int]:
-        record = item[1]
-        decided = record.state == "verified" or bool(record.previous) or \
-            record.changed is not None
-        return (not decided, -record.updated_ms)
-
     budget = max_bytes - len(document_bytes(PinBook()))
     kept: dict[uuid.UUID, PinRecord] = {}
-    for user, record in sorted(book.records.items(), key=weight):
+    for user, record in sorted(book.records.items(), key=_weight):
         size = len(json.dumps({str(user): record.to_json()}, sort_keys=True,
                               separators=(",", ":"))) - 1  # the braces become a comma
         if size > budget:

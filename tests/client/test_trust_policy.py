@@ -13,7 +13,14 @@ import pytest
 
 from collab.client.admission import review_admission
 from collab.client.errors import IdentityChangedError
-from collab.client.pins import PinBook, commit_check, merge, own_check
+from collab.client.pins import (
+    MAX_CASES,
+    MAX_PREVIOUS,
+    PinBook,
+    commit_check,
+    merge,
+    own_check,
+)
 from collab.crypto.errors import CryptoError
 
 SCENARIOS = json.loads(
@@ -25,10 +32,16 @@ CASES = {k: uuid.UUID(v) for k, v in SCENARIOS["cases"].items()}
 NAMES_OF_USERS = {v: k for k, v in USERS.items()}
 NAMES_OF_KEYS = {v: k for k, v in KEYS.items()}
 NAMES_OF_CASES = {v: k for k, v in CASES.items()}
+OPS = {"state", "observe", "observe_cases", "change_cases", "accept", "verify", "unverify",
+       "changes", "blocking", "own", "commit"}
 
 
 def roster(pairs: list[list[str]]) -> list[tuple[uuid.UUID, bytes]]:
     return [(USERS[u], KEYS[k]) for u, k in pairs]
+
+
+def numbered_case(i: int) -> uuid.UUID:
+    return uuid.UUID(f"{i:08x}-0000-4000-8000-000000000000")
 
 
 def outcome(check: Any) -> str:
@@ -47,7 +60,18 @@ def run_step(book: PinBook, step: dict[str, Any]) -> Any:
         return book.state(USERS[step["user"]], KEYS[step["uik"]])
     if op == "observe":
         return book.observe(USERS[step["user"]], KEYS[step["uik"]], CASES[step["case"]],
-                            step["now"])
+                            step["now"], historical=step.get("historical", False))
+    if op == "observe_cases":
+        for i in range(1, step["count"] + 1):
+            book.observe(USERS[step["user"]], KEYS[step["uik"]], numbered_case(i), step["now"])
+        return None
+    if op == "change_cases":
+        record = book.get(USERS[step["user"]])
+        assert record is not None and record.changed is not None
+        cases = [str(c) for c in record.changed.cases]
+        assert len(cases) == step["expect_count"]
+        assert (cases[0], cases[-1]) == (step["expect_first"], step["expect_last"])
+        return None
     if op == "accept":
         return book.accept(USERS[step["user"]], KEYS[step["uik"]], step["now"])
     if op == "verify":
@@ -70,10 +94,17 @@ def run_step(book: PinBook, step: dict[str, Any]) -> Any:
     raise AssertionError(f"unknown op {op}")
 
 
+def test_every_scenario_op_is_run_and_the_limits_are_shared() -> None:
+    used = {step["op"] for s in SCENARIOS["pins"] for step in s["steps"]}
+    assert used <= OPS, used - OPS
+    assert SCENARIOS["limits"] == {"cases_per_change": MAX_CASES, "previous": MAX_PREVIOUS}
+
+
 @pytest.mark.parametrize("scenario", SCENARIOS["pins"], ids=lambda s: s["name"])
 def test_pin_scenario(scenario: dict[str, Any]) -> None:
     book = PinBook()
     for number, step in enumerate(scenario["steps"]):
+        assert step["op"] in OPS, step
         got = run_step(book, step)
         if "expect" in step:
             assert got == step["expect"], f"step {number}: {step}"
@@ -142,3 +173,63 @@ def test_malformed_documents_are_refused() -> None:
     with pytest.raises(CryptoError):
         PinBook.from_json({"not-a-uuid": {"uik": SCENARIOS["keys"]["K1"], "state": "pinned",
                                           "updated_ms": 1}})
+
+
+def test_a_fresh_devices_first_use_pin_never_replaces_a_verified_key() -> None:
+    """The attack: a new device first-uses the server's key B (a later time) while
+    another device verified Bob's key A; merged either way A stays, B is a change."""
+    bob, a, b = USERS["bob"], KEYS["K1"], KEYS["K2"]
+    laptop = PinBook()
+    laptop.observe(bob, a, CASES["C1"], 500)
+    laptop.verify(bob, a, 1000)
+    phone = PinBook()
+    assert phone.observe(bob, b, CASES["C1"], 2000) == "new"
+    for merged in (merge(phone, laptop), merge(laptop, merge(phone, laptop))):
+        assert merged.state(bob, a) == "verified" and merged.state(bob, b) == "changed"
+        (change,) = merged.changes()
+        assert (change.old, change.new, change.was_verified) == (a, b, True)
+    # The honest twin: on the phone (which now knows A) the person accepts B; that
+    # record holds A in `previous` and supersedes the laptop's verification.
+    phone = merge(phone, laptop)
+    phone.accept(bob, b, 3000)
+    merged = merge(laptop, phone)
+    assert merged.state(bob, b) == "pinned" and merged.changes() == []
+
+
+def test_oversized_lists_are_truncated_on_parsing_never_refused() -> None:
+    bob = str(USERS["bob"])
+    cases = [str(numbered_case(i)) for i in range(1, 5000)]
+    previous = [base64.b64encode(bytes([i]) * 32).decode() for i in range(1, 40)]
+    record = {"uik": SCENARIOS["keys"]["K1"], "state": "pinned", "updated_ms": 1,
+              "previous": previous, "changed": {"uik": SCENARIOS["keys"]["K2"],
+                                                "seen_ms": 2, "cases": cases[::-1]}}
+    loaded = PinBook.from_json({bob: record}).get(USERS["bob"])
+    assert loaded is not None and loaded.changed is not None
+    assert [str(c) for c in loaded.changed.cases] == sorted(cases)[-MAX_CASES:]
+    assert [base64.b64encode(p).decode() for p in loaded.previous] == previous[-MAX_PREVIOUS:]
+    # The honest twin: lists within the limits load unchanged.
+    record["previous"], record["changed"]["cases"] = previous[:3], cases[:MAX_CASES]
+    again = PinBook.from_json({bob: record}).to_json()[bob]
+    assert again["previous"] == previous[:3] and again["changed"]["cases"] == cases[:MAX_CASES]
+
+
+def test_previous_keys_are_bounded_when_written() -> None:
+    book, bob = PinBook(), USERS["bob"]
+    keys = [bytes([i]) * 32 for i in range(1, MAX_PREVIOUS + 5)]
+    for now, key in enumerate(keys, 1):
+        book.accept(bob, key, now)
+    record = book.get(bob)
+    assert record is not None and record.previous == tuple(keys[-MAX_PREVIOUS - 1:-1])
+
+
+def test_too_many_pins_keep_the_decisions_when_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
+    import collab.client.pins as pins
+
+    monkeypatch.setattr(pins, "MAX_PINS", 2)
+    book = PinBook()
+    users = [uuid.UUID(int=i + 1) for i in range(4)]
+    for now, user in enumerate(users, 1):
+        book.observe(user, KEYS["K1"], None, now * 10)
+    book.verify(users[0], KEYS["K1"], 1)  # oldest, but a decision
+    loaded = PinBook.from_json(book.to_json())
+    assert sorted(loaded.records) == [users[0], users[3]]
