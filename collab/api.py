@@ -78,7 +78,7 @@ def json_body(request: HttpRequest) -> dict[str, Any]:
     return data
 
 
-def device_id_of(request: HttpRequest) -> uuid.UUID:
+def proven_device(request: HttpRequest) -> uuid.UUID:
     """The caller's device, named in the X-Collab-Device header."""
     return parse_uuid(request.META.get(DEVICE_HEADER, ""), "X-Collab-Device")
 

@@ -16,6 +16,7 @@ urlpatterns = [
     path(
         "api/cases/<uuid:case_id>/access-log",
         audit_views.access_log_view,
+        {"member_check": "collab.cases.access.is_case_member"},
         name="case-access-log",
     ),
     path("api/", include("collab.cases.urls")),

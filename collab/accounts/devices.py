@@ -9,6 +9,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from collab.accounts.models import Device, IdentityBackup, IdentityKey, IdentityPins, User
+from collab.accounts.policy import is_admin
 from collab.audit.services import AuditAction, RequestMeta, audit_record
 from collab.crypto import primitives
 from collab.crypto.devcert import DeviceCert, verify_device_cert
@@ -164,8 +165,7 @@ def device_revoke(
     device = Device.objects.select_for_update().filter(pk=device_id).first()
     if device is None:
         raise NotFound("no_device", "No such device.")
-    is_admin = actor.role == "admin" or actor.is_staff
-    if device.user_id != actor.pk and not is_admin:
+    if device.user_id != actor.pk and not is_admin(actor):
         raise Forbidden("not_your_device", "You can only revoke your own devices.")
     if device.user_id != actor.pk and not reason.strip():
         raise ServiceError("reason_required", "An administrator must give a reason.")

@@ -19,6 +19,14 @@ from collab.accounts.models import Role, User
 LAST_ACTIVITY_KEY = "collab_last_activity"
 
 
+def is_admin(user: Any) -> bool:
+    """The one meaning of "admin" in the service: an active user with the admin role.
+
+    ``is_staff`` / ``is_superuser`` open the Django admin site only; they grant nothing
+    in the API (device revocation for others, audit export, checkpoints)."""
+    return isinstance(user, User) and user.is_active and user.role == Role.ADMIN
+
+
 def requires_totp(user: User) -> bool:
     """Providers and admins must enrol TOTP; patients may."""
     return user.role in (Role.PROVIDER, Role.ADMIN) or user.is_staff

@@ -8,7 +8,7 @@ from typing import Any
 
 from django.db.models import QuerySet
 
-from collab.accounts.models import Role, User
+from collab.accounts.policy import is_admin
 from collab.audit.filters import AuditFilter
 from collab.audit.models import AuditCheckpoint, AuditEvent
 
@@ -16,9 +16,8 @@ ACCESS_LOG_PAGE_SIZE = 50
 
 
 def is_audit_admin(user: Any) -> bool:
-    return (
-        isinstance(user, User) and user.is_active and (user.role == Role.ADMIN or user.is_superuser)
-    )
+    """Admins only (the one meaning of admin: collab.accounts.policy.is_admin)."""
+    return is_admin(user)
 
 
 def events_matching(flt: AuditFilter) -> QuerySet[AuditEvent]:

@@ -18,22 +18,11 @@ from collab.cases.models import (
     LeaveRequest,
     LogEntry,
     Member,
-    MemberDevice,
     Message,
     Notification,
     UrgentAck,
 )
 from collab.crypto.log import LogEntry as CryptoLogEntry
-
-
-def is_case_member(*, user: User, case_id: uuid.UUID) -> bool:
-    return Member.objects.filter(case_id=case_id, user=user).exists()
-
-
-def device_in_roster(*, case_id: uuid.UUID, device_id: uuid.UUID) -> bool:
-    return MemberDevice.objects.filter(
-        case_id=case_id, device_id=device_id, device__revoked_at__isnull=True
-    ).exists()
 
 
 def cases_for_user(*, user: User) -> QuerySet[Case]:

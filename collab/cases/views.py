@@ -14,12 +14,20 @@ from django.urls import reverse
 from django.utils import timezone
 
 from collab.accounts.models import User
-from collab.api import api, device_id_of, int_param, json_body, parse_uuid, stream_file, user_of
+from collab.api import (
+    api,
+    int_param,
+    json_body,
+    parse_uuid,
+    proven_device,
+    stream_file,
+    user_of,
+)
 from collab.audit.services import AuditAction, RequestMeta, audit_record
 from collab.cases import models as m
 from collab.cases import selectors
+from collab.cases.access import access_case, access_case_device
 from collab.cases.services import blobs, consults, invitations, joins, membership, notifications
-from collab.cases.services._common import active_device
 from collab.cases.wire import (
     b64_or_none,
     case_wire,
@@ -29,14 +37,7 @@ from collab.cases.wire import (
 )
 from collab.crypto.log import LogEntry
 from collab.crypto.wire import MAX_SAFE_INT, b64d, b64e
-from collab.errors import Forbidden, NotFound, ServiceError
-
-
-def _member_case(user: User, case_id: uuid.UUID) -> m.Case:
-    case = m.Case.objects.filter(pk=case_id).first()
-    if case is None or not selectors.is_case_member(user=user, case_id=case_id):
-        raise Forbidden("not_member", "You are not a member of this case.")
-    return case
+from collab.errors import NotFound, ServiceError
 
 
 def _entry(body: dict[str, object], name: str = "entry") -> LogEntry:
@@ -50,7 +51,7 @@ def case_list(request: HttpRequest) -> HttpResponse:
         body = json_body(request)
         case = membership.case_open(
             user=user,
-            device_id=device_id_of(request),
+            device_id=proven_device(request),
             genesis=_entry(body, "genesis"),
             specialty=str(body.get("specialty", "")),
             urgency=str(body.get("urgency", "routine")),
@@ -66,7 +67,7 @@ def case_list(request: HttpRequest) -> HttpResponse:
 
 @api(("GET",))
 def case_detail(request: HttpRequest, case_id: uuid.UUID) -> HttpResponse:
-    case = _member_case(user_of(request), case_id)
+    case = access_case(user_of(request), case_id)
     return JsonResponse(
         {
             **case_wire(case),
@@ -91,13 +92,13 @@ def case_log(request: HttpRequest, case_id: uuid.UUID) -> HttpResponse:
     if request.method == "POST":
         record = membership.log_entry_submit(
             user=user,
-            device_id=device_id_of(request),
+            device_id=proven_device(request),
             case_id=case_id,
             entry=_entry(json_body(request)),
             meta=RequestMeta.from_request(request),
         )
         return JsonResponse(log_entry_wire(record), status=201)
-    _member_case(user, case_id)
+    access_case(user, case_id)
     after = int_param(request, "after", -1, -1, 2**62)
     entries = selectors.log_entries(case_id=case_id, after=after)[:500]
     return JsonResponse({"entries": [log_entry_wire(e) for e in entries]})
@@ -107,10 +108,8 @@ def case_log(request: HttpRequest, case_id: uuid.UUID) -> HttpResponse:
 def case_wraps(request: HttpRequest, case_id: uuid.UUID) -> HttpResponse:
     """The caller's device's epoch-key wraps (sealed; only that device opens them)."""
     user = user_of(request)
-    device_id = device_id_of(request)
-    _member_case(user, case_id)
-    if not user.devices.filter(pk=device_id).exists():
-        raise Forbidden("unknown_device", "That device is not registered to you.")
+    device_id = proven_device(request)
+    access_case_device(user, case_id, device_id)
     wraps = m.KeyWrap.objects.filter(case_id=case_id, device_id=device_id).order_by("epoch")
     return JsonResponse(
         {
@@ -155,7 +154,7 @@ def case_join_requests(request: HttpRequest, case_id: uuid.UUID) -> HttpResponse
         return JsonResponse(
             {"id": join.pk, "user": str(join.user_id), "kind": join.kind}, status=201
         )
-    _member_case(requester, case_id)
+    access_case(requester, case_id)
     return JsonResponse(
         {"join_requests": [join_request_wire(r) for r in selectors.pending_joins(case_id=case_id)]}
     )
@@ -218,10 +217,9 @@ def join_request_withdraw(request: HttpRequest, join_id: int) -> HttpResponse:
 def case_messages(request: HttpRequest, case_id: uuid.UUID) -> HttpResponse:
     """History, paged, for the epochs the caller's device holds keys for."""
     user = user_of(request)
-    device_id = device_id_of(request)
-    _member_case(user, case_id)
-    # The device decides which epochs are readable: it must be the caller's own.
-    active_device(user=user, device_id=device_id)
+    device_id = proven_device(request)
+    # The device decides which epochs are readable: it must be the caller's own, active.
+    access_case_device(user, case_id, device_id)
     after = int_param(request, "after", 0, 0, 2**62)
     limit = int_param(request, "limit", 100, 1, settings.HISTORY_PAGE_MAX)
     page = selectors.messages_for_device(
@@ -251,7 +249,7 @@ def blob_create(request: HttpRequest, case_id: uuid.UUID) -> HttpResponse:
     if not isinstance(size, int) or isinstance(size, bool):
         raise ServiceError("bad_field", "size must be an integer (ciphertext bytes).")
     blob = blobs.blob_create(
-        user=user_of(request), device_id=device_id_of(request), case_id=case_id, size=size
+        user=user_of(request), device_id=proven_device(request), case_id=case_id, size=size
     )
     return JsonResponse(
         {
@@ -303,7 +301,7 @@ def blob_download(request: HttpRequest, blob_id: uuid.UUID) -> StreamingHttpResp
     start = int(match.group(1))
     blob, handle = blobs.blob_download(
         user=user_of(request),
-        device_id=device_id_of(request),
+        device_id=proven_device(request),
         blob_id=blob_id,
         start=start,
         meta=RequestMeta.from_request(request),
@@ -417,7 +415,7 @@ def case_invitations(request: HttpRequest, case_id: uuid.UUID) -> HttpResponse:
         )
         response["Cache-Control"] = "no-store"
         return response
-    _member_case(user, case_id)
+    access_case(user, case_id)
     return JsonResponse(
         {
             "invitations": [
@@ -496,7 +494,7 @@ def consult_claim(request: HttpRequest, case_id: uuid.UUID) -> HttpResponse:
 
 @api(("GET",))
 def case_urgent(request: HttpRequest, case_id: uuid.UUID) -> HttpResponse:
-    _member_case(user_of(request), case_id)
+    access_case(user_of(request), case_id)
     items = selectors.urgent_status(case_id=case_id)
     by_member: dict[str, list[int]] = {}
     for item in items:

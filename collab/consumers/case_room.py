@@ -13,7 +13,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 
 from collab.audit.services import AuditAction, RequestMeta, audit_record
-from collab.cases import selectors
+from collab.cases import access, selectors
 from collab.cases.models import Case
 from collab.cases.services import consults, messages
 from collab.cases.wire import message_wire
@@ -49,11 +49,11 @@ class CaseRoomConsumer(AuthenticatedConsumer):
             await self.send_error("bad_request", "Give the case id and ?device=<device id>.")
             await self.close(code=CLOSE_BAD_REQUEST)
             return False
-        code = await database_sync_to_async(self._membership_verdict)()
-        if code is not None:
+        refusal = await database_sync_to_async(self._membership_verdict)()
+        if refusal is not None:
             await self.accept()
-            await self.send_error("not_member", "This device is not in the case's roster.")
-            await self.close(code=code)
+            await self.send_error(refusal.code, refusal.message)
+            await self.close(code=CLOSE_NO_CASE if refusal.code == "no_case" else CLOSE_NOT_MEMBER)
             return False
         room_groups = [case_group(self.case_id), device_group(self.device_id)]
         for group in room_groups:
@@ -61,13 +61,17 @@ class CaseRoomConsumer(AuthenticatedConsumer):
         self.personal_groups += room_groups
         return True
 
-    def _membership_verdict(self) -> int | None:
+    def _membership_verdict(self) -> ServiceError | None:
+        """None when the socket may open, else the refusal (collab.cases.access)."""
         if not Case.objects.filter(pk=self.case_id).exists():
-            return CLOSE_NO_CASE
-        if not self.user.devices.filter(pk=self.device_id, revoked_at__isnull=True).exists():
-            return CLOSE_NOT_MEMBER
-        if not selectors.device_in_roster(case_id=self.case_id, device_id=self.device_id):
-            return CLOSE_NOT_MEMBER
+            return ServiceError("no_case", "No such case.")
+        try:
+            access.access_device(self.user, self.device_id)
+            access.access_roster_device(self.user, self.case_id, self.device_id)
+        except ServiceError as refusal:
+            if refusal.code == "not_in_roster":
+                return ServiceError("not_member", "This device is not in the case's roster.")
+            return refusal
         self.epochs = set(selectors.readable_epochs(case_id=self.case_id, device_id=self.device_id))
         return None
 

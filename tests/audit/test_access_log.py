@@ -4,9 +4,10 @@ import uuid
 
 import pytest
 
-from collab.audit import selectors, views
+from collab.audit import selectors
 from collab.audit.models import AuditEvent
 from collab.audit.services import AuditAction, audit_record
+from collab.cases import access
 from tests.support.users import make_user, verified_client
 
 pytestmark = pytest.mark.django_db
@@ -17,7 +18,7 @@ def members(monkeypatch: pytest.MonkeyPatch):
     """Membership comes from the cases app; here a set of (user, case) pairs controls it."""
     allowed: set[tuple[uuid.UUID, uuid.UUID]] = set()
     monkeypatch.setattr(
-        views, "is_case_member", lambda *, user, case_id: (user.pk, case_id) in allowed
+        access, "is_case_member", lambda *, user, case_id: (user.pk, case_id) in allowed
     )
     return allowed
 

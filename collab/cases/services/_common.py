@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import uuid
 
-from collab.accounts.models import Device, User
 from collab.cases.models import Case
 from collab.crypto.errors import CryptoError
 from collab.errors import Forbidden, NotFound, ServiceError
@@ -14,15 +13,6 @@ _FORBIDDEN_CODES = {"unauthorized_author"}
 def crypto_failure(error: CryptoError) -> ServiceError:
     cls = Forbidden if error.code in _FORBIDDEN_CODES else ServiceError
     return cls(error.code, error.message or error.code.replace("_", " "))
-
-
-def active_device(*, user: User, device_id: uuid.UUID) -> Device:
-    device = Device.objects.filter(pk=device_id, user=user).first()
-    if device is None:
-        raise Forbidden("unknown_device", "That device is not registered to you.")
-    if device.revoked_at is not None:
-        raise Forbidden("device_revoked", "That device has been revoked.")
-    return device
 
 
 def locked_case(case_id: uuid.UUID) -> Case:

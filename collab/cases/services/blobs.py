@@ -18,11 +18,10 @@ from django.db import transaction
 from collab.accounts.models import User
 from collab.audit.services import AuditAction, RequestMeta, audit_record
 from collab.cases import models as m
-from collab.cases.selectors import is_case_member
-from collab.cases.services._common import active_device
+from collab.cases.access import access_blob, access_case_device
 from collab.crypto.attachment import CT_CHUNK_SIZE, ciphertext_size, root_of
 from collab.crypto.primitives import sha512
-from collab.errors import Conflict, Forbidden, NotFound, ServiceError, TooLarge
+from collab.errors import Conflict, NotFound, ServiceError, TooLarge
 
 MAX_PART_CHUNKS = 16
 # The most one upload part or one download range may carry.
@@ -47,9 +46,7 @@ def _discard(blob: m.Blob) -> None:
 
 @transaction.atomic
 def blob_create(*, user: User, device_id: uuid.UUID, case_id: uuid.UUID, size: int) -> m.Blob:
-    active_device(user=user, device_id=device_id)
-    if not is_case_member(user=user, case_id=case_id):
-        raise Forbidden("not_member", "You are not a member of this case.")
+    access_case_device(user, case_id, device_id)
     if size > max_blob_bytes():
         limit_mb = settings.MAX_ATTACHMENT_BYTES // (1024 * 1024)
         raise TooLarge("too_large", f"Attachments are limited to {limit_mb} MB.")
@@ -193,10 +190,7 @@ def blob_download(
 ) -> tuple[m.Blob, IO[bytes]]:
     """Members only. Returns the file positioned at ``start``; one audit event per
     download (the request that starts at byte 0)."""
-    active_device(user=user, device_id=device_id)
-    blob = m.Blob.objects.filter(pk=blob_id, status=m.BlobStatus.COMPLETE).first()
-    if blob is None or not is_case_member(user=user, case_id=blob.case_id):
-        raise NotFound("no_blob", "No such attachment in your cases.")
+    blob = access_blob(user, blob_id, device_id)
     if not 0 <= start < blob.size:
         raise ServiceError("bad_range", f"The range must start within 0..{blob.size - 1}.")
     if start == 0:

@@ -13,6 +13,7 @@ from django.utils import timezone
 from collab.accounts.models import Role, User
 from collab.audit.services import AuditAction, RequestMeta, audit_record
 from collab.cases import models as m
+from collab.cases.access import MANAGER_ROLES, access_member, is_case_member
 from collab.cases.selectors import head_entry
 from collab.cases.services import joins
 from collab.cases.services._common import locked_case
@@ -26,13 +27,6 @@ from collab.errors import Conflict, Forbidden, NotFound, ServiceError
 from collab.realtime import case_group, publish_after_commit
 
 S = m.Status
-
-
-def _member(user: User, case_id: uuid.UUID) -> m.Member:
-    member = m.Member.objects.filter(case_id=case_id, user=user).first()
-    if member is None:
-        raise Forbidden("not_member", "You are not a member of this case.")
-    return member
 
 
 def _record_status(
@@ -96,7 +90,7 @@ def case_status_change(
     if status not in S.values:
         raise ServiceError("bad_status", f"Status must be one of {', '.join(S.values)}.")
     case = locked_case(case_id)
-    member = _member(user, case_id)
+    member = access_member(user, case_id)
     current = case.status
     if status == current:
         raise Conflict("no_change", f"The case is already {current}.")
@@ -186,7 +180,7 @@ def consult_claim(
     if user.role != Role.PROVIDER:
         raise Forbidden("providers_only", "Only providers claim consults.")
     case = locked_case(case_id)
-    if m.Member.objects.filter(case=case, user=user).exists():
+    if is_case_member(user=user, case_id=case.pk):
         raise Conflict("already_member", "Already a member of this case.")
     if case.claimed_by_id == user.pk:
         raise Conflict("already_requested", "You have already claimed this consult.")
@@ -204,7 +198,7 @@ def consult_claim(
     if won != 1:
         raise Conflict("already_claimed", "Another specialist has claimed this consult.")
     notify(
-        user_ids=case_member_ids(case.pk, roles=joins.MANAGER_ROLES),
+        user_ids=case_member_ids(case.pk, roles=MANAGER_ROLES),
         kind=m.NotificationKind.CONSULT_CLAIMED,
         case_id=case.pk,
     )
@@ -262,7 +256,7 @@ def urgent_ack(
     *, user: User, case_id: uuid.UUID, seq: int, device_id: uuid.UUID | None = None
 ) -> UrgentAckResult:
     """Acknowledge an urgent message once (a repeat returns the first acknowledgement)."""
-    _member(user, case_id)
+    access_member(user, case_id)
     message = m.Message.objects.filter(case_id=case_id, seq=seq).only("pk", "urgent").first()
     if message is None:
         raise NotFound("no_message", "No such message.")
@@ -314,7 +308,7 @@ def leave_request_create(
     """Store a member's signed CR1 leave request for another member's client to commit
     as remove_user with ``leave`` (the leaver never authors their own removal)."""
     case = locked_case(case_id)
-    _member(user, case_id)
+    access_member(user, case_id)
     device = (
         m.MemberDevice.objects.filter(case=case, device_id=device_id, device__user=user)
         .select_related("device")

@@ -22,11 +22,16 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from collab.accounts.models import Device, IdentityKey, Role, User
+from collab.accounts.models import IdentityKey, Role, User
 from collab.audit.services import AuditAction, Outcome, RequestMeta, audit_record
 from collab.cases import models as m
+from collab.cases.access import (
+    MANAGER_ROLES,
+    access_device,
+    access_provider_member,
+    is_case_member,
+)
 from collab.cases.services._common import crypto_failure
-from collab.cases.services.joins import MANAGER_ROLES
 from collab.cases.services.notifications import case_member_ids, notify
 from collab.crypto import invite
 from collab.crypto.actions import AddUserBody
@@ -90,15 +95,6 @@ def invitation_state(invitation: m.Invitation) -> InvitationState:
     return InvitationState.ACTIVE
 
 
-def _provider_member(user: User, case_id: uuid.UUID) -> m.Case:
-    case = m.Case.objects.filter(pk=case_id).first()
-    if case is None or not m.Member.objects.filter(case=case, user=user).exists():
-        raise Forbidden("not_member", "You are not a member of this case.")
-    if user.role != Role.PROVIDER:
-        raise Forbidden("providers_only", "Only providers in this case invite the patient.")
-    return case
-
-
 @dataclass(frozen=True)
 class InviteBinding:
     """The inviting device's signed statement over the link's invite key."""
@@ -111,13 +107,12 @@ class InviteBinding:
 
 def _check_binding(user: User, case_id: uuid.UUID, binding: InviteBinding) -> None:
     """The statement must be signed by one of the caller's active, registered devices."""
-    device = Device.objects.filter(
-        pk=binding.inviter_device_id, user=user, revoked_at__isnull=True
-    ).first()
-    if device is None:
+    try:
+        device = access_device(user, binding.inviter_device_id)
+    except ServiceError:
         raise ServiceError(
             "unregistered_device", "inviter_device is not an active device of yours."
-        )
+        ) from None
     try:
         invite.verify_invitation_statement(
             bytes(device.dsk_pub),
@@ -144,7 +139,7 @@ def invitation_create(
 
     With ``binding`` the invitation also carries the inviter device's statement over
     the invite key whose secret travels only in the link's fragment."""
-    case = _provider_member(user, case_id)
+    case = access_provider_member(user, case_id)
     if binding is not None:
         _check_binding(user, case.pk, binding)
     raw = base64.urlsafe_b64encode(secrets.token_bytes(TOKEN_BYTES)).rstrip(b"=").decode()
@@ -227,7 +222,7 @@ def invitation_revoke(
     invitation = m.Invitation.objects.select_for_update().filter(pk=invitation_id).first()
     if invitation is None:
         raise NotFound("no_invitation", "No such invitation.")
-    _provider_member(user, invitation.case_id)
+    access_provider_member(user, invitation.case_id)
     state = invitation_state(invitation)
     if state is InvitationState.USED:
         raise Conflict("invitation_used", "This invitation was already accepted.")
@@ -347,7 +342,7 @@ def _accept(
         )
         if (
             pending.exists()
-            or m.Member.objects.filter(case_id=invitation.case_id, user=existing).exists()
+            or is_case_member(user=existing, case_id=invitation.case_id)
         ):
             raise Conflict("already_member", "You are already in, or waiting for, this case room.")
         patient = existing

@@ -11,20 +11,13 @@ from django.utils import timezone
 from collab.accounts.models import Role, User
 from collab.audit.services import AuditAction, RequestMeta, audit_record
 from collab.cases import models as m
-from collab.cases.selectors import is_case_member
+from collab.cases.access import MANAGER_ROLES, is_case_manager, is_case_member
 from collab.cases.services._common import locked_case
 from collab.cases.services.notifications import case_member_ids, notify
-from collab.crypto.roster import Role as RosterRole
 from collab.errors import Conflict, Forbidden, NotFound, ServiceError
 from collab.realtime import case_group, publish_after_commit
 
-MANAGER_ROLES = (int(RosterRole.OWNER), int(RosterRole.ADMIN))
 MAX_DECLINE_REASON = 500
-
-
-def is_case_manager(*, user: User, case_id: uuid.UUID) -> bool:
-    """An owner or admin in the case's head roster."""
-    return m.Member.objects.filter(case_id=case_id, user=user, role__in=MANAGER_ROLES).exists()
 
 
 @transaction.atomic

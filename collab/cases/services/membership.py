@@ -11,9 +11,10 @@ from django.utils import timezone
 from collab.accounts.models import Device, IdentityKey, Role, User
 from collab.audit.services import AuditAction, RequestMeta, audit_record
 from collab.cases import models as m
+from collab.cases.access import access_device
 from collab.cases.selectors import head_entry
 from collab.cases.services import consults, invitations
-from collab.cases.services._common import active_device, crypto_failure, locked_case
+from collab.cases.services._common import crypto_failure, locked_case
 from collab.crypto.actions import ShareHistoryBody
 from collab.crypto.errors import CryptoError
 from collab.crypto.log import LogEntry, verify_entry
@@ -143,7 +144,7 @@ def case_open(
         raise Forbidden("providers_only", "Only providers open cases.")
     if urgency not in m.Urgency.values:
         raise ServiceError("bad_urgency", f"Urgency must be one of {', '.join(m.Urgency.values)}.")
-    active_device(user=user, device_id=device_id)
+    access_device(user, device_id)
     _check_author(genesis, user, device_id)
     try:
         verify_entry(None, genesis)
@@ -187,7 +188,7 @@ def log_entry_submit(
     meta: RequestMeta | None = None,
 ) -> m.LogEntry:
     """Accept the next entry only if it extends the current head (else 409 with the head)."""
-    active_device(user=user, device_id=device_id)
+    access_device(user, device_id)
     _check_author(entry, user, device_id)
     if entry.case_id != case_id:
         raise ServiceError("wrong_case", "The entry belongs to another case.")

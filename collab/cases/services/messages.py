@@ -10,9 +10,10 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from collab.accounts.models import Device, User
+from collab.accounts.models import User
 from collab.audit.services import AuditAction, RequestMeta, audit_record
 from collab.cases import models as m
+from collab.cases.access import access_case, access_roster_device
 from collab.cases.services import consults
 from collab.cases.services._common import crypto_failure, locked_case
 from collab.cases.wire import message_wire
@@ -86,14 +87,7 @@ def message_send(
                 "client_msg_id_reused", "That client message id was used for other content."
             )
         return Ack(stored.seq, h.client_msg_id, stored.epoch, duplicate=True)
-    device = (
-        Device.objects.filter(pk=device_id, user=user, revoked_at__isnull=True)
-        .filter(pk__in=m.MemberDevice.objects.filter(case=case).values("device_id"))
-        .only("dsk_pub")
-        .first()
-    )
-    if device is None:
-        raise Forbidden("not_in_roster", "Your device is not in this case's roster.")
+    device = access_roster_device(user, case.pk, device_id)
     _check_epoch(case, envelope)
     try:
         verify_envelope(envelope, bytes(device.dsk_pub), max_ct_len=settings.MAX_MESSAGE_CT_BYTES)
@@ -160,9 +154,7 @@ def _check_attachments(case: m.Case, envelope: Envelope) -> None:
 @transaction.atomic
 def read_mark_set(*, user: User, case_id: uuid.UUID, up_to: int) -> int:
     """Read-up-to receipts only move forward and never past the last message."""
-    case = m.Case.objects.filter(pk=case_id).only("last_seq").first()
-    if case is None or not m.Member.objects.filter(case_id=case_id, user=user).exists():
-        raise Forbidden("not_member", "You are not a member of this case.")
+    case = access_case(user, case_id)
     up_to = min(up_to, case.last_seq)
     mark, _ = m.ReadMark.objects.select_for_update().get_or_create(case_id=case_id, user=user)
     if up_to > mark.up_to:

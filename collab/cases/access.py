@@ -1,0 +1,119 @@
+"""One home for access rules: who may touch a case, its manager rights, a device, a blob.
+
+Every view, consumer and service asks here (after Zulip's ``access_stream_by_id`` and
+Synapse's ``event_auth``); ``tests/cases/test_access_table.py`` tries every route
+against every kind of caller that must be refused. Each function returns the object it
+checked, or raises a ``ServiceError`` with the stable code the client reads:
+
+- ``not_member`` (403): no such case, or the user is not in its head roster;
+- ``not_manager`` (403): a member without the owner or admin role in the roster;
+- ``providers_only`` (403): the action is for provider members;
+- ``unknown_device`` (403): the device is not registered to this user;
+- ``device_revoked`` (403): the device is revoked;
+- ``no_blob`` (404): no such complete attachment in the user's cases.
+
+"Admin" means one thing across the service: an active user with the ``admin`` role
+(``is_admin``). Django's ``is_staff`` and ``is_superuser`` only open the Django admin
+site; they grant nothing in the API.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from collab.accounts.models import Device, Role, User
+from collab.accounts.policy import is_admin
+from collab.cases import models as m
+from collab.crypto.roster import Role as RosterRole
+from collab.errors import Forbidden, NotFound
+
+__all__ = [
+    "MANAGER_ROLES",
+    "access_blob",
+    "access_case",
+    "access_case_device",
+    "access_device",
+    "access_manager",
+    "access_member",
+    "access_provider_member",
+    "access_roster_device",
+    "is_admin",
+    "is_case_manager",
+    "is_case_member",
+]
+
+MANAGER_ROLES = (int(RosterRole.OWNER), int(RosterRole.ADMIN))
+
+
+def is_case_member(*, user: User, case_id: uuid.UUID) -> bool:
+    return m.Member.objects.filter(case_id=case_id, user=user).exists()
+
+
+def is_case_manager(*, user: User, case_id: uuid.UUID) -> bool:
+    """An owner or admin in the case's head roster."""
+    return m.Member.objects.filter(case_id=case_id, user=user, role__in=MANAGER_ROLES).exists()
+
+
+def access_member(user: User, case_id: uuid.UUID) -> m.Member:
+    """The user's membership of the case (its head roster), else ``not_member``."""
+    member = m.Member.objects.filter(case_id=case_id, user=user).select_related("case").first()
+    if member is None:
+        raise Forbidden("not_member", "You are not a member of this case.")
+    return member
+
+
+def access_case(user: User, case_id: uuid.UUID) -> m.Case:
+    """A case the user is a member of now; a missing case reads the same (no probing)."""
+    return access_member(user, case_id).case
+
+
+def access_manager(user: User, case_id: uuid.UUID) -> m.Member:
+    member = access_member(user, case_id)
+    if member.role not in MANAGER_ROLES:
+        raise Forbidden("not_manager", "Only a case owner or admin may do this.")
+    return member
+
+
+def access_provider_member(user: User, case_id: uuid.UUID) -> m.Case:
+    case = access_case(user, case_id)
+    if user.role != Role.PROVIDER:
+        raise Forbidden("providers_only", "Only providers in this case may do this.")
+    return case
+
+
+def access_device(user: User, device_id: uuid.UUID, *, active: bool = True) -> Device:
+    """One of the user's registered devices (by default: not revoked)."""
+    device = Device.objects.filter(pk=device_id, user=user).first()
+    if device is None:
+        raise Forbidden("unknown_device", "That device is not registered to you.")
+    if active and device.revoked_at is not None:
+        raise Forbidden("device_revoked", "That device has been revoked.")
+    return device
+
+
+def access_case_device(user: User, case_id: uuid.UUID, device_id: uuid.UUID) -> m.Case:
+    """A case the user is a member of, acted on by one of their active devices."""
+    case = access_case(user, case_id)
+    access_device(user, device_id)
+    return case
+
+
+def access_blob(user: User, blob_id: uuid.UUID, device_id: uuid.UUID) -> m.Blob:
+    """A complete attachment of a case the user is a member of, for an active device."""
+    access_device(user, device_id)
+    blob = m.Blob.objects.filter(pk=blob_id, status=m.BlobStatus.COMPLETE).first()
+    if blob is None or not is_case_member(user=user, case_id=blob.case_id):
+        raise NotFound("no_blob", "No such attachment in your cases.")
+    return blob
+
+
+def access_roster_device(user: User, case_id: uuid.UUID, device_id: uuid.UUID) -> Device:
+    """The user's active device, in the case's head roster (``not_in_roster``)."""
+    device = (
+        Device.objects.filter(pk=device_id, user=user, revoked_at__isnull=True)
+        .filter(pk__in=m.MemberDevice.objects.filter(case_id=case_id).values("device_id"))
+        .first()
+    )
+    if device is None:
+        raise Forbidden("not_in_roster", "Your device is not in this case's roster.")
+    return device
