@@ -80,9 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("add", help="add a user to a case (signed log entry)")
     p.add_argument("case", type=_uuid)
     p.add_argument("user", type=_uuid)
-    p.add_argument("--role", choices=["member", "admin", "owner"], default="member")
-    p.add_argument("--accept-changed-identity", action="store_true",
-                   help="add even though their identity key changed (pins the new key)")
+    p.add_argument("--role", choices=["member", "admin", "owner", "patient"], default="member")
+    p.add_argument("--accept-changed-identity", metavar="CODE", default=None,
+                   help="add even though their identity key changed, to the key with this "
+                        "short code (as shown with the change); pins that key")
+    p.add_argument("--code-compared", action="store_true",
+                   help="a patient: you compared their short code by voice and it matched")
     p = sub.add_parser("remove", help="remove a user from a case (new epoch key)")
     p.add_argument("case", type=_uuid)
     p.add_argument("user", type=_uuid)
@@ -93,8 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("user", type=_uuid)
     p.add_argument("--role", choices=["member", "admin", "owner", "patient"], default=None,
                    help="default: patient for a patient invitation, else member")
-    p.add_argument("--accept-changed-identity", action="store_true",
-                   help="admit even though their identity key changed (pins the new key)")
+    p.add_argument("--accept-changed-identity", metavar="CODE", default=None,
+                   help="admit even though their identity key changed, to the key with this "
+                        "short code (as listed); pins that key")
     p.add_argument("--code-compared", action="store_true",
                    help="you compared the patient's short code by voice and it matched")
     p = sub.add_parser("decline", help="decline a pending join request")
@@ -109,11 +113,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("user", type=_uuid)
     p.add_argument("--case", type=_uuid, default=None,
                    help="the key in this case's verified roster (default: the pinned key)")
-    p.add_argument("--confirm", action="store_true",
-                   help="the numbers matched: mark verified (without it: only show them)")
+    p.add_argument("--confirm", metavar="CODE", default=None,
+                   help="the numbers matched: mark the key with this short code (shown with "
+                        "the numbers) verified; without it: only show them")
     p = sub.add_parser("accept-identity", help="accept a user's changed identity key "
                                                "(withdraws any verification)")
     p.add_argument("user", type=_uuid)
+    p.add_argument("code", help="the short code of the new key, as shown with the change")
     p = sub.add_parser("invite", help="invite the patient: prints the link to hand over")
     p.add_argument("case", type=_uuid)
     p = sub.add_parser("prove-invitation",
@@ -264,11 +270,14 @@ def _join_request_lines(r: JoinRequest, name: Callable[[uuid.UUID], str]) -> lis
     lines = [f"{r.user} {r.display_name or name(r.user)}" + (f" ({who})" if who else ""),
              f"  why: {why}; requested {r.created_at}",
              f"  identity key: {PIN_LABELS.get(r.pin, r.pin.upper())}"]
+    if r.uik is not None:
+        lines[-1] += f", code {' '.join(short_code(r.user, r.uik))}"
     if r.pin == "changed":
-        lines[-1] += " (admit only with --accept-changed-identity after comparing numbers)"
+        lines[-1] += (" (admit only after comparing numbers, with "
+                      "--accept-changed-identity and this code)")
     if r.problem:
         lines.append(f"  cannot be admitted as served: {r.problem}")
-    if r.kind == "patient":
+    if r.patient:
         lines.append(f"  binding: {BINDING.get(r.binding or 'unbound', r.binding)}")
         if r.short_code:
             lines.append(f"  short code: {' '.join(r.short_code)}" + (
@@ -287,9 +296,11 @@ def _identity_changed_lines(error: IdentityChangedError,
                   f"  user: {c.user}",
                   f"  old safety number: {_numbers(c.old_safety)}",
                   f"  new safety number: {_numbers(c.new_safety)}",
+                  f"  new key code: {' '.join(short_code(c.user, c.new_uik))}",
                   "  cases affected: " + (", ".join(str(x) for x in c.cases) or "-")]
     lines.append("  nothing was signed or sent. Compare the new number with them in person, "
-                 "then `verify USER --case CASE --confirm` or `accept-identity USER`.")
+                 "then `verify USER --case CASE --confirm CODE` or `accept-identity USER CODE` "
+                 "with the new key code.")
     return lines
 
 
@@ -371,7 +382,8 @@ def _run_client(client: CollabClient, args: argparse.Namespace, out: TextIO,
     command = args.command
     if command == "add":
         entry = client.add_member(args.case, args.user, Role[args.role.upper()],
-                                  accept_changed=args.accept_changed_identity)
+                                  accept_changed=args.accept_changed_identity,
+                                  code_compared=args.code_compared)
         out.write(f"added {args.user}; case is now at epoch {entry.epoch}\n")
     elif command == "remove":
         entry = client.remove_member(args.case, args.user)
@@ -398,15 +410,16 @@ def _run_client(client: CollabClient, args: argparse.Namespace, out: TextIO,
         _identities(client, out, names)
     elif command == "verify":
         groups = client.safety_number(args.user, args.case)
-        if not args.confirm:
+        if args.confirm is None:
+            code = " ".join(short_code(args.user, client.identity_key(args.user, args.case)))
             out.write(_numbers(groups) + "\n")
             out.write(f"compare this with {names(args.user)} in person; if it matches, run "
-                      "again with --confirm\n")
+                      f"again with --confirm '{code}' (the code of this key)\n")
         else:
-            client.verify_identity(args.user, args.case)
+            client.verify_identity(args.user, args.case, confirm=args.confirm)
             out.write(f"{names(args.user)} verified ({_numbers(groups)})\n")
     elif command == "accept-identity":
-        client.accept_identity(args.user)
+        client.accept_identity(args.user, args.code)
         out.write(f"accepted the new identity key of {names(args.user)} (not verified; "
                   "compare safety numbers and `verify` when you can)\n")
     elif command == "invite":
@@ -461,7 +474,8 @@ def _identities(client: CollabClient, out: TextIO, names: _Names) -> None:
     records = client.identities()
     for user, record in records:
         number = client.safety_number(user)
-        out.write(f"{user} {names(user)} {record.state.upper()} {_numbers(number)}\n")
+        out.write(f"{user} {names(user)} {record.state.upper()} {_numbers(number)} "
+                  f"(code {' '.join(short_code(user, record.uik))})\n")
     if not records:
         out.write("no identity keys pinned yet\n")
     changes = client.identity_changes()
@@ -512,6 +526,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None,
         return EXIT_VERIFY
     except IdentityChangedError as failure:
         lines = _identity_changed_lines(failure, failure.names)
+        if failure.detail:  # e.g. the key served is not the one accepted
+            lines[0] = f"{failure.detail}; {lines[0]}"
         stderr.write(f"{PROG}: error (identity_changed): " + "\n".join(lines) + "\n")
         return failure.exit_code
     except ClientError as failure:

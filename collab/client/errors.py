@@ -94,6 +94,7 @@ class IdentityChangedError(ClientError):
         # Display names for the message (set by the CLI; the user id otherwise).
         self.names: Callable[[uuid.UUID], str] | None = None
         who = ", ".join(str(c.user) for c in self.changes)
+        self.detail = message  # why, beyond the changes themselves (or None)
         super().__init__(message or f"identity key changed for {who}", code="identity_changed")
 
 

@@ -170,11 +170,42 @@ class JoinRequest:
     binding: str | None  # patients: bound | unbound | bad_proof
     short_code: tuple[str, ...] | None  # patients: 4 groups of 5 digits
     problem: str | None = None  # why the served keys cannot be admitted, if they cannot
+    # Any signal says patient (kind, the listing's role, the key directory's role, or
+    # the role to be granted): the link binding (or a code comparison) is then required.
+    patient: bool = False
 
     def review(self, *, accept_changed: bool = False,
                code_compared: bool = False) -> AdmissionReview:
-        return review_admission(pin=self.pin, kind=self.kind, binding=self.binding,
-                                accept_changed=accept_changed, code_compared=code_compared)
+        return review_admission(pin=self.pin, kind="patient" if self.patient else self.kind,
+                                binding=self.binding, accept_changed=accept_changed,
+                                code_compared=code_compared)
+
+
+MALFORMED = "malformed request"
+
+# What a person names when accepting a changed key: the key itself (SDK) or its short
+# code (20 digits, as printed with the change; spaces and dashes ignored).
+KeyChoice = bytes | str
+
+
+def key_code(user_id: uuid.UUID, uik: bytes) -> str:
+    """The short code of a user's key: 4 groups of 5 digits."""
+    return " ".join(short_code(user_id, uik))
+
+
+def key_matches(user_id: uuid.UUID, uik: bytes, choice: KeyChoice | None) -> bool:
+    """Whether ``choice`` (a key or its short code) names exactly ``uik``."""
+    if choice is None:
+        return False
+    if isinstance(choice, bool) or not isinstance(choice, bytes | str):
+        raise UsageError("name the accepted key (its bytes or its short code), not a flag",
+                         code="bad_key_choice")
+    if isinstance(choice, bytes):
+        return bytes(choice) == uik
+    digits = re.sub(r"[\s-]", "", choice)
+    if not re.fullmatch(r"[0-9]{20}", digits):
+        raise UsageError("a key's code is 20 digits (4 groups of 5)", code="bad_key_code")
+    return digits == "".join(short_code(user_id, uik))
 
 
 @dataclass(frozen=True)
@@ -402,30 +433,48 @@ class CollabClient:
 
     def user_keys(
         self, user_id: uuid.UUID, *, case_id: uuid.UUID | None = None,
-        accept_changed: bool = False,
+        accept_changed: KeyChoice | None = None,
     ) -> tuple[bytes, tuple[DeviceCert, ...]]:
         """A user's UIK and active devices as the server serves them; every certificate
         must chain to the UIK, and the UIK is checked against the pin book first: a key
         never seen is pinned, a key that differs from the pin raises IdentityChangedError
-        (the change is recorded) unless ``accept_changed`` (then the new key is pinned)."""
-        keys = self.call("GET", f"/api/users/{user_id}/keys")
+        (the change is recorded) unless ``accept_changed`` names exactly that key (the
+        key itself or its short code; then it is pinned)."""
+        keys = self._fetch_keys(user_id)
         if keys.get("uik_pub"):
             self._check_identity(user_id, b64d(keys["uik_pub"], 32), case_id, accept_changed)
         return self._parse_keys(user_id, keys)
 
+    def _fetch_keys(self, user_id: uuid.UUID) -> dict[str, Any]:
+        keys = self.call("GET", f"/api/users/{user_id}/keys")
+        if not isinstance(keys, dict):
+            raise CryptoError("bad_field", "the key directory answer is not an object")
+        return keys
+
     def _check_identity(self, user_id: uuid.UUID, uik: bytes, case_id: uuid.UUID | None,
-                        accept_changed: bool) -> str:
-        """Observe a served key; refuse a change unless accepted. Returns the pin state."""
+                        accept_changed: KeyChoice | None) -> str:
+        """Observe a served key; refuse a change unless the person accepted exactly this
+        key. Returns the pin state."""
         if user_id == self.user_id:
             own_check([(user_id, uik)], self.user_id, self.identity.uik_pub)
             return "verified"
         state = self._observe(user_id, uik, case_id)
         if state == "changed":
-            if not accept_changed:
-                raise IdentityChangedError(self._describe([user_id], {user_id: uik}))
-            self.pins.accept(user_id, uik, now_ms())
-            self._pins_changed()
+            self._accept_exactly(user_id, uik, accept_changed)
         return state
+
+    def _accept_exactly(self, user_id: uuid.UUID, uik: bytes,
+                        accept_changed: KeyChoice | None) -> None:
+        """Pin ``uik`` (a changed key about to be committed) only when the person's
+        acceptance names exactly it; a key the server switched to since is refused."""
+        if not key_matches(user_id, uik, accept_changed):
+            message = None
+            if accept_changed is not None:
+                message = (f"the identity key of {user_id} about to be used (code "
+                           f"{key_code(user_id, uik)}) is not the one you accepted")
+            raise IdentityChangedError(self._describe([user_id], {user_id: uik}), message)
+        self.pins.accept(user_id, uik, now_ms())
+        self._pins_changed()
 
     def safety_number(self, user_id: uuid.UUID, case_id: uuid.UUID | None = None) -> list[str]:
         """12 groups of 5 digits to compare in person. Our own key is always the local
@@ -433,6 +482,10 @@ class CollabClient:
         pinned one (a user never seen is fetched and pinned first)."""
         theirs = self._their_key(user_id, case_id)
         return safety_number(self.user_id, self.identity.uik_pub, user_id, theirs)
+
+    def identity_key(self, user_id: uuid.UUID, case_id: uuid.UUID | None = None) -> bytes:
+        """The key ``safety_number(user_id, case_id)`` is computed with."""
+        return self._their_key(user_id, case_id)
 
     def _their_key(self, user_id: uuid.UUID, case_id: uuid.UUID | None) -> bytes:
         if case_id is not None:
@@ -473,23 +526,35 @@ class CollabClient:
         self._pins_start()
         return sorted(self.pins.records.items())
 
-    def verify_identity(self, user_id: uuid.UUID, case_id: uuid.UUID | None = None) -> bytes:
+    def verify_identity(self, user_id: uuid.UUID, case_id: uuid.UUID | None = None, *,
+                        confirm: KeyChoice) -> bytes:
         """Mark the key behind ``safety_number(user_id, case_id)`` verified (after the two
-        people compared the numbers). Resolves a pending change to that key."""
+        people compared the numbers). ``confirm`` names the key the person compared (the
+        key or its short code); a different key now behind the number is refused.
+        Resolves a pending change to that key."""
         if user_id == self.user_id:
             raise UsageError("your own identity key needs no verification", code="own_identity")
         uik = self._their_key(user_id, case_id)
+        if not key_matches(user_id, uik, confirm):
+            raise UsageError(f"the identity key of {user_id} is now the one with code "
+                             f"{key_code(user_id, uik)}, not the one you compared; compare "
+                             "again", code="key_mismatch")
         self.pins.verify(user_id, uik, now_ms())
         self._pins_changed()
         return uik
 
-    def accept_identity(self, user_id: uuid.UUID) -> bytes:
-        """Accept a pending change: pin the new key (any verification is withdrawn)."""
+    def accept_identity(self, user_id: uuid.UUID, key: KeyChoice) -> bytes:
+        """Accept a pending change to ``key`` (the key or its short code, as shown with
+        the change): pin it (any verification is withdrawn). A pending change to any
+        other key is refused."""
         self._pins_start()
         record = self.pins.get(user_id)
         if record is None or record.changed is None:
             raise UsageError(f"no pending identity change for {user_id}", code="no_change")
         uik = record.changed.uik
+        if not key_matches(user_id, uik, key):
+            raise UsageError(f"the pending key of {user_id} has code {key_code(user_id, uik)}, "
+                             "not the one given", code="key_mismatch")
         self.pins.accept(user_id, uik, now_ms())
         self._pins_changed()
         return uik
@@ -597,6 +662,7 @@ class CollabClient:
         state = self.cases.get(case_id)
         if state is None:
             state = CaseState(case_id, self.device)
+        known = max(state.chain) if state.chain else -1
         while True:
             after = state.head.epoch if state.chain else -1
             page = self.call("GET", f"/api/cases/{case_id}/log?after={after}")["entries"]
@@ -614,7 +680,7 @@ class CollabClient:
             raise CryptoError("fork", f"the log differs at epoch {memo.head_epoch} from the one "
                                       "this client verified before")
         try:
-            self._check_head(state)
+            self._check_rosters(state, max(known, memo.head_epoch))
         except CryptoError:
             self.cases.pop(case_id, None)  # nothing of this case is used until it passes
             raise
@@ -624,17 +690,22 @@ class CollabClient:
             self._remember(state)
         return state
 
-    def _check_head(self, state: CaseState) -> None:
-        """Every verified head roster: we must be listed (if at all) under our own key,
-        and every other user's key is observed (pinned on first sight, else compared)."""
-        pairs = _pairs(state.head.roster)
-        own_check(pairs, self.user_id, self.identity.uik_pub)
+    def _check_rosters(self, state: CaseState, seen_epoch: int) -> None:
+        """The verified head roster must list us (if at all) under our own key (fail
+        closed; a past roster cannot, it only held what was true then). Every roster
+        verified for the first time (above ``seen_epoch``, oldest first) and the head's
+        are observed: keys pinned on first sight, else compared; rosters below the head
+        are historical (a key the user had before records no change)."""
+        head = state.head
+        own_check(_pairs(head.roster), self.user_id, self.identity.uik_pub)
         self._pins_start()
         before = self.pins.copy()
         now = now_ms()
-        for user, uik in pairs:
-            if user != self.user_id:
-                self.pins.observe(user, uik, state.case_id, now)
+        for epoch in sorted(e for e in state.chain if e > seen_epoch or e == head.epoch):
+            for user, uik in _pairs(state.chain[epoch].roster):
+                if user != self.user_id:
+                    self.pins.observe(user, uik, state.case_id, now,
+                                      historical=epoch != head.epoch)
         if self.pins != before:
             self._pins_changed()
 
@@ -666,15 +737,30 @@ class CollabClient:
                     continue
                 raise
             state.accept_entries([entry])
+            self._check_rosters(state, entry.epoch - 1)  # pins the keys just committed
             self._remember(state)
             return entry
         raise ServerRefusedError("the log kept moving; try again", code="stale_head", status=409)
 
     def add_member(self, case_id: uuid.UUID, user_id: uuid.UUID, role: Role = Role.MEMBER,
-                   *, accept_changed: bool = False) -> LogEntry:
+                   *, accept_changed: KeyChoice | None = None,
+                   code_compared: bool = False) -> LogEntry:
         """Add a user with the keys the server serves, checked against the pin book
-        (IdentityChangedError on a changed key unless ``accept_changed``)."""
-        uik, devices = self.user_keys(user_id, case_id=case_id, accept_changed=accept_changed)
+        (IdentityChangedError on a changed key unless ``accept_changed`` names exactly
+        that key). A patient (their account, or the role granted) is refused
+        (AdmissionRefusedError ``patient_unbound``) unless the short code was compared:
+        admitting their join request checks the invitation link instead."""
+        keys = self._fetch_keys(user_id)
+        if keys.get("uik_pub"):
+            uik = b64d(keys["uik_pub"], 32)
+            if user_id != self.user_id and (role == Role.PATIENT or keys.get("role") == "patient") \
+                    and not code_compared:
+                raise AdmissionRefusedError(
+                    f"{user_id} is a patient: admit their join request (checked against the "
+                    f"invitation link), or compare their short code {key_code(user_id, uik)} "
+                    "by voice and add with --code-compared", blockers=("patient_unbound",))
+            self._check_identity(user_id, uik, case_id, accept_changed)
+        uik, devices = self._parse_keys(user_id, keys)
         return self._add_user(case_id, user_id, role, uik, devices)
 
     def _add_user(self, case_id: uuid.UUID, user_id: uuid.UUID, role: Role, uik: bytes,
@@ -717,25 +803,54 @@ class CollabClient:
     # --- join requests: listed for a person, committed only by their explicit admit ----
     def join_requests(self, case_id: uuid.UUID) -> list[JoinRequest]:
         """Pending join requests with what a person needs to decide: who, why, the key
-        the server serves for them (observed: a swapped key shows as changed at once) and,
-        for patients, whether that key is bound to this case's invitation link. Nothing
-        is committed here; the server can insert join requests at will."""
+        the server serves for them with its pin state (read only: listing records
+        nothing; the key is pinned once a roster holding it is committed and observed)
+        and, for patients, whether that key is bound to this case's invitation link.
+        Nothing is committed here; the server can insert join requests at will, and a
+        malformed row is listed with the reason it cannot be admitted."""
         state = self.sync(case_id)
         listing = self.call("GET", f"/api/cases/{case_id}/join-requests")
+        rows = listing.get("join_requests") if isinstance(listing, dict) else None
         out: list[JoinRequest] = []
-        for item in list(listing.get("join_requests") or [])[:MAX_JOIN_REQUESTS]:
+        for item in list(rows if isinstance(rows, list) else [])[:MAX_JOIN_REQUESTS]:
             out.append(self._review_request(state, item))
         return out
 
-    def _review_request(self, state: CaseState, item: dict[str, Any]) -> JoinRequest:
+    def _review_request(self, state: CaseState, item: object,
+                        as_patient: bool = False) -> JoinRequest:
+        try:
+            return self._review_row(state, item if isinstance(item, dict) else {}, as_patient)
+        except (CryptoError, UsageError, KeyError, ValueError, TypeError) as error:
+            row = item if isinstance(item, dict) else {}
+            code = getattr(error, "code", None) or "malformed"
+            try:
+                user_id = uuid.UUID(str(row.get("user")))
+            except ValueError:
+                user_id = uuid.UUID(int=0)
+            raw_id = row.get("id")
+            return JoinRequest(
+                id=raw_id if isinstance(raw_id, int) and not isinstance(raw_id, bool) else -1,
+                case_id=state.case_id, user=user_id, kind=str(row.get("kind", "")),
+                requested_by=None, created_at=str(row.get("created_at") or ""),
+                display_name=str(row.get("display_name") or ""),
+                role=str(row.get("role") or ""), organisation="", specialty="", uik=None,
+                devices=(), pin="none", binding=None, short_code=None,
+                problem=f"{MALFORMED} ({code}: {error})", patient=True)
+
+    def _review_row(self, state: CaseState, item: dict[str, Any],
+                    as_patient: bool) -> JoinRequest:
         user_id = uuid.UUID(str(item["user"]))
+        requested_by = _opt_uuid(item.get("requested_by"))
+        request_id = item["id"]
+        if isinstance(request_id, bool) or not isinstance(request_id, int):
+            raise ValueError("the request id is not an integer")
         kind = str(item.get("kind", ""))
         uik: bytes | None = None
         devices: tuple[DeviceCert, ...] = ()
         pin = "none"
         problem: str | None = None
         try:
-            keys = self.call("GET", f"/api/users/{user_id}/keys")
+            keys = self._fetch_keys(user_id)
         except ServerRefusedError as refused:  # one bad row does not hide the others
             keys, problem = {}, refused.code
         if keys.get("uik_pub"):
@@ -744,16 +859,20 @@ class CollabClient:
                 own_check([(user_id, uik)], self.user_id, self.identity.uik_pub)
                 pin = "verified"
             else:
-                pin = self._observe(user_id, uik, state.case_id)
+                self._pins_start()
+                pin = self.pins.state(user_id, uik)  # read only: nothing is recorded
             try:
                 devices = self._parse_keys(user_id, keys)[1]
             except (UsageError, CryptoError) as error:  # cannot be admitted as served
                 problem = error.code
         elif problem is None:
             problem = "no_identity"
+        # A patient if any signal says so; the server cannot relabel one away.
+        patient = as_patient or kind == "patient" or item.get("role") == "patient" \
+            or keys.get("role") == "patient"
         binding: str | None = None
         code: tuple[str, ...] | None = None
-        if kind == "patient":
+        if patient:
             binding = "unbound"
             if uik is not None:
                 code = tuple(short_code(user_id, uik))
@@ -765,34 +884,55 @@ class CollabClient:
                     binding = check_invitation(state.chain.values(), state.case_id, record,
                                                user_id, uik)
         return JoinRequest(
-            id=int(item["id"]), case_id=state.case_id, user=user_id, kind=kind,
-            requested_by=_opt_uuid(item.get("requested_by")),
+            id=request_id, case_id=state.case_id, user=user_id, kind=kind,
+            requested_by=requested_by,
             created_at=str(item.get("created_at") or ""),
             display_name=str(item.get("display_name") or ""), role=str(item.get("role") or ""),
             organisation=str(item.get("organisation") or ""),
             specialty=str(item.get("specialty") or ""),
             uik=uik, devices=devices, pin=pin, binding=binding, short_code=code,
-            problem=problem,
+            problem=problem, patient=patient,
         )
 
-    def _join_request(self, case_id: uuid.UUID, user_id: uuid.UUID) -> JoinRequest:
-        for request in self.join_requests(case_id):
-            if request.user == user_id:
-                return request
+    def _join_request(self, case_id: uuid.UUID, user_id: uuid.UUID,
+                      as_patient: bool = False) -> JoinRequest:
+        state = self.sync(case_id)
+        listing = self.call("GET", f"/api/cases/{case_id}/join-requests")
+        rows = listing.get("join_requests") if isinstance(listing, dict) else None
+        malformed: JoinRequest | None = None
+        for item in list(rows if isinstance(rows, list) else [])[:MAX_JOIN_REQUESTS]:
+            if isinstance(item, dict) and str(item.get("user")) == str(user_id):
+                request = self._review_request(state, item, as_patient)
+                if request.user == user_id and request.id >= 0 and \
+                        not (request.problem or "").startswith(MALFORMED):
+                    return request
+                malformed = malformed or request
+        if malformed is not None:
+            return malformed  # refused by admit with the reason
         raise UsageError(f"no pending join request from {user_id} in case {case_id}",
                          code="no_join_request")
 
     def admit(self, case_id: uuid.UUID, user_id: uuid.UUID, *, role: Role | None = None,
-              accept_changed: bool = False, code_compared: bool = False) -> LogEntry:
+              accept_changed: KeyChoice | None = None,
+              code_compared: bool = False) -> LogEntry:
         """A person's explicit decision to admit one pending request. Refused
-        (IdentityChangedError, AdmissionRefusedError) when the key changed and the change
-        was not accepted, or a patient's key is not bound to the invitation link and the
+        (IdentityChangedError, AdmissionRefusedError) when the key changed and
+        ``accept_changed`` does not name exactly the key about to be committed (the key
+        or its short code, as the person saw it), or a patient's key (any signal: kind,
+        role listed or served, role granted) is not bound to the invitation link and the
         short code was not compared. The keys reviewed are the keys committed."""
-        request = self._join_request(case_id, user_id)
+        request = self._join_request(case_id, user_id, as_patient=role == Role.PATIENT)
         if request.uik is None or not request.devices:
             raise UsageError(f"user {user_id} cannot be admitted with the keys the server "
                              f"serves ({request.problem})", code=request.problem or "no_device")
-        review = request.review(accept_changed=accept_changed, code_compared=code_compared)
+        if request.pin == "changed" and accept_changed is not None \
+                and not key_matches(user_id, request.uik, accept_changed):
+            raise IdentityChangedError(
+                self._describe([user_id], {user_id: request.uik}),
+                f"the identity key of {user_id} about to be admitted (code "
+                f"{key_code(user_id, request.uik)}) is not the one you accepted")
+        review = request.review(accept_changed=accept_changed is not None,
+                                code_compared=code_compared)
         if not review.allowed:
             if "identity_changed" in review.blockers:
                 raise IdentityChangedError(self._describe([user_id], {user_id: request.uik}))
@@ -805,8 +945,7 @@ class CollabClient:
             self.pins.accept(user_id, request.uik, now_ms())
             self._pins_changed()
         if role is None:
-            role = Role.PATIENT if request.kind == "patient" or request.role == "patient" \
-                else Role.MEMBER
+            role = Role.PATIENT if request.patient else Role.MEMBER
         return self._add_user(case_id, user_id, role, request.uik, request.devices)
 
     def decline(self, case_id: uuid.UUID, user_id: uuid.UUID, reason: str = "") -> None:

@@ -18,6 +18,7 @@ from collab.client.keys import DeviceKeys, Identity
 from collab.client.keystore import Keystore
 from collab.client.sdk import CollabClient
 from collab.crypto.errors import CryptoError
+from collab.crypto.invite import short_code
 from tests.support.live import free_port
 
 PASS = "correct horse battery staple"
@@ -187,7 +188,7 @@ def test_identity_change_names_who_both_numbers_and_cases_and_exits_4(
     old, new = [f"{i:05d}" for i in range(12)], [f"{i + 50:05d}" for i in range(12)]
 
     def changed(self: CollabClient, *args: object, **kwargs: object) -> None:
-        assert kwargs.get("accept_changed") is False
+        assert kwargs.get("accept_changed") is None
         raise IdentityChangedError([IdentityChange(who, b"\x01" * 32, b"\x02" * 32,
                                                    tuple(old), tuple(new), (case,), True)])
 
@@ -198,7 +199,8 @@ def test_identity_change_names_who_both_numbers_and_cases_and_exits_4(
     assert err.startswith("collab-client: error (identity_changed): Dr Derm's identity key "
                           "changed (it was verified)\n")
     assert " ".join(old[:6]) in err and " ".join(new[6:]) in err and str(case) in err
-    assert "accept-identity" in err
+    assert "accept-identity USER CODE" in err
+    assert "new key code: " + " ".join(short_code(who, b"\x02" * 32)) in err
 
 
 def test_join_requests_are_reviewed_not_bulk_committed(home: Path) -> None:

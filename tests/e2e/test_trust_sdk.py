@@ -17,7 +17,7 @@ import pytest
 
 from collab.accounts.models import IdentityPins
 from collab.cases import models as m
-from collab.client.errors import AdmissionRefusedError, IdentityChangedError
+from collab.client.errors import AdmissionRefusedError, IdentityChangedError, UsageError
 from collab.client.keys import Identity
 from collab.client.pins import PinBook
 from collab.client.sdk import CollabClient
@@ -129,10 +129,32 @@ def test_accepting_a_changed_identity_takes_the_new_key(server: str, tmp_path: P
     pcp.add_member(pcp.open_case(), derm.user_id)
     second = pcp.open_case()
     swap = IdentitySwap(derm.user_id).apply()
+    code, _, err = run_cli("--home", home_of(pcp), "add", str(second), str(derm.user_id))
+    assert code == 4 and "new key code" in err, err
+    shown = " ".join(short_code(derm.user_id, swap.identity.uik_pub))
+    assert shown in err
+    # The attack: the person accepted the key with the code shown; the server now serves
+    # yet another key. The acceptance names the key seen, so the add is refused.
+    swap.undo()
+    other = IdentitySwap(derm.user_id).apply()
     code, _, err = run_cli("--home", home_of(pcp), "add", str(second), str(derm.user_id),
-                           "--accept-changed-identity")
+                           "--accept-changed-identity", shown)
+    assert code == 4 and "not the one you accepted" in err, err
+    assert epochs(second) == [0]
+    with pytest.raises(IdentityChangedError):
+        reload(pcp).add_member(second, derm.user_id, accept_changed=swap.identity.uik_pub)
+    # A flag instead of the key is refused outright.
+    with pytest.raises(UsageError):
+        reload(pcp).add_member(second, derm.user_id, accept_changed=True)  # type: ignore[arg-type]
+    other.undo()
+    # The honest twin: the key accepted is the key served and committed.
+    swap.apply()
+    code, _, err = run_cli("--home", home_of(pcp), "add", str(second), str(derm.user_id),
+                           "--accept-changed-identity", shown.replace(" ", "-"))
     assert code == 0, err
     assert reload(pcp).pins.state(derm.user_id, swap.identity.uik_pub) == "pinned"
+    added = reload(pcp).sync(second).head.roster.user(derm.user_id)
+    assert added is not None and added.uik_pub == swap.identity.uik_pub
     swap.undo()
 
 
@@ -162,7 +184,19 @@ def test_sending_is_blocked_in_a_case_whose_roster_holds_a_changed_key(
     # Twin: the case with derm's pinned key is not affected.
     assert send(pcp, mine, "fine here") == [1]
     # One explicit decision (after comparing numbers) lifts the block.
-    code, out, err = run_cli("--home", home_of(pcp), "accept-identity", str(derm.user_id))
+    pending = reload(pcp).pins.get(derm.user_id)
+    assert pending is not None and pending.changed is not None
+    # A code of another key (here derm's real one) accepts nothing.
+    real = " ".join(short_code(derm.user_id, derm.identity.uik_pub))
+    code, out, err = run_cli("--home", home_of(pcp), "accept-identity", str(derm.user_id),
+                             " ".join(short_code(derm.user_id, pending.changed.uik))[:5])
+    assert code == 1 and "(bad_key_code)" in err, err
+    code, out, err = run_cli("--home", home_of(pcp), "accept-identity", str(derm.user_id),
+                             "".join(short_code(derm.user_id, pending.uik)))
+    assert code == 1 and "(key_mismatch)" in err, err
+    assert real != " ".join(short_code(derm.user_id, pending.changed.uik))
+    code, out, err = run_cli("--home", home_of(pcp), "accept-identity", str(derm.user_id),
+                             " ".join(short_code(derm.user_id, pending.changed.uik)))
     assert code == 0 and "accepted the new identity key of Derm" in out, err
     assert send(reload(pcp), theirs, "accepted") == [2]
 
@@ -190,7 +224,7 @@ def test_roster_with_a_foreign_key_for_the_viewer_fails_closed(
 
     # Honest twin: a roster with the viewer's own key passes.
     honest = pcp.open_case()
-    pcp.add_member(honest, derm.user_id, accept_changed=True)
+    pcp.add_member(honest, derm.user_id, accept_changed=derm.identity.uik_pub)
     pcp.add_member(honest, neuro.user_id)
     for client in (derm, neuro):
         assert client.sync(honest).head.roster.user(client.user_id) is not None
@@ -300,7 +334,8 @@ def test_injected_join_request_is_committed_only_by_admit(server: str, tmp_path:
         assert code == 0, (argv, err)
         if argv[0] == "join-requests":
             assert str(mallory.user_id) in out and "claims the consult" in out
-            assert "identity key: PINNED" in out  # pinned when first listed
+            assert "identity key: NEW" in out  # listing records nothing
+    assert reload(pcp).pins.get(mallory.user_id) is None
     assert mallory.user_id not in roster_users(pcp, case_id)
     assert not m.Member.objects.filter(case_id=case_id, user_id=mallory.user_id).exists()
 
@@ -309,6 +344,7 @@ def test_injected_join_request_is_committed_only_by_admit(server: str, tmp_path:
                              str(mallory.user_id))
     assert code == 0 and "admitted" in out, err
     assert mallory.user_id in roster_users(reload(pcp), case_id)
+    assert reload(pcp).pins.state(mallory.user_id, mallory.identity.uik_pub) == "pinned"
 
 
 def test_declined_request_is_gone_and_withdraw_takes_back_ones_own(
@@ -349,8 +385,14 @@ def test_pins_follow_the_user_and_the_server_can_neither_roll_back_nor_forge_the
                              str(case_id))
     assert code == 0 and "--confirm" in out, err
     assert reload(pcp).pins.state(derm.user_id, derm.identity.uik_pub) == "pinned"
+    derm_code = " ".join(short_code(derm.user_id, derm.identity.uik_pub))
+    assert derm_code in out
     code, out, err = run_cli("--home", home_of(pcp), "verify", str(derm.user_id), "--case",
-                             str(case_id), "--confirm")
+                             str(case_id), "--confirm", "00000 00000 00000 00000")
+    assert code == 1 and "(key_mismatch)" in err, err
+    assert reload(pcp).pins.state(derm.user_id, derm.identity.uik_pub) == "pinned"
+    code, out, err = run_cli("--home", home_of(pcp), "verify", str(derm.user_id), "--case",
+                             str(case_id), "--confirm", derm_code)
     assert code == 0 and "Derm verified" in out, err
     stored = IdentityPins.objects.get(user=pcp_user)
     assert derm.identity.uik_pub not in bytes(stored.blob)  # sealed
