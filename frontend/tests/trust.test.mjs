@@ -8,7 +8,9 @@ import * as cr1 from '../static/collab/cr1/index.js';
 import {
   BINDING_LABELS, BLOCKER_TEXT, PIN_LABELS, checkedKeys, effectiveKind, openRequests, reviewAdmission,
 } from '../static/collab/app/trust/admission.js';
-import { PinBook, TrustError, mergeRecords, ownCheck, parseRecord, rosterPairs } from '../static/collab/app/trust/pins.js';
+import {
+  LIMITS, PinBook, TrustError, mergeRecords, ownCheck, parseRecord, rosterPairs,
+} from '../static/collab/app/trust/pins.js';
 import { ALICE, BOB, CAROL } from './helpers.mjs';
 
 const S = JSON.parse(readFileSync(new URL('../../tests/policy/trust_scenarios.json', import.meta.url), 'utf8'));
@@ -19,6 +21,8 @@ const keyName = (bytes) => Object.keys(S.keys).find((k) => S.keys[k] === cr1.b64
 const userName = (id) => Object.keys(S.users).find((k) => S.users[k] === id) ?? id;
 const caseName = (id) => Object.keys(S.cases).find((k) => S.cases[k] === id) ?? id;
 const pairs = (roster) => roster.map(([u, k]) => [user(u), key(k)]);
+/** Case i of an `observe_cases` step (1-based), as the scenarios file names them. */
+const countedCase = (i) => `${i.toString(16).padStart(8, '0')}-0000-4000-8000-000000000000`;
 
 /** A scenario record with names -> a stored record (ids and base64 keys), and back. */
 function toRecord(r) {
@@ -40,7 +44,16 @@ function runStep(book, step) {
     case 'state':
       return book.state(user(step.user), key(step.uik));
     case 'observe':
-      return book.observe(user(step.user), key(step.uik), caseId(step.case), step.now);
+      return book.observe(user(step.user), key(step.uik), caseId(step.case), step.now, { historical: step.historical === true });
+    case 'observe_cases': {
+      let last;
+      for (let i = 1; i <= step.count; i++) last = book.observe(user(step.user), key(step.uik), countedCase(i), step.now);
+      return last;
+    }
+    case 'change_cases': {
+      const cases = book.record(user(step.user))?.changed?.cases ?? [];
+      return { expect_count: cases.length, expect_first: cases[0] ?? null, expect_last: cases.at(-1) ?? null };
+    }
     case 'accept':
       return book.accept(user(step.user), key(step.uik), step.now);
     case 'verify':
@@ -76,6 +89,9 @@ describe('pin scenarios', () => {
       scenario.steps.forEach((step, i) => {
         const got = runStep(book, step);
         if ('expect' in step) assert.deepEqual(got, step.expect, `step ${i} (${step.op})`);
+        for (const field of ['expect_count', 'expect_first', 'expect_last']) {
+          if (field in step) assert.deepEqual(got[field], step[field], `step ${i} (${step.op}) ${field}`);
+        }
       });
       // Every state survives the pins document (what is stored and synced).
       const again = PinBook.fromDocument(JSON.parse(JSON.stringify(book.toDocument())));
@@ -101,6 +117,100 @@ describe('merge scenarios', () => {
       }
     });
   }
+});
+
+describe('merging never lets a served key replace a decided one', () => {
+  const bob = '00000000-0000-4000-8000-0000000000b0';
+  const c = 'c0000000-0000-4000-8000-000000000001';
+  test('a fresh device\'s first-use pin of the server\'s key does not replace a verified key (merge_attack)', () => {
+    const A = cr1.randomBytes(32);
+    const B = cr1.randomBytes(32);
+    const d1 = new PinBook();
+    d1.observe(bob, A, c, 500);
+    d1.verify(bob, A, 1000);
+    const d2 = new PinBook(); // a new device, shown B by the server
+    assert.equal(d2.observe(bob, B, c, 2000), 'new');
+    d2.merge(d1);
+    d1.merge(d2);
+    for (const d of [d1, d2]) {
+      assert.equal(d.state(bob, A), 'verified');
+      assert.equal(d.state(bob, B), 'changed');
+      const [change] = d.changes();
+      assert.ok(cr1.equal(change.new, B) && change.wasVerified);
+    }
+    assert.ok(d1.equals(d2), 'both devices agree');
+  });
+  test('honest twin: an accept on another device is taken everywhere', () => {
+    const A = cr1.randomBytes(32);
+    const B = cr1.randomBytes(32);
+    const d1 = new PinBook();
+    d1.observe(bob, A, c, 500);
+    d1.verify(bob, A, 1000);
+    const d2 = d1.clone();
+    d2.observe(bob, B, c, 2000);
+    d2.accept(bob, B, 3000); // the person accepted the new key there
+    d1.merge(d2);
+    assert.equal(d1.state(bob, B), 'pinned');
+    assert.deepEqual(d1.changes(), []);
+  });
+  test('the merge of two devices does not depend on who merges', () => {
+    for (const scenario of S.merge) {
+      const records = (side) => Object.fromEntries(Object.entries(side).map(([u, r]) => [user(u), toRecord(r)]));
+      const a = new PinBook(records(scenario.local));
+      const b = new PinBook(records(scenario.remote));
+      const ab = a.clone();
+      ab.merge(b);
+      const ba = b.clone();
+      ba.merge(a);
+      for (const u of ab.records.keys()) {
+        assert.equal(ab.record(u).uik, ba.record(u).uik, scenario.name);
+        assert.equal(ab.record(u).state, ba.record(u).state, scenario.name);
+      }
+    }
+  });
+});
+
+describe('limits', () => {
+  test('the limits are the scenario file\'s', () => {
+    assert.deepEqual({ ...LIMITS }, S.limits);
+  });
+  test('parsing keeps the newest cases and previous keys of a longer list, never refuses it', () => {
+    const ids = Array.from({ length: 5000 }, (_, i) => countedCase(i + 1));
+    const keys = Array.from({ length: 40 }, (_, i) => cr1.b64e(cr1.sha512(new Uint8Array([i])).slice(0, 32)));
+    const r = parseRecord({
+      uik: S.keys.K1, state: 'pinned', updated_ms: 1, previous: keys,
+      changed: { uik: S.keys.K2, seen_ms: 2, cases: ids },
+    });
+    assert.equal(r.changed.cases.length, S.limits.cases_per_change);
+    assert.deepEqual(r.changed.cases, ids.slice(-S.limits.cases_per_change));
+    assert.deepEqual(r.previous, keys.slice(-S.limits.previous));
+  });
+  test('the newest observed case is kept, even after many others (cases_bound)', () => {
+    const book = new PinBook();
+    const bob = user('bob');
+    book.observe(bob, key('K1'), null, 1);
+    for (let i = 0; i < 300; i++) book.observe(bob, key('K2'), `ffffffff-0000-4000-8000-${String(i).padStart(12, '0')}`, 2);
+    const real = '00000000-0000-4000-8000-000000000001';
+    book.observe(bob, key('K2'), real, 3);
+    const cases = book.record(bob).changed.cases;
+    assert.equal(cases.length, S.limits.cases_per_change);
+    assert.ok(cases.includes(real), 'the case observed last is listed');
+    assert.ok(book.changes()[0].cases.includes(real));
+    // Honest twin: a handful of cases are all kept, listed sorted.
+    const small = new PinBook();
+    small.observe(bob, key('K1'), null, 1);
+    for (const c of ['C2', 'C1']) small.observe(bob, key('K2'), caseId(c), 2);
+    assert.deepEqual(small.changes()[0].cases, [caseId('C1'), caseId('C2')]);
+  });
+  test('previous keeps the newest accepted keys', () => {
+    const book = new PinBook();
+    const bob = user('bob');
+    const k = (i) => cr1.sha512(new Uint8Array([i])).slice(0, 32);
+    for (let i = 0; i < 30; i++) book.accept(bob, k(i), i);
+    const prev = book.record(bob).previous;
+    assert.equal(prev.length, S.limits.previous);
+    assert.equal(prev.at(-1), cr1.b64e(k(28)));
+  });
 });
 
 describe('admission scenarios', () => {

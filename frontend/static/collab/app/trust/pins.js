@@ -3,16 +3,27 @@
 // collab/client/pins.py, both tested on tests/policy/trust_scenarios.json.
 //
 // Record per user (the JSON form is the pins document of docs and cr1/pins.js):
-//   {uik: b64, state: 'pinned'|'verified', updated_ms, previous: [b64],
-//    changed: null | {uik: b64, seen_ms, cases: [sorted case ids]}}
+//   {uik: b64, state: 'pinned'|'verified', updated_ms, previous: [b64, oldest first],
+//    changed: null | {uik: b64, seen_ms, cases: [case ids, oldest first]}}
 // state(user, uik): 'new' (no record) | record.state (same key) | 'changed'.
+// Limits (LIMITS, the `limits` of the scenarios file): a change keeps the newest
+// cases_per_change case ids, `previous` the newest `previous` keys; parsing cuts a
+// longer list the same way and never refuses it.
 
 import { CryptoError, b64d, b64e } from '../../cr1/index.js';
 
 export const PINS_FORMAT = 'collab-pins';
 export const STATES = Object.freeze(['new', 'pinned', 'verified', 'changed']);
-const MAX_PREVIOUS = 16;
-const MAX_CASES = 256;
+/** The same numbers as collab/client/pins.py (tests/policy/trust_scenarios.json `limits`). */
+export const LIMITS = Object.freeze({ cases_per_change: 64, previous: 16 });
+const MAX_PREVIOUS = LIMITS.previous;
+const MAX_CASES = LIMITS.cases_per_change;
+
+/** Keep the newest `n` (the end of the list). */
+const newest = (list, n) => list.slice(Math.max(0, list.length - n));
+
+/** Unique, first occurrence kept, order kept. */
+const unique = (list) => [...new Set(list)];
 
 /** A client policy refusal (not a cryptographic failure): code 'identity_changed'. */
 export class TrustError extends Error {
@@ -53,30 +64,65 @@ export function parseRecord(raw) {
   if (raw.state !== 'pinned' && raw.state !== 'verified') throw new CryptoError('bad_field', 'pin state');
   if (!Number.isSafeInteger(raw.updated_ms) || raw.updated_ms < 0) throw new CryptoError('bad_field', 'pin updated_ms');
   if (!Array.isArray(raw.previous)) throw new CryptoError('bad_field', 'pin previous');
-  const previous = raw.previous.slice(-MAX_PREVIOUS).map(keyText);
+  const previous = newest(unique(raw.previous.map(keyText)), MAX_PREVIOUS);
   let changed = null;
   if (raw.changed !== null && raw.changed !== undefined) {
     const c = raw.changed;
     if (!Number.isSafeInteger(c.seen_ms) || !Array.isArray(c.cases)) throw new CryptoError('bad_field', 'pin changed');
     if (c.cases.some((x) => typeof x !== 'string')) throw new CryptoError('bad_field', 'pin changed cases');
-    changed = { uik: keyText(c.uik), seen_ms: c.seen_ms, cases: [...new Set(c.cases)].sort().slice(0, MAX_CASES) };
+    changed = { uik: keyText(c.uik), seen_ms: c.seen_ms, cases: newest(unique(c.cases), MAX_CASES) };
   }
   return { uik, state: raw.state, updated_ms: raw.updated_ms, previous, changed };
 }
 
-/** Per user: newer updated_ms wins; a tie: verified beats pinned, else local.
- * A pending change survives when it names a key other than the merged one. */
+const STRENGTH = { pinned: 0, verified: 1 };
+
+/** The later decision of two records (tie: verified, then local). */
+function newer(local, remote) {
+  if (remote.updated_ms !== local.updated_ms) return remote.updated_ms > local.updated_ms ? remote : local;
+  return STRENGTH[remote.state] > STRENGTH[local.state] ? remote : local;
+}
+
+/**
+ * Per user, the same rule as collab/client/pins.py merge:
+ * - the same key: the newer decision wins (tie: verified, then local); a pending
+ *   change survives when it names a key other than the merged one (local first);
+ * - different keys: a record whose `previous` holds the other's key supersedes it
+ *   (an accept made on another device; both do: the newer decision); otherwise the
+ *   stronger wins (verified over pinned), on a tie the earlier (first use), then
+ *   local, and the losing key becomes the winner's pending change (seen_ms = the
+ *   loser's updated_ms, no cases). So a device's first-use pin of a key the server
+ *   served never replaces a key decided or seen first elsewhere.
+ */
 export function mergeRecords(local, remote) {
   if (!local) return cloneRecord(remote);
   if (!remote) return cloneRecord(local);
+  const pendingOf = (merged) => {
+    if (local.changed && local.changed.uik !== merged.uik) return cloneRecord(local).changed;
+    if (remote.changed && remote.changed.uik !== merged.uik) return cloneRecord(remote).changed;
+    return null;
+  };
+  if (local.uik === remote.uik) {
+    const merged = cloneRecord(newer(local, remote));
+    merged.changed = pendingOf(merged);
+    return merged;
+  }
+  const remoteSupersedes = remote.previous.includes(local.uik);
+  const localSupersedes = local.previous.includes(remote.uik);
+  if (remoteSupersedes || localSupersedes) {
+    let winner;
+    if (remoteSupersedes && localSupersedes) winner = newer(local, remote);
+    else winner = remoteSupersedes ? remote : local;
+    const merged = cloneRecord(winner);
+    merged.changed = pendingOf(merged);
+    return merged;
+  }
   let winner;
-  if (remote.updated_ms > local.updated_ms) winner = remote;
-  else if (remote.updated_ms < local.updated_ms) winner = local;
-  else winner = remote.state === 'verified' && local.state !== 'verified' ? remote : local;
+  if (STRENGTH[local.state] !== STRENGTH[remote.state]) winner = STRENGTH[remote.state] > STRENGTH[local.state] ? remote : local;
+  else winner = remote.updated_ms < local.updated_ms ? remote : local;
+  const loser = winner === local ? remote : local;
   const merged = cloneRecord(winner);
-  if (local.changed && local.changed.uik !== merged.uik) merged.changed = cloneRecord(local).changed;
-  else if (remote.changed && remote.changed.uik !== merged.uik) merged.changed = cloneRecord(remote).changed;
-  else merged.changed = null;
+  merged.changed = { uik: loser.uik, seen_ms: loser.updated_ms, cases: [] };
   return merged;
 }
 
@@ -130,8 +176,13 @@ export class PinBook {
     return r.uik === keyText(uik) ? r.state : 'changed';
   }
 
-  /** A key seen for `user` (in a verified roster or fetched for admission). */
-  observe(user, uik, caseId, now) {
+  /**
+   * A key seen for `user` (in a verified roster or fetched for admission).
+   * `historical`: a roster below the head of its case; a key this user had before
+   * (in `previous`) is then no change (it was that user's key when the entry was
+   * made). A user seen for the first time is pinned either way.
+   */
+  observe(user, uik, caseId, now, { historical = false } = {}) {
     const key = keyText(uik);
     const r = this.records.get(user);
     if (!r) {
@@ -139,9 +190,10 @@ export class PinBook {
       return 'new';
     }
     if (r.uik === key) return r.state;
+    if (historical && r.previous.includes(key)) return 'changed';
     if (r.changed && r.changed.uik === key) {
-      if (caseId && !r.changed.cases.includes(caseId) && r.changed.cases.length < MAX_CASES) {
-        r.changed.cases = [...r.changed.cases, caseId].sort();
+      if (caseId && !r.changed.cases.includes(caseId)) {
+        r.changed.cases = newest([...r.changed.cases, caseId], MAX_CASES); // the newest cases kept
       }
     } else {
       r.changed = { uik: key, seen_ms: now, cases: caseId ? [caseId] : [] };
@@ -155,7 +207,7 @@ export class PinBook {
     const previous = r ? [...r.previous] : [];
     if (r && r.uik !== key && !previous.includes(r.uik)) previous.push(r.uik);
     this.records.set(user, {
-      uik: key, state, updated_ms: now, previous: previous.slice(-MAX_PREVIOUS), changed: null,
+      uik: key, state, updated_ms: now, previous: newest(previous, MAX_PREVIOUS), changed: null,
     });
   }
 
@@ -183,7 +235,7 @@ export class PinBook {
       .map((user) => {
         const r = this.records.get(user);
         return {
-          user, old: b64d(r.uik, 32), new: b64d(r.changed.uik, 32), cases: [...r.changed.cases],
+          user, old: b64d(r.uik, 32), new: b64d(r.changed.uik, 32), cases: [...r.changed.cases].sort(),
           wasVerified: r.state === 'verified',
         };
       });
@@ -202,7 +254,7 @@ export class PinBook {
     const key = keyText(uik);
     return {
       user, old: b64d(r.uik, 32), new: b64d(key, 32),
-      cases: r.changed && r.changed.uik === key ? [...r.changed.cases] : [],
+      cases: r.changed && r.changed.uik === key ? [...r.changed.cases].sort() : [],
       wasVerified: r.state === 'verified',
     };
   }
