@@ -241,6 +241,8 @@ def test_patient_link_binding_is_shown_and_a_missing_or_bad_proof_needs_the_code
     assert first.evaluate("location.hash") == ""  # the secret left the address bar
     dialog = admit_from_dialog(gp, "Pia Bound")
     assert dialog.locator("[data-binding]").get_attribute("data-binding") == "bound"
+    # Who made the link (the invitation's created_by, signed by that member's device).
+    dialog.locator(".admit-inviter", has_text="Invitation link created by: Dr Lia Berg").wait_for()
     dialog.get_by_role("button", name="Admit").click()
     gp.locator("#members li", has_text="Pia Bound").wait_for()
 

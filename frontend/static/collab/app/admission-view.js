@@ -12,8 +12,10 @@ import { api } from './api.js';
 import { $, errorText, fmtDate, h, replace, say } from './dom.js';
 import { nameOf } from './names.js';
 import {
-  BINDING_LABELS, BLOCKER_TEXT, PIN_LABELS, checkedKeys, effectiveKind, openRequests, reasonText, reviewAdmission,
+  BINDING_LABELS, BLOCKER_TEXT, PIN_LABELS, checkedKeys, effectiveKind, grantedRole, openRequests, reasonText,
+  reviewAdmission,
 } from './trust/admission.js';
+import { Role } from '../cr1/index.js';
 
 const ROLE_WORDS = { provider: 'Care-team member', patient: 'Patient' };
 
@@ -110,18 +112,25 @@ export class AdmissionView {
       replace($('#admit-actions'), this.declineButton(request), ' ', this.cancelButton());
       return;
     }
-    // Observed at once: a key the server swapped shows as CHANGED before anything is signed.
-    const pin = this.room.pins.observeFetched(request.user, keys.uik, this.session.caseId);
+    // The pin state only (nothing is recorded by looking): a key the server swapped
+    // shows as CHANGED; the key is pinned once the roster holding it is verified.
+    const pin = this.room.pins.state(request.user, keys.uik);
     const kind = effectiveKind(request, keys.role);
+    const role = grantedRole(request, keys.role);
     const binding = kind === 'patient' ? bindingOf(this.session, request, keys.uik) : null;
-    this.current = { request, keys, pin, kind, binding };
+    this.current = { request, keys, pin, kind, role, binding };
     this.fill();
   }
 
-  who(r) {
+  who(r, role = null) {
+    const listed = ROLE_WORDS[r.role] ?? r.role ?? '—';
+    // The role granted; the listing's word beside it when the two disagree.
+    const roleText = role === null ? listed
+      : role === Role.PATIENT && r.role !== 'patient' ? `Patient (the request lists: ${listed})`
+        : role === Role.PATIENT ? 'Patient' : listed;
     const rows = [
       ['Name', r.display_name || '—'],
-      ['Role', ROLE_WORDS[r.role] ?? r.role ?? '—'],
+      ['Role', roleText],
       ['Organisation', r.organisation || '—'],
       ['Specialty', r.specialty || '—'],
     ];
@@ -129,12 +138,20 @@ export class AdmissionView {
   }
 
   fill() {
-    const { request: r, keys, pin, kind, binding } = this.current;
-    const parts = [this.who(r)];
+    const { request: r, keys, pin, kind, role, binding } = this.current;
+    const parts = [this.who(r, role)];
     const why = h('p', { class: 'admit-why' }, h('strong', {}, 'Why: '), reasonText(r.kind),
       r.created_at ? ` (${fmtDate(r.created_at)})` : '');
     parts.push(why);
     if (r.kind === 'invite' && r.requested_by) nameOf(r.requested_by).then((n) => why.append(`, by ${n}`));
+    const creator = kind === 'patient' ? r.invitation?.created_by : null;
+    if (typeof creator === 'string') {
+      // Who made the link: a bound binding means that member's device signed it.
+      const name = h('span', { class: 'inviter-name' }, '…');
+      parts.push(h('p', { class: 'admit-inviter', dataset: { inviter: creator } },
+        h('strong', {}, 'Invitation link created by: '), name));
+      nameOf(creator).then((n) => { name.textContent = n; }, () => { name.textContent = creator.slice(0, 8); });
+    }
     parts.push(h('p', { class: `pin-state pin-${pin}`, dataset: { pin } }, h('strong', {}, 'Identity key: '), PIN_LABELS[pin]));
     let accept = null;
     if (pin === 'changed') {
@@ -187,7 +204,7 @@ export class AdmissionView {
   async admit(button, acceptChanged, codeCompared) {
     const cur = this.current;
     if (!cur) return;
-    const { request: r, keys, pin, kind, binding } = cur;
+    const { request: r, keys, pin, kind, role, binding } = cur;
     const review = reviewAdmission({ pin, kind, binding, acceptChanged, codeCompared });
     if (!review.allowed) return;
     button.disabled = true;
@@ -198,7 +215,7 @@ export class AdmissionView {
       if (pin === 'changed') this.room.pins.accept(r.user, keys.uik);
       await this.session.commit((head) => {
         if (head.roster.user(r.user)) throw new Error(`${keys.name} is already in this case.`);
-        return new AddUserBody(r.user, keys.role, keys.uik, keys.devices);
+        return new AddUserBody(r.user, role, keys.uik, keys.devices);
       });
       this.close(`${keys.name} was added to the case.`);
       await this.room.afterMembership();

@@ -3,9 +3,11 @@
 // entry is verified before it is trusted and every message before it is
 // decrypted (same rules as collab/client/case_state.py and sdk.py).
 //
-// Trust (optional `trust` hook, app/pinstore.js): every verified entry's roster
-// goes through trust.checkEntry (own identity as on this device, pins observed)
-// and every entry this device builds through trust.checkCommit before it is sent.
+// Trust (optional `trust` hook, app/pinstore.js): the newly verified entries go
+// through trust.observeEntries (own identity as on this device at the new head,
+// every roster's pins observed, oldest first), and every entry this device builds
+// and every message it seals through trust.checkCommit (own key, no unaccepted
+// change in the roster) before it is sent.
 //
 // A wrap this device cannot open is not a broken chain: the entry is verified,
 // the epoch is recorded in `unavailable` (epoch -> author user id), its messages
@@ -13,8 +15,8 @@
 
 import {
   Action, CryptoError, Envelope, LogEntry, Manifest, ReplayGuard, b64d, b64e, buildEntry, checkSender,
-  RotateBody, concat, equal, openEnvelope, openHistory, openWrap, randomBytes, sealMessage, sha512, verifyChain,
-  verifyEnvelope,
+  RotateBody, ShareHistoryBody, concat, equal, openEnvelope, openHistory, openWrap, randomBytes, sealMessage, sha512,
+  verifyChain, verifyEnvelope,
 } from '../cr1/index.js';
 import { api, ApiError } from './api.js';
 import { loadMemo, saveMemo } from './keystore.js';
@@ -45,7 +47,8 @@ export class CaseSession {
     this.replay = new ReplayGuard();
     this.seen = new Map(); // server seq -> [fingerprint hex, opened message]
     this.memo = null;
-    this.historyFailures = []; // share_history entries whose wraps for this device failed
+    this.pageSize = LOG_PAGE; // the server's page of log entries (smaller in tests)
+    this.historyFailures = []; // {epoch, entry, author}: shared earlier keys that did not open here
   }
 
   /** The head epoch key is missing here (a bad wrap): sending must rotate first. */
@@ -98,9 +101,10 @@ export class CaseSession {
     for (const entry of verified) {
       if (entry.caseId !== this.caseId) throw new CryptoError('wrong_case', 'entry belongs to another case');
     }
-    // Trust before anything is kept: a roster listing this user under a foreign key
-    // stops here (own_identity_mismatch), and nothing of it is stored.
-    for (const entry of verified) this.trust?.checkEntry(entry, this.caseId);
+    // Trust before anything is kept: a head roster listing this user under a foreign
+    // key stops here (own_identity_mismatch), and nothing of it is stored; every
+    // roster's keys are observed (those below the head as historical).
+    this.trust?.observeEntries(verified, this.caseId);
     for (const entry of verified) {
       const epoch = Number(entry.epoch);
       this.chain.set(epoch, entry);
@@ -112,31 +116,50 @@ export class CaseSession {
         if (!(err instanceof CryptoError)) throw err;
         this.unavailable.set(epoch, entry.authorUserId); // a bad wrap: no key for this epoch here
       }
-      if (entry.action === Action.SHARE_HISTORY) {
-        try {
-          for (const [ep, k] of openHistory(entry, this.device.deviceId, this.device.dxkSecret, this.chain)) {
-            this.keys.set(Number(ep), k);
-            this.unavailable.delete(Number(ep));
-          }
-        } catch (err) {
-          if (!(err instanceof CryptoError)) throw err;
-          this.historyFailures.push({ epoch, author: entry.authorUserId });
-        }
-      }
+      if (entry.action === Action.SHARE_HISTORY) this.openHistory(entry);
     }
     return verified;
   }
 
-  /** Fetch and verify new log entries; detect a rolled-back or forked log. */
+  /** Each shared earlier key on its own (as case_state.py _open_history): one bad
+   * wrap costs only its epoch, recorded as unavailable with the entry's author. */
+  openHistory(entry) {
+    const body = entry.body();
+    for (const item of body.items) {
+      if (item.deviceId !== this.device.deviceId) continue;
+      const single = { caseId: entry.caseId, body: () => new ShareHistoryBody(body.hepk, [item]) };
+      let shared;
+      try {
+        shared = openHistory(single, this.device.deviceId, this.device.dxkSecret, this.chain);
+      } catch (err) {
+        if (!(err instanceof CryptoError)) throw err;
+        const ep = Number(item.epoch);
+        this.historyFailures.push({ epoch: ep, entry: Number(entry.epoch), author: entry.authorUserId });
+        if (!this.keys.has(ep)) this.unavailable.set(ep, entry.authorUserId);
+        continue;
+      }
+      for (const [ep, k] of shared) {
+        if (!this.keys.has(Number(ep))) this.keys.set(Number(ep), k);
+        this.unavailable.delete(Number(ep));
+      }
+    }
+  }
+
+  /** Fetch and verify new log entries; detect a rolled-back or forked log. All pages
+   * are fetched before any is accepted, so only the real head is checked as the head. */
   async sync() {
     await this.loadMemo();
+    const fetched = [];
+    let after = this.head ? Number(this.head.epoch) : -1;
     for (;;) {
-      const after = this.head ? this.head.epoch : -1;
       const page = await api('GET', `/api/cases/${this.caseId}/log?after=${after}`);
       const entries = page.entries.map((item) => LogEntry.decode(b64d(item.entry)));
-      this.accept(entries);
-      if (entries.length < LOG_PAGE) break;
+      fetched.push(...entries);
+      const last = Math.max(after, ...entries.map((e) => Number(e.epoch)));
+      if (entries.length < this.pageSize || last <= after) break;
+      after = last;
     }
+    this.accept(fetched);
     const head = this.head;
     if (!head) throw new CryptoError('truncated', 'the server sent no log for this case');
     const memo = this.memo;
@@ -192,6 +215,9 @@ export class CaseSession {
   async seal(body, contentType = 'text', attachments = []) {
     await this.loadMemo();
     const head = this.head;
+    // Checked at every seal, so also on a retry after the log moved: a roster that now
+    // holds a changed key (or lists this user under a foreign one) gets no message.
+    this.trust?.checkCommit(head.roster, this.caseId);
     const key = this.keys.get(Number(head.epoch));
     if (!key) throw new CryptoError('wraps_mismatch', 'this device holds no key for the current epoch');
     this.memo.senderSeq += 1;

@@ -1,6 +1,7 @@
 // This user's identity pins on this browser (app/trust/pins.js is the policy):
-// kept in IndexedDB (keystore.js), observed on every verified roster and on keys
-// fetched for admission, and synced across the user's devices through
+// kept in IndexedDB (keystore.js), observed on every verified roster (keys only
+// listed or fetched for a review are never recorded: state() is pure), and synced
+// across the user's devices through
 // GET/PUT /api/identity/pins, sealed and signed with the identity key
 // (cr1/pins.js). The server can neither read, alter nor roll the copy back: a
 // version lower than the highest seen here is refused (CryptoError 'rollback').
@@ -98,21 +99,30 @@ export class PinStore {
     return null;
   }
 
-  /** CaseSession hook: every verified entry's roster, before it is kept. */
-  checkEntry(entry, caseId) {
-    const pairs = rosterPairs(entry.roster);
-    const mine = this.ownKey(pairs);
-    if (mine) ownCheck(pairs, this.me, mine);
+  /**
+   * CaseSession hook: the entries just verified (epoch order), before any is kept.
+   * The own identity check fails closed at the new head only (an older roster may
+   * list a key of ours since replaced); every roster is observed, oldest first,
+   * those below the head as historical (a key the user had before is no change).
+   */
+  observeEntries(entries, caseId) {
+    if (!entries.length) return;
+    const head = rosterPairs(entries.at(-1).roster);
+    const mine = this.ownKey(head);
+    if (mine) ownCheck(head, this.me, mine);
     let changed = false;
     const now = Date.now();
-    for (const [user, uik] of pairs) {
-      if (user === this.me) continue;
-      const state = this.book.state(user, uik);
-      if (state === 'pinned' || state === 'verified') continue; // the pinned key: nothing to record
-      const before = state === 'new' ? null : JSON.stringify(this.book.record(user));
-      this.book.observe(user, uik, caseId, now);
-      if (state === 'new' || JSON.stringify(this.book.record(user)) !== before) changed = true;
-    }
+    entries.forEach((entry, i) => {
+      const historical = i < entries.length - 1;
+      for (const [user, uik] of rosterPairs(entry.roster)) {
+        if (user === this.me) continue;
+        const state = this.book.state(user, uik);
+        if (state === 'pinned' || state === 'verified') continue; // the pinned key: nothing to record
+        const before = state === 'new' ? null : JSON.stringify(this.book.record(user));
+        this.book.observe(user, uik, caseId, now, { historical });
+        if (state === 'new' || JSON.stringify(this.book.record(user)) !== before) changed = true;
+      }
+    });
     if (changed) this.#changed();
   }
 
@@ -122,15 +132,6 @@ export class PinStore {
     const mine = this.ownKey(pairs) ?? this.myUik;
     if (!mine) throw new CryptoError('own_identity_mismatch', 'this device does not know its identity key');
     this.book.commitCheck(pairs, this.me, mine);
-  }
-
-  /** A key fetched from /api/users/<id>/keys for admission: observed at once, so a
-   * substituted key shows as CHANGED before anything is signed. Returns the state. */
-  observeFetched(user, uik, caseId) {
-    const before = JSON.stringify(this.book.record(user));
-    const state = this.book.observe(user, uik, caseId, Date.now());
-    if (JSON.stringify(this.book.record(user)) !== before) this.#changed();
-    return state;
   }
 
   state(user, uik) {
@@ -164,6 +165,14 @@ export class PinStore {
   unverify(user) {
     this.book.unverify(user, Date.now());
     this.#changed();
+  }
+
+  /** A sync after any pending save and sync (the room awaits it before it reads a
+   * roster, so a decision made on another device is known first). Rejects as sync. */
+  syncNow() {
+    const run = this.flushing.then(() => this.sync());
+    this.flushing = run.catch(() => {});
+    return run;
   }
 
   /** Wait for pending saves and syncs (tests, page unload). */

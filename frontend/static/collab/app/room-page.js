@@ -22,7 +22,8 @@ import { PinStore } from './pinstore.js';
 import { drawQr } from './qr.js';
 import { onSessionEnd } from './session.js';
 import { RoomSocket } from './socket.js';
-import { checkedKeys } from './trust/admission.js';
+import { checkDirectAdd, checkedKeys } from './trust/admission.js';
+import { TrustError } from './trust/pins.js';
 import { TrustView } from './trust-view.js';
 
 const ROLE_NAMES = { [Role.OWNER]: 'Owner', [Role.ADMIN]: 'Admin', [Role.MEMBER]: 'Member', [Role.PATIENT]: 'Patient' };
@@ -117,7 +118,13 @@ class Room {
     this.admissions = new AdmissionView(this);
     this.pins.onChange(() => { if (!this.closed) this.trust.renderBanner().catch((err) => this.error(err)); });
     this.pins.onSyncError((err) => say($('#members-status'), `Your identity pins could not be synced: ${errorText(err)}`, 'error'));
-    this.pins.sync().catch((err) => this.pins.syncFailed(err));
+    // Awaited: a decision made on another device (a verified key, an accepted change)
+    // must be in the book before any roster of this case is checked or observed.
+    try {
+      await this.pins.syncNow();
+    } catch (err) {
+      this.pins.syncFailed(err);
+    }
     await this.refreshDetail();
     try {
       await this.session.sync();
@@ -606,6 +613,9 @@ class Room {
     } catch (err) {
       li.querySelector('.receipt').textContent = `Not sent: ${errorText(err)}`;
       li.classList.add('failed');
+      // Sealing is checked on every attempt: a retry after the log moved may find a
+      // changed key in the new roster; the banner then says whose.
+      if (err instanceof TrustError) await this.trust.renderBanner().catch(() => {});
       throw err;
     }
   }
@@ -1031,13 +1041,15 @@ class Room {
     }
   }
 
-  async addMember(userId, button) {
+  async addMember(userId, button, row = null) {
     const status = $('#members-status');
     if (button) button.disabled = true;
     try {
       const { uik, devices, role, name } = checkedKeys(userId, await api('GET', `/api/users/${userId}/keys`));
-      // Observed before anything is signed: a key other than the one seen before is refused.
-      if (this.pins.observeFetched(userId, uik, this.caseId) === 'changed') {
+      checkDirectAdd(row, role, name); // a patient goes through the admission dialog
+      // Checked, not recorded, before anything is signed: a key other than the one seen
+      // before is refused; the new key is pinned when the verified roster holds it.
+      if (this.pins.state(userId, uik) === 'changed') {
         throw new Error(`${name}'s identity key is not the one this browser saw before. Compare safety numbers with them; nothing was added.`);
       }
       say(status, `Adding ${name}…`);
@@ -1075,7 +1087,7 @@ class Room {
         return h('li', {},
           h('span', { class: 'member-name' }, u.display_name),
           h('span', { class: 'meta' }, ` ${[u.specialty, u.organisation].filter(Boolean).join(' · ')} `),
-          h('button', { type: 'button', disabled: inCase, 'aria-label': `Add ${u.display_name} to the case`, onclick: (ev) => this.addMember(u.id, ev.currentTarget) },
+          h('button', { type: 'button', disabled: inCase, 'aria-label': `Add ${u.display_name} to the case`, onclick: (ev) => this.addMember(u.id, ev.currentTarget, u) },
             inCase ? 'In the case' : 'Add'));
       }));
     } catch (err) {

@@ -76,10 +76,39 @@ export function checkedKeys(userId, keys) {
   return { uik, devices, role: keys.role === 'patient' ? Role.PATIENT : Role.MEMBER, name };
 }
 
-/** The kind the review uses: a patient account is reviewed as a patient whatever the request says. */
+/**
+ * The kind the review uses. A patient request if ANY signal says so: the request's
+ * kind, the listing's role, the role of GET /api/users/<id>/keys (`role`, which is
+ * also the role about to be granted), so a server relabelling a patient's request
+ * cannot switch the binding check off (the same rule as collab/client/admission.py).
+ */
 export function effectiveKind(request, role) {
-  if (role === Role.PATIENT) return 'patient';
+  if (isPatientRequest(request, role)) return 'patient';
   return KINDS.includes(request.kind) ? request.kind : 'invite';
+}
+
+export function isPatientRequest(request, role) {
+  return request?.kind === 'patient' || request?.role === 'patient' || role === Role.PATIENT;
+}
+
+/** The role an admission grants: a request any signal calls a patient's gets the
+ * patient role, never a clinician's (the least the signals allow). */
+export function grantedRole(request, role) {
+  return isPatientRequest(request, role) ? Role.PATIENT : role;
+}
+
+/**
+ * Adding a user from the directory (no join request): never a patient. A patient is
+ * admitted only through the admission dialog, where the invitation binding (or a
+ * compared code) is checked; a directory entry or key listing calling the account a
+ * patient is refused here. `directoryRow` is the directory's row, `role` that of
+ * checkedKeys.
+ */
+export function checkDirectAdd(directoryRow, role, name) {
+  if (isPatientRequest(directoryRow ?? {}, role)) {
+    throw new Error(`${name} is a patient account: patients join through their invitation and are admitted `
+      + 'from "Waiting to join", where the link is checked. Nothing was added.');
+  }
 }
 
 /** Pending join requests still to decide: not in the roster, one per user. */
