@@ -185,3 +185,26 @@ def test_a_past_roster_with_a_foreign_own_key_does_not_fail_the_case(srv: FakeSe
     state = srv.client(bob).sync(case_id)  # the head lists bob under his own key
     member = state.head.roster.user(bob.id)
     assert member is not None and member.uik_pub == bob.identity.uik_pub
+
+
+def test_a_keystore_with_an_oversized_change_still_loads() -> None:
+    """A book written before the bounds (5000 cases on one change) loads, truncated;
+    it used to make the whole keystore unloadable."""
+    import uuid
+
+    from collab.client.keystore import KeystoreState
+    from collab.client.pins import MAX_CASES
+
+    bob = Person("bob")
+    state = KeystoreState(server="http://fake")
+    state.pins.observe(bob.id, bob.identity.uik_pub, None, 1)
+    state.pins.observe(bob.id, bob.substitute().uik_pub, uuid.uuid4(), 2)
+    saved = state.to_json()
+    cases = [str(uuid.uuid4()) for _ in range(5000)]
+    saved["pins"][str(bob.id)]["changed"]["cases"] = cases
+    loaded = KeystoreState.from_json(saved)
+    record = loaded.pins.get(bob.id)
+    assert record is not None and record.changed is not None
+    assert [str(c) for c in record.changed.cases] == sorted(cases)[-MAX_CASES:]
+    # The honest twin: a book within the bounds round-trips unchanged.
+    assert KeystoreState.from_json(state.to_json()).pins == state.pins
