@@ -9,10 +9,13 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import IO, Any
 
+from django.conf import settings
 from django.http import HttpRequest, JsonResponse
 from django.http.response import HttpResponseBase
 
+from collab.accounts import proofs
 from collab.accounts.models import User
+from collab.cases.access import access_device
 from collab.crypto.errors import CryptoError
 from collab.errors import ServiceError
 
@@ -49,12 +52,16 @@ def api(methods: tuple[str, ...]) -> Callable[[View], View]:
                 return error("method_not_allowed", f"Use {' or '.join(methods)}.", 405)
             if not request.user.is_authenticated:
                 return error("unauthenticated", "Sign in first.", 401)
+            response: HttpResponseBase
             try:
-                return view(request, *args, **kwargs)
+                response = view(request, *args, **kwargs)
             except ServiceError as failure:
-                return JsonResponse(failure.as_dict(), status=failure.status)
+                response = JsonResponse(failure.as_dict(), status=failure.status)
             except CryptoError as failure:
-                return error(failure.code, failure.message or failure.code)
+                response = error(failure.code, failure.message or failure.code)
+            if getattr(request, "collab_wants_nonce", False):
+                response[proofs.NONCE_RESPONSE_HEADER] = proofs.nonce_issue()
+            return response
 
         return wrapper
 
@@ -79,8 +86,43 @@ def json_body(request: HttpRequest) -> dict[str, Any]:
 
 
 def proven_device(request: HttpRequest) -> uuid.UUID:
-    """The caller's device, named in the X-Collab-Device header."""
-    return parse_uuid(request.META.get(DEVICE_HEADER, ""), "X-Collab-Device")
+    """The one device check for HTTP: the caller's active device named in
+    ``X-Collab-Device``, proven by ``X-Collab-Proof`` (a signature by its DSK over this
+    request, collab.accounts.proofs). A proof that is sent is always verified; a missing
+    one is refused only while ``DEVICE_PROOF_REQUIRED`` is on. Records the session as
+    one this device acted in, and marks the answer to carry a fresh ``X-Collab-Nonce``."""
+    request.collab_wants_nonce = True  # type: ignore[attr-defined]
+    raw_device = request.META.get(DEVICE_HEADER)
+    header = request.META.get(proofs.PROOF_HEADER)
+    if raw_device is None and settings.DEVICE_PROOF_REQUIRED:
+        raise proofs.proof_error(
+            "device_proof_required", "Send X-Collab-Device and X-Collab-Proof."
+        )
+    device = access_device(user_of(request), parse_uuid(raw_device or "", "X-Collab-Device"))
+    device_id: uuid.UUID = device.pk
+    if header is None:
+        if settings.DEVICE_PROOF_REQUIRED:
+            raise proofs.proof_error("device_proof_required", "Send X-Collab-Proof.")
+        return device_id
+    proofs.http_proof_check(
+        device=device,
+        header=header,
+        method=request.method or "GET",
+        path=request.get_full_path(),
+        body=request.body,
+    )
+    proofs.session_device_record(
+        session_key=request.session.session_key, device_id=device_id, proven=True
+    )
+    return device_id
+
+
+def optional_proven_device(request: HttpRequest) -> uuid.UUID | None:
+    """For calls older clients make without a device (blob parts and completion): None
+    when no device is named and proofs are not required; otherwise ``proven_device``."""
+    if DEVICE_HEADER not in request.META and not settings.DEVICE_PROOF_REQUIRED:
+        return None
+    return proven_device(request)
 
 
 def parse_uuid(value: object, name: str) -> uuid.UUID:

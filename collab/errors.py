@@ -32,3 +32,7 @@ class Conflict(ServiceError):
 
 class TooLarge(ServiceError):
     status = 413
+
+
+class Unauthorized(ServiceError):
+    status = 401

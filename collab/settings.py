@@ -256,3 +256,11 @@ MAX_MESSAGE_CT_BYTES = int(os.environ.get("COLLAB_MAX_MESSAGE_BYTES", str(40 * 1
 MAX_ATTACHMENT_BYTES = int(os.environ.get("COLLAB_MAX_ATTACHMENT_BYTES", str(25 * 1024 * 1024)))
 EPOCH_GRACE_SECONDS = int(os.environ.get("COLLAB_EPOCH_GRACE_SECONDS", "30"))
 HISTORY_PAGE_MAX = 200
+
+# Device proofs (protocol.md §2): every device-acting request and case socket proves
+# possession of the device's signing key. While off, a proof that is sent is still
+# verified in full (a bad or replayed one is refused); only a missing one is tolerated.
+DEVICE_PROOF_REQUIRED = _flag("COLLAB_DEVICE_PROOF_REQUIRED", False)
+DEVICE_PROOF_WINDOW_SECONDS = 120
+DEVICE_NONCE_SECONDS = 300
+WS_PROVE_TIMEOUT_SECONDS = float(os.environ.get("COLLAB_WS_PROVE_TIMEOUT_SECONDS", "10"))

@@ -7,7 +7,7 @@ import uuid
 from django.db.models import Q
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
-from collab.accounts import devices
+from collab.accounts import devices, proofs
 from collab.accounts.models import Device, IdentityBackup, IdentityKey, IdentityPins, User
 from collab.api import api, json_body, user_of
 from collab.audit.services import RequestMeta
@@ -92,6 +92,10 @@ def device_revoke(request: HttpRequest, device_id: uuid.UUID) -> HttpResponse:
         reason=str(json_body(request).get("reason", "")),
         meta=RequestMeta.from_request(request),
     )
+    key = request.session.session_key
+    if key and not request.session.exists(key):
+        # This session was one the revoked device acted in: it has ended.
+        request.session.flush()
     return JsonResponse(devices.device_wire(device))
 
 
@@ -155,3 +159,11 @@ def directory(request: HttpRequest) -> HttpResponse:
             ]
         }
     )
+
+
+@api(("GET",))
+def device_nonce(request: HttpRequest) -> HttpResponse:
+    """A fresh server nonce for the next device proof (session only, no proof)."""
+    response = JsonResponse({"nonce": proofs.nonce_issue()})
+    response["Cache-Control"] = "no-store"
+    return response

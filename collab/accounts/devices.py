@@ -8,6 +8,7 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from collab.accounts import proofs
 from collab.accounts.models import Device, IdentityBackup, IdentityKey, IdentityPins, User
 from collab.accounts.policy import is_admin
 from collab.audit.services import AuditAction, RequestMeta, audit_record
@@ -183,6 +184,16 @@ def device_revoke(
             reason=device.revoke_reason,
         )
         publish_after_commit(device_group(device.pk), {"type": "device.revoked"})
+        ended = proofs.device_sessions_end(device_id=device.pk)
+        if ended:
+            audit_record(
+                action=AuditAction.DEVICE_SESSIONS_ENDED,
+                actor=actor,
+                device_id=device.pk,
+                meta=meta,
+                target=f"device:{device.pk}",
+                details={"sessions": ended},
+            )
     return device
 
 

@@ -101,3 +101,35 @@ class Device(models.Model):
     @property
     def is_active(self) -> bool:
         return self.revoked_at is None
+
+
+class DeviceProofUse(models.Model):
+    """A one-time id (``jti``) a device used in an HTTP proof: a replay cache shared by
+    every server process. Rows past ``expires_at`` can no longer verify (the proof's time
+    window has passed) and are purged opportunistically."""
+
+    device = models.ForeignKey(Device, on_delete=models.CASCADE, related_name="+")
+    jti = models.BinaryField(max_length=16)
+    expires_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["device", "jti"], name="device_proof_jti_once"),
+        ]
+
+
+class DeviceSession(models.Model):
+    """A session a device acted in (a proof, or the device header while proofs are not
+    yet required): revoking the device ends these sessions."""
+
+    session_key = models.CharField(max_length=40)
+    device = models.ForeignKey(Device, on_delete=models.CASCADE, related_name="+")
+    proven = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["session_key", "device"], name="device_session_once"
+            ),
+        ]

@@ -69,6 +69,9 @@ _MAPPING: dict[AuditAction, tuple[Code, Code | None, str]] = {
     A.AUDIT_VIEWED: (_AUDIT_LOG_USED, _SEARCH, "R"),
     A.CHECKPOINT_SIGNED: (_APP_ACTIVITY, None, "E"),
     A.ACCESS_DENIED: (_SECURITY_ALERT, _RESTRICTED_FUNCTION, "E"),
+    A.KEY_BACKUP_STORED: (_SECURITY_ALERT, _USER_SECURITY_CHANGED, "C"),
+    A.KEY_BACKUP_READ: (_PATIENT_RECORD, _READ, "R"),
+    A.DEVICE_SESSIONS_ENDED: (_USER_AUTH, _LOGOUT, "E"),
 }
 
 # Failures that a throttle or lock answered are serious (8); other refusals minor (4).

@@ -42,6 +42,9 @@ class AuditAction(models.TextChoices):
     AUDIT_VIEWED = "audit_viewed", "Audit trail viewed"
     CHECKPOINT_SIGNED = "checkpoint_signed", "Audit checkpoint signed"
     ACCESS_DENIED = "access_denied", "Access denied"
+    KEY_BACKUP_STORED = "key_backup_stored", "Key backup items stored"
+    KEY_BACKUP_READ = "key_backup_read", "Key backup read"
+    DEVICE_SESSIONS_ENDED = "device_sessions_ended", "Sessions of a revoked device ended"
 
 
 class Outcome(models.TextChoices):

@@ -331,3 +331,22 @@ class Notification(models.Model):
     class Meta:
         ordering = ["-created_at", "-pk"]
         indexes = [models.Index(fields=["user", "read_at"], name="notification_unread")]
+
+
+class KeyBackupItem(models.Model):
+    """One epoch key of a case, sealed on the client under the user's backup key
+    (protocol-crypto.md §9d): opaque here. The first item for (user, case, epoch) is kept;
+    a later one for the same epoch never replaces it."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    case = models.ForeignKey(Case, on_delete=models.CASCADE, related_name="+")
+    epoch = models.BigIntegerField()
+    item = models.BinaryField(max_length=112)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user", "case", "epoch"], name="one_key_backup_item"
+            ),
+        ]

@@ -7,6 +7,8 @@ urlpatterns = [
     path("identity", device_views.identity),
     path("identity/backup", device_views.identity_backup),
     path("identity/pins", device_views.identity_pins),
+    path("device-nonce", device_views.device_nonce),
+    path("key-backup", views.key_backup),
     path("devices", device_views.device_list),
     path("devices/<uuid:device_id>/revoke", device_views.device_revoke),
     path("users/<uuid:user_id>/keys", device_views.user_keys),

@@ -18,6 +18,7 @@ from collab.api import (
     api,
     int_param,
     json_body,
+    optional_proven_device,
     parse_uuid,
     proven_device,
     stream_file,
@@ -27,7 +28,15 @@ from collab.audit.services import AuditAction, RequestMeta, audit_record
 from collab.cases import models as m
 from collab.cases import selectors
 from collab.cases.access import access_case, access_case_device
-from collab.cases.services import blobs, consults, invitations, joins, membership, notifications
+from collab.cases.services import (
+    blobs,
+    consults,
+    invitations,
+    joins,
+    keybackup,
+    membership,
+    notifications,
+)
 from collab.cases.wire import (
     b64_or_none,
     case_wire,
@@ -269,7 +278,12 @@ def blob_part(request: HttpRequest, blob_id: uuid.UUID, offset: int) -> HttpResp
     except ValueError:
         raise ServiceError("bad_part", "Content-Length is required.") from None
     received = blobs.blob_part_put(
-        user=user_of(request), blob_id=blob_id, offset=offset, length=length, read=request.read
+        user=user_of(request),
+        device_id=optional_proven_device(request),
+        blob_id=blob_id,
+        offset=offset,
+        length=length,
+        read=request.read,
     )
     return JsonResponse({"received_bytes": received})
 
@@ -278,6 +292,7 @@ def blob_part(request: HttpRequest, blob_id: uuid.UUID, offset: int) -> HttpResp
 def blob_complete(request: HttpRequest, blob_id: uuid.UUID) -> HttpResponse:
     blob = blobs.blob_complete(
         user=user_of(request),
+        device_id=optional_proven_device(request),
         blob_id=blob_id,
         root=b64d(json_body(request).get("root"), 64),
         meta=RequestMeta.from_request(request),
@@ -400,13 +415,18 @@ def case_invitations(request: HttpRequest, case_id: uuid.UUID) -> HttpResponse:
     """POST: a provider member invites the patient (the link is shown once). GET: members."""
     user = user_of(request)
     if request.method == "POST":
+        # The body is optional here (older clients post none).
+        binding = _invite_binding(
+            json_body(request) if request.content_type == "application/json" else {}
+        )
+        if binding is not None and proven_device(request) != binding.inviter_device_id:
+            raise ServiceError(
+                "unregistered_device", "inviter_device must be the device making this request."
+            )
         invitation, token = invitations.invitation_create(
             user=user,
             case_id=case_id,
-            # The body is optional here (older clients post none).
-            binding=_invite_binding(
-                json_body(request) if request.content_type == "application/json" else {}
-            ),
+            binding=binding,
             meta=RequestMeta.from_request(request),
         )
         link = request.build_absolute_uri(reverse("invite", args=[token]))
@@ -545,3 +565,52 @@ def notification_list(request: HttpRequest) -> HttpResponse:
 def notification_read(request: HttpRequest, notification_id: int) -> HttpResponse:
     notice = notifications.notification_read(user=user_of(request), notification_id=notification_id)
     return JsonResponse({"id": notice.pk, "read": True})
+
+
+# --- key backup ------------------------------------------------------------------------
+
+
+def _backup_items(body: dict[str, Any]) -> list[keybackup.BackupItem]:
+    raw = body.get("items")
+    if not isinstance(raw, list) or not 1 <= len(raw) <= keybackup.MAX_ITEMS:
+        raise ServiceError("bad_field", f"items must be a list of 1 to {keybackup.MAX_ITEMS}.")
+    items = []
+    for entry in raw:
+        if not isinstance(entry, dict):
+            raise ServiceError("bad_field", "Each item is an object {case, epoch, item}.")
+        epoch = entry.get("epoch")
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or not 0 <= epoch <= MAX_SAFE_INT:
+            raise ServiceError("bad_field", "epoch must be a non-negative integer.")
+        items.append(
+            keybackup.BackupItem(
+                case_id=parse_uuid(entry.get("case"), "case"),
+                epoch=epoch,
+                item=b64d(entry.get("item")),
+            )
+        )
+    return items
+
+
+@api(("GET", "PUT"))
+def key_backup(request: HttpRequest) -> HttpResponse:
+    """PUT: store sealed epoch-key items; GET ?case=&after=: this user's items for a case."""
+    user = user_of(request)
+    device_id = proven_device(request)
+    if request.method == "PUT":
+        result = keybackup.key_backup_store(
+            user=user,
+            device_id=device_id,
+            items=_backup_items(json_body(request)),
+            meta=RequestMeta.from_request(request),
+        )
+        return JsonResponse({"stored": result.stored, "kept": result.kept})
+    page, more = keybackup.key_backup_read(
+        user=user,
+        device_id=device_id,
+        case_id=parse_uuid(request.GET.get("case"), "case"),
+        after=int_param(request, "after", -1, -1, MAX_SAFE_INT),
+        meta=RequestMeta.from_request(request),
+    )
+    return JsonResponse(
+        {"items": [{"epoch": i.epoch, "item": b64e(bytes(i.item))} for i in page], "more": more}
+    )

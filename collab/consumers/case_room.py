@@ -5,6 +5,7 @@ Thin: each frame type has one handler that validates, calls one service, answers
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 from urllib.parse import parse_qs
@@ -12,6 +13,7 @@ from urllib.parse import parse_qs
 from channels.db import database_sync_to_async
 from django.conf import settings
 
+from collab.accounts import proofs
 from collab.audit.services import AuditAction, RequestMeta, audit_record
 from collab.cases import access, selectors
 from collab.cases.models import Case
@@ -20,7 +22,7 @@ from collab.cases.wire import message_wire
 from collab.consumers.base import AuthenticatedConsumer, FrameError
 from collab.crypto.envelope import Envelope
 from collab.crypto.errors import CryptoError
-from collab.crypto.wire import b64e
+from collab.crypto.wire import b64d, b64e
 from collab.errors import ServiceError
 from collab.realtime import case_group, device_group
 
@@ -39,27 +41,94 @@ def _int(frame: dict[str, Any], name: str, low: int = 0, high: int = 2**62) -> i
 class CaseRoomConsumer(AuthenticatedConsumer):
     activity_frames = frozenset({"send", "typing", "read"})
 
+    awaiting_proof = False
+    accepted = False
+
     async def authorise(self) -> bool:
         try:
             self.case_id = uuid.UUID(str(self.scope["url_route"]["kwargs"]["case_id"]))
             query = parse_qs(self.scope.get("query_string", b"").decode())
             self.device_id = uuid.UUID(query.get("device", [""])[0])
         except ValueError:
-            await self.accept()
-            await self.send_error("bad_request", "Give the case id and ?device=<device id>.")
-            await self.close(code=CLOSE_BAD_REQUEST)
+            await self._refuse("bad_request", "Give the case id and ?device=<device id>.",
+                               CLOSE_BAD_REQUEST)
             return False
+        # Proof of possession: always once DEVICE_PROOF_REQUIRED is on; before that, for
+        # clients that ask for it with ?proof=1 (older clients expect hello first).
+        self.proving = settings.DEVICE_PROOF_REQUIRED or query.get("proof", [""])[0] == "1"
+        if self.proving:
+            return True  # accepted; the challenge goes out in on_open
+        return await self._admit()
+
+    async def accept(self, subprotocol: str | None = None) -> None:
+        if not self.accepted:
+            self.accepted = True
+            await super().accept(subprotocol)
+
+    async def _refuse(self, code: str, message: str, close_code: int) -> None:
+        await self.accept()
+        await self.send_error(code, message)
+        await self.close(code=close_code)
+
+    async def _admit(self) -> bool:
+        """Membership and roster (collab.cases.access); then join the room's groups."""
         refusal = await database_sync_to_async(self._membership_verdict)()
         if refusal is not None:
-            await self.accept()
-            await self.send_error(refusal.code, refusal.message)
-            await self.close(code=CLOSE_NO_CASE if refusal.code == "no_case" else CLOSE_NOT_MEMBER)
+            close = CLOSE_NO_CASE if refusal.code == "no_case" else CLOSE_NOT_MEMBER
+            await self._refuse(refusal.code, refusal.message, close)
             return False
         room_groups = [case_group(self.case_id), device_group(self.device_id)]
         for group in room_groups:
             await self.channel_layer.group_add(group, self.channel_name)
         self.personal_groups += room_groups
         return True
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if self.awaiting_proof:
+            await self._take_proof(text_data, bytes_data)
+            return
+        await super().receive(text_data, bytes_data)
+
+    async def _prove_deadline(self) -> None:
+        await asyncio.sleep(settings.WS_PROVE_TIMEOUT_SECONDS)
+        if self.awaiting_proof:
+            self.awaiting_proof = False
+            await self._refuse("device_unproven", "Answer the challenge with prove.",
+                               CLOSE_NOT_MEMBER)
+
+    async def _take_proof(self, text_data: str | None, bytes_data: bytes | None) -> None:
+        self.awaiting_proof = False
+        self.prove_timer.cancel()
+        try:
+            frame = self.parse(text_data, bytes_data)
+        except FrameError as error:
+            close = error.close_code or CLOSE_NOT_MEMBER
+            await self._refuse("device_unproven", error.message, close)
+            return
+        sig = frame.get("sig")
+        if frame["type"] != "prove" or not isinstance(sig, str):
+            await self._refuse("device_unproven", "The first frame must be prove {sig}.",
+                               CLOSE_NOT_MEMBER)
+            return
+        try:
+            await database_sync_to_async(self._check_proof)(b64d(sig, 64))
+        except (ServiceError, CryptoError) as error:
+            code = error.code if isinstance(error, ServiceError) else "bad_device_proof"
+            if code not in ("unknown_device", "device_revoked"):
+                code = "bad_device_proof"
+            await self._refuse(code, "The device proof was refused.", CLOSE_NOT_MEMBER)
+            return
+        if await self._admit():
+            await self._hello()
+
+    def _check_proof(self, sig: bytes) -> None:
+        device = access.access_device(self.user, self.device_id)
+        proofs.ws_proof_check(
+            device=device, challenge=self.challenge, case_id=self.case_id, sig=sig
+        )
+        proofs.session_device_record(
+            session_key=self.session.session_key, device_id=device.pk, proven=True
+        )
 
     def _membership_verdict(self) -> ServiceError | None:
         """None when the socket may open, else the refusal (collab.cases.access)."""
@@ -76,6 +145,21 @@ class CaseRoomConsumer(AuthenticatedConsumer):
         return None
 
     async def on_open(self) -> None:
+        if self.proving:
+            self.challenge = proofs.ws_challenge()
+            self.awaiting_proof = True
+            await self.send_json({"type": "challenge", "nonce": b64e(self.challenge)})
+            self.prove_timer = asyncio.ensure_future(self._prove_deadline())
+            return
+        await self._hello()
+
+    async def disconnect(self, code: int) -> None:
+        timer = getattr(self, "prove_timer", None)
+        if timer is not None:
+            timer.cancel()
+        await super().disconnect(code)
+
+    async def _hello(self) -> None:
         head = await database_sync_to_async(
             lambda: Case.objects.values("head_epoch", "last_seq").get(pk=self.case_id)
         )()

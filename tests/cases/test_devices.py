@@ -76,8 +76,13 @@ def test_identity_backup_belongs_to_its_owner() -> None:
 def test_user_revokes_own_device_and_it_can_no_longer_act() -> None:
     pcp = Actor("pcp").register()
     state = pcp.open_case()
+    other_session = verified_client(pcp.user)  # e.g. the user's phone, signed in apart
     response = pcp.call("POST", f"/api/devices/{pcp.device.device_id}/revoke", {})
     assert response.status_code == 200 and response.json()["revoked_at"]
+    # The session the device proved itself in has ended with the revocation.
+    ended = pcp.call("GET", f"/api/cases/{state.case_id}/messages")
+    assert (ended.status_code, ended.json()["error"]) == (401, "unauthenticated")
+    pcp.client = other_session
     history = pcp.call("GET", f"/api/cases/{state.case_id}/messages")
     assert (history.status_code, history.json()["error"]) == (403, "device_revoked")
     detail = pcp.call("GET", f"/api/cases/{state.case_id}").json()

@@ -153,7 +153,8 @@ def test_statement_from_a_revoked_device_is_refused(pcp: Actor) -> None:
     body = binding(pcp, state, os.urandom(32))
     pcp.user.devices.update(revoked_at=timezone.now())
     response = create(pcp, state, body)
-    assert response.status_code == 400 and response.json()["error"] == "unregistered_device"
+    # The request itself acts as that device: refused as revoked before the statement.
+    assert (response.status_code, response.json()["error"]) == (403, "device_revoked")
     assert not Invitation.objects.exists()
 
 

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import os
+import time
+import urllib.request
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from django.test import Client
@@ -14,10 +19,63 @@ from collab.client.http import ApiError, HttpSession
 from collab.client.keys import DeviceKeys, Identity
 from collab.crypto.actions import AddUserBody, Body, RemoveUserBody, apply_action
 from collab.crypto.devcert import DeviceCert
+from collab.crypto.devproof import sign_http_proof
 from collab.crypto.log import LogEntry, action_for, seal_entry
 from collab.crypto.roster import Role
 from collab.crypto.wire import b64d, b64e
 from tests.support.users import make_user, verified_client
+from tests.support.ws import remember_device
+
+NONCE_PATH = "/api/device-nonce"
+NONCE_REUSE_SECONDS = 200  # nonces live 300 s; a proof's one-time id is its jti
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+class ProofSigner:
+    """Signs ``X-Collab-Proof`` for one device (protocol.md §2) with a cached nonce."""
+
+    def __init__(self, device_id: uuid.UUID, dsk_seed: bytes, fetch_nonce: Callable[[], str]):
+        self.device_id = device_id
+        self.dsk_seed = dsk_seed
+        self.fetch_nonce = fetch_nonce
+        self.nonce: str | None = None
+        self.nonce_at = 0.0
+
+    def refresh(self) -> None:
+        self.nonce = None
+
+    def header(self, method: str, path: str, body: bytes, *, nonce: str | None = None,
+               time_ms: int | None = None, jti: bytes | None = None,
+               device_id: uuid.UUID | None = None) -> str:
+        if nonce is None:
+            if self.nonce is None or time.time() - self.nonce_at > NONCE_REUSE_SECONDS:
+                self.nonce, self.nonce_at = self.fetch_nonce(), time.time()
+            nonce = self.nonce
+        time_ms = int(time.time() * 1000) if time_ms is None else time_ms
+        jti = os.urandom(16) if jti is None else jti
+        sig = sign_http_proof(
+            self.dsk_seed, device_id=device_id or self.device_id, time_ms=time_ms,
+            method=method, path=path, body=body, nonce=nonce, jti=jti,
+        )
+        return f"{time_ms}.{nonce}.{_b64url(jti)}.{_b64url(sig)}"
+
+
+class ProvingSession(HttpSession):
+    """The SDK's HTTP session, adding a device proof to every request that names the
+    device (test helper; the SDK itself sends proofs once its engineers add them)."""
+
+    signer: ProofSigner
+
+    def _request(
+        self, method: str, path: str, data: bytes | None, content_type: str | None
+    ) -> urllib.request.Request:
+        request = super()._request(method, path, data, content_type)
+        if self.device_id and path != NONCE_PATH:
+            request.add_header("X-Collab-Proof", self.signer.header(method, path, data or b""))
+        return request
 
 
 class _LiveResponse:
@@ -47,12 +105,35 @@ class Actor:
         self.cert: DeviceCert = self.identity.certify(self.device)
         self.cases: dict[uuid.UUID, CaseState] = {}
         self.http: HttpSession | None = None
+        self._signer: ProofSigner | None = None
+        remember_device(self.device.device_id, self.device.dsk_seed)
+
+    @property
+    def signer(self) -> ProofSigner:
+        """Signs proofs for this actor's device (re-made when the device is replaced)."""
+        signer = getattr(self, "_signer", None)
+        if signer is None or signer.device_id != self.device.device_id:
+            remember_device(self.device.device_id, self.device.dsk_seed)
+            self._signer = ProofSigner(
+                self.device.device_id, self.device.dsk_seed, self._fetch_nonce
+            )
+        assert self._signer is not None
+        return self._signer
+
+    def _fetch_nonce(self) -> str:
+        if self.http is not None:
+            return str(self.http.json("GET", NONCE_PATH).body["nonce"])
+        response = self.client.get(NONCE_PATH)
+        assert response.status_code == 200, response.content
+        return str(response.json()["nonce"])
 
     # --- HTTP -------------------------------------------------------------------
     def go_live(self, base_url: str) -> Actor:
         """Send further calls to a running server (same database and session)."""
-        self.http = HttpSession(base_url, str(self.device.device_id))
-        self.http.use_session(self.client.cookies["sessionid"].value)
+        http = ProvingSession(base_url, str(self.device.device_id))
+        http.signer = self.signer
+        http.use_session(self.client.cookies["sessionid"].value)
+        self.http = http
         return self
 
     @property
@@ -64,14 +145,52 @@ class Actor:
     def session_id(self) -> str:
         return str(self.client.cookies["sessionid"].value)
 
-    def call(self, method: str, path: str, body: Any = None, device: bool = True) -> Any:
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        device: bool = True,
+        *,
+        as_device: uuid.UUID | None = None,
+        proof: bool | str = True,
+    ) -> Any:
+        """A request as this actor's device, with a device proof. ``as_device`` names
+        another device in X-Collab-Device (the proof is still signed with this actor's
+        key, as an attacker would); ``proof=False`` sends none, a string sends that."""
         if self.http is not None:
             return _LiveResponse.of(self.http, method, path, body)
-        headers = {"HTTP_X_COLLAB_DEVICE": str(self.device.device_id)} if device else {}
+        data = json.dumps(body).encode() if body is not None else b""
+        return self.send(method, path, data, "application/json", device=device,
+                         as_device=as_device, proof=proof)
+
+    def send(
+        self,
+        method: str,
+        path: str,
+        data: bytes,
+        content_type: str = "application/octet-stream",
+        *,
+        device: bool = True,
+        as_device: uuid.UUID | None = None,
+        proof: bool | str = True,
+        extra: dict[str, str] | None = None,
+    ) -> Any:
+        """Raw bytes through Django's test client, with the device headers."""
+        headers: dict[str, str] = dict(extra or {})
+        if device:
+            named = as_device or self.device.device_id
+            headers["HTTP_X_COLLAB_DEVICE"] = str(named)
+            if isinstance(proof, str):
+                headers["HTTP_X_COLLAB_PROOF"] = proof
+            elif proof:
+                headers["HTTP_X_COLLAB_PROOF"] = self.signer.header(
+                    method, path, data, device_id=named
+                )
         fn = getattr(self.client, method.lower())
-        if body is None:
+        if not data and method in ("GET", "HEAD", "DELETE"):
             return fn(path, **headers)
-        return fn(path, data=json.dumps(body), content_type="application/json", **headers)
+        return fn(path, data=data, content_type=content_type, **headers)
 
     def register(self) -> Actor:
         assert (

@@ -19,6 +19,7 @@ from collab.client.keys import DeviceKeys, Identity
 from collab.crypto.actions import AddUserBody
 from collab.crypto.devcert import DeviceCert
 from collab.crypto.roster import Role
+from tests.support.ws import remember_device
 
 
 @dataclass
@@ -59,6 +60,7 @@ def build_room(size: int, label: str = "m") -> list[Member]:
         cert = identity.certify(device)
         devices.identity_register(user=user, uik_pub=identity.uik_pub)
         devices.device_register(user=user, cert=cert)
+        remember_device(device.device_id, device.dsk_seed)
         members.append(Member(user, identity, device, cert, signed_in_session(user)))
     owner = members[0]
     state = CaseState(uuid.uuid4(), owner.device)

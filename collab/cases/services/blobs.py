@@ -18,7 +18,7 @@ from django.db import transaction
 from collab.accounts.models import User
 from collab.audit.services import AuditAction, RequestMeta, audit_record
 from collab.cases import models as m
-from collab.cases.access import access_blob, access_case_device
+from collab.cases.access import access_blob, access_case_device, access_device
 from collab.crypto.attachment import CT_CHUNK_SIZE, ciphertext_size, root_of
 from collab.crypto.primitives import sha512
 from collab.errors import Conflict, NotFound, ServiceError, TooLarge
@@ -67,10 +67,17 @@ def blob_create(*, user: User, device_id: uuid.UUID, case_id: uuid.UUID, size: i
     return blob
 
 
-def _owned_uploading(user: User, blob_id: uuid.UUID) -> m.Blob:
+def _owned_uploading(user: User, blob_id: uuid.UUID, device_id: uuid.UUID | None) -> m.Blob:
+    """The caller's own upload in progress; when a device is named, the uploading one,
+    active (``device_id`` is None only for clients that send no device, while proofs are
+    not required)."""
+    if device_id is not None:
+        access_device(user, device_id)
     blob = m.Blob.objects.select_for_update().filter(pk=blob_id).first()
     if blob is None or blob.uploader_id != user.pk:
         raise NotFound("no_blob", "No such upload.")
+    if device_id is not None and blob.uploader_device_id != device_id:
+        raise NotFound("no_blob", "No such upload from this device.")
     if blob.status != m.BlobStatus.UPLOADING:
         raise Conflict("blob_complete", "This upload is already complete.")
     return blob
@@ -99,7 +106,15 @@ class _Overflow(Exception):
     pass
 
 
-def blob_part_put(*, user: User, blob_id: uuid.UUID, offset: int, length: int, read: Reader) -> int:
+def blob_part_put(
+    *,
+    user: User,
+    blob_id: uuid.UUID,
+    offset: int,
+    length: int,
+    read: Reader,
+    device_id: uuid.UUID | None = None,
+) -> int:
     """Append one part at ``offset``; returns the bytes received so far.
 
     Parts are whole chunks (the last part may end with the short final chunk). A part
@@ -107,7 +122,7 @@ def blob_part_put(*, user: User, blob_id: uuid.UUID, offset: int, length: int, r
     past the announced size discards the whole upload.
     """
     try:
-        return _append_part(user, blob_id, offset, length, read)
+        return _append_part(user, blob_id, device_id, offset, length, read)
     except _Overflow:
         with transaction.atomic():
             blob = m.Blob.objects.select_for_update().filter(pk=blob_id).first()
@@ -119,8 +134,11 @@ def blob_part_put(*, user: User, blob_id: uuid.UUID, offset: int, length: int, r
 
 
 @transaction.atomic
-def _append_part(user: User, blob_id: uuid.UUID, offset: int, length: int, read: Reader) -> int:
-    blob = _owned_uploading(user, blob_id)
+def _append_part(
+    user: User, blob_id: uuid.UUID, device_id: uuid.UUID | None, offset: int, length: int,
+    read: Reader,
+) -> int:
+    blob = _owned_uploading(user, blob_id, device_id)
     if offset % CT_CHUNK_SIZE or length <= 0 or length > MAX_PART_BYTES:
         raise ServiceError("bad_part", "Parts start on a chunk boundary and hold 1 to 16 chunks.")
     if offset + length > blob.size:
@@ -155,9 +173,14 @@ def _append_part(user: User, blob_id: uuid.UUID, offset: int, length: int, read:
 
 @transaction.atomic
 def blob_complete(
-    *, user: User, blob_id: uuid.UUID, root: bytes, meta: RequestMeta | None = None
+    *,
+    user: User,
+    blob_id: uuid.UUID,
+    root: bytes,
+    device_id: uuid.UUID | None = None,
+    meta: RequestMeta | None = None,
 ) -> m.Blob:
-    blob = _owned_uploading(user, blob_id)
+    blob = _owned_uploading(user, blob_id, device_id)
     if blob.received_bytes != blob.size:
         raise ServiceError("incomplete", f"{blob.received_bytes} of {blob.size} bytes received.")
     stored = bytes(blob.chunk_hashes)

@@ -15,7 +15,7 @@ from collab.cases.access import access_device
 from collab.cases.selectors import head_entry
 from collab.cases.services import consults, invitations
 from collab.cases.services._common import crypto_failure, locked_case
-from collab.crypto.actions import ShareHistoryBody
+from collab.crypto.actions import Action, ShareHistoryBody
 from collab.crypto.errors import CryptoError
 from collab.crypto.log import LogEntry, verify_entry
 from collab.crypto.roster import Role as RosterRole
@@ -58,6 +58,29 @@ def _check_roster_registered(roster: Roster, prev: Roster | None) -> None:
             or bytes(device.cert_sig) != cert.cert_sig
         ):
             raise ServiceError("unregistered_device", f"Device {cert.device_id} is not registered.")
+
+
+# Entries that only shrink the roster may still hold revoked devices (they remove one).
+_SHRINKING = (Action.REMOVE_DEVICE, Action.REMOVE_USER)
+
+
+def _check_no_revoked_devices(entry: LogEntry) -> None:
+    """No entry but a removal may keep a revoked device in the roster: it would wrap a
+    fresh epoch key to a device that is no longer trusted (409 with the ``devices``)."""
+    if entry.action in _SHRINKING:
+        return
+    revoked = sorted(
+        str(d)
+        for d in Device.objects.filter(
+            pk__in=[d.device_id for d in entry.roster.devices], revoked_at__isnull=False
+        ).values_list("pk", flat=True)
+    )
+    if revoked:
+        raise Conflict(
+            "revoked_device_in_roster",
+            "Remove the revoked devices (remove_device) before any other entry.",
+            devices=revoked,
+        )
 
 
 def _store_entry(case: m.Case, entry: LogEntry) -> m.LogEntry:
@@ -209,6 +232,7 @@ def log_entry_submit(
     except CryptoError as error:
         raise crypto_failure(error) from None
     _check_roster_registered(entry.roster, prev.roster)
+    _check_no_revoked_devices(entry)
     invitations.check_patient_add(case=case, entry=entry)
     record = _store_entry(case, entry)
     consults.on_entry_stored(case=case, entry=entry, actor=user)
