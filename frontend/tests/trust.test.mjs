@@ -153,6 +153,20 @@ describe('merging never lets a served key replace a decided one', () => {
     assert.equal(d1.state(bob, B), 'pinned');
     assert.deepEqual(d1.changes(), []);
   });
+  test('the losing key is a fresh pending change; mutual supersession: the later decision', () => {
+    const rec = (k, state, ms, previous = [], changed = null) => ({
+      uik: S.keys[k], state, updated_ms: ms, previous: previous.map((p) => S.keys[p]), changed,
+    });
+    const seen = { uik: S.keys.K2, seen_ms: 4000, cases: [caseId('C1')] };
+    const m = mergeRecords(parseRecord(rec('K1', 'verified', 1000, [], seen)), parseRecord(rec('K2', 'pinned', 5000)));
+    assert.equal(m.uik, S.keys.K1);
+    assert.deepEqual(m.changed, { uik: S.keys.K2, seen_ms: 5000, cases: [] });
+    const a = parseRecord(rec('K1', 'pinned', 3000, ['K2']));
+    const b = parseRecord(rec('K2', 'verified', 3000, ['K1']));
+    assert.equal(mergeRecords(a, b).uik, S.keys.K1, 'a tie: local');
+    assert.equal(mergeRecords(b, a).uik, S.keys.K2);
+    assert.equal(mergeRecords(a, { ...b, updated_ms: 3001 }).uik, S.keys.K2, 'the later decision');
+  });
   test('the merge of two devices does not depend on who merges', () => {
     for (const scenario of S.merge) {
       const records = (side) => Object.fromEntries(Object.entries(side).map(([u, r]) => [user(u), toRecord(r)]));

@@ -88,10 +88,10 @@ function newer(local, remote) {
  * - the same key: the newer decision wins (tie: verified, then local); a pending
  *   change survives when it names a key other than the merged one (local first);
  * - different keys: a record whose `previous` holds the other's key supersedes it
- *   (an accept made on another device; both do: the newer decision); otherwise the
- *   stronger wins (verified over pinned), on a tie the earlier (first use), then
- *   local, and the losing key becomes the winner's pending change (seen_ms = the
- *   loser's updated_ms, no cases). So a device's first-use pin of a key the server
+ *   (an accept made on another device; both do: the later decision, a tie: local);
+ *   otherwise the stronger wins (verified over pinned), on a tie the earlier (first
+ *   use), then local, and the losing key becomes the winner's pending change
+ *   (seen_ms = the loser's updated_ms, no cases; observing re-lists the cases). So a device's first-use pin of a key the server
  *   served never replaces a key decided or seen first elsewhere.
  */
 export function mergeRecords(local, remote) {
@@ -111,7 +111,8 @@ export function mergeRecords(local, remote) {
   const localSupersedes = local.previous.includes(remote.uik);
   if (remoteSupersedes || localSupersedes) {
     let winner;
-    if (remoteSupersedes && localSupersedes) winner = newer(local, remote);
+    // Each moved on from the other's key: the later decision (a tie: local).
+    if (remoteSupersedes && localSupersedes) winner = remote.updated_ms > local.updated_ms ? remote : local;
     else winner = remoteSupersedes ? remote : local;
     const merged = cloneRecord(winner);
     merged.changed = pendingOf(merged);
