@@ -249,9 +249,6 @@ def _merge_record(local: PinRecord, remote: PinRecord) -> PinRecord:
     strength = (_STRENGTH[local.state], -local.updated_ms)
     other = (_STRENGTH[remote.state], -remote.updated_ms)
     winner, loser = (remote, local) if other > strength else (local, remote)
-    for pending in (local.changed, remote.changed):
-        if pending is not None and pending.uik == loser.uik:
-            return dataclasses.replace(winner, changed=pending)
     return dataclasses.replace(winner, changed=PendingChange(loser.uik, loser.updated_ms, ()))
 
 
