@@ -4,7 +4,7 @@ A pin book maps a user id to the identity key this client has accepted for them:
 
     record = {uik (32 bytes), state "pinned" | "verified", updated_ms,
               previous [older accepted keys],
-              changed None | {uik, seen_ms, cases (sorted ids)}}
+              changed None | {uik, seen_ms, cases (ids, oldest observed first)}}
 
 The first key seen for a user is pinned (trust on first use). A different key later is
 a *change*: the pin keeps the old key and records the new one until a person accepts it
@@ -36,12 +36,13 @@ DOCUMENT_FORMAT = "collab-pins"
 # by truncation: a book a client of ours wrote is never refused for its size.
 MAX_PINS = 100_000  # records kept on parsing: decisions first, then the newest (as fit)
 MAX_PREVIOUS = 16  # older accepted keys kept per user, the newest
-MAX_CASES = 64  # cases listed per pending change, the newest (largest ids, as listed)
+MAX_CASES = 64  # cases listed per pending change, the most recently observed
 
 
 def _bounded_cases(cases: Iterable[uuid.UUID]) -> tuple[uuid.UUID, ...]:
-    """Sorted, without duplicates, the last ``MAX_CASES`` kept."""
-    return tuple(sorted(set(cases)))[-MAX_CASES:]
+    """In the order observed (oldest first), without duplicates, the newest ``MAX_CASES``
+    kept (as the browser client)."""
+    return tuple(dict.fromkeys(cases))[-MAX_CASES:]
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,7 @@ class PendingChange:
 
     uik: bytes
     seen_ms: int
-    cases: tuple[uuid.UUID, ...] = ()  # sorted
+    cases: tuple[uuid.UUID, ...] = ()  # oldest observed first; listed sorted
 
     def to_json(self) -> dict[str, Any]:
         return {"uik": b64e(self.uik), "seen_ms": self.seen_ms,
@@ -127,7 +128,8 @@ class PinBook:
 
     def changes(self) -> list[Change]:
         return [
-            Change(user, r.uik, r.changed.uik, r.changed.cases, r.state == "verified")
+            Change(user, r.uik, r.changed.uik, tuple(sorted(r.changed.cases)),
+                   r.state == "verified")
             for user, r in sorted(self.records.items())
             if r.changed is not None
         ]
@@ -136,7 +138,7 @@ class PinBook:
         """The change that seeing ``uik`` for a pinned ``user`` amounts to."""
         record = self.records[user]
         cases = record.changed.cases if record.changed and record.changed.uik == uik else ()
-        return Change(user, record.uik, uik, cases, record.state == "verified")
+        return Change(user, record.uik, uik, tuple(sorted(cases)), record.state == "verified")
 
     def blocking(self, roster: Iterable[tuple[uuid.UUID, bytes]],
                  me: uuid.UUID) -> list[uuid.UUID]:

@@ -205,6 +205,6 @@ def test_a_keystore_with_an_oversized_change_still_loads() -> None:
     loaded = KeystoreState.from_json(saved)
     record = loaded.pins.get(bob.id)
     assert record is not None and record.changed is not None
-    assert [str(c) for c in record.changed.cases] == sorted(cases)[-MAX_CASES:]
+    assert [str(c) for c in record.changed.cases] == cases[-MAX_CASES:]  # the newest observed
     # The honest twin: a book within the bounds round-trips unchanged.
     assert KeystoreState.from_json(state.to_json()).pins == state.pins
