@@ -26,7 +26,9 @@ from PIL import Image, ImageDraw
 
 from collab.accounts.models import Device, IdentityBackup, IdentityKey, User
 from collab.cases import models as m
+from collab.crypto.actions import Action
 from collab.crypto.envelope import Envelope
+from collab.crypto.log import LogEntry
 from tests.browser.conftest import ARTIFACTS, PageProblems
 from tests.support.actor import Actor
 from tests.support.users import PASSWORD, make_user, totp_code
@@ -338,7 +340,7 @@ def test_browser_and_python_client_talk_both_ways(
     problems.assert_none()
 
 
-def test_a_second_browser_recovers_the_identity_and_joins_through_the_first(
+def test_a_second_browser_recovers_the_identity_and_enrols_itself(
     server: str, new_page: Callable[[str], Any], problems: PageProblems
 ) -> None:
     user = named("multi_device", "Dr Dana Reyes", "General practice")
@@ -364,12 +366,15 @@ def test_a_second_browser_recovers_the_identity_and_joins_through_the_first(
     second.wait_for_url(re.compile(r"/$"))
     assert Device.objects.filter(user=user, revoked_at__isnull=True).count() == 2
 
-    # Not in the case yet; the first device adds it (add_device) when it opens the room.
+    # Not in the case yet: opening the room enrols it (enrol_device, signed by the
+    # identity key, authored by the new device itself).
     second.goto(room_url)
-    second.get_by_text("This browser is not in this case yet").wait_for()
-    first.reload()
-    first.locator("#members li", has_text="2 devices").wait_for()
+    second.locator("#members li", has_text="2 devices").wait_for()
     assert m.Case.objects.get(pk=case_id).head_epoch == 1
+    enrol = m.LogEntry.objects.get(case_id=case_id, epoch=1)
+    assert enrol.action == Action.ENROL_DEVICE
+    first_device = m.LogEntry.objects.get(case_id=case_id, epoch=0).author_device_id
+    assert LogEntry.decode(bytes(enrol.raw)).author_device_id != first_device
     # The second browser's socket goes through a proxy the test can cut.
     links: list[Any] = []
     blocked = threading.Event()

@@ -21,7 +21,7 @@ export async function uploadAttachment(caseId, deviceId, file, progress = () => 
   progress(0, total);
   const flush = async () => {
     const body = concat(...part);
-    await api('PUT', `/api/blobs/${blobId}/parts/${offset}`, { bytes: body });
+    await api('PUT', `/api/blobs/${blobId}/parts/${offset}`, { bytes: body, device: deviceId });
     offset += body.length;
     part = [];
     partLen = 0;
@@ -37,7 +37,7 @@ export async function uploadAttachment(caseId, deviceId, file, progress = () => 
   part.push(...enc.finish());
   await flush();
   const manifest = enc.manifest(blobId, { mime, width, height });
-  await api('POST', `/api/blobs/${blobId}/complete`, { json: { root: b64e(manifest.root) } });
+  await api('POST', `/api/blobs/${blobId}/complete`, { json: { root: b64e(manifest.root) }, device: deviceId });
   return manifest;
 }
 

@@ -42,7 +42,7 @@ async function sendFirst(session, device, body) {
     onHello = resolve;
     setTimeout(() => reject(new Error('The case room did not answer. Open the case and send your question again.')), 20_000);
   });
-  const socket = new RoomSocket(session.caseId, device.deviceId, {
+  const socket = new RoomSocket(session.caseId, device, {
     onFrame: (frame) => { if (frame.type === 'hello') onHello(frame); },
   });
   socket.connect();

@@ -12,17 +12,30 @@
 // A wrap this device cannot open is not a broken chain: the entry is verified,
 // the epoch is recorded in `unavailable` (epoch -> author user id), its messages
 // are verified but not decrypted, and the next send first rotates the key.
+//
+// Key backup (docs/protocol-crypto.md §9d, option `backup`): after a sync that learned
+// epoch keys, the keys above the memo's `backedUp` epoch are sealed under the user's
+// backup key (from the UIK seed) and uploaded (PUT /api/key-backup); epochs where this
+// user was in the roster but this device holds no key (a recovered or enrolled device)
+// are fetched (GET /api/key-backup), opened and checked against the epoch's verified
+// key_commit. An item that fails any check leaves its epoch unavailable.
+//
+// Revoked devices (`revoked`, device ids the server lists): before any other entry this
+// device commits remove_device for each one in the roster it may remove (its own user's,
+// or anyone's as owner/admin, an owner's only as owner); a 409
+// revoked_device_in_roster names them and is answered the same way, then retried.
 
 import {
-  Action, CryptoError, Envelope, LogEntry, Manifest, ReplayGuard, b64d, b64e, buildEntry, checkSender,
-  RotateBody, ShareHistoryBody, concat, equal, openEnvelope, openHistory, openWrap, randomBytes, sealMessage, sha512,
-  verifyChain, verifyEnvelope,
+  Action, CryptoError, Envelope, LogEntry, Manifest, RemoveDeviceBody, RemoveUserBody, ReplayGuard, Role, b64d, b64e,
+  backupKey, buildEntry, checkSender, keyCommit, openBackupItem, RotateBody, sealBackupItem, ShareHistoryBody, concat,
+  equal, openEnvelope, openHistory, openWrap, randomBytes, sealMessage, sha512, verifyChain, verifyEnvelope,
 } from '../cr1/index.js';
 import { api, ApiError } from './api.js';
 import { loadMemo, saveMemo } from './keystore.js';
 
 const LOG_PAGE = 500;
 const COMMIT_ATTEMPTS = 5;
+const BACKUP_PAGE = 500;
 
 /** Thrown by open() for a verified message of an epoch whose key this device lacks. */
 export class UnavailableMessage extends Error {
@@ -37,10 +50,15 @@ export class UnavailableMessage extends Error {
 }
 
 export class CaseSession {
-  constructor(caseId, device, { trust = null } = {}) {
+  constructor(caseId, device, { trust = null, backup = false } = {}) {
     this.caseId = caseId;
     this.device = device;
     this.trust = trust;
+    this.backup = backup && Boolean(device.uikSeed); // key backup on (needs the UIK seed)
+    this.backupTried = new Set(); // epochs already looked up in the backup
+    this.backupErrors = []; // {epoch, code}: items that failed a check (never trusted)
+    this.onBackupError = () => {};
+    this.revoked = new Set(); // device ids the server says are revoked
     this.unavailable = new Map(); // epoch -> author user id of the entry whose wrap failed
     this.chain = new Map(); // epoch (Number) -> verified LogEntry
     this.keys = new Map(); // epoch -> epoch key
@@ -170,7 +188,116 @@ export class CaseSession {
       throw new CryptoError('fork', `the log differs at epoch ${memo.headEpoch} from the one verified before`);
     }
     await this.remember();
+    if (this.backup) await this.syncBackup();
     return head;
+  }
+
+  // --- key backup ------------------------------------------------------------------
+
+  /** Restore missing keys from the backup, then upload keys not backed up yet. Never
+   * throws: a failure leaves epochs unavailable and is reported to onBackupError. */
+  async syncBackup() {
+    try {
+      await this.restoreKeys();
+      await this.uploadKeys();
+    } catch (err) {
+      this.onBackupError(err);
+    }
+  }
+
+  /** Epochs whose roster holds this user but whose key this device lacks. */
+  missingEpochs() {
+    const out = [];
+    for (const [epoch, entry] of this.chain) {
+      if (!this.keys.has(epoch) && entry.roster.user(this.device.userId)) out.push(epoch);
+    }
+    return out.sort((a, b) => a - b);
+  }
+
+  async restoreKeys() {
+    const missing = new Set(this.missingEpochs().filter((e) => !this.backupTried.has(e)));
+    if (!missing.size) return 0;
+    for (const e of missing) this.backupTried.add(e);
+    const key = backupKey(this.device.uikSeed);
+    let after = Math.min(...missing) - 1;
+    let found = 0;
+    for (;;) {
+      const page = await api('GET', `/api/key-backup?case=${this.caseId}&after=${after}`, { device: this.device.deviceId });
+      const items = Array.isArray(page.items) ? page.items : [];
+      for (const it of items) {
+        const epoch = Number(it?.epoch);
+        if (!Number.isSafeInteger(epoch) || epoch <= after) continue;
+        after = epoch;
+        if (!missing.has(epoch)) continue;
+        const entry = this.chain.get(epoch);
+        try {
+          const k = openBackupItem(key, b64d(String(it.item), 112), this.caseId, epoch);
+          if (!equal(keyCommit(k, this.caseId, epoch), entry.keyCommit)) {
+            throw new CryptoError('key_commit_mismatch', `backed-up key for epoch ${epoch} does not match`);
+          }
+          this.keys.set(epoch, k);
+          this.unavailable.delete(epoch);
+          found += 1;
+        } catch (err) {
+          if (!(err instanceof CryptoError)) throw err;
+          this.backupErrors.push({ epoch, code: err.code });
+        }
+      }
+      if (!page.more || !items.length) break;
+    }
+    return found;
+  }
+
+  async uploadKeys() {
+    const done = this.memo.backedUp ?? -1;
+    const epochs = [...this.keys.keys()].filter((e) => e > done).sort((a, b) => a - b);
+    if (!epochs.length) return 0;
+    // Only for a case this user is a member of now (the server refuses the others).
+    if (!this.roster?.user(this.device.userId)) return 0;
+    const key = backupKey(this.device.uikSeed);
+    for (let i = 0; i < epochs.length; i += BACKUP_PAGE) {
+      const chunk = epochs.slice(i, i + BACKUP_PAGE);
+      const items = chunk.map((epoch) => ({
+        case: this.caseId, epoch, item: b64e(sealBackupItem(key, this.caseId, epoch, this.keys.get(epoch))),
+      }));
+      await api('PUT', '/api/key-backup', { json: { items }, device: this.device.deviceId });
+      this.memo.backedUp = chunk.at(-1);
+      await this.saveMemo();
+    }
+    return epochs.length;
+  }
+
+  // --- revoked devices -------------------------------------------------------------
+
+  /** May this device commit remove_device for a device of `userId` (authorize rules)? */
+  mayRemoveDeviceOf(userId, roster = this.roster) {
+    if (!roster?.device(this.device.deviceId)) return false;
+    if (userId === this.device.userId) return true;
+    const mine = roster.user(this.device.userId)?.role;
+    const target = roster.user(userId)?.role;
+    if (mine !== Role.OWNER && mine !== Role.ADMIN) return false;
+    return target !== Role.OWNER || mine === Role.OWNER;
+  }
+
+  /** Revoked devices in the head roster this device may remove. */
+  removableRevoked() {
+    const roster = this.roster;
+    if (!roster) return [];
+    return roster.devices.filter((d) => this.revoked.has(d.deviceId) && this.mayRemoveDeviceOf(d.userId, roster));
+  }
+
+  /** Commit remove_device for each of them (one entry each). */
+  async removeRevoked() {
+    let removed = 0;
+    for (const d of this.removableRevoked()) {
+      await this.commit((head) => {
+        if (!head.roster.device(d.deviceId)) throw new AlreadyDone();
+        return new RemoveDeviceBody(d.userId, d.deviceId);
+      }, { removal: true }).then(() => { removed += 1; }, (err) => {
+        if (!(err instanceof AlreadyDone)) throw err;
+      });
+    }
+    return removed;
   }
 
   async remember() {
@@ -189,11 +316,18 @@ export class CaseSession {
     return entry;
   }
 
-  /** Build, sign and submit the next entry; on a lost race re-sync and rebuild. */
-  async commit(makeBody) {
+  /** Build, sign and submit the next entry; on a lost race re-sync and rebuild.
+   * Revoked devices this device may remove go first (not for a removal itself). */
+  async commit(makeBody, { removal = false } = {}) {
     for (let i = 0; i < COMMIT_ATTEMPTS; i++) {
       await this.sync();
-      const { entry } = buildEntry(this.head, makeBody(this.head), {
+      if (!removal && this.removableRevoked().length) {
+        await this.removeRevoked();
+        await this.sync();
+      }
+      const body = makeBody(this.head);
+      const shrinks = body instanceof RemoveDeviceBody || body instanceof RemoveUserBody;
+      const { entry } = buildEntry(this.head, body, {
         authorSeed: this.device.dskSeed, authorUserId: this.device.userId,
         authorDeviceId: this.device.deviceId, createdMs: Date.now(),
       });
@@ -202,10 +336,15 @@ export class CaseSession {
         await api('POST', `/api/cases/${this.caseId}/log`, { json: { entry: b64e(entry.encode()) }, device: this.device.deviceId });
       } catch (err) {
         if (err instanceof ApiError && err.status === 409 && err.code === 'stale_head') continue;
+        if (err instanceof ApiError && err.status === 409 && err.code === 'revoked_device_in_roster' && !shrinks) {
+          for (const id of Array.isArray(err.body.devices) ? err.body.devices : []) this.revoked.add(String(id));
+          if (this.removableRevoked().length) continue;
+        }
         throw err;
       }
       this.accept([entry]);
       await this.remember();
+      if (this.backup) await this.syncBackup();
       return entry;
     }
     throw new ApiError(409, { error: 'stale_head', detail: 'The membership log kept changing; try again.' });
@@ -293,5 +432,6 @@ export class CaseSession {
 }
 
 class KeyAvailable extends Error {}
+class AlreadyDone extends Error {}
 
 export { equal };

@@ -109,7 +109,7 @@ export async function forgetDevice(userId) {
   await del(`device:${userId}`);
 }
 
-const emptyMemo = () => ({ headEpoch: -1, headHash: '', senderSeq: 0, lastSeq: 0 });
+const emptyMemo = () => ({ headEpoch: -1, headHash: '', senderSeq: 0, lastSeq: 0, backedUp: -1 });
 
 export async function loadMemo(userId, caseId) {
   return { ...emptyMemo(), ...((await get(`case:${userId}:${caseId}`)) ?? {}) };

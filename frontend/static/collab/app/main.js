@@ -1,7 +1,7 @@
 // Entry module of the browser client. The page shell (server-rendered, see
 // collab/templates/app/) says which page this is in <body data-page=...>.
 
-import { api } from './api.js';
+import { api, useDevice } from './api.js';
 import { forgetDevice, loadDevice } from './keystore.js';
 import { startIdleWatch } from './session.js';
 import { errorText, h } from './dom.js';
@@ -40,6 +40,7 @@ async function boot() {
     location.replace(setup);
     return;
   }
+  useDevice(device);
   ctx.device = device;
   ctx.devices = devices;
   if (data.page === 'room') await roomPage(ctx, data.case);

@@ -6,8 +6,8 @@
 // click in the admission dialog), trust-view.js (changed keys, safety numbers).
 
 import {
-  AddDeviceBody, AddUserBody, AttachmentRef, LeaveRequest, ReplayGuard, makeHistoryBody, signLeave, b64e, DeviceCert, RemoveDeviceBody, RemoveUserBody, Role,
-  toHex, verifyDeviceCert, b64d,
+  AddUserBody, AttachmentRef, LeaveRequest, ReplayGuard, makeHistoryBody, signEnrol, signLeave, b64e, DeviceCert, RemoveDeviceBody,
+  RemoveUserBody, Role, toHex, b64d,
 } from '../cr1/index.js';
 import { AdmissionView } from './admission-view.js';
 import { api } from './api.js';
@@ -31,6 +31,8 @@ const IMAGE_TYPES = new Set(['image/jpeg', 'image/png', 'image/webp', 'image/gif
 const RESUME_PAGE = 100;
 const TYPING_SHOW_MS = 6000;
 const ONLINE_MS = 2 * 60 * 1000;
+
+class AlreadyIn extends Error {}
 
 class Room {
   constructor(ctx, caseId) {
@@ -113,7 +115,8 @@ class Room {
       await this.loadAccessLog(false);
     }
     this.pins = await PinStore.open(this.device);
-    this.session = new CaseSession(this.caseId, this.device, { trust: this.pins });
+    this.session = new CaseSession(this.caseId, this.device, { trust: this.pins, backup: true });
+    this.session.onBackupError = (err) => say($('#members-status'), `The key backup could not be used: ${errorText(err)}`, 'error');
     this.trust = new TrustView(this);
     this.admissions = new AdmissionView(this);
     this.pins.onChange(() => { if (!this.closed) this.trust.renderBanner().catch((err) => this.error(err)); });
@@ -137,12 +140,16 @@ class Room {
     }
     await this.renderMembers();
     if (!this.session.roster.device(this.device.deviceId)) {
-      this.onFinal(this.session.roster.user(this.me) ? 'not-yet' : 4403);
-      return;
+      if (!this.session.roster.user(this.me)) {
+        this.onFinal(4403);
+        return;
+      }
+      // This user is in the case but this browser is not yet: its identity key enrols it.
+      if (!(await this.enrolHere())) return;
     }
     await this.syncOwnDevices();
     await this.loadUrgent();
-    this.socket = new RoomSocket(this.caseId, this.device.deviceId, {
+    this.socket = new RoomSocket(this.caseId, this.device, {
       onFrame: (frame) => this.enqueue(() => this.onFrame(frame)),
       onState: (state) => this.onSocketState(state),
       onFinal: (code) => this.onFinal(code),
@@ -175,48 +182,64 @@ class Room {
     el.className = `conn ${state}`;
   }
 
-  /**
-   * Bring this user's other devices in line with the case: a device registered
-   * since (e.g. recovered with the recovery key) is added with a signed
-   * add_device entry, and a revoked one removed. Only the user's own devices
-   * may do this, so it happens whenever one of them opens the room.
-   */
-  async syncOwnDevices() {
-    const mine = this.session.roster.user(this.me);
-    if (!mine) return;
-    const { devices } = await api('GET', '/api/devices');
+  /** enrol_device: this browser's identity key (UIK) admits this browser into a case
+   * its user is in, signed for the next log position; authored by this device. The
+   * earlier epochs' keys then come from the key backup. */
+  async enrolHere() {
     const status = $('#members-status');
-    for (const d of devices) {
-      if (this.closed) return;
-      const inRoster = this.session.roster.device(d.device_id);
-      if (!d.revoked_at && !inRoster) {
-        const cert = DeviceCert.fromWire(d);
-        try {
-          if (cert.userId !== this.me) continue;
-          verifyDeviceCert(cert, mine.uikPub);
-        } catch {
-          continue; // not certified by this user's identity key: never add it
-        }
-        say(status, `Adding your device “${d.name || d.device_id.slice(0, 8)}” to this case…`);
-        await this.session.commit((head) => {
-          if (head.roster.device(cert.deviceId)) throw new Error('already added');
-          return new AddDeviceBody(cert);
-        }).catch((err) => say(status, errorText(err), 'error'));
-      } else if (d.revoked_at && inRoster && d.device_id !== this.device.deviceId) {
-        say(status, 'Removing your revoked device from this case…');
-        await this.session.commit(() => new RemoveDeviceBody(this.me, d.device_id))
-          .catch((err) => say(status, errorText(err), 'error'));
+    if (!this.device.uikSeed) {
+      this.onFinal('not-yet');
+      return false;
+    }
+    const cert = DeviceCert.fromWire(this.device.cert);
+    say(status, 'Adding this browser to the case…');
+    try {
+      await this.session.commit((head) => {
+        if (head.roster.device(cert.deviceId)) throw new AlreadyIn();
+        return signEnrol(this.device.uikSeed, this.caseId, BigInt(head.epoch) + 1n, head.entryHash(), cert);
+      });
+    } catch (err) {
+      if (!(err instanceof AlreadyIn)) {
+        this.onFinal('not-yet', err);
+        return false;
       }
     }
-    if (status.textContent.endsWith('…')) say(status, '');
+    say(status, '');
+    await this.afterMembership();
+    if (!this.session.roster.device(this.device.deviceId)) {
+      this.onFinal('not-yet');
+      return false;
+    }
+    return true;
+  }
+
+  /**
+   * Revoked devices leave the case: the server lists them (detail.revoked_devices); this
+   * device commits remove_device for each one it may remove (its user's own, or any as a
+   * manager) before any other entry. Other devices of this user are not added from here:
+   * each new device enrols itself (enrolHere).
+   */
+  async syncOwnDevices() {
+    for (const id of this.detail?.revoked_devices ?? []) this.session.revoked.add(id);
+    const { devices } = await api('GET', '/api/devices');
+    for (const d of devices) if (d.revoked_at) this.session.revoked.add(d.device_id);
+    if (this.closed || !this.session.removableRevoked().length) return;
+    const status = $('#members-status');
+    say(status, 'Removing revoked devices from this case…');
+    try {
+      await this.session.removeRevoked();
+      say(status, '');
+    } catch (err) {
+      say(status, errorText(err), 'error');
+    }
     await this.refreshDetail();
     await this.renderMembers();
   }
 
-  onFinal(code) {
+  onFinal(code, err = null) {
     this.closed = true;
     const why = code === 'not-yet'
-      ? 'This browser is not in this case yet. Open the case once on one of your other devices: it adds this one automatically.'
+      ? `This browser could not be added to this case${err ? ` (${errorText(err)})` : ''}. Reload to try again.`
       : code === 4403
       ? 'This device is no longer in this case (it was removed from the case or revoked).'
       : code === 4404 ? 'This case does not exist.' : 'The case room refused this connection.';

@@ -1,9 +1,13 @@
-// The case-room socket: /ws/cases/<id>/?device=<id>. Reconnects with backoff
-// after a dropped connection; the owner resumes from its last seq on `hello`.
+// The case-room socket: /ws/cases/<id>/?device=<id>&proof=1. The server's first
+// frame is a `challenge`; it is answered with `prove` (the device's DSK signature
+// over the challenge, case and device, cr1 signWsProof) before `hello` comes.
+// Reconnects with backoff after a dropped connection; the owner resumes from its
+// last seq on `hello`.
 // Close codes: 4401 session ended (sign-out, inactivity) -> sign-in page;
 // 4403 this device was removed or revoked, 4404 no case, 4400 bad request ->
 // stop; anything else -> reconnect.
 
+import { b64d, b64e, signWsProof } from '../cr1/index.js';
 import { noteServerActivity, sessionEnded } from './session.js';
 
 const FINAL = new Set([4400, 4403, 4404]);
@@ -11,8 +15,11 @@ const ACTIVITY = new Set(['send', 'typing', 'read', 'ack_urgent']);
 const ANSWERS = new Set(['error', 'ack', 'messages', 'pong', 'urgent_ack']);
 
 export class RoomSocket {
-  constructor(caseId, deviceId, { onFrame, onState, onFinal }) {
-    this.url = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws/cases/${caseId}/?device=${deviceId}`;
+  /** `device`: this browser's device record ({deviceId, dskSeed}). */
+  constructor(caseId, device, { onFrame, onState, onFinal }) {
+    this.caseId = caseId;
+    this.device = device;
+    this.url = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws/cases/${caseId}/?device=${device.deviceId}&proof=1`;
     this.onFrame = onFrame;
     this.onState = onState ?? (() => {});
     this.onFinal = onFinal ?? (() => {});
@@ -29,13 +36,25 @@ export class RoomSocket {
     this.setState('connecting');
     const ws = new WebSocket(this.url);
     this.ws = ws;
+    let first = true;
+    this.ready = false; // open for frames once proven (the first frame after the challenge)
     ws.onopen = () => {
       this.backoff = 500;
-      this.setState('open');
     };
     ws.onmessage = (ev) => {
       let frame;
       try { frame = JSON.parse(ev.data); } catch { return; }
+      if (first) {
+        first = false;
+        if (frame?.type === 'challenge') {
+          this.prove(ws, frame);
+          return;
+        }
+      }
+      if (!this.ready) {
+        this.ready = true;
+        this.setState('open');
+      }
       if (frame && typeof frame.ref === 'string' && this.pending.has(frame.ref)
           && ANSWERS.has(frame.type)) {
         const p = this.pending.get(frame.ref);
@@ -74,13 +93,25 @@ export class RoomSocket {
     };
   }
 
+  /** Answer the server's challenge: nothing else is sent before hello. */
+  prove(ws, frame) {
+    let sig;
+    try {
+      sig = signWsProof(this.device.dskSeed, b64d(String(frame.nonce ?? ''), 32), this.caseId, this.device.deviceId);
+    } catch {
+      ws.close(1000); // a malformed challenge: reconnect for a new one
+      return;
+    }
+    ws.send(JSON.stringify({ type: 'prove', sig: b64e(sig) }));
+  }
+
   setState(state) {
     this.state = state;
     this.onState(state);
   }
 
   get open() {
-    return this.ws !== null && this.ws.readyState === WebSocket.OPEN;
+    return this.ws !== null && this.ready && this.ws.readyState === WebSocket.OPEN;
   }
 
   /** Fire and forget (typing, read). Returns false when not connected. */
