@@ -35,6 +35,7 @@ __all__ = [
     "access_device",
     "access_manager",
     "access_member",
+    "access_provider",
     "access_provider_member",
     "access_roster_device",
     "is_admin",
@@ -72,6 +73,12 @@ def access_manager(user: User, case_id: uuid.UUID) -> m.Member:
     if member.role not in MANAGER_ROLES:
         raise Forbidden("not_manager", "Only a case owner or admin may do this.")
     return member
+
+
+def access_provider(user: User, message: str = "Only providers may do this.") -> User:
+    if user.role != Role.PROVIDER:
+        raise Forbidden("providers_only", message)
+    return user
 
 
 def access_provider_member(user: User, case_id: uuid.UUID) -> m.Case:

@@ -27,7 +27,7 @@ from collab.api import (
 from collab.audit.services import AuditAction, RequestMeta, audit_record
 from collab.cases import models as m
 from collab.cases import selectors
-from collab.cases.access import access_case, access_case_device
+from collab.cases.access import access_case, access_case_device, access_provider
 from collab.cases.services import (
     blobs,
     consults,
@@ -57,10 +57,12 @@ def _entry(body: dict[str, object], name: str = "entry") -> LogEntry:
 def case_list(request: HttpRequest) -> HttpResponse:
     user = user_of(request)
     if request.method == "POST":
+        device_id = proven_device(request)
+        access_provider(user, "Only providers open cases.")
         body = json_body(request)
         case = membership.case_open(
             user=user,
-            device_id=proven_device(request),
+            device_id=device_id,
             genesis=_entry(body, "genesis"),
             specialty=str(body.get("specialty", "")),
             urgency=str(body.get("urgency", "routine")),
@@ -99,9 +101,11 @@ def case_detail(request: HttpRequest, case_id: uuid.UUID) -> HttpResponse:
 def case_log(request: HttpRequest, case_id: uuid.UUID) -> HttpResponse:
     user = user_of(request)
     if request.method == "POST":
+        device_id = proven_device(request)
+        access_case(user, case_id)  # before the body is parsed: no probing for cases
         record = membership.log_entry_submit(
             user=user,
-            device_id=proven_device(request),
+            device_id=device_id,
             case_id=case_id,
             entry=_entry(json_body(request)),
             meta=RequestMeta.from_request(request),

@@ -28,6 +28,7 @@ from collab.client.case_state import CaseState
 from collab.errors import ServiceError
 from tests.support.actor import Actor
 from tests.support.users import session_cookie
+from tests.support.ws import answer_challenge, room_path
 
 pytestmark = pytest.mark.django_db
 
@@ -336,10 +337,11 @@ async def _socket(actor: Actor, state: CaseState) -> WebsocketCommunicator:
         (b"host", b"127.0.0.1"),
         (b"cookie", session_cookie(actor.client).encode()),
     ]
-    path = f"/ws/cases/{state.case_id}/?device={actor.device.device_id}"
+    path = room_path(state.case_id, actor.device.device_id)
     communicator = WebsocketCommunicator(application, path, headers=headers)
     connected, _ = await communicator.connect()
     assert connected
+    await answer_challenge(communicator, state.case_id, actor.device.device_id)
     assert (await communicator.receive_json_from())["type"] == "hello"
     return communicator
 

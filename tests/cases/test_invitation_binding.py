@@ -24,6 +24,7 @@ from collab.crypto.wire import b64d, b64e
 from tests.cases.patients import patient_actor, sign_up
 from tests.support.actor import Actor
 from tests.support.users import session_cookie
+from tests.support.ws import answer_challenge, room_path
 
 pytestmark = pytest.mark.django_db
 
@@ -323,9 +324,10 @@ async def test_proof_rings_open_rooms() -> None:
         (b"host", b"127.0.0.1"),
         (b"cookie", session_cookie(pcp.client).encode()),
     ]
-    path = f"/ws/cases/{state.case_id}/?device={pcp.device.device_id}"
+    path = room_path(state.case_id, pcp.device.device_id)
     room = WebsocketCommunicator(application, path, headers=headers)
     assert (await room.connect())[0]
+    await answer_challenge(room, state.case_id, pcp.device.device_id)
     assert (await room.receive_json_from())["type"] == "hello"
     proof = await sync_to_async(proof_for)(patient, state, secret)
     response = await sync_to_async(post_proof)(patient, invitation, proof)

@@ -11,7 +11,7 @@ from django.utils import timezone
 from collab.accounts.models import Device, IdentityKey, Role, User
 from collab.audit.services import AuditAction, RequestMeta, audit_record
 from collab.cases import models as m
-from collab.cases.access import access_device
+from collab.cases.access import access_device, access_provider
 from collab.cases.selectors import head_entry
 from collab.cases.services import consults, invitations
 from collab.cases.services._common import crypto_failure, locked_case
@@ -163,8 +163,7 @@ def case_open(
     meta: RequestMeta | None = None,
 ) -> m.Case:
     """A provider opens a case with its signed genesis entry (the provider as owner)."""
-    if user.role != Role.PROVIDER:
-        raise Forbidden("providers_only", "Only providers open cases.")
+    access_provider(user, "Only providers open cases.")
     if urgency not in m.Urgency.values:
         raise ServiceError("bad_urgency", f"Urgency must be one of {', '.join(m.Urgency.values)}.")
     access_device(user, device_id)
