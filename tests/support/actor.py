@@ -64,18 +64,30 @@ class ProofSigner:
 
 
 class ProvingSession(HttpSession):
-    """The SDK's HTTP session, adding a device proof to every request that names the
-    device (test helper; the SDK itself sends proofs once its engineers add them)."""
+    """The SDK's HTTP session with a device proof on every request that names the
+    device: the SDK's own when it signs them (given ``device_key``), else this helper's."""
 
     signer: ProofSigner
 
     def _request(
-        self, method: str, path: str, data: bytes | None, content_type: str | None
+        self, method: str, path: str, data: bytes | None, content_type: str | None,
+        **kwargs: Any,
     ) -> urllib.request.Request:
-        request = super()._request(method, path, data, content_type)
-        if self.device_id and path != NONCE_PATH:
+        request = super()._request(method, path, data, content_type, **kwargs)
+        signs_itself = request.has_header("X-collab-proof") or not kwargs.get("prove", True)
+        if self.device_id and path != NONCE_PATH and not signs_itself:
             request.add_header("X-Collab-Proof", self.signer.header(method, path, data or b""))
         return request
+
+
+def proving_session(base_url: str, device: DeviceKeys, signer: ProofSigner) -> ProvingSession:
+    sdk_signs: dict[str, Any] = {"device_key": device.dsk_seed}
+    try:
+        http = ProvingSession(base_url, str(device.device_id), **sdk_signs)
+    except TypeError:  # an SDK without device proofs
+        http = ProvingSession(base_url, str(device.device_id))
+    http.signer = signer
+    return http
 
 
 class _LiveResponse:
@@ -130,8 +142,7 @@ class Actor:
     # --- HTTP -------------------------------------------------------------------
     def go_live(self, base_url: str) -> Actor:
         """Send further calls to a running server (same database and session)."""
-        http = ProvingSession(base_url, str(self.device.device_id))
-        http.signer = self.signer
+        http = proving_session(base_url, self.device, self.signer)
         http.use_session(self.client.cookies["sessionid"].value)
         self.http = http
         return self
