@@ -3,6 +3,9 @@
 Built with the real client code and the real services, so it is a genuine end-to-end
 encrypted case. Each demo user's keys go to a client keystore (passphrase: their demo
 password) and their recovery key is printed, so the browser can recover the identity.
+The epoch keys each user holds are stored in their key backup (sealed under the key
+derived from their identity seed, protocol-crypto.md §9d), so a browser that recovers
+pcp or derm enrols itself in the case and reads it from the first message.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from django.conf import settings
 from collab.accounts import devices
 from collab.accounts.models import IdentityKey, User
 from collab.cases.models import Case
+from collab.cases.services.keybackup import BackupItem, key_backup_store
 from collab.cases.services.membership import case_open, log_entry_submit
 from collab.cases.services.messages import message_send
 from collab.client.case_state import CaseState
@@ -29,6 +33,7 @@ from collab.client.keys import (
 from collab.client.keystore import CaseMemo, Keystore
 from collab.crypto.actions import AddUserBody
 from collab.crypto.devcert import DeviceCert
+from collab.crypto.keybackup import backup_key, seal_backup_item
 from collab.crypto.roster import Role
 
 QUESTION = (
@@ -98,6 +103,8 @@ def demo_case_create(
         case_id=case.pk,
         envelope=state.seal({"text": QUESTION}),
     )
+    _back_up(pcp, case.pk, state, epochs=[0, 1])
+    _back_up(derm, case.pk, state, epochs=[1])  # derm is in the roster from epoch 1
     for keys, password in ((pcp, owner_password), (derm, member_password)):
         store = Keystore.load(keys.home / "keystore.json", password)
         store.state.cases[str(case.pk)] = CaseMemo(
@@ -105,3 +112,16 @@ def demo_case_create(
         )
         store.save()
     return case, [pcp, derm]
+
+
+def _back_up(keys: DemoKeys, case_id: uuid.UUID, state: CaseState, epochs: list[int]) -> None:
+    """Store the user's epoch keys in their key backup, as their browser would."""
+    key = backup_key(keys.identity.uik_seed)
+    key_backup_store(
+        user=keys.user,
+        device_id=keys.device.device_id,
+        items=[
+            BackupItem(case_id, e, seal_backup_item(key, case_id, e, state.keys[e]))
+            for e in epochs
+        ],
+    )
