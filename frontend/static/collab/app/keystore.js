@@ -109,6 +109,26 @@ export async function forgetDevice(userId) {
   await del(`device:${userId}`);
 }
 
+/** Which stored records belong to `userId` (device keys, case memos, pins). */
+export function userRecordKeys(keys, userId) {
+  return keys.filter((k) => typeof k === 'string'
+    && (k === `device:${userId}` || k === `pins:${userId}` || k.startsWith(`case:${userId}:`)));
+}
+
+/** "Forget this browser": every key, memo and pin of this user; and the wrapping key
+ * when nothing else it protects (another user's keys, an invitation secret) remains. */
+export async function forgetUser(userId) {
+  const keys = (await tx('readonly', (s) => s.getAllKeys())) ?? [];
+  const mine = userRecordKeys(keys, userId);
+  const others = keys.filter((k) => typeof k === 'string' && !mine.includes(k)
+    && (k.startsWith('device:') || k.startsWith('invite:')));
+  await tx('readwrite', (s) => {
+    for (const k of mine) s.delete(k);
+    if (!others.length) s.delete('wrapping-key');
+  });
+  return { deleted: mine.length, wrappingKeyDeleted: !others.length };
+}
+
 const emptyMemo = () => ({ headEpoch: -1, headHash: '', senderSeq: 0, lastSeq: 0, backedUp: -1 });
 
 export async function loadMemo(userId, caseId) {

@@ -9,6 +9,7 @@ import { keysPage } from './keys-page.js';
 import { casesPage } from './cases-page.js';
 import { roomPage } from './room-page.js';
 import { devicesPage } from './devices-page.js';
+import { wireSignOut } from './forget.js';
 
 const data = document.body.dataset;
 
@@ -22,6 +23,7 @@ function fatal(err) {
 async function boot() {
   startIdleWatch(data.idleTimeout);
   const ctx = { userId: data.userId, role: data.role };
+  wireSignOut(ctx);
   if (data.page === 'keys') {
     await keysPage(ctx);
     return;
@@ -41,7 +43,7 @@ async function boot() {
     return;
   }
   useDevice(device);
-  ctx.device = device;
+  ctx.device = device; // also what "forget this browser" revokes
   ctx.devices = devices;
   if (data.page === 'room') await roomPage(ctx, data.case);
   else if (data.page === 'devices') await devicesPage(ctx);
