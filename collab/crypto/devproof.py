@@ -30,12 +30,15 @@ MAX_PATH = 2048
 
 def http_proof_bytes(
     *, device_id: uuid.UUID, time_ms: int, method: str, path: str, body: bytes, nonce: str,
-    jti: bytes,
+    jti: bytes, body_hash: bytes | None = None,
 ) -> bytes:
+    """``body_hash`` (SHA-512 of the body) may stand in for ``body``: a verifier that
+    streams a large body hashes it as it reads instead of holding it."""
+    digest = body_hash if body_hash is not None else prim.sha512(body)
     return (
         HTTP_TAG + uuid_bytes(device_id) + u64(time_ms) + var(method.upper().encode("ascii"))
-        + var(path.encode("utf-8")) + prim.sha512(body) + var(nonce.encode("ascii"))
-        + fixed(jti, JTI_LEN, "jti")
+        + var(path.encode("utf-8")) + fixed(digest, prim.HASH_LEN, "body hash")
+        + var(nonce.encode("ascii")) + fixed(jti, JTI_LEN, "jti")
     )
 
 
@@ -50,11 +53,12 @@ def sign_http_proof(
 
 def verify_http_proof(
     dsk_pub: bytes, sig: bytes, *, device_id: uuid.UUID, time_ms: int, method: str, path: str,
-    body: bytes, nonce: str, jti: bytes,
+    body: bytes, nonce: str, jti: bytes, body_hash: bytes | None = None,
 ) -> None:
     """Raises CryptoError (bad_signature, non_canonical_signature, bad_length, ...)."""
     prim.verify(dsk_pub, http_proof_bytes(device_id=device_id, time_ms=time_ms, method=method,
-                                          path=path, body=body, nonce=nonce, jti=jti), sig)
+                                          path=path, body=body, nonce=nonce, jti=jti,
+                                          body_hash=body_hash), sig)
 
 
 def ws_proof_bytes(challenge: bytes, case_id: uuid.UUID, device_id: uuid.UUID) -> bytes:

@@ -396,3 +396,17 @@ def test_key_backup_vector() -> None:
     item = seal_backup_item(key, case, v["epoch"], b(v["epoch_key"]), b(v["nonce"]))
     assert item.hex() == v["item"]
     assert open_backup_item(key, item, case, v["epoch"]).hex() == v["epoch_key"]
+
+
+def test_device_proof_over_a_streamed_body_hash() -> None:
+    """A verifier that hashes a large body as it streams it checks the same signature."""
+    v = V["device_proof"]
+    h = v["http"]
+    fields = {"device_id": uuid.UUID(v["device_id"]), "time_ms": h["time_ms"],
+              "method": h["method"], "path": h["path"], "nonce": h["nonce"], "jti": b(h["jti"])}
+    streamed = sha512(b(h["body"]))
+    verify_http_proof(b(v["dsk_pub"]), b(h["sig"]), body=b"", body_hash=streamed, **fields)
+    with pytest.raises(CryptoError) as e:
+        verify_http_proof(b(v["dsk_pub"]), b(h["sig"]), body=b"", body_hash=sha512(b"other"),
+                          **fields)
+    assert e.value.code == "bad_signature"
