@@ -8,11 +8,17 @@ cannot open. The entry's signature and roster verified, so the chain stays trust
 key of that epoch is simply not on this device. ``unavailable`` records epoch -> the
 author of the entry; messages of that epoch are still verified (signature, roster) and
 come back with an empty body and ``unavailable`` set, and the rest of the case reads.
+
+Likewise an epoch in which this user was in the roster but this device was not (a
+recovered or enrolled device): its key comes from the user's key backup (checked against
+the entry's ``key_commit`` before it is kept, see ``restore_key``); until then, or when
+no valid item exists, its messages are verified and come back unreadable (``missing``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hmac
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -34,7 +40,16 @@ from collab.crypto.envelope import (
     verify_envelope,
 )
 from collab.crypto.errors import CryptoError
-from collab.crypto.log import LogEntry, build_entry, open_history, open_wrap, verify_chain
+from collab.crypto.log import (
+    LogEntry,
+    build_entry,
+    key_commit,
+    open_history,
+    open_wrap,
+    verify_chain,
+)
+
+NO_BACKUP = "this device joined later and no valid key backup item holds this epoch's key"
 
 
 @dataclass(frozen=True)
@@ -45,6 +60,9 @@ class OpenedMessage:
     # Verified, but its epoch key could not be opened on this device: the author of the
     # log entry whose wrap failed (the body is then empty).
     unavailable: uuid.UUID | None = None
+    # Verified, in an epoch this user was in but this device was not, and no key for it
+    # came from the key backup: why (the body is then empty).
+    missing: str | None = None
 
 
 class CaseState:
@@ -57,6 +75,30 @@ class CaseState:
         self.unavailable: dict[int, uuid.UUID] = {}
         self.replay = ReplayGuard()
         self.sender_seq = 0
+        # Epochs whose key this client already asked the key backup for (once per run).
+        self.backup_asked: set[int] = set()
+        self.restored: set[int] = set()  # epochs whose key came from the key backup
+        self.backup_refused: dict[int, str] = {}  # epoch -> why its backup item was refused
+
+    def lacking(self) -> list[int]:
+        """Epochs this user was in the roster of but whose key this device lacks (it
+        joined later, or its wrap could not be opened), ascending."""
+        me = self.device.user_id
+        return sorted(e for e, entry in self.chain.items()
+                      if e not in self.keys and entry.roster.user(me) is not None)
+
+    def restore_key(self, epoch: int, epoch_key: bytes) -> None:
+        """Keep a key from the key backup, only if it is the one the epoch's verified
+        entry commits to (``key_commit_mismatch`` otherwise; nothing is kept)."""
+        entry = self.chain.get(epoch)
+        if entry is None:
+            raise CryptoError("wrong_epoch", "no verified entry for this epoch")
+        if entry.roster.user(self.device.user_id) is None:
+            raise CryptoError("wrong_epoch", "this user was not in that epoch's roster")
+        if not hmac.compare_digest(key_commit(epoch_key, self.case_id, epoch), entry.key_commit):
+            raise CryptoError("key_commit_mismatch", "the backed-up key is not the epoch's key")
+        self.keys[epoch] = epoch_key
+        self.unavailable.pop(epoch, None)
 
     @property
     def head(self) -> LogEntry:
@@ -153,8 +195,11 @@ class CaseState:
         dsk_pub = check_sender(envelope, entry)
         key = self.keys.get(envelope.header.epoch)
         author = self.unavailable.get(envelope.header.epoch)
+        missing = None
         if key is None and author is None:
-            raise CryptoError("wraps_mismatch", "no key for this epoch on this device")
+            if entry.roster.user(self.device.user_id) is None:
+                raise CryptoError("wraps_mismatch", "no key for this epoch on this device")
+            missing = NO_BACKUP
         self.replay.check(envelope.header)
         if key is None:
             verify_envelope(envelope, dsk_pub)  # signed by a roster device, just unreadable
@@ -164,4 +209,5 @@ class CaseState:
         gap = self.replay.accept(envelope.header)
         if envelope.header.sender_device_id == self.device.device_id:
             self.sender_seq = max(self.sender_seq, envelope.header.sender_seq)
-        return OpenedMessage(envelope.header, body, gap, author if key is None else None)
+        return OpenedMessage(envelope.header, body, gap, author if key is None else None,
+                             missing)

@@ -31,6 +31,7 @@ from collab.client.errors import (
     EXIT_VERIFY,
     ClientError,
     IdentityChangedError,
+    ServerRefusedError,
     UsageError,
 )
 from collab.client.keystore import Keystore
@@ -125,8 +126,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("prove-invitation",
                        help="as the invited patient: bind your identity key to the link")
     p.add_argument("link", help="the invitation link, with its #k= part")
-    p = sub.add_parser("adopt", help="add your other devices (e.g. a new browser) to a case")
+    p = sub.add_parser("adopt", help="add your other devices to a case from this one (a new "
+                                     "device joins by itself with `enrol`)")
     p.add_argument("case", type=_uuid)
+    sub.add_parser("enrol", help="enrol this device in every case of yours it is not in yet "
+                                 "(done by `recover`)")
     p = sub.add_parser("send", help="send a text message ('-' reads stdin)")
     p.add_argument("case", type=_uuid)
     p.add_argument("text")
@@ -227,6 +231,8 @@ def _describe(msg: Received, name: Callable[[uuid.UUID], str]) -> str:
     if msg.unavailable_author is not None:
         text = (f"[not available on this device: the key in the entry by "
                 f"{name(msg.unavailable_author)} could not be opened]")
+    elif msg.unavailable is not None:
+        text = f"[{msg.unavailable}]"
     elif image is not None:
         text = f"[image {image.width}x{image.height} {image.mime}, {image.size} bytes; " \
                f"fetch-image {msg.header.case_id} {msg.seq}] {text}".rstrip()
@@ -331,8 +337,19 @@ def cmd_init(args: argparse.Namespace, out: TextIO) -> None:
 def cmd_recover(args: argparse.Namespace, out: TextIO) -> None:
     client = open_client(args)
     key = args.recovery_key or getpass.getpass("Recovery key: ")
-    client.recover(key, args.name)
+    outcome = client.recover(key, args.name)
     out.write(f"device {client.device.device_id} certified and registered\n")
+    _write_enrolment(outcome, out)
+
+
+def _write_enrolment(outcome: dict[uuid.UUID, str], out: TextIO) -> None:
+    for case_id, result in outcome.items():
+        if result == "enrolled":
+            out.write(f"enrolled this device in case {case_id}\n")
+        elif result.startswith("failed"):
+            out.write(f"could not enrol this device in case {case_id}: {result}\n")
+    if not any(r == "enrolled" or r.startswith("failed") for r in outcome.values()):
+        out.write("this device is in all your cases\n")
 
 
 def run(args: argparse.Namespace, out: TextIO) -> None:
@@ -434,6 +451,12 @@ def _run_client(client: CollabClient, args: argparse.Namespace, out: TextIO,
     elif command == "adopt":
         adopted = client.adopt_devices(args.case)
         out.write("".join(f"added device {d}\n" for d in adopted) or "all your devices are in\n")
+    elif command == "enrol":
+        outcome = client.enrol_cases()
+        _write_enrolment(outcome, out)
+        if any(r.startswith("failed") for r in outcome.values()):
+            raise ServerRefusedError("this device could not be enrolled in every case",
+                                     code="enrol_incomplete")
     elif command == "send":
         text = sys.stdin.read() if args.text == "-" else args.text
         sent = asyncio.run(client.send_text(args.case, text))

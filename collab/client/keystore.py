@@ -6,7 +6,8 @@
 
 The state holds the identity seed (UIK), this device's keys and certificate, the
 session cookie, per case what this client has verified (the trusted log head) and
-its last sender_seq, and the pinned identity keys of other users (collab.client.pins)
+its last sender_seq and the highest epoch whose key it put in the user's key backup,
+and the pinned identity keys of other users (collab.client.pins)
 with the highest pin-book version seen on the server. The file is written atomically
 with mode 0600 and refused when group or others may read it.
 """
@@ -50,15 +51,18 @@ class CaseMemo:
     head_hash: bytes = b""
     sender_seq: int = 0
     last_seq: int = 0
+    # The highest epoch whose key this device uploaded to the key backup (-1: none).
+    backup_epoch: int = -1
 
     def to_json(self) -> dict[str, Any]:
         return {"head_epoch": self.head_epoch, "head_hash": b64e(self.head_hash),
-                "sender_seq": self.sender_seq, "last_seq": self.last_seq}
+                "sender_seq": self.sender_seq, "last_seq": self.last_seq,
+                "backup_epoch": self.backup_epoch}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> CaseMemo:
         return cls(int(d["head_epoch"]), b64d(d["head_hash"]), int(d["sender_seq"]),
-                   int(d.get("last_seq", 0)))
+                   int(d.get("last_seq", 0)), int(d.get("backup_epoch", -1)))
 
 
 @dataclass

@@ -1,4 +1,8 @@
-"""The case-room socket: ws(s)://host/ws/cases/<case>/?device=<device>.
+"""The case-room socket: ws(s)://host/ws/cases/<case>/?device=<device>&proof=1.
+
+The device proves itself first: the server's first frame is ``challenge {nonce}`` and
+the answer ``prove {sig}``, an Ed25519 signature by the device's DSK over the challenge,
+the case and the device (collab.crypto.devproof); only then does ``hello`` come.
 
 One reader: frames that are not the answer being waited for are buffered and handed
 out by ``next_event``. Close codes become client errors (4401 auth, 4403/4404 refused);
@@ -18,7 +22,10 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from collab.client.errors import AuthError, ClientError, ServerRefusedError, UnreachableError
+from collab.crypto.devproof import CHALLENGE_LEN, sign_ws_proof
 from collab.crypto.envelope import Envelope
+from collab.crypto.errors import CryptoError
+from collab.crypto.wire import b64d, b64e
 
 MAX_FRAME = 32 * 1024 * 1024  # history pages can be large; the server limits what we send
 _REFUSED = {4403: "not_member", 4404: "no_case", 4400: "bad_request", 4413: "frame_too_large",
@@ -37,7 +44,9 @@ class ConnectionLostError(ClientError):
 def socket_url(base_url: str, case_id: uuid.UUID, device_id: uuid.UUID) -> str:
     scheme = "wss://" if base_url.startswith("https://") else "ws://"
     host = base_url.split("://", 1)[1].rstrip("/")
-    return f"{scheme}{host}/ws/cases/{case_id}/?device={device_id}"
+    # proof=1: this client always proves its device (also while the server does not
+    # yet require it).
+    return f"{scheme}{host}/ws/cases/{case_id}/?device={device_id}&proof=1"
 
 
 class Room:
@@ -51,8 +60,10 @@ class Room:
     @classmethod
     async def connect(
         cls, *, base_url: str, origin: str, cookie: str, case_id: uuid.UUID,
-        device_id: uuid.UUID, timeout: float = 20,
+        device_id: uuid.UUID, device_key: bytes, timeout: float = 20,
     ) -> Room:
+        """Open the socket, answer the server's challenge with this device's proof
+        (``device_key`` is its DSK seed), then wait for ``hello``."""
         url = socket_url(base_url, case_id, device_id)
         try:
             ws = await websockets.connect(
@@ -70,6 +81,16 @@ class Room:
             raise UnreachableError(f"cannot open the case socket at {url}: {failure}") from None
         room = cls(ws, case_id)
         first = await room._recv(timeout)
+        if first.get("type") == "challenge":
+            try:
+                challenge = b64d(first.get("nonce"), CHALLENGE_LEN)
+            except CryptoError:
+                await ws.close()
+                raise ServerRefusedError("the server sent a malformed challenge",
+                                         code="bad_challenge") from None
+            sig = sign_ws_proof(device_key, challenge, case_id, device_id)
+            await room._send({"type": "prove", "sig": b64e(sig)})
+            first = await room._recv(timeout)
         if first.get("type") != "hello":
             room._buffer.append(first)
             await room._recv(timeout)  # the close that follows a refusal raises

@@ -26,6 +26,7 @@ import io
 import json
 import os
 import re
+import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -72,9 +73,11 @@ from collab.crypto.actions import (
     AddDeviceBody,
     AddUserBody,
     Body,
+    RemoveDeviceBody,
     RemoveUserBody,
     RotateBody,
     apply_action,
+    sign_enrol,
 )
 from collab.crypto.attachment import (
     CT_CHUNK_SIZE,
@@ -94,6 +97,7 @@ from collab.crypto.invite import (
     sign_invitation,
     sign_invite_proof,
 )
+from collab.crypto.keybackup import backup_key, open_backup_item, seal_backup_item
 from collab.crypto.log import LogEntry
 from collab.crypto.pins import MAX_BLOB, open_pins, seal_pins, sign_pins, verify_pins
 from collab.crypto.roster import Role, Roster
@@ -108,6 +112,10 @@ COMMIT_ATTEMPTS = 5
 PIN_SYNC_ATTEMPTS = 4
 PINS_MAX_PLAINTEXT = MAX_BLOB - 24 - 16  # the sealed blob: nonce, MAC, document
 MAX_JOIN_REQUESTS = 200
+REVOKED_CHECK_SECONDS = 30.0
+BACKUP_PAGE = 500  # the server's limit per PUT and per GET page
+# Entries that may still hold a revoked device (they shrink the roster).
+SHRINKING = (RemoveDeviceBody, RemoveUserBody)
 Progress = Callable[[int, int], None]  # (bytes just done, total bytes)
 
 
@@ -225,6 +233,15 @@ def _opt_b64(d: dict[str, Any], key: str) -> bytes | None:
     return None if value is None else b64d(value)
 
 
+def _uuids(value: object) -> list[uuid.UUID]:
+    """The UUIDs of a server list; anything else in it is ignored."""
+    out: list[uuid.UUID] = []
+    for item in value if isinstance(value, list) else []:
+        with contextlib.suppress(ValueError, TypeError, AttributeError):
+            out.append(uuid.UUID(str(item)))
+    return out
+
+
 def _opt_uuid(value: object) -> uuid.UUID | None:
     return None if value is None else uuid.UUID(str(value))
 
@@ -286,10 +303,12 @@ class CollabClient:
         self._seen: dict[uuid.UUID, dict[int, tuple[bytes, Received]]] = {}
         self.rooms: dict[uuid.UUID, Room] = {}
         self._pins_synced = False
+        self._revoked_checked: dict[uuid.UUID, float] = {}
 
     def _new_http(self) -> HttpSession:
         device = self.state.device
-        http = HttpSession(self.state.server, str(device.device_id) if device else None)
+        http = HttpSession(self.state.server, str(device.device_id) if device else None,
+                           device.dsk_seed if device else None)
         if self.state.session:
             http.use_session(self.state.session, self.state.session_cookie)
         return http
@@ -395,8 +414,11 @@ class CollabClient:
         self.save()
         return format_recovery_key(recovery)
 
-    def recover(self, recovery_key: str, device_name: str = "collab-client") -> None:
-        """A new device: open the identity backup with the recovery key, certify, register."""
+    def recover(self, recovery_key: str,
+                device_name: str = "collab-client") -> dict[uuid.UUID, str]:
+        """A new device: open the identity backup with the recovery key, certify,
+        register, then enrol this device in every case of the user (``enrol_cases``;
+        returned: case -> outcome). Earlier messages read through the key backup."""
         key = parse_recovery_key(recovery_key)
         registered = self.call("GET", "/api/identity")
         user_id = uuid.UUID(registered["user_id"])
@@ -408,6 +430,7 @@ class CollabClient:
         self._register_device(identity, device_name)
         self.save()
         self.sync_pins()  # the pins this user set on other devices
+        return self.enrol_cases()
 
     def devices(self) -> list[dict[str, Any]]:
         devices: list[dict[str, Any]] = self.call("GET", "/api/devices")["devices"]
@@ -688,7 +711,74 @@ class CollabClient:
         self.cases[case_id] = state
         if (memo.head_epoch, memo.head_hash) != (state.head.epoch, state.head.entry_hash()):
             self._remember(state)
+        self._restore_keys(state)
+        self._backup_keys(state)
         return state
+
+    # --- key backup (protocol-crypto.md §9d) ------------------------------------------
+    def _restore_keys(self, state: CaseState) -> None:
+        """Keys this device lacks, for epochs this user was in the roster of, from the
+        user's key backup (once per run and epoch). Each item must open under the
+        user's backup key, name this case and epoch, and hold the key the epoch's
+        verified entry commits to; any failure leaves that epoch unavailable."""
+        if self.state.identity is None:
+            return
+        wanted = [e for e in state.lacking() if e not in state.backup_asked]
+        if not wanted or state.head.roster.user(self.user_id) is None:
+            return  # the server serves the backup to current members only
+        state.backup_asked.update(wanted)
+        key = backup_key(self.identity.uik_seed)
+        after, last = wanted[0] - 1, wanted[-1]
+        while after < last:
+            try:
+                page = self.call("GET", f"/api/key-backup?case={state.case_id}&after={after}")
+            except ServerRefusedError:
+                return  # nothing restored: those epochs stay unavailable
+            items = page.get("items") if isinstance(page, dict) else None
+            highest = after
+            for item in items if isinstance(items, list) else []:
+                epoch = item.get("epoch") if isinstance(item, dict) else None
+                if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch <= after:
+                    continue
+                highest = max(highest, epoch)
+                if epoch not in wanted or epoch in state.keys:
+                    continue
+                try:
+                    epoch_key = open_backup_item(key, b64d(item.get("item")), state.case_id,
+                                                 epoch)
+                    state.restore_key(epoch, epoch_key)
+                except CryptoError as error:
+                    state.backup_refused[epoch] = error.code
+                else:
+                    state.restored.add(epoch)
+            if highest == after or not (isinstance(page, dict) and page.get("more")):
+                return
+            after = highest
+
+    def _backup_keys(self, state: CaseState) -> None:
+        """Seal and upload the keys of epochs not yet backed up (above the highest epoch
+        this device uploaded for the case); a refusal leaves them for the next sync."""
+        if self.state.identity is None or state.head.roster.user(self.user_id) is None:
+            return
+        memo = self._memo(state.case_id)
+        fresh = sorted(e for e in state.keys if e > memo.backup_epoch)
+        if not fresh:
+            return
+        key = backup_key(self.identity.uik_seed)
+        todo = [e for e in fresh if e not in state.restored]  # restored: already there
+        for start in range(0, len(todo), BACKUP_PAGE):
+            batch = todo[start:start + BACKUP_PAGE]
+            items = [{"case": str(state.case_id), "epoch": e,
+                      "item": b64e(seal_backup_item(key, state.case_id, e, state.keys[e]))}
+                     for e in batch]
+            try:
+                self.call("PUT", "/api/key-backup", {"items": items})
+            except ServerRefusedError:
+                self.save()
+                return
+            memo.backup_epoch = max(memo.backup_epoch, batch[-1])
+        memo.backup_epoch = max(memo.backup_epoch, fresh[-1])
+        self.save()
 
     def _check_rosters(self, state: CaseState, seen_epoch: int) -> None:
         """The verified head roster must list us (if at all) under our own key (fail
@@ -722,10 +812,20 @@ class CollabClient:
 
     def _commit(self, case_id: uuid.UUID, make: Callable[[CaseState], Body]) -> LogEntry:
         """Build, sign and submit the next entry; on a lost race re-sync and rebuild.
-        The resulting roster passes the commit check before anything is signed."""
+        The resulting roster passes the commit check before anything is signed. Before
+        any entry but a removal, the revoked devices in the roster that this user may
+        remove are removed first (the server refuses an entry keeping one: 409
+        ``revoked_device_in_roster``, which is handled the same way)."""
+        cleared = False
         for _ in range(COMMIT_ATTEMPTS):
             state = self.sync(case_id)
             body = make(state)
+            shrinking = isinstance(body, SHRINKING)
+            if not shrinking and not cleared:
+                cleared = True
+                listed = self.revoked_in_roster(case_id, state.head.roster)
+                if listed and self.clear_revoked(case_id, listed):
+                    continue  # the log moved: rebuild on the new head
             resulting = apply_action(state.head.roster, epoch=state.head.epoch + 1,
                                      author_user_id=self.user_id, body=body)
             commit_check(self.pins, _pairs(resulting), self.user_id, self.identity.uik_pub)
@@ -735,12 +835,132 @@ class CollabClient:
             except ServerRefusedError as refused:
                 if refused.status == 409 and refused.code == "stale_head":
                     continue
+                if refused.status == 409 and refused.code == "revoked_device_in_roster" \
+                        and not shrinking:
+                    listed = _uuids(refused.body.get("devices"))
+                    if self.clear_revoked(case_id, listed):
+                        continue
+                    raise ServerRefusedError(
+                        "the roster still holds revoked devices that you may not remove ("
+                        + ", ".join(str(d) for d in listed) + "): their user or an owner or "
+                        "admin of the case must remove them first",
+                        code=refused.code, status=refused.status, body=refused.body) from None
                 raise
             state.accept_entries([entry])
             self._check_rosters(state, entry.epoch - 1)  # pins the keys just committed
             self._remember(state)
+            self._backup_keys(state)
             return entry
         raise ServerRefusedError("the log kept moving; try again", code="stale_head", status=409)
+
+    # --- revoked devices ---------------------------------------------------------------
+    def _clear_revoked_lately(self, case_id: uuid.UUID) -> None:
+        """``clear_revoked`` at most once per REVOKED_CHECK_SECONDS per case (sending)."""
+        now = time.monotonic()
+        if now - self._revoked_checked.get(case_id, -REVOKED_CHECK_SECONDS) \
+                < REVOKED_CHECK_SECONDS:
+            return
+        self._revoked_checked[case_id] = now
+        if self.sync(case_id).head.roster.device(self.device.device_id) is not None:
+            self.clear_revoked(case_id)
+
+    def revoked_in_roster(self, case_id: uuid.UUID,
+                          roster: Roster | None = None) -> list[uuid.UUID]:
+        """Devices of the case's verified head roster (or ``roster``) that the server
+        lists as revoked (the case detail's ``revoked_devices``)."""
+        roster = roster if roster is not None else self.sync(case_id).head.roster
+        listed = _uuids(self.case_detail(case_id).get("revoked_devices"))
+        return [d for d in listed if roster.device(d) is not None]
+
+    def _may_remove(self, roster: Roster, device_id: uuid.UUID) -> bool:
+        """remove_device by this device: it must be in the roster (and not the one
+        removed), the user must keep a device, and this user must be the device's own
+        user, an owner, or an admin removing a non-owner's device (protocol §6.3)."""
+        me, cert = roster.user(self.user_id), roster.device(device_id)
+        if me is None or cert is None or roster.device(self.device.device_id) is None \
+                or device_id == self.device.device_id or len(roster.devices_of(cert.user_id)) < 2:
+            return False
+        owner = roster.user(cert.user_id)
+        if cert.user_id == self.user_id or me.role == Role.OWNER:
+            return True
+        return me.role == Role.ADMIN and owner is not None and owner.role != Role.OWNER
+
+    def clear_revoked(self, case_id: uuid.UUID,
+                      devices: Sequence[uuid.UUID] | None = None) -> list[uuid.UUID]:
+        """Commit remove_device for each revoked device in the roster (``devices``, or
+        the case detail's list) that this user may remove; returns those removed."""
+        revoked = self.revoked_in_roster(case_id) if devices is None else list(devices)
+        removed: list[uuid.UUID] = []
+        for device_id in revoked:
+            roster = self.sync(case_id).head.roster
+            if not self._may_remove(roster, device_id):
+                continue
+            found = roster.device(device_id)
+            if found is None:
+                continue
+            user_id = found.user_id
+
+            def body(state: CaseState, user_id: uuid.UUID = user_id,
+                     device_id: uuid.UUID = device_id) -> Body:
+                if state.head.roster.device(device_id) is None:
+                    raise UsageError("already removed", code="not_in_roster")
+                return RemoveDeviceBody(user_id, device_id)
+
+            try:
+                self._commit(case_id, body)
+            except UsageError as gone:
+                if gone.code != "not_in_roster":
+                    raise
+                continue
+            removed.append(device_id)
+        return removed
+
+    # --- enrol_device: this device joins its user's cases by itself ------------------
+    def enrol(self, case_id: uuid.UUID) -> str:
+        """Enrol this device in one case whose verified head roster holds this user but
+        not this device: an enrol_device entry signed by this device, with the user's
+        identity key admitting it at this log position (no other device needed).
+        Returns ``enrolled``, ``already`` (the device is in) or ``not_in_roster``."""
+        state = self.sync(case_id)
+        if state.head.roster.device(self.device.device_id) is not None:
+            return "already"
+        if state.head.roster.user(self.user_id) is None:
+            return "not_in_roster"
+        cert = self.state.cert
+        if cert is None:
+            raise UsageError("no device certificate in this keystore", code="no_device")
+
+        def body(state: CaseState) -> Body:
+            if state.head.roster.device(cert.device_id) is not None:
+                raise UsageError("this device is already in the case", code="already_enrolled")
+            return sign_enrol(self.identity.uik_seed, state.case_id, state.head.epoch + 1,
+                              state.head.entry_hash(), cert)
+
+        try:
+            self._commit(case_id, body)
+        except UsageError as already:
+            if already.code != "already_enrolled":
+                raise
+            return "already"
+        self.clear_revoked(case_id)  # now this device may remove our revoked ones
+        return "enrolled"
+
+    def enrol_cases(self) -> dict[uuid.UUID, str]:
+        """Enrol this device in every case of ``GET /api/cases`` whose verified roster
+        holds this user but not this device. Returns case -> ``enrolled`` / ``already``
+        / ``not_in_roster``, or ``failed (<code>)`` for a case that could not be
+        enrolled (the others still are)."""
+        outcome: dict[uuid.UUID, str] = {}
+        for row in self.list_cases():
+            try:
+                case_id = uuid.UUID(str(row.get("id")))
+            except (ValueError, AttributeError):
+                continue
+            try:
+                outcome[case_id] = self.enrol(case_id)
+            except (ClientError, CryptoError) as error:
+                outcome[case_id] = f"failed ({error.code})"
+        return outcome
 
     def add_member(self, case_id: uuid.UUID, user_id: uuid.UUID, role: Role = Role.MEMBER,
                    *, accept_changed: KeyChoice | None = None,
@@ -1031,6 +1251,9 @@ class CollabClient:
                       f"{opened.unavailable} could not be opened)")
             received = Received(seq, opened.header, {}, (), opened.gap, reason,
                                 opened.unavailable)
+        elif opened.missing is not None:
+            received = Received(seq, opened.header, {}, (), opened.gap,
+                                f"not available on this device ({opened.missing})")
         else:
             try:
                 manifests = tuple(Manifest.from_wire(m)
@@ -1074,6 +1297,7 @@ class CollabClient:
         room = await Room.connect(
             base_url=self.state.server, origin=self.http.origin,
             cookie=self.http.cookie_header(), case_id=case_id, device_id=self.device.device_id,
+            device_key=self.device.dsk_seed,
         )
         self.rooms[case_id] = room
         return room
@@ -1083,6 +1307,9 @@ class CollabClient:
         attachments: Sequence[AttachmentRef], room: Room | None,
     ) -> Sent:
         own = room is None
+        # A message in an epoch whose key a revoked device holds is readable with that
+        # device's keys: remove the revoked devices we may remove first (a new epoch).
+        await asyncio.to_thread(self._clear_revoked_lately, case_id)
         if room is None:
             room = await self.connect(case_id)
         try:

@@ -89,8 +89,17 @@ async def drive(
     result = Result(name)
     socks = [await websockets.connect(u, additional_headers=h, max_size=None) for u, h in urls]
     if full:
-        for s in socks:
-            json.loads(await s.recv())  # hello
+        from tests.support.ws import prove_frame
+
+        for s, (u, _) in zip(socks, urls, strict=True):
+            # The device proves itself (challenge -> prove), then hello.
+            first = json.loads(await s.recv())
+            if first["type"] == "challenge":
+                case_id = u.split("/ws/cases/", 1)[1].split("/", 1)[0]
+                device_id = u.split("device=", 1)[1].split("&", 1)[0]
+                await s.send(json.dumps(prove_frame(first, case_id, device_id)))
+                first = json.loads(await s.recv())
+            assert first["type"] == "hello", first
     stop = time.monotonic() + seconds
     start = time.monotonic()
 
@@ -154,6 +163,7 @@ def main() -> None:
     import subprocess
 
     from tests.support.live import free_port, wait_for_port
+    from tests.support.ws import room_path
 
     per_socket = int(args.seconds * 400)
     t0 = time.monotonic()
@@ -185,7 +195,7 @@ def main() -> None:
                     if full:
                         urls.append(
                             (
-                                f"ws://{base}/ws/cases/{m['case_id']}/?device={m['device'].device_id}",
+                                f"ws://{base}{room_path(m['case_id'], m['device'].device_id)}",
                                 {"Origin": f"http://{base}", "Cookie": f"sessionid={m['session']}"},
                             )
                         )

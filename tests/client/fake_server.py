@@ -41,6 +41,9 @@ class FakeServer:
         self.keys: dict[uuid.UUID, dict[str, Any]] = {}
         self.joins: dict[uuid.UUID, list[Any]] = {}
         self.pins: dict[uuid.UUID, tuple[int, str, str]] = {}  # per signed-in user
+        self.revoked: dict[uuid.UUID, list[str]] = {}  # per case: its revoked_devices
+        # (user, case) -> epoch -> sealed item (base64), as the key-backup endpoints keep
+        self.backup: dict[tuple[uuid.UUID, uuid.UUID], dict[int, str]] = {}
 
     def call(self, method: str, path: str, body: dict[str, Any] | None = None,
              who: uuid.UUID | None = None) -> Any:
@@ -55,6 +58,21 @@ class FakeServer:
             assert body is not None
             self.pins[who] = (body["version"], body["blob"], body["sig"])
             return {"version": body["version"]}
+        if path.startswith("/api/key-backup"):
+            assert who is not None
+            if method == "PUT":
+                assert body is not None
+                for item in body["items"]:
+                    kept = self.backup.setdefault((who, uuid.UUID(item["case"])), {})
+                    kept.setdefault(item["epoch"], item["item"])
+                return {"stored": len(body["items"]), "kept": 0}
+            query = dict(q.split("=") for q in path.split("?")[1].split("&"))
+            held = self.backup.get((who, uuid.UUID(query["case"])), {})
+            after = int(query["after"])
+            return {"items": [{"epoch": e, "item": held[e]} for e in sorted(held) if e > after],
+                    "more": False}
+        if len(parts) == 4 and parts[2] == "cases" and method == "GET":
+            return {"id": parts[3], "revoked_devices": self.revoked.get(uuid.UUID(parts[3]), [])}
         if path.startswith("/api/users/") and path.endswith("/keys"):
             return self.keys[uuid.UUID(parts[3])]
         if "/log?after=" in path:

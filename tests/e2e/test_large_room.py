@@ -17,6 +17,7 @@ import websockets
 
 from tests.support.live import daphne_servers
 from tests.support.rooms import Member, build_room
+from tests.support.ws import prove_frame, room_path
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.e2e]
 
@@ -28,15 +29,17 @@ async def run_room(bases: list[str], members: list[Member]) -> list[list[int]]:
     for i, member in enumerate(members):
         for j in range(SOCKETS_EACH):
             base = bases[(i * SOCKETS_EACH + j) % len(bases)]
-            url = (
-                base.replace("http://", "ws://")
-                + f"/ws/cases/{member.state.case_id}/?device={member.device.device_id}"
-            )
+            case_id, device_id = member.state.case_id, member.device.device_id
+            url = base.replace("http://", "ws://") + room_path(case_id, device_id)
             ws = await websockets.connect(
                 url,
                 additional_headers={"Origin": base, "Cookie": f"sessionid={member.session}"},
                 open_timeout=30,
             )
+            # The device proves itself first (challenge -> prove), then hello.
+            challenge = json.loads(await ws.recv())
+            assert challenge["type"] == "challenge"
+            await ws.send(json.dumps(prove_frame(challenge, case_id, device_id)))
             assert json.loads(await ws.recv())["type"] == "hello"
             socks.append(ws)
     assert len(socks) == MEMBERS * SOCKETS_EACH
