@@ -516,3 +516,28 @@ def test_revoked_devices_are_removed_before_any_other_entry(server: str, tmp_pat
     assert entry.roster.device(laptop.device.device_id) is None
     # Everyone verifies; derm can commit again.
     assert derm._commit(case_id, lambda _s: RotateBody()).epoch == entry.epoch + 1
+
+
+def test_enrolment_is_refused_while_the_roster_keeps_a_revoked_device_of_the_user(
+        server: str, tmp_path: Path) -> None:
+    """The limit of today's rule (docs/client.md, what is not done yet): the new device
+    cannot remove the revoked one before it is in the roster itself."""
+    pcp_user = make_user("pcp")
+    laptop = signed_in(server, pcp_user, tmp_path / "one")
+    recovery = laptop.init(device_name="laptop")
+    stuck = laptop.open_case()
+    laptop.revoke_device(laptop.device.device_id)  # lost: revoked from itself, say
+    phone = second_device_without_enrol(server, laptop, tmp_path / "two", recovery)
+    assert phone.revoked_in_roster(stuck) == [laptop.device.device_id]
+    assert phone.enrol_cases() == {stuck: "failed (revoked_device_in_roster)"}
+    assert m.LogEntry.objects.filter(case_id=stuck).count() == 1  # nothing committed
+
+
+def second_device_without_enrol(server: str, first: CollabClient, home: Path,
+                                recovery_key: str) -> CollabClient:
+    user = User.objects.get(username=first.state.username)
+    second = signed_in(server, user, home, offset_steps=1)
+    second.enrol_cases = lambda: {}  # type: ignore[method-assign]
+    second.recover(recovery_key, device_name="second")
+    del second.enrol_cases
+    return second
