@@ -49,11 +49,7 @@ def upload(actor: Actor, case_id, chunks: list[bytes], part_chunks: int = 2):
     offset = 0
     for i in range(0, len(chunks), part_chunks):
         part = b"".join(chunks[i : i + part_chunks])
-        response = actor.client.put(
-            f"/api/blobs/{blob_id}/parts/{offset}",
-            data=part,
-            content_type="application/octet-stream",
-        )
+        response = actor.send("PUT", f"/api/blobs/{blob_id}/parts/{offset}", part)
         assert response.status_code == 200, response.content
         offset += len(part)
     return blob_id
@@ -97,11 +93,7 @@ def test_upload_past_announced_size_is_discarded_leaving_nothing(room) -> None:
     pcp, _, state = room
     created = pcp.call("POST", f"/api/cases/{state.case_id}/blobs", {"size": 100}).json()
     name = Blob.objects.get(pk=created["blob_id"]).storage_name
-    response = pcp.client.put(
-        f"/api/blobs/{created['blob_id']}/parts/0",
-        data=os.urandom(200),
-        content_type="application/octet-stream",
-    )
+    response = pcp.send("PUT", f"/api/blobs/{created['blob_id']}/parts/0", os.urandom(200))
     assert response.status_code == 413
     assert not Blob.objects.exists()
     assert not default_storage.exists(name)
@@ -116,11 +108,7 @@ def test_parts_must_arrive_in_order_and_retries_are_idempotent(room) -> None:
     ]
 
     def put(offset: int, data: bytes) -> Any:
-        return pcp.client.put(
-            f"/api/blobs/{blob_id}/parts/{offset}",
-            data=data,
-            content_type="application/octet-stream",
-        )
+        return pcp.send("PUT", f"/api/blobs/{blob_id}/parts/{offset}", data)
 
     skipped = put(CT_CHUNK_SIZE, chunks[1])
     assert (skipped.status_code, skipped.json()["error"]) == (409, "out_of_order")
@@ -153,17 +141,9 @@ def test_ranged_download_returns_the_asked_bytes(room) -> None:
         {"root": b64e(enc.manifest(uuid.UUID(blob_id), mime="x").root)},
     )
     whole = b"".join(chunks)
-    response = derm.client.get(
-        f"/api/blobs/{blob_id}",
-        HTTP_X_COLLAB_DEVICE=str(derm.device.device_id),
-        HTTP_RANGE="bytes=65552-",
-    )
+    response = derm.send("GET", f"/api/blobs/{blob_id}", b"", extra={"HTTP_RANGE": "bytes=65552-"})
     assert response.status_code == 206
     assert response["Content-Range"] == f"bytes 65552-{len(whole) - 1}/{len(whole)}"
     assert collect(response) == whole[65552:]
-    bad = derm.client.get(
-        f"/api/blobs/{blob_id}",
-        HTTP_X_COLLAB_DEVICE=str(derm.device.device_id),
-        HTTP_RANGE="bytes=999999999-",
-    )
+    bad = derm.send("GET", f"/api/blobs/{blob_id}", b"", extra={"HTTP_RANGE": "bytes=999999999-"})
     assert (bad.status_code, bad.json()["error"]) == (400, "bad_range")

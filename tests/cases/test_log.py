@@ -148,14 +148,16 @@ def test_non_member_cannot_submit_or_read_log(pcp: Actor, derm: Actor) -> None:
     stranger_state = CaseState(state.case_id, derm.device)
     stranger_state.accept_entries([state.head])  # a leaked genesis
     response = derm.submit(stranger_state, RotateBody(), forged=True)
+    # Refused as a non-member before the entry is even parsed (collab.cases.access).
     assert response.status_code == 403
-    assert response.json()["error"] == "unauthorized_author"
+    assert response.json()["error"] == "not_member"
     assert derm.call("GET", f"/api/cases/{state.case_id}/log").status_code == 403
     assert derm.call("GET", f"/api/cases/{state.case_id}/messages").status_code == 403
 
 
 def test_entry_authored_for_another_user_is_refused(pcp: Actor, derm: Actor) -> None:
     state = pcp.open_case()
+    assert pcp.add(state, derm).status_code == 201
     entry = state.next_entry(RotateBody())
     response = derm.call("POST", f"/api/cases/{state.case_id}/log", {"entry": b64e(entry.encode())})
     assert response.status_code == 403
