@@ -424,8 +424,9 @@ def test_a_second_browser_recovers_the_identity_and_enrols_itself(
     assert m.Case.objects.get(pk=case_id).head_epoch == 2
 
     # Signing out closes the room and lands on the sign-in page.
-    second.get_by_role("button", name="Sign out").click()
-    second.wait_for_url(re.compile(r"/accounts/login/"))
+    second.get_by_role("button", name="Sign out", exact=True).click()
+    second.wait_for_url(re.compile(r"/accounts/login/\?reason=signed_out"))
+    second.get_by_text("keys stay in this browser").wait_for()
     problems.assert_none()
 
 

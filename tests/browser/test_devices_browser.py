@@ -21,6 +21,7 @@ from collab.crypto.actions import Action
 from tests.browser.conftest import CSP_LISTENER, PageProblems
 from tests.browser.test_case_room_browser import named, set_up_first_device, sign_in
 from tests.support.live import daphne_servers
+from tests.support.users import make_user
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser]
 
@@ -249,3 +250,39 @@ def test_a_revoked_device_gets_nothing_whatever_session_it_uses(
         assert "error device_revoked" in got["socket"]["frames"], got
     finally:
         context.close()
+
+
+def test_an_admin_revokes_another_users_device_with_a_reason(
+    server: str, new_page: Callable[[str], Any], problems: PageProblems
+) -> None:
+    target = named("lost_laptop", "Dr Lia Moss", "Dermatology")
+    owner = new_page("owner")
+    sign_in(owner, target)
+    set_up_first_device(owner)
+    open_case(owner, "Is this mole changing?")  # a proven request: its session is known
+    owner.locator("#conn-state", has_text="Connected").wait_for()
+    device = Device.objects.get(user=target)
+    admin = make_user("devices_admin", role="admin")
+    page = new_page("admin")
+    sign_in(page, admin)
+    set_up_first_device(page)
+    page.goto("/devices/")
+    page.get_by_label("Username, name or user id").fill("Moss")
+    page.get_by_role("button", name="Look up").click()
+    page.get_by_role("button", name="Show devices of Dr Lia Moss").click()
+    row = page.locator(f"#admin-devices li[data-device='{device.pk}']")
+    row.get_by_role("button", name=re.compile("Revoke")).click()
+    page.get_by_text("Give a reason").wait_for()
+    row.get_by_label(re.compile("Reason for revoking")).fill("Laptop reported stolen")
+    row.get_by_role("button", name=re.compile("Revoke")).click()
+    page.locator("#admin-status", has_text="was revoked").wait_for()
+    device.refresh_from_db()
+    assert device.revoked_at is not None
+    assert device.revoke_reason == "Laptop reported stolen"
+    assert device.revoked_by_id == admin.pk
+    page.get_by_text("has no active devices").wait_for()
+    # The device's own browser is cut off at once, and its session ended with it.
+    owner.locator("#room-error", has_text="no longer in this case").wait_for()
+    owner.reload()
+    owner.wait_for_url(re.compile(r"/accounts/login/"))
+    problems.assert_none()
