@@ -199,6 +199,12 @@ class Room {
         return signEnrol(this.device.uikSeed, this.caseId, BigInt(head.epoch) + 1n, head.entryHash(), cert);
       });
     } catch (err) {
+      if (err?.code === 'revoked_device_in_roster') {
+        // Only a device already in the case can remove a revoked one (its user's other
+        // devices, or an owner or admin), and the server refuses the enrolment until then.
+        this.onFinal('revoked-first');
+        return false;
+      }
       if (!(err instanceof AlreadyIn)) {
         this.onFinal('not-yet', err);
         return false;
@@ -240,6 +246,9 @@ class Room {
     this.closed = true;
     const why = code === 'not-yet'
       ? `This browser could not be added to this case${err ? ` (${errorText(err)})` : ''}. Reload to try again.`
+      : code === 'revoked-first'
+      ? 'This browser cannot join this case yet: a revoked device is still in it. It is removed the next time one of '
+        + 'your other devices, or an owner or admin of the case, opens the case; then reload this page.'
       : code === 4403
       ? 'This device is no longer in this case (it was removed from the case or revoked).'
       : code === 4404 ? 'This case does not exist.' : 'The case room refused this connection.';
