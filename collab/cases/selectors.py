@@ -35,9 +35,17 @@ def head_entry(case: Case) -> CryptoLogEntry:
 
 
 def readable_epochs(*, case_id: uuid.UUID, device_id: uuid.UUID) -> QuerySet[KeyWrap, int]:
-    """Epochs a device holds a key for: it may fetch messages of exactly these."""
-    return KeyWrap.objects.filter(case_id=case_id, device_id=device_id).values_list(
-        "epoch", flat=True
+    """Epochs the device may fetch messages of: those some device of its user was given
+    a key for (a wrap). A user's new device recovers those keys from the user's key
+    backup, so it reads the history its user had, never an epoch the user had no key for.
+    The caller has checked that the device is the caller's own and active."""
+    own_devices = Device.objects.filter(
+        user_id__in=Device.objects.filter(pk=device_id).values("user_id")
+    ).values("pk")
+    return (
+        KeyWrap.objects.filter(case_id=case_id, device_id__in=own_devices)
+        .values_list("epoch", flat=True)
+        .distinct()
     )
 
 

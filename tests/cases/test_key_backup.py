@@ -115,3 +115,19 @@ def test_reads_are_paged(pair: Any, monkeypatch: pytest.MonkeyPatch) -> None:
         epochs += [i["epoch"] for i in page["items"]]
         after, more = epochs[-1], page["more"]
     assert epochs == [0, 1, 2, 3, 4]
+
+
+def test_history_epochs_follow_the_user_not_only_the_device(pair: Any) -> None:
+    """A user's new device (keys from the backup) may fetch the epochs any device of its
+    user had a wrap for; another member's wraps never count."""
+    from collab.cases import selectors
+    from tests.cases.test_revocation import second_device
+
+    pcp, derm, state = pair
+    laptop = second_device(pcp, state)  # added at epoch 2: no wraps for epochs 0 and 1
+    laptop_id = laptop.device.device_id
+    epochs = set(selectors.readable_epochs(case_id=state.case_id, device_id=laptop_id))
+    assert {0, 1, 2} <= epochs
+    assert 0 not in set(
+        selectors.readable_epochs(case_id=state.case_id, device_id=derm.device.device_id)
+    )
