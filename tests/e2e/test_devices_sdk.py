@@ -518,19 +518,36 @@ def test_revoked_devices_are_removed_before_any_other_entry(server: str, tmp_pat
     assert derm._commit(case_id, lambda _s: RotateBody()).epoch == entry.epoch + 1
 
 
-def test_enrolment_is_refused_while_the_roster_keeps_a_revoked_device_of_the_user(
+def test_a_new_device_enrols_next_to_its_own_revoked_device_then_removes_it(
         server: str, tmp_path: Path) -> None:
-    """The limit of today's rule (docs/client.md, what is not done yet): the new device
-    cannot remove the revoked one before it is in the roster itself."""
+    """Lost the only device: it is revoked, the recovered one still enrols (its user's
+    revoked devices do not block its own enrolment) and removes the revoked one next."""
     pcp_user = make_user("pcp")
     laptop = signed_in(server, pcp_user, tmp_path / "one")
     recovery = laptop.init(device_name="laptop")
-    stuck = laptop.open_case()
+    case_id = laptop.open_case()
     laptop.revoke_device(laptop.device.device_id)  # lost: revoked from itself, say
     phone = second_device_without_enrol(server, laptop, tmp_path / "two", recovery)
-    assert phone.revoked_in_roster(stuck) == [laptop.device.device_id]
-    assert phone.enrol_cases() == {stuck: "failed (revoked_device_in_roster)"}
-    assert m.LogEntry.objects.filter(case_id=stuck).count() == 1  # nothing committed
+    assert phone.revoked_in_roster(case_id) == [laptop.device.device_id]
+    assert phone.enrol_cases() == {case_id: "enrolled"}
+    head = phone.sync(case_id).head
+    assert head.roster.device(laptop.device.device_id) is None
+    assert head.roster.device(phone.device.device_id) is not None
+
+
+def test_enrolment_is_refused_while_the_roster_keeps_another_users_revoked_device(
+        server: str, tmp_path: Path) -> None:
+    """The exemption is for the enrolling user's own revoked devices only."""
+    pcp = signed_in(server, make_user("pcp"), tmp_path / "pcp")
+    recovery = pcp.init(device_name="laptop")
+    derm = new_member(server, "derm", tmp_path / "derm", specialty="Dermatology")
+    case_id = pcp.open_case()
+    pcp.add_member(case_id, derm.user_id)
+    Device.objects.filter(pk=derm.device.device_id).update(revoked_at=timezone.now())
+    phone = second_device_without_enrol(server, pcp, tmp_path / "two", recovery)
+    epochs = m.LogEntry.objects.filter(case_id=case_id).count()
+    assert phone.enrol_cases() == {case_id: "failed (revoked_device_in_roster)"}
+    assert m.LogEntry.objects.filter(case_id=case_id).count() == epochs  # nothing committed
 
 
 def second_device_without_enrol(server: str, first: CollabClient, home: Path,

@@ -66,15 +66,19 @@ _SHRINKING = (Action.REMOVE_DEVICE, Action.REMOVE_USER)
 
 def _check_no_revoked_devices(entry: LogEntry) -> None:
     """No entry but a removal may keep a revoked device in the roster: it would wrap a
-    fresh epoch key to a device that is no longer trusted (409 with the ``devices``)."""
+    fresh epoch key to a device that is no longer trusted (409 with the ``devices``).
+    Except a new device's enrolment next to its own user's revoked devices: it cannot
+    remove them before it is in the roster, and after losing their only device nobody
+    else of that user could (the new device removes them next; their wraps are never
+    served, as for every revoked device)."""
     if entry.action in _SHRINKING:
         return
-    revoked = sorted(
-        str(d)
-        for d in Device.objects.filter(
-            pk__in=[d.device_id for d in entry.roster.devices], revoked_at__isnull=False
-        ).values_list("pk", flat=True)
-    )
+    found = Device.objects.filter(
+        pk__in=[d.device_id for d in entry.roster.devices], revoked_at__isnull=False
+    ).values_list("pk", "user_id")
+    if entry.action == Action.ENROL_DEVICE:
+        found = found.exclude(user_id=entry.author_user_id)
+    revoked = sorted(str(pk) for pk, _user in found)
     if revoked:
         raise Conflict(
             "revoked_device_in_roster",
