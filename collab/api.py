@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -14,7 +15,7 @@ from django.http import HttpRequest, JsonResponse
 from django.http.response import HttpResponseBase
 
 from collab.accounts import proofs
-from collab.accounts.models import User
+from collab.accounts.models import Device, User
 from collab.cases.access import access_device
 from collab.crypto.errors import CryptoError
 from collab.errors import ServiceError
@@ -85,12 +86,8 @@ def json_body(request: HttpRequest) -> dict[str, Any]:
     return data
 
 
-def proven_device(request: HttpRequest) -> uuid.UUID:
-    """The one device check for HTTP: the caller's active device named in
-    ``X-Collab-Device``, proven by ``X-Collab-Proof`` (a signature by its DSK over this
-    request, collab.accounts.proofs). A proof that is sent is always verified; a missing
-    one is refused only while ``DEVICE_PROOF_REQUIRED`` is on. Records the session as
-    one this device acted in, and marks the answer to carry a fresh ``X-Collab-Nonce``."""
+def _named_device(request: HttpRequest) -> tuple[Device, str | None]:
+    """The caller's active device named in ``X-Collab-Device``, and the proof header."""
     request.collab_wants_nonce = True  # type: ignore[attr-defined]
     raw_device = request.META.get(DEVICE_HEADER)
     header = request.META.get(proofs.PROOF_HEADER)
@@ -99,30 +96,81 @@ def proven_device(request: HttpRequest) -> uuid.UUID:
             "device_proof_required", "Send X-Collab-Device and X-Collab-Proof."
         )
     device = access_device(user_of(request), parse_uuid(raw_device or "", "X-Collab-Device"))
-    device_id: uuid.UUID = device.pk
-    if header is None:
-        if settings.DEVICE_PROOF_REQUIRED:
-            raise proofs.proof_error("device_proof_required", "Send X-Collab-Proof.")
-        return device_id
+    if header is None and settings.DEVICE_PROOF_REQUIRED:
+        raise proofs.proof_error("device_proof_required", "Send X-Collab-Proof.")
+    return device, header
+
+
+def _prove(request: HttpRequest, device: Device, header: str, body: bytes,
+           body_hash: bytes | None = None) -> None:
     proofs.http_proof_check(
         device=device,
         header=header,
         method=request.method or "GET",
         path=request.get_full_path(),
-        body=request.body,
+        body=body,
+        body_hash=body_hash,
     )
     proofs.session_device_record(
-        session_key=request.session.session_key, device_id=device_id, proven=True
+        session_key=request.session.session_key, device_id=device.pk, proven=True
     )
+
+
+def proven_device(request: HttpRequest) -> uuid.UUID:
+    """The one device check for HTTP: the caller's active device named in
+    ``X-Collab-Device``, proven by ``X-Collab-Proof`` (a signature by its DSK over this
+    request, collab.accounts.proofs). A proof that is sent is always verified; a missing
+    one is refused only while ``DEVICE_PROOF_REQUIRED`` is on. Records the session as
+    one this device acted in, and marks the answer to carry a fresh ``X-Collab-Nonce``."""
+    device, header = _named_device(request)
+    if header is not None:
+        _prove(request, device, header, request.body)
+    device_id: uuid.UUID = device.pk
     return device_id
 
 
 def optional_proven_device(request: HttpRequest) -> uuid.UUID | None:
-    """For calls older clients make without a device (blob parts and completion): None
-    when no device is named and proofs are not required; otherwise ``proven_device``."""
+    """For calls older clients make without a device (blob completion): None when no
+    device is named and proofs are not required; otherwise ``proven_device``."""
     if DEVICE_HEADER not in request.META and not settings.DEVICE_PROOF_REQUIRED:
         return None
     return proven_device(request)
+
+
+class StreamedBody:
+    """A large request body (a blob part) read as a stream and hashed as it is read, so
+    the server never holds it to check the device proof. ``verify`` reads what is left,
+    then checks the proof over the hash; the service calls it before it commits, and
+    the view before any refusal is answered."""
+
+    def __init__(self, request: HttpRequest, device: Device | None, header: str | None) -> None:
+        self._request, self._device, self._header = request, device, header
+        self._hash = hashlib.sha512()
+        self._verified = False
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._request.read(size)
+        self._hash.update(data)
+        return data
+
+    def verify(self) -> None:
+        if self._verified:
+            return
+        while self.read(65536):
+            pass
+        if self._device is not None and self._header is not None:
+            _prove(self._request, self._device, self._header, b"", self._hash.digest())
+        self._verified = True
+
+
+def proven_streamed_device(request: HttpRequest) -> tuple[uuid.UUID | None, StreamedBody]:
+    """``optional_proven_device`` for a streamed body: the proof is checked by the
+    returned body's ``verify`` once the body has been read."""
+    if DEVICE_HEADER not in request.META and not settings.DEVICE_PROOF_REQUIRED:
+        return None, StreamedBody(request, None, None)
+    device, header = _named_device(request)
+    device_id: uuid.UUID = device.pk
+    return device_id, StreamedBody(request, device, header)
 
 
 def parse_uuid(value: object, name: str) -> uuid.UUID:

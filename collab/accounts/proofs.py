@@ -82,10 +82,12 @@ def proof_error(code: str, message: str) -> Unauthorized:
 
 
 def http_proof_check(
-    *, device: Device, header: str, method: str, path: str, body: bytes
+    *, device: Device, header: str, method: str, path: str, body: bytes,
+    body_hash: bytes | None = None,
 ) -> None:
     """Verify ``X-Collab-Proof: <time_ms>.<nonce>.<jti>.<sig>`` for ``device`` and spend
-    its jti. Raises 401 ``bad_device_proof`` or ``replayed_device_proof``."""
+    its jti. Raises 401 ``bad_device_proof`` or ``replayed_device_proof``. ``body_hash``
+    (SHA-512) stands in for a body that was streamed rather than held."""
     parts = header.split(".")
     try:
         if len(header) > MAX_PROOF_HEADER or len(parts) != 4 or not parts[0].isdigit():
@@ -108,7 +110,7 @@ def http_proof_check(
     try:
         devproof.verify_http_proof(
             bytes(device.dsk_pub), sig, device_id=device.pk, time_ms=time_ms, method=method,
-            path=path, body=body, nonce=nonce, jti=jti,
+            path=path, body=body, nonce=nonce, jti=jti, body_hash=body_hash,
         )
     except CryptoError:
         raise proof_error("bad_device_proof", "The proof's signature does not verify.") from None

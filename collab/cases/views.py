@@ -21,6 +21,7 @@ from collab.api import (
     optional_proven_device,
     parse_uuid,
     proven_device,
+    proven_streamed_device,
     stream_file,
     user_of,
 )
@@ -281,14 +282,20 @@ def blob_part(request: HttpRequest, blob_id: uuid.UUID, offset: int) -> HttpResp
         length = int(request.META.get("CONTENT_LENGTH") or 0)
     except ValueError:
         raise ServiceError("bad_part", "Content-Length is required.") from None
-    received = blobs.blob_part_put(
-        user=user_of(request),
-        device_id=optional_proven_device(request),
-        blob_id=blob_id,
-        offset=offset,
-        length=length,
-        read=request.read,
-    )
+    device_id, body = proven_streamed_device(request)
+    try:
+        received = blobs.blob_part_put(
+            user=user_of(request),
+            device_id=device_id,
+            blob_id=blob_id,
+            offset=offset,
+            length=length,
+            read=body.read,
+            verify=body.verify,
+        )
+    except ServiceError:
+        body.verify()  # a refusal, too, is answered only to the proven device
+        raise
     return JsonResponse({"received_bytes": received})
 
 

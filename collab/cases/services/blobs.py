@@ -114,16 +114,20 @@ def blob_part_put(
     length: int,
     read: Reader,
     device_id: uuid.UUID | None = None,
+    verify: Callable[[], None] = lambda: None,
 ) -> int:
     """Append one part at ``offset``; returns the bytes received so far.
 
     Parts are whole chunks (the last part may end with the short final chunk). A part
     sent again with the same bytes is accepted once (retries are idempotent). A part
-    past the announced size discards the whole upload.
+    past the announced size discards the whole upload. ``verify`` checks the device's
+    proof over the streamed part once it is read (raising to refuse); nothing is
+    committed or discarded before it passed.
     """
     try:
-        return _append_part(user, blob_id, device_id, offset, length, read)
+        return _append_part(user, blob_id, device_id, offset, length, read, verify)
     except _Overflow:
+        verify()
         with transaction.atomic():
             blob = m.Blob.objects.select_for_update().filter(pk=blob_id).first()
             if blob is not None:
@@ -136,7 +140,7 @@ def blob_part_put(
 @transaction.atomic
 def _append_part(
     user: User, blob_id: uuid.UUID, device_id: uuid.UUID | None, offset: int, length: int,
-    read: Reader,
+    read: Reader, verify: Callable[[], None],
 ) -> int:
     blob = _owned_uploading(user, blob_id, device_id)
     if offset % CT_CHUNK_SIZE or length <= 0 or length > MAX_PART_BYTES:
@@ -149,6 +153,7 @@ def _append_part(
     first = offset // CT_CHUNK_SIZE
     if offset < blob.received_bytes:
         hashes = _part_hashes(read, length, None)
+        verify()
         known = [stored[i * 64 : (i + 1) * 64] for i in range(first, first + len(hashes))]
         if hashes != known:
             raise Conflict(
@@ -164,6 +169,7 @@ def _append_part(
         sink.truncate(blob.received_bytes)
         sink.seek(blob.received_bytes)
         hashes = _part_hashes(read, length, sink)
+    verify()  # a refused proof rolls back; the bytes written past the length are dropped
     blob.chunk_hashes = stored + b"".join(hashes)
     blob.received_chunks += len(hashes)
     blob.received_bytes += length
