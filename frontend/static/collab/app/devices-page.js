@@ -82,8 +82,8 @@ async function adminShowUser(ctx, userId) {
       button.disabled = true;
       try {
         await api('POST', `/api/devices/${d.device_id}/revoke`, { json: { reason } });
-        say(status, `Device ${d.name || d.device_id.slice(0, 8)} of ${name} was revoked.`);
         await adminShowUser(ctx, userId);
+        say(status, `Device ${d.name || d.device_id.slice(0, 8)} of ${name} was revoked. ${status.textContent}`);
       } catch (err) {
         button.disabled = false;
         say(status, errorText(err), 'error');
