@@ -258,9 +258,12 @@ EPOCH_GRACE_SECONDS = int(os.environ.get("COLLAB_EPOCH_GRACE_SECONDS", "30"))
 HISTORY_PAGE_MAX = 200
 
 # Device proofs (protocol.md §2): every device-acting request and case socket proves
-# possession of the device's signing key. While off, a proof that is sent is still
-# verified in full (a bad or replayed one is refused); only a missing one is tolerated.
-DEVICE_PROOF_REQUIRED = _flag("COLLAB_DEVICE_PROOF_REQUIRED", False)
+# possession of the device's signing key. On by default; COLLAB_DEVICE_PROOF_REQUIRED=0
+# only lets clients that predate proofs in (a proof that is sent is still verified in
+# full; only a missing one is tolerated) and is refused in production.
+DEVICE_PROOF_REQUIRED = _flag("COLLAB_DEVICE_PROOF_REQUIRED", True)
+if PRODUCTION and not DEVICE_PROOF_REQUIRED:
+    raise ImproperlyConfigured("Device proofs cannot be turned off in production.")
 DEVICE_PROOF_WINDOW_SECONDS = 120
 DEVICE_NONCE_SECONDS = 300
 WS_PROVE_TIMEOUT_SECONDS = float(os.environ.get("COLLAB_WS_PROVE_TIMEOUT_SECONDS", "10"))

@@ -33,6 +33,14 @@ def test_production_refuses_debug() -> None:
     assert "DEBUG must be off" in result.stderr
 
 
+def test_production_refuses_device_proofs_off() -> None:
+    result = run(["manage.py", "check"], COLLAB_PRODUCTION="1", SECRET_KEY=STRONG_KEY,
+                 ALLOWED_HOSTS="collab.example", COLLAB_AUDIT_SIGNING_KEY=AUDIT_KEY,
+                 COLLAB_DEVICE_PROOF_REQUIRED="0")
+    assert result.returncode != 0
+    assert "Device proofs cannot be turned off in production" in result.stderr
+
+
 def test_check_deploy_is_clean_in_production_mode() -> None:
     result = run(
         ["manage.py", "check", "--deploy", "--fail-level", "DEBUG"],

@@ -82,6 +82,7 @@ def test_a_proof_for_anything_else_is_refused(pcp_case: Any, change: str) -> Non
 
 def test_missing_proof_tolerated_only_while_not_required(pcp_case: Any, settings: Any) -> None:
     pcp, state = pcp_case
+    settings.DEVICE_PROOF_REQUIRED = False
     assert wraps(pcp, state, proof=False).status_code == 200
     settings.DEVICE_PROOF_REQUIRED = True
     missing = wraps(pcp, state, proof=False)
