@@ -110,7 +110,35 @@ function fullPath(path) {
  * X-Collab-Proof when useDevice() gave its keys), headers (extra), raw (return the
  * Response, for binary downloads).
  */
-export async function api(method, path, { json, bytes, device, headers = {}, raw = false } = {}) {
+export async function api(method, path, options = {}) {
+  if (ending) throw new ApiError(401, { error: 'signing_out', detail: 'Signing out.' });
+  const pending = request(method, path, options);
+  inFlight.add(pending);
+  try {
+    return await pending;
+  } finally {
+    inFlight.delete(pending);
+  }
+}
+
+const inFlight = new Set();
+let ending = false;
+
+/**
+ * Before signing out: start no new request and let those in flight finish (at most
+ * `ms`), so none is answered 401 by a session that has just ended.
+ */
+export async function quiesce(ms = 3000) {
+  ending = true;
+  let timer;
+  await Promise.race([
+    Promise.allSettled([...inFlight]),
+    new Promise((resolve) => { timer = setTimeout(resolve, ms); }),
+  ]);
+  clearTimeout(timer);
+}
+
+async function request(method, path, { json, bytes, device, headers = {}, raw = false } = {}) {
   const h = { Accept: 'application/json', ...headers };
   if (method !== 'GET' && method !== 'HEAD') h['X-CSRFToken'] = csrfToken();
   let body;

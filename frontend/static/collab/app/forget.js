@@ -4,12 +4,13 @@
 // then sign out. A plain sign-out keeps them. The sign-in page then says which
 // happened (?reason=forgotten or ?reason=signed_out).
 
-import { api } from './api.js';
+import { api, quiesce } from './api.js';
 import { forgetUser } from './keystore.js';
 import { replace, h } from './dom.js';
 
 async function signOut(reason) {
   const form = document.getElementById('signout-form');
+  await quiesce();
   try {
     await fetch(form.action, {
       method: 'POST', body: new FormData(form), credentials: 'same-origin', redirect: 'manual', cache: 'no-store',
