@@ -81,6 +81,9 @@ class KeystoreState:
     # devices) and the highest pin-book version seen on the server (rollback check).
     pins: PinBook = field(default_factory=PinBook)
     pins_version: int = 0
+    # Messages sealed but not yet acknowledged by the server, oldest first (the SDK's
+    # outbox, collab.client.sdk): retried with the same envelope until acked.
+    outbox: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -100,6 +103,7 @@ class KeystoreState:
             "cases": {k: v.to_json() for k, v in self.cases.items()},
             "pins": self.pins.to_json(),
             "pins_version": self.pins_version,
+            "outbox": self.outbox,
         }
 
     @classmethod
@@ -122,6 +126,7 @@ class KeystoreState:
         # Keystores written before pinning have neither field: an empty book, version 0.
         state.pins = PinBook.from_json(d.get("pins") or {})
         state.pins_version = int(d.get("pins_version") or 0)
+        state.outbox = [x for x in d.get("outbox") or [] if isinstance(x, dict)]
         return state
 
 
