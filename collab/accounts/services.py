@@ -9,17 +9,21 @@ from dataclasses import dataclass
 from enum import Enum
 
 from django.contrib.auth import authenticate, login, logout
+from django.contrib.sessions.models import Session
 from django.db import transaction
 from django.http import HttpRequest
+from django.utils import timezone
 from django_otp import login as otp_login
 from django_otp.models import Device
 from django_otp.plugins.otp_static.models import StaticDevice, StaticToken
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from collab.accounts.models import User
+from collab.accounts import proofs
+from collab.accounts.models import Device as UserDevice
+from collab.accounts.models import IdentityBackup, IdentityKey, IdentityPins, User
 from collab.accounts.policy import LAST_ACTIVITY_KEY, second_factor_satisfied
 from collab.audit.services import AuditAction, Outcome, RequestMeta, audit_record
-from collab.realtime import publish_after_commit, session_group
+from collab.realtime import device_group, publish_after_commit, session_group, user_group
 
 security_log = logging.getLogger("collab.security")
 
@@ -89,8 +93,6 @@ def _throttle_wait(device: Device) -> int | None:
     locked_until = (info or {}).get("locked_until")
     if locked_until is None:
         return 1
-    from django.utils import timezone
-
     return max(1, int((locked_until - timezone.now()).total_seconds()) + 1)
 
 
@@ -198,3 +200,88 @@ def sign_out(*, request: HttpRequest, reason: str) -> None:
         )
     security_log.info("sign-out reason=%s", reason)
     logout(request)
+
+
+# --- identity reset (an operator's act, after verifying the person out of band) ------
+
+
+@dataclass(frozen=True)
+class IdentityResetResult:
+    user_id: str
+    devices_revoked: list[str]
+    sessions_ended: int
+    identity_deleted: bool
+    identity_backup_deleted: bool
+    pins_deleted: bool
+
+
+IDENTITY_RESET_REASON = "identity reset"
+
+
+def _user_session_keys(user: User) -> list[str]:
+    """Every unexpired database session signed in as ``user`` (decoding each is fine for
+    an operator's command; a user's sessions are not indexed by user)."""
+    keys = []
+    for session in Session.objects.filter(expire_date__gt=timezone.now()).iterator():
+        if session.get_decoded().get("_auth_user_id") == str(user.pk):
+            keys.append(session.session_key)
+    return keys
+
+
+@transaction.atomic
+def identity_reset(*, user: User, by: str, actor: User | None = None) -> IdentityResetResult:
+    """Forget the user's identity key so their next sign-in registers a new one with the
+    first-use flow: every device revoked (reason "identity reset"; its sockets close),
+    the registered UIK, its backup and the pin book deleted (sealed under the old key,
+    useless to the new one), every session of the user ended. Case rosters keep the old
+    key: peers' clients see an identity change, and a case owner or admin readmits the
+    user after a person accepts the new key. Audited as ``IDENTITY_RESET`` naming ``by``.
+
+    The user's key backup (cases' epoch keys) is forgotten by the caller in the same
+    transaction: accounts knows nothing of cases."""
+    User.objects.select_for_update().filter(pk=user.pk).first()
+    now = timezone.now()
+    revoked: list[str] = []
+    for device in UserDevice.objects.select_for_update().filter(user=user, revoked_at__isnull=True):
+        device.revoked_at, device.revoked_by = now, actor
+        device.revoke_reason = IDENTITY_RESET_REASON
+        device.save(update_fields=["revoked_at", "revoked_by", "revoke_reason"])
+        audit_record(
+            action=AuditAction.DEVICE_REVOKED,
+            actor=actor,
+            device_id=device.pk,
+            target=f"device:{device.pk}",
+            reason=IDENTITY_RESET_REASON,
+            details={"by": by},
+        )
+        publish_after_commit(device_group(device.pk), {"type": "device.revoked"})
+        proofs.device_sessions_end(device_id=device.pk)
+        revoked.append(str(device.pk))
+    keys = _user_session_keys(user)
+    Session.objects.filter(session_key__in=keys).delete()
+    for key in keys:
+        publish_after_commit(session_group(key), {"type": "session.ended", "reason": "reset"})
+    # Sockets of sessions already gone (or never recorded) close through the user group.
+    publish_after_commit(user_group(user.pk), {"type": "session.ended", "reason": "reset"})
+    result = IdentityResetResult(
+        user_id=str(user.pk),
+        devices_revoked=revoked,
+        sessions_ended=len(keys),
+        identity_deleted=IdentityKey.objects.filter(user=user).delete()[0] > 0,
+        identity_backup_deleted=IdentityBackup.objects.filter(user=user).delete()[0] > 0,
+        pins_deleted=IdentityPins.objects.filter(user=user).delete()[0] > 0,
+    )
+    audit_record(
+        action=AuditAction.IDENTITY_RESET,
+        actor=actor,
+        target=f"user:{user.pk}",
+        reason=IDENTITY_RESET_REASON,
+        details={
+            "by": by,
+            "devices_revoked": len(revoked),
+            "sessions_ended": len(keys),
+            "identity_deleted": result.identity_deleted,
+        },
+    )
+    security_log.warning("identity reset user=%s by=%s", user.pk, by)
+    return result

@@ -45,6 +45,9 @@ class AuditAction(models.TextChoices):
     KEY_BACKUP_STORED = "key_backup_stored", "Key backup items stored"
     KEY_BACKUP_READ = "key_backup_read", "Key backup read"
     DEVICE_SESSIONS_ENDED = "device_sessions_ended", "Sessions of a revoked device ended"
+    IDENTITY_RESET = "identity_reset", "Identity reset by an operator"
+    IDENTITY_BACKUP_REPLACED = "identity_backup_replaced", "Identity backup replaced"
+    UPLOAD_EXPIRED = "upload_expired", "Abandoned upload expired"
 
 
 class Outcome(models.TextChoices):

@@ -111,6 +111,7 @@ class JoinKind(models.TextChoices):
     CLAIM = "claim", "Claim of a consult"
     INVITE = "invite", "Named invitation"
     PATIENT = "patient", "Patient invitation"
+    REJOIN = "rejoin", "Rejoin after an identity reset"
 
 
 class JoinStatus(models.TextChoices):
@@ -196,6 +197,7 @@ class ReadMark(models.Model):
 class BlobStatus(models.TextChoices):
     UPLOADING = "uploading", "Uploading"
     COMPLETE = "complete", "Complete"
+    EXPIRED = "expired", "Expired (abandoned upload, file deleted)"
 
 
 class Blob(models.Model):

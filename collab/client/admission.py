@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-JoinKind = Literal["claim", "invite", "patient"]
+JoinKind = Literal["claim", "invite", "patient", "rejoin"]
 Binding = Literal["bound", "unbound", "bad_proof"]
 
 

@@ -8,10 +8,11 @@ from collections.abc import Callable
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from collab.accounts.models import Role, User
+from collab.accounts.models import IdentityKey, Role, User
 from collab.audit.services import AuditAction, RequestMeta, audit_record
 from collab.cases import models as m
 from collab.cases.access import MANAGER_ROLES, is_case_manager, is_case_member
+from collab.cases.selectors import head_entry
 from collab.cases.services._common import locked_case
 from collab.cases.services.notifications import case_member_ids, notify
 from collab.errors import Conflict, Forbidden, NotFound, ServiceError
@@ -39,9 +40,13 @@ def join_request_create(
             raise Forbidden("not_manager", "Only a case owner or admin invites colleagues.")
         if user.role != Role.PROVIDER:
             raise Forbidden("providers_only", "Named invitations are for providers.")
+    elif kind == m.JoinKind.REJOIN:
+        if requester != user:
+            raise Forbidden("rejoin_not_allowed", "Only the reset user asks to rejoin.")
+        _check_rejoin(case, user)
     else:
         raise Forbidden("bad_kind", "Unknown join request kind.")
-    if is_case_member(user=user, case_id=case_id):
+    if kind != m.JoinKind.REJOIN and is_case_member(user=user, case_id=case_id):
         raise Conflict("already_member", "Already a member of this case.")
     try:
         with transaction.atomic():
@@ -65,7 +70,29 @@ def join_request_create(
     )
     if kind == m.JoinKind.INVITE:
         notify(user_ids=[user.pk], kind=m.NotificationKind.JOIN_REQUEST, case_id=case.pk)
+    elif kind == m.JoinKind.REJOIN:
+        # The people who can readmit them, and who must compare the new key with them.
+        notify(
+            user_ids=case_member_ids(case.pk, exclude=user.pk, roles=MANAGER_ROLES),
+            kind=m.NotificationKind.JOIN_REQUEST,
+            case_id=case.pk,
+        )
     return request
+
+
+def _check_rejoin(case: m.Case, user: User) -> None:
+    """A rejoin is for a member of the case whose identity was reset: the head roster
+    still lists them under a key that is no longer the one they registered. A case
+    owner or admin's client commits it (remove_user, then add_user with the new key)
+    only after a person accepts the changed key; this only records the ask."""
+    if not is_case_member(user=user, case_id=case.pk):
+        raise Forbidden("not_member", "Only a member of the case rejoins it.")
+    registered = IdentityKey.objects.filter(user=user).values_list("uik_pub", flat=True).first()
+    if registered is None:
+        raise Conflict("no_identity", "Register the new identity key first.")
+    member = head_entry(case).roster.user(user.pk)
+    if member is not None and member.uik_pub == bytes(registered):
+        raise Conflict("already_member", "Already a member of this case with this key.")
 
 
 def _locked_pending(join_id: int, permit: Callable[[m.JoinRequest], None]) -> m.JoinRequest:

@@ -108,3 +108,10 @@ def key_backup_read(
         details={"count": len(page), "after": after},
     )
     return page, more
+
+
+def key_backup_forget(*, user: User) -> int:
+    """Delete every item of the user's key backup (an identity reset: the items are
+    sealed under a key derived from the old identity key, which nobody should use now)."""
+    deleted, _ = m.KeyBackupItem.objects.filter(user=user).delete()
+    return deleted
