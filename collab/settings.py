@@ -267,3 +267,10 @@ if PRODUCTION and not DEVICE_PROOF_REQUIRED:
 DEVICE_PROOF_WINDOW_SECONDS = 120
 DEVICE_NONCE_SECONDS = 300
 WS_PROVE_TIMEOUT_SECONDS = float(os.environ.get("COLLAB_WS_PROVE_TIMEOUT_SECONDS", "10"))
+
+# Roster bounds: one member cannot make a case unusable by growing its roster
+# (protocol.md, "Roster limits"). Active (unrevoked) devices per user; devices in one
+# case roster; bytes of serialized entries in one page of GET /api/cases/<id>/log.
+MAX_DEVICES_PER_USER = int(os.environ.get("COLLAB_MAX_DEVICES_PER_USER", "10"))
+MAX_ROSTER_DEVICES = int(os.environ.get("COLLAB_MAX_ROSTER_DEVICES", "200"))
+LOG_PAGE_MAX_BYTES = int(os.environ.get("COLLAB_LOG_PAGE_MAX_BYTES", str(1024 * 1024)))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -113,7 +114,9 @@ def identity_pins_store(
 def device_register(
     *, user: User, cert: DeviceCert, name: str = "", meta: RequestMeta | None = None
 ) -> Device:
-    """Register a device only with a certificate that chains to the user's UIK."""
+    """Register a device only with a certificate that chains to the user's UIK, and
+    only below ``MAX_DEVICES_PER_USER`` active devices (409 ``too_many_devices``): every
+    device of a user lands in the roster of each of the user's cases."""
     if cert.user_id != user.pk:
         raise Forbidden("wrong_user", "The certificate names another user.")
     identity = IdentityKey.objects.filter(user=user).first()
@@ -129,6 +132,7 @@ def device_register(
         if existing.user_id == user.pk and _same_keys(existing, cert) and existing.is_active:
             return existing
         raise Conflict("device_exists", "That device id is taken.")
+    _check_device_cap(user)
     device = Device.objects.create(
         id=cert.device_id,
         user=user,
@@ -146,6 +150,20 @@ def device_register(
         target=f"device:{device.pk}",
     )
     return device
+
+
+def _check_device_cap(user: User) -> None:
+    """Under the user's row lock, so two concurrent registrations cannot both take the
+    last place."""
+    User.objects.select_for_update().filter(pk=user.pk).first()
+    limit = settings.MAX_DEVICES_PER_USER
+    active = Device.objects.filter(user=user, revoked_at__isnull=True).count()
+    if active >= limit:
+        raise Conflict(
+            "too_many_devices",
+            f"At most {limit} active devices per user; revoke one first.",
+            max_devices=limit,
+        )
 
 
 def _same_keys(device: Device, cert: DeviceCert) -> bool:

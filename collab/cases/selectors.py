@@ -6,6 +6,7 @@ import uuid
 from typing import Any
 
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet
+from django.db.models.functions import Length
 
 from collab.accounts.models import Device, User
 from collab.cases.models import (
@@ -63,6 +64,47 @@ def messages_for_device(
 
 def log_entries(*, case_id: uuid.UUID, after: int = -1) -> QuerySet[LogEntry]:
     return LogEntry.objects.filter(case_id=case_id, epoch__gt=after).order_by("epoch")
+
+
+LOG_PAGE_MAX = 500
+# Upper bound of a serialized log item's fields besides the base64 entry (epoch, hash,
+# committed_at, keys and separators): ~200 bytes.
+_LOG_ITEM_OVERHEAD = 256
+
+
+def log_entry_size(raw_len: int) -> int:
+    """What one entry of ``raw_len`` bytes adds to a log page, serialized (at most)."""
+    return 4 * ((raw_len + 2) // 3) + _LOG_ITEM_OVERHEAD
+
+
+def log_page(
+    *, case_id: uuid.UUID, after: int, max_bytes: int, limit: int = LOG_PAGE_MAX
+) -> tuple[list[LogEntry], bool]:
+    """Entries after ``after`` in epoch order, at most ``limit`` and ``max_bytes``
+    serialized (at least one when any exists: one entry larger than the bound still
+    travels, or the client could never pass it). ``more``: a further entry exists.
+
+    The cut is chosen from the stored lengths first, so no entry beyond it is read:
+    every entry carries a whole roster, and a page of them can be large."""
+    sizes = (
+        log_entries(case_id=case_id, after=after)
+        .annotate(raw_len=Length("raw"))
+        .values_list("epoch", "raw_len")[: limit + 1]
+    )
+    epochs: list[int] = []
+    used = 0
+    more = False
+    for epoch, raw_len in sizes:
+        cost = log_entry_size(raw_len)
+        if epochs and (len(epochs) >= limit or used + cost > max_bytes):
+            more = True
+            break
+        epochs.append(epoch)
+        used += cost
+    if not epochs:
+        return [], False
+    page = list(log_entries(case_id=case_id, after=after).filter(epoch__lte=epochs[-1]))
+    return page, more
 
 
 # --- consult workflow reads -------------------------------------------------------

@@ -114,8 +114,11 @@ def case_log(request: HttpRequest, case_id: uuid.UUID) -> HttpResponse:
         return JsonResponse(log_entry_wire(record), status=201)
     access_case(user, case_id)
     after = int_param(request, "after", -1, -1, 2**62)
-    entries = selectors.log_entries(case_id=case_id, after=after)[:500]
-    return JsonResponse({"entries": [log_entry_wire(e) for e in entries]})
+    # Paged by count and by bytes: every entry carries the whole roster.
+    entries, more = selectors.log_page(
+        case_id=case_id, after=after, max_bytes=settings.LOG_PAGE_MAX_BYTES
+    )
+    return JsonResponse({"entries": [log_entry_wire(e) for e in entries], "more": more})
 
 
 @api(("GET",))

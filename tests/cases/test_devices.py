@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import pytest
 
+from collab.accounts import devices
 from collab.accounts.models import Device
 from collab.client.keys import DeviceKeys, Identity
 from collab.crypto.wire import b64e
@@ -108,3 +110,22 @@ def test_admin_revokes_with_a_reason_only() -> None:
     assert done.status_code == 200
     device = Device.objects.get(pk=pcp.device.device_id)
     assert (device.revoke_reason, device.revoked_by_id) == ("reported lost", admin.pk)
+
+
+def test_a_user_registers_at_most_max_devices_per_user(settings: Any) -> None:
+    settings.MAX_DEVICES_PER_USER = 3
+    pcp = Actor("pcp").register()  # the first of three
+    certs = [pcp.identity.certify(DeviceKeys.generate(pcp.user.pk)) for _ in range(3)]
+    for cert in certs[:2]:
+        assert pcp.call("POST", "/api/devices", {"cert": cert.to_wire()}).status_code == 201
+    over = pcp.call("POST", "/api/devices", {"cert": certs[2].to_wire()})
+    assert (over.status_code, over.json()["error"]) == (409, "too_many_devices")
+    assert over.json()["max_devices"] == 3
+    assert not Device.objects.filter(pk=certs[2].device_id).exists()
+    # Registering a device again at the cap is the same device, not a new one.
+    again = pcp.call("POST", "/api/devices", {"cert": certs[0].to_wire()})
+    assert again.status_code == 201
+    # Only active devices count: after a revocation the place is free again.
+    devices.device_revoke(actor=pcp.user, device_id=certs[0].device_id)
+    assert pcp.call("POST", "/api/devices", {"cert": certs[2].to_wire()}).status_code == 201
+    assert Device.objects.filter(user=pcp.user, revoked_at__isnull=True).count() == 3

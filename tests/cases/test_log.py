@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import uuid
+from typing import Any
 
 import pytest
 
+from collab.cases import selectors
 from collab.cases.models import Case, KeyWrap, LogEntry, Member
+from collab.cases.selectors import log_entry_size
+from collab.cases.wire import log_entry_wire
 from collab.client.case_state import CaseState
 from collab.client.keys import DeviceKeys
 from collab.crypto.actions import AddUserBody, RotateBody
+from collab.crypto.log import LogEntry as CryptoLogEntry
 from collab.crypto.log import build_entry
 from collab.crypto.roster import Role
-from collab.crypto.wire import b64e
+from collab.crypto.wire import b64d, b64e
 from tests.support.actor import Actor
 
 pytestmark = pytest.mark.django_db
@@ -242,3 +248,56 @@ def test_history_refuses_a_device_that_is_not_the_callers(pcp: Actor, derm: Acto
     )
     assert response.status_code == 403
     assert response.json()["error"] == "unknown_device"
+
+
+def _log_pages(actor: Actor, case_id: uuid.UUID) -> list[dict[str, Any]]:
+    """Every page of GET /log, following ``more``."""
+    pages, after = [], -1
+    while True:
+        page = actor.call("GET", f"/api/cases/{case_id}/log?after={after}").json()
+        pages.append(page)
+        if not page["more"]:
+            return pages
+        after = page["entries"][-1]["epoch"]
+
+
+def test_log_pages_are_capped_by_bytes_and_more_is_honest(pcp: Actor, settings: Any) -> None:
+    state = pcp.open_case()
+    for _ in range(4):
+        assert pcp.submit(state, RotateBody()).status_code == 201
+    raws = [len(bytes(r)) for r in LogEntry.objects.filter(case_id=state.case_id)
+            .order_by("epoch").values_list("raw", flat=True)]
+    settings.LOG_PAGE_MAX_BYTES = log_entry_size(raws[0]) + log_entry_size(raws[1])
+    pages = _log_pages(pcp, state.case_id)
+    assert [len(p["entries"]) for p in pages] == [2, 2, 1]
+    assert [p["more"] for p in pages] == [True, True, False]
+    epochs = [e["epoch"] for p in pages for e in p["entries"]]
+    assert epochs == [0, 1, 2, 3, 4]
+    for page in pages:  # the bound holds for what is actually serialized
+        assert len(json.dumps(page["entries"])) <= settings.LOG_PAGE_MAX_BYTES
+    # A client verifies the concatenated pages as one chain.
+    fresh = CaseState(state.case_id, pcp.device)
+    fresh.accept_entries([
+        CryptoLogEntry.decode(b64d(e["entry"])) for p in pages for e in p["entries"]])
+    assert fresh.head.entry_hash() == state.head.entry_hash()
+
+
+def test_an_entry_over_the_page_bound_still_travels_alone(pcp: Actor, settings: Any) -> None:
+    state = pcp.open_case()
+    pcp.submit(state, RotateBody())
+    settings.LOG_PAGE_MAX_BYTES = 1
+    pages = _log_pages(pcp, state.case_id)
+    assert [[e["epoch"] for e in p["entries"]] for p in pages] == [[0], [1]]
+    empty = pcp.call("GET", f"/api/cases/{state.case_id}/log?after=1").json()
+    assert empty == {"entries": [], "more": False}
+
+
+def test_log_pages_are_capped_by_count_and_more_is_false_on_the_last(pcp: Actor) -> None:
+    state = pcp.open_case()
+    pcp.submit(state, RotateBody())
+    page, more = selectors.log_page(case_id=state.case_id, after=-1, max_bytes=2**30, limit=1)
+    assert ([e.epoch for e in page], more) == ([0], True)
+    page, more = selectors.log_page(case_id=state.case_id, after=-1, max_bytes=2**30, limit=2)
+    assert ([e.epoch for e in page], more) == ([0, 1], False)  # exactly full, nothing after
+    stored = LogEntry.objects.get(case_id=state.case_id, epoch=1)
+    assert len(json.dumps(log_entry_wire(stored))) <= log_entry_size(len(bytes(stored.raw)))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -15,7 +16,7 @@ from collab.cases.access import access_device, access_provider
 from collab.cases.selectors import head_entry
 from collab.cases.services import consults, invitations
 from collab.cases.services._common import crypto_failure, locked_case
-from collab.crypto.actions import Action, ShareHistoryBody
+from collab.crypto.actions import Action, AddDeviceBody, ShareHistoryBody
 from collab.crypto.errors import CryptoError
 from collab.crypto.log import LogEntry, verify_entry
 from collab.crypto.roster import Role as RosterRole
@@ -58,6 +59,41 @@ def _check_roster_registered(roster: Roster, prev: Roster | None) -> None:
             or bytes(device.cert_sig) != cert.cert_sig
         ):
             raise ServiceError("unregistered_device", f"Device {cert.device_id} is not registered.")
+
+
+def _check_roster_size(entry: LogEntry, prev: LogEntry | None) -> None:
+    """At most ``MAX_ROSTER_DEVICES`` devices in a roster (400 ``roster_too_large``),
+    checked before the entry is verified: verifying costs one signature per roster
+    device, and every later entry carries the whole roster again. An entry that does not
+    grow the roster passes, so a case over a lowered limit can still shrink and rotate."""
+    limit = settings.MAX_ROSTER_DEVICES
+    size = len(entry.roster.devices)
+    if size > limit and (prev is None or size > len(prev.roster.devices)):
+        raise ServiceError(
+            "roster_too_large",
+            f"A case roster holds at most {limit} devices.",
+            max_devices=limit,
+        )
+
+
+_ADDS_OTHERS = (RosterRole.OWNER, RosterRole.ADMIN)
+
+
+def _check_add_device(entry: LogEntry, prev: LogEntry) -> None:
+    """add_device adds a device of the author's own user; only an owner or admin of the
+    case may name another user's (403 ``not_allowed``; CR1 §6.3 then refuses even that
+    as ``unauthorized_author``, so in effect a user adds only their own devices)."""
+    if entry.action != Action.ADD_DEVICE:
+        return
+    try:
+        body = entry.body()
+    except CryptoError as error:
+        raise crypto_failure(error) from None
+    if not isinstance(body, AddDeviceBody) or body.device.user_id == entry.author_user_id:
+        return
+    author = prev.roster.user(entry.author_user_id)
+    if author is None or author.role not in _ADDS_OTHERS:
+        raise Forbidden("not_allowed", "Only a case owner or admin adds another user's device.")
 
 
 # Entries that only shrink the roster may still hold revoked devices (they remove one).
@@ -172,6 +208,7 @@ def case_open(
         raise ServiceError("bad_urgency", f"Urgency must be one of {', '.join(m.Urgency.values)}.")
     access_device(user, device_id)
     _check_author(genesis, user, device_id)
+    _check_roster_size(genesis, None)
     try:
         verify_entry(None, genesis)
     except CryptoError as error:
@@ -230,6 +267,8 @@ def log_entry_submit(
     if entry.epoch != case.head_epoch + 1 or entry.prev_hash != bytes(case.head_hash):
         raise Conflict("stale_head", "The entry does not extend the head.", head=head_wire(case))
     prev = head_entry(case)
+    _check_roster_size(entry, prev)
+    _check_add_device(entry, prev)
     try:
         verify_entry(prev, entry)
     except CryptoError as error:
