@@ -11,16 +11,19 @@ django_asgi_app = get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
-from collab.accounts.ws_auth import SecondFactorMiddleware  # noqa: E402
+from collab.accounts.ws_auth import OriginMiddleware, SecondFactorMiddleware  # noqa: E402
+from collab.consumers.outbound import OutboundMeter  # noqa: E402
 from collab.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": AllowedHostsOriginValidator(
-            AuthMiddlewareStack(SecondFactorMiddleware(URLRouter(websocket_urlpatterns)))
+        # OutboundMeter first: it needs daphne's own send callable (consumers/outbound.py).
+        "websocket": OutboundMeter(
+            OriginMiddleware(
+                AuthMiddlewareStack(SecondFactorMiddleware(URLRouter(websocket_urlpatterns)))
+            )
         ),
     }
 )

@@ -1,18 +1,32 @@
-"""Channel-layer group names and after-commit publishing.
+"""Channel-layer group names, after-commit publishing, and the layer's health.
 
 The database is the source of truth; the channel layer is only a doorbell, rung
-after the transaction that made the change has committed.
+after the transaction that made the change has committed. A doorbell that cannot ring
+(Redis down) must never undo or hide a stored change: publish failures are logged, the
+process notes the outage, and when the layer works again every case-room socket this
+process holds is told to catch up (a ``hello`` with ``resync: true``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import logging
 import uuid
-from typing import Any
+import weakref
+from typing import Any, Protocol
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
+
+log = logging.getLogger("collab.realtime")
+
+# A publish that cannot reach the layer within this is abandoned (a partitioned Redis
+# would otherwise hold the sender's acknowledgement hostage).
+PUBLISH_TIMEOUT_SECONDS = 2.0
+# How often each process checks the layer with a round trip through it (Redis only).
+PROBE_SECONDS = 1.0
 
 
 def session_group(session_key: str) -> str:
@@ -32,10 +46,133 @@ def case_group(case_id: uuid.UUID) -> str:
     return f"case.{case_id.hex}"
 
 
-def publish_now(group: str, event: dict[str, Any]) -> None:
+class Resyncable(Protocol):
+    async def layer_recovered(self) -> None: ...
+
+
+class LayerWatch:
+    """Process-local: is the channel layer working, and who to tell when it recovers."""
+
+    def __init__(self) -> None:
+        self.healthy = True
+        self.sockets: weakref.WeakSet[Any] = weakref.WeakSet()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.recoveries = 0  # how many outages this process has seen end
+
+    def register(self, socket: Resyncable) -> None:
+        """A case-room socket of this process (held weakly; its disconnect unregisters)."""
+        self.sockets.add(socket)
+        self.loop = asyncio.get_running_loop()
+        if _is_remote_layer():
+            self._ensure_probe()
+
+    def unregister(self, socket: Resyncable) -> None:
+        self.sockets.discard(socket)
+
+    def note_failure(self, error: BaseException) -> None:
+        """Called on the event loop when a publish (or probe) fails."""
+        if self.healthy:
+            log.warning("channel layer unavailable: %r", error)
+        self.healthy = False
+        self._ensure_probe()
+
+    def _ensure_probe(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        if self.loop is not None and loop is not self.loop:
+            return  # a throwaway loop (async_to_sync outside the server): not ours to watch
+        self.loop = loop
+        if self.task is None or self.task.done():
+            self.task = loop.create_task(self._probe_loop())
+
+    async def _probe_loop(self) -> None:
+        probe = _Probe()
+        while True:
+            ok = await probe.round_trip()
+            if ok and not self.healthy:
+                self.healthy = True
+                self.recoveries += 1
+                log.warning("channel layer available again; resyncing %d sockets",
+                            len(self.sockets))
+                await self._resync()
+            elif not ok and self.healthy:
+                self.healthy = False
+            if self.healthy and not _is_remote_layer():
+                return  # in-memory layer: nothing to watch once it works
+            await asyncio.sleep(PROBE_SECONDS)
+
+    async def _resync(self) -> None:
+        sockets = list(self.sockets)
+        results = await asyncio.gather(
+            *(socket.layer_recovered() for socket in sockets), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                log.warning("resync hello failed: %r", result)
+
+
+class _Probe:
+    """A round trip through the layer: publish to a channel of our own and read it back.
+    A publish alone would succeed while this process's subscriptions are still down."""
+
+    def __init__(self) -> None:
+        self.channel: str | None = None
+        self.counter = 0
+
+    async def round_trip(self) -> bool:
+        layer = get_channel_layer()
+        if layer is None:
+            return True
+        self.counter += 1
+        try:
+            if self.channel is None:
+                self.channel = await asyncio.wait_for(
+                    layer.new_channel("collab.probe."), PUBLISH_TIMEOUT_SECONDS
+                )
+            await asyncio.wait_for(
+                layer.send(self.channel, {"type": "probe", "n": self.counter}),
+                PUBLISH_TIMEOUT_SECONDS,
+            )
+            async with asyncio.timeout(PUBLISH_TIMEOUT_SECONDS):
+                while (await layer.receive(self.channel)).get("n") != self.counter:
+                    pass  # a late answer to an earlier probe
+            return True
+        except Exception:  # any failure of the layer is an outage
+            # A timed-out receive unsubscribes the channel: start over with a new one.
+            self.channel = None
+            return False
+
+
+def _is_remote_layer() -> bool:
     layer = get_channel_layer()
-    if layer is not None:
-        async_to_sync(layer.group_send)(group, event)
+    return layer is not None and "redis" in type(layer).__module__
+
+
+LAYER = LayerWatch()
+
+
+async def publish(group: str, event: dict[str, Any]) -> bool:
+    """Ring a group; False (logged, outage noted) when the layer cannot be reached."""
+    layer = get_channel_layer()
+    if layer is None:
+        return True
+    try:
+        await asyncio.wait_for(layer.group_send(group, event), PUBLISH_TIMEOUT_SECONDS)
+    except Exception as error:  # a doorbell failure never undoes a change
+        log.warning("publish to %s failed: %r", group.split(".")[0], error)
+        LAYER.note_failure(error)
+        return False
+    return True
+
+
+def publish_now(group: str, event: dict[str, Any]) -> None:
+    try:
+        async_to_sync(publish)(group, event)
+    except Exception:  # the change is stored; a missed doorbell is caught up by resync
+        log.exception("publish to %s failed", group.split(".")[0])
 
 
 def publish_after_commit(group: str, event: dict[str, Any]) -> None:

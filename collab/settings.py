@@ -175,6 +175,10 @@ OTP_STATIC_THROTTLE_FACTOR = 1
 # Automatic logoff after inactivity, for pages and open sockets.
 IDLE_TIMEOUT_SECONDS = int(os.environ.get("COLLAB_IDLE_TIMEOUT_SECONDS", str(15 * 60)))
 SESSION_CHECK_SECONDS = float(os.environ.get("COLLAB_SESSION_CHECK_SECONDS", "30"))
+# Absolute session lifetime from sign-in, whatever the activity (pages and sockets).
+SESSION_ABSOLUTE_SECONDS = int(
+    os.environ.get("COLLAB_SESSION_ABSOLUTE_SECONDS", str(12 * 3600))
+)
 SESSION_COOKIE_AGE = int(os.environ.get("COLLAB_SESSION_MAX_AGE_SECONDS", str(12 * 3600)))
 SESSION_EXPIRE_AT_BROWSER_CLOSE = True
 SESSION_COOKIE_HTTPONLY = True
@@ -186,6 +190,10 @@ CSRF_FAILURE_VIEW = "collab.views.csrf_failure"
 WS_MAX_FRAME_BYTES = int(os.environ.get("COLLAB_WS_MAX_FRAME_BYTES", str(64 * 1024)))
 WS_RATE_PER_SECOND = float(os.environ.get("COLLAB_WS_RATE_PER_SECOND", "50"))
 WS_RATE_BURST = int(os.environ.get("COLLAB_WS_RATE_BURST", "100"))
+# Bytes a socket may have queued for a client that does not read (close 4507 beyond).
+WS_MAX_OUTBOUND_BYTES = int(
+    os.environ.get("COLLAB_WS_MAX_OUTBOUND_BYTES", str(4 * 1024 * 1024))
+)
 
 LANGUAGE_CODE = "en-gb"
 TIME_ZONE = "UTC"
@@ -256,6 +264,16 @@ MAX_MESSAGE_CT_BYTES = int(os.environ.get("COLLAB_MAX_MESSAGE_BYTES", str(40 * 1
 MAX_ATTACHMENT_BYTES = int(os.environ.get("COLLAB_MAX_ATTACHMENT_BYTES", str(25 * 1024 * 1024)))
 EPOCH_GRACE_SECONDS = int(os.environ.get("COLLAB_EPOCH_GRACE_SECONDS", "30"))
 HISTORY_PAGE_MAX = 200
+# Request bodies (JSON) at most 2 MiB, refused 413 body_too_large before any view reads
+# them; blob parts have their own bound (16 chunks). Set the proxy's limit just above.
+DATA_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
+# Uploads still unfinished this long after they started are expired by
+# `manage.py expire_uploads` (run it from a timer; README "Production").
+UPLOAD_EXPIRY_HOURS = int(os.environ.get("COLLAB_UPLOAD_EXPIRY_HOURS", "24"))
+# History pages are capped by bytes of serialized items too (at least one message a page).
+HISTORY_PAGE_MAX_BYTES = int(
+    os.environ.get("COLLAB_HISTORY_PAGE_MAX_BYTES", str(512 * 1024))
+)
 
 # Device proofs (protocol.md §2): every device-acting request and case socket proves
 # possession of the device's signing key. On by default; COLLAB_DEVICE_PROOF_REQUIRED=0

@@ -20,18 +20,27 @@ def _wants_json(request: HttpRequest) -> bool:
 
 
 class InactivityLogoutMiddleware:
+    """Automatic logoff: after IDLE_TIMEOUT_SECONDS without a person's action
+    (policy.request_is_activity), and SESSION_ABSOLUTE_SECONDS after sign-in."""
+
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         if request.user.is_authenticated and not request.path.startswith("/static/"):
-            if policy.idle_expired(request.session):
-                services.sign_out(request=request, reason="inactivity")
+            session = request.session
+            idle = policy.idle_expired(session)
+            if idle or policy.lifetime_expired(session):
+                services.sign_out(request=request, reason="inactivity" if idle else "lifetime")
                 if _wants_json(request):
                     return JsonResponse({"error": "session_expired"}, status=401)
-                query = urlencode({"reason": "idle"})
+                query = urlencode({"reason": "idle" if idle else "expired"})
                 return HttpResponseRedirect(f"{reverse('accounts:login')}?{query}")
-            request.session[policy.LAST_ACTIVITY_KEY] = time.time()
+            if policy.SIGNED_IN_KEY not in session:
+                # A session from before the absolute lifetime existed: it runs from now.
+                session[policy.SIGNED_IN_KEY] = time.time()
+            if policy.request_is_activity(request):
+                session[policy.LAST_ACTIVITY_KEY] = time.time()
         return self.get_response(request)
 
 

@@ -10,13 +10,20 @@ import time
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth.signals import user_logged_in
+from django.db.models.signals import post_save
+from django.dispatch import receiver
+from django.http import HttpRequest
 from django_otp import DEVICE_ID_SESSION_KEY
 from django_otp.models import Device
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from collab.accounts.models import Role, User
+from collab.realtime import publish_after_commit, user_group
 
 LAST_ACTIVITY_KEY = "collab_last_activity"
+SIGNED_IN_KEY = "collab_signed_in_at"
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def is_admin(user: Any) -> bool:
@@ -59,3 +66,38 @@ def idle_expired(session: Any, now: float | None = None) -> bool:
     if last is None:
         return False
     return (now or time.time()) - float(last) > settings.IDLE_TIMEOUT_SECONDS
+
+
+def lifetime_expired(session: Any, now: float | None = None) -> bool:
+    """Past SESSION_ABSOLUTE_SECONDS since sign-in, whatever the activity."""
+    signed_in = session.get(SIGNED_IN_KEY)
+    if signed_in is None:
+        return False
+    return (now or time.time()) - float(signed_in) > settings.SESSION_ABSOLUTE_SECONDS
+
+
+def request_is_activity(request: HttpRequest) -> bool:
+    """Whether an HTTP request is a person's action, which postpones automatic logoff.
+
+    Pages a person opens and API calls that change something count. API reads (the
+    polls and fetches a client makes by itself: notifications, history, log, nonces)
+    and requests a client marks ``X-Collab-Background: 1`` do not."""
+    if request.headers.get("X-Collab-Background") == "1":
+        return False
+    return not (request.path.startswith("/api/") and request.method in _SAFE_METHODS)
+
+
+@receiver(user_logged_in, dispatch_uid="collab.policy.signed_in_at")
+def _stamp_sign_in(sender: Any, request: HttpRequest | None, user: Any, **kwargs: Any) -> None:
+    # The absolute lifetime runs from here; the session key is rotated by login().
+    if request is not None and hasattr(request, "session"):
+        request.session[SIGNED_IN_KEY] = time.time()
+
+
+@receiver(post_save, sender=User, dispatch_uid="collab.policy.deactivated")
+def _end_deactivated_sessions(sender: Any, instance: User, **kwargs: Any) -> None:
+    # A deactivated user's sockets close now (the watchdog would within its interval).
+    if not instance.is_active:
+        publish_after_commit(
+            user_group(instance.pk), {"type": "session.ended", "reason": "deactivated"}
+        )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet
@@ -23,6 +25,7 @@ from collab.cases.models import (
     Notification,
     UrgentAck,
 )
+from collab.cases.wire import message_wire
 from collab.crypto.log import LogEntry as CryptoLogEntry
 
 
@@ -60,6 +63,42 @@ def messages_for_device(
             epoch__in=readable_epochs(case_id=case_id, device_id=device_id),
         ).order_by("seq")[:limit]
     )
+
+
+@dataclass(frozen=True)
+class HistoryPage:
+    items: list[dict[str, Any]]  # message_wire form, in seq order
+    more: bool  # at least one further readable message after the last item
+    item_bytes: int  # serialized size of the items
+
+    @property
+    def seqs(self) -> tuple[int, int] | None:
+        return (self.items[0]["seq"], self.items[-1]["seq"]) if self.items else None
+
+
+def history_page(
+    *, case_id: uuid.UUID, device_id: uuid.UUID, after: int, limit: int, max_bytes: int
+) -> HistoryPage:
+    """Messages after ``after`` readable by the device, at most ``limit`` of them and
+    ``max_bytes`` of serialized items (but always one, if one exists)."""
+    rows = Message.objects.filter(
+        case_id=case_id,
+        seq__gt=after,
+        epoch__in=readable_epochs(case_id=case_id, device_id=device_id),
+    ).order_by("seq")[: limit + 1]
+    items: list[dict[str, Any]] = []
+    size = 0
+    for message in rows.iterator(chunk_size=16):
+        if len(items) == limit:
+            return HistoryPage(items, True, size)  # the extra row: one more exists
+        item = message_wire(message)
+        # Each item's bytes plus its separator in the JSON array.
+        item_size = len(json.dumps(item, separators=(",", ":"))) + 1
+        if items and size + item_size > max_bytes:
+            return HistoryPage(items, True, size)
+        items.append(item)
+        size += item_size
+    return HistoryPage(items, False, size)
 
 
 def log_entries(*, case_id: uuid.UUID, after: int = -1) -> QuerySet[LogEntry]:

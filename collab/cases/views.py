@@ -43,7 +43,6 @@ from collab.cases.wire import (
     case_wire,
     join_request_wire,
     log_entry_wire,
-    message_wire,
 )
 from collab.crypto.log import LogEntry
 from collab.crypto.wire import MAX_SAFE_INT, b64d, b64e
@@ -239,24 +238,23 @@ def case_messages(request: HttpRequest, case_id: uuid.UUID) -> HttpResponse:
     access_case_device(user, case_id, device_id)
     after = int_param(request, "after", 0, 0, 2**62)
     limit = int_param(request, "limit", 100, 1, settings.HISTORY_PAGE_MAX)
-    page = selectors.messages_for_device(
-        case_id=case_id, device_id=device_id, after=after, limit=limit
+    page = selectors.history_page(
+        case_id=case_id,
+        device_id=device_id,
+        after=after,
+        limit=limit,
+        max_bytes=settings.HISTORY_PAGE_MAX_BYTES,
     )
-    if page:
+    if page.seqs:
         audit_record(
             action=AuditAction.HISTORY_READ,
             actor=user,
             device_id=device_id,
             case_id=case_id,
             meta=RequestMeta.from_request(request),
-            details={"from_seq": page[0].seq, "to_seq": page[-1].seq, "count": len(page)},
+            details={"from_seq": page.seqs[0], "to_seq": page.seqs[1], "count": len(page.items)},
         )
-    return JsonResponse(
-        {
-            "messages": [message_wire(msg) for msg in page],
-            "more": len(page) == limit,
-        }
-    )
+    return JsonResponse({"messages": page.items, "more": page.more})
 
 
 @api(("POST",))

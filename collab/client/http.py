@@ -12,6 +12,8 @@ retried once with it and a new jti. A jti is never reused: every attempt signs a
 from __future__ import annotations
 
 import base64
+import contextlib
+import http.client
 import http.cookiejar
 import json
 import secrets
@@ -225,11 +227,21 @@ class HttpSession:
             raise ApiError(
                 failure.code, str(body.get("error")), str(body.get("detail", "")), body
             ) from None
-        except (urllib.error.URLError, OSError) as failure:
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as failure:
             reason = getattr(failure, "reason", failure)
             raise UnreachableError(f"cannot reach {self.base_url}: {reason}") from None
         self._take_nonce(response.headers.get(NONCE_HEADER))
         return response
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[None]:
+        """A connection lost while the answer is read is unreachable too (the request
+        may or may not have taken effect: callers that retry ask the server first)."""
+        try:
+            yield
+        except (OSError, http.client.HTTPException) as failure:
+            raise UnreachableError(f"lost the connection to {self.base_url}: {failure}") \
+                from None
 
     def form(self, path: str, fields: dict[str, str]) -> tuple[int, str]:
         """POST an HTML form (sign-in pages); returns status and redirect target."""
@@ -245,14 +257,14 @@ class HttpSession:
     def json(self, method: str, path: str, body: dict[str, Any] | None = None) -> Response:
         data = json.dumps(body).encode() if body is not None else None
         content_type = "application/json" if data else None
-        with self._exchange(method, path, data, content_type) as r:
+        with self._reading(), self._exchange(method, path, data, content_type) as r:
             return Response(r.status, json.loads(r.read() or b"{}"))
 
     def put_bytes(self, path: str, data: bytes) -> Response:
-        with self._exchange("PUT", path, data, "application/octet-stream") as r:
+        with self._reading(), self._exchange("PUT", path, data, "application/octet-stream") as r:
             return Response(r.status, json.loads(r.read() or b"{}"))
 
     def stream(self, path: str, headers: dict[str, str] | None = None) -> Iterator[bytes]:
-        with self._exchange("GET", path, None, None, headers) as r:
+        with self._reading(), self._exchange("GET", path, None, None, headers) as r:
             while block := r.read(CHUNK):
                 yield block

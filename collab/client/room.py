@@ -6,13 +6,16 @@ the case and the device (collab.crypto.devproof); only then does ``hello`` come.
 
 One reader: frames that are not the answer being waited for are buffered and handed
 out by ``next_event``. Close codes become client errors (4401 auth, 4403/4404 refused);
-an abnormal close is ``ConnectionLostError`` so a watcher can reconnect and resume.
+an abnormal close, 4503 ``unavailable`` (the server cannot check the session now) and
+4507 ``too_slow`` (this connection fell too far behind) are ``ConnectionLostError``, and
+so is an answer that never comes: the caller reconnects (``reopen``) and resumes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import json
 import uuid
 from typing import Any
@@ -30,15 +33,35 @@ from collab.crypto.wire import b64d, b64e
 MAX_FRAME = 32 * 1024 * 1024  # history pages can be large; the server limits what we send
 _REFUSED = {4403: "not_member", 4404: "no_case", 4400: "bad_request", 4413: "frame_too_large",
             4429: "rate_limited"}
+# Close codes after which reconnecting and resuming from the last seq is the answer.
+_LOST = {4503: "unavailable", 4507: "too_slow"}
+# HTTP statuses of a refused handshake that say "not now" rather than "not you".
+TRANSIENT_STATUS = frozenset({500, 502, 503, 504})
 
 
 class ConnectionLostError(ClientError):
-    """The socket dropped without an application close code: reconnect and resume."""
+    """The socket dropped, the server closed it with 4503/4507, or an answer did not come
+    in time: reconnect and resume. ``close_code`` is the close code (None if none)."""
 
     exit_code = UnreachableError("").exit_code
 
-    def __init__(self, message: str) -> None:
-        super().__init__(message, code="connection_lost")
+    def __init__(self, message: str, *, code: str = "connection_lost",
+                 close_code: int | None = None) -> None:
+        super().__init__(message, code=code)
+        self.close_code = close_code
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether reconnecting later can help: a dropped or timed-out connection, 4503/4507,
+    an unreachable server, a handshake answered 500/502/503/504, or rate limiting. Never
+    for 4401 (session ended), 4403/4404 (not a member, no case, device revoked)."""
+    if isinstance(error, (ConnectionLostError, UnreachableError)):
+        return True
+    if isinstance(error, ServerRefusedError):
+        if error.code == "socket_refused":
+            return error.status in TRANSIENT_STATUS
+        return error.status == 4429 or error.code == "rate_limited"
+    return False
 
 
 def socket_url(base_url: str, case_id: uuid.UUID, device_id: uuid.UUID) -> str:
@@ -56,6 +79,9 @@ class Room:
         self.hello: dict[str, Any] = {}
         self._buffer: collections.deque[dict[str, Any]] = collections.deque()
         self._last_error: dict[str, Any] | None = None
+        # How to open this room again (set by connect): keyword arguments of connect.
+        self._params: dict[str, Any] = {}
+        self.reopened = 0
 
     @classmethod
     async def connect(
@@ -80,23 +106,51 @@ class Room:
         except (OSError, InvalidHandshake, TimeoutError) as failure:
             raise UnreachableError(f"cannot open the case socket at {url}: {failure}") from None
         room = cls(ws, case_id)
-        first = await room._recv(timeout)
-        if first.get("type") == "challenge":
-            try:
-                challenge = b64d(first.get("nonce"), CHALLENGE_LEN)
-            except CryptoError:
+        room._params = {"base_url": base_url, "origin": origin, "cookie": cookie,
+                        "case_id": case_id, "device_id": device_id, "device_key": device_key,
+                        "timeout": timeout}
+        try:
+            await room._greet(timeout)
+        except BaseException:
+            with contextlib.suppress(Exception):
                 await ws.close()
-                raise ServerRefusedError("the server sent a malformed challenge",
-                                         code="bad_challenge") from None
-            sig = sign_ws_proof(device_key, challenge, case_id, device_id)
-            await room._send({"type": "prove", "sig": b64e(sig)})
-            first = await room._recv(timeout)
-        if first.get("type") != "hello":
-            room._buffer.append(first)
-            await room._recv(timeout)  # the close that follows a refusal raises
-            raise ServerRefusedError("the server did not greet the socket", code="no_hello")
-        room.hello = first
+            raise
         return room
+
+    async def _greet(self, timeout: float) -> None:
+        """The challenge, this device's proof, then hello; no greeting in time is a lost
+        connection (a server that cannot check the session now answers late or 4503)."""
+        try:
+            first = await self._recv(timeout)
+            if first.get("type") == "challenge":
+                try:
+                    challenge = b64d(first.get("nonce"), CHALLENGE_LEN)
+                except CryptoError:
+                    raise ServerRefusedError("the server sent a malformed challenge",
+                                             code="bad_challenge") from None
+                sig = sign_ws_proof(self._params["device_key"], challenge, self.case_id,
+                                    self._params["device_id"])
+                await self._send({"type": "prove", "sig": b64e(sig)})
+                first = await self._recv(timeout)
+        except TimeoutError:
+            raise ConnectionLostError("the server did not greet the socket in time",
+                                      code="no_hello") from None
+        if first.get("type") != "hello":
+            self._buffer.append(first)
+            with contextlib.suppress(TimeoutError):
+                await self._recv(timeout)  # the close that follows a refusal raises
+            raise ServerRefusedError("the server did not greet the socket", code="no_hello")
+        self.hello = first
+
+    async def reopen(self) -> None:
+        """Open the same room again on a fresh connection (after ConnectionLostError):
+        a new challenge, proof and hello; frames buffered from the old one are dropped."""
+        with contextlib.suppress(Exception):
+            await self.ws.close()
+        fresh = await Room.connect(**self._params)
+        self.ws, self.hello = fresh.ws, fresh.hello
+        self._buffer, self._last_error = fresh._buffer, None
+        self.reopened += 1
 
     def _closed(self, closed: ConnectionClosed) -> ClientError:
         code = closed.rcvd.code if closed.rcvd is not None else None
@@ -108,7 +162,12 @@ class Room:
         if code in _REFUSED:
             name = str(reason.get("code") or _REFUSED[code])
             return ServerRefusedError(detail or name.replace("_", " "), code=name, status=code)
-        return ConnectionLostError(f"the case socket dropped (close code {code})")
+        if code in _LOST:
+            return ConnectionLostError(
+                f"the server closed the case socket ({_LOST[code]}); resume", code=_LOST[code],
+                close_code=code)
+        return ConnectionLostError(f"the case socket dropped (close code {code})",
+                                   close_code=code)
 
     async def _recv(self, timeout: float | None = None) -> dict[str, Any]:
         while True:
@@ -116,7 +175,10 @@ class Room:
                 raw = await asyncio.wait_for(self.ws.recv(), timeout)
             except ConnectionClosed as closed:
                 raise self._closed(closed) from None
-            frame = json.loads(raw)
+            try:
+                frame = json.loads(raw)
+            except ValueError:
+                continue  # not JSON: nothing the protocol sends
             if not isinstance(frame, dict):
                 continue
             if frame.get("type") == "error" and not frame.get("ref"):
@@ -130,16 +192,23 @@ class Room:
             raise self._closed(closed) from None
 
     async def _answer(self, ref: str, kinds: tuple[str, ...], timeout: float) -> dict[str, Any]:
-        async with asyncio.timeout(timeout):
-            while True:
-                frame = await self._recv()
-                if frame.get("ref") == ref and frame.get("type") == "error":
-                    code = str(frame.get("code"))
-                    raise ServerRefusedError(str(frame.get("message") or code), code=code,
-                                             body=frame)
-                if frame.get("ref") == ref and frame.get("type") in kinds:
-                    return frame
-                self._buffer.append(frame)
+        """The answer to ``ref``; none in time means the connection is no good: it is cut
+        and ``ConnectionLostError`` raised, so the caller reconnects and asks again."""
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    frame = await self._recv()
+                    if frame.get("ref") == ref and frame.get("type") == "error":
+                        code = str(frame.get("code"))
+                        raise ServerRefusedError(str(frame.get("message") or code), code=code,
+                                                 body=frame)
+                    if frame.get("ref") == ref and frame.get("type") in kinds:
+                        return frame
+                    self._buffer.append(frame)
+        except TimeoutError:
+            self.drop()
+            raise ConnectionLostError(f"no answer from the server within {timeout:g} s",
+                                      code="timeout") from None
 
     async def send_envelope(self, envelope: Envelope, timeout: float = 30) -> dict[str, Any]:
         """Send and wait for the ack (the message is committed when it comes)."""
@@ -165,7 +234,8 @@ class Room:
 
     def drop(self) -> None:
         """Cut the connection without a close handshake (tests a lost network)."""
-        self.ws.transport.abort()
+        with contextlib.suppress(Exception):
+            self.ws.transport.abort()
 
     async def close(self) -> None:
         await self.ws.close()

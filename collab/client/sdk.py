@@ -25,9 +25,11 @@ import contextlib
 import io
 import json
 import os
+import random
 import re
 import time
 import uuid
+import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +44,7 @@ from collab.client.errors import (
     IdentityChange,
     IdentityChangedError,
     ServerRefusedError,
+    UnreachableError,
     UsageError,
 )
 from collab.client.http import ApiError, HttpSession
@@ -67,7 +70,7 @@ from collab.client.pins import (
     merge,
     own_check,
 )
-from collab.client.room import ConnectionLostError, Room
+from collab.client.room import TRANSIENT_STATUS, Room, is_transient
 from collab.crypto import primitives as prim
 from collab.crypto.actions import (
     AddDeviceBody,
@@ -114,6 +117,14 @@ PINS_MAX_PLAINTEXT = MAX_BLOB - 24 - 16  # the sealed blob: nonce, MAC, document
 MAX_JOIN_REQUESTS = 200
 REVOKED_CHECK_SECONDS = 30.0
 BACKUP_PAGE = 500  # the server's limit per PUT and per GET page
+# Sending: attempts in a row (each after a reconnect, with capped backoff) before a
+# send raises and its message waits in the outbox; re-seals after the log moved.
+SEND_ATTEMPTS = 6
+RESEAL_ATTEMPTS = 3
+RESEAL_CODES = ("wrong_epoch", "stale_log_head", "sender_seq_not_increasing")
+OUTBOX_MAX = 500  # messages waiting, all cases together
+ACKED_KEPT = 256  # acks remembered in memory (a concurrent flush may deliver ours)
+UPLOAD_ATTEMPTS = 6  # per part and for complete
 # Entries that may still hold a revoked device (they shrink the roster).
 SHRINKING = (RemoveDeviceBody, RemoveUserBody)
 Progress = Callable[[int, int], None]  # (bytes just done, total bytes)
@@ -280,6 +291,18 @@ def parse_invite_secret(text: str) -> bytes:
     raise UsageError("the invitation link carries no valid #k= secret", code="bad_invite_link")
 
 
+def _outbox_key(case_id: uuid.UUID, content_type: str, what: bytes) -> str:
+    """Names a message's content, to recognise an app sending it again."""
+    return prim.sha512(case_id.bytes + content_type.encode() + b"\0" + what)[:32].hex()
+
+
+def _count(value: object) -> int:
+    """A sequence number from the server (0 when it is not a non-negative integer)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return 0
+    return value
+
+
 def _refusal(error: ApiError) -> ClientError:
     text = error.detail or error.code.replace("_", " ")
     if error.status == 401 or error.code in ("second_factor_required", "session_expired"):
@@ -304,6 +327,13 @@ class CollabClient:
         self.rooms: dict[uuid.UUID, Room] = {}
         self._pins_synced = False
         self._revoked_checked: dict[uuid.UUID, float] = {}
+        self._send_locks: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, dict[uuid.UUID, asyncio.Lock]] = \
+            weakref.WeakKeyDictionary()
+        self._acked: dict[str, Sent] = {}
+        # Reconnect backoff (seconds): doubles per failure in a row, capped, with jitter.
+        self.backoff_first = 0.2
+        self.backoff_max = 15.0
 
     def _new_http(self) -> HttpSession:
         device = self.state.device
@@ -1274,10 +1304,13 @@ class CollabClient:
         while limit is None or len(out) < limit:
             page = self.call("GET", f"/api/cases/{case_id}/messages?after={after}"
                                     f"&limit={HISTORY_PAGE}")
+            start = after
             for item in page["messages"]:
-                after = max(after, int(item["seq"]))
+                after = max(after, _count(item.get("seq")))
                 out.append(self.open_item(case_id, item))
-            if not page.get("more"):
+            # Pages are capped by bytes too: follow ``more``; one that does not move
+            # forward would be asked for again forever.
+            if not page.get("more") or after <= start:
                 break
         self.save()
         return out if limit is None else out[:limit]
@@ -1302,68 +1335,219 @@ class CollabClient:
         self.rooms[case_id] = room
         return room
 
+    # --- sending: the outbox ------------------------------------------------------------
+    # A message is sealed once and kept in the outbox (the keystore) until the server
+    # acknowledges it. Every retry sends the same envelope (same client_msg_id), so a
+    # retry after a lost ack is answered ``duplicate`` and stored once; the server checks
+    # the client_msg_id before anything else, so a refusal means it is not stored and the
+    # message may be sealed again (same client_msg_id and sender_seq, the current epoch).
+
+    def outbox(self, case_id: uuid.UUID | None = None) -> list[dict[str, Any]]:
+        """Messages sealed but not yet acknowledged, oldest first (all cases by default)."""
+        return [dict(e) for e in self.state.outbox
+                if case_id is None or e.get("case") == str(case_id)]
+
+    def _pending(self, case_id: uuid.UUID) -> list[dict[str, Any]]:
+        return [e for e in self.state.outbox if e.get("case") == str(case_id)]
+
+    def _send_lock(self, case_id: uuid.UUID) -> asyncio.Lock:
+        """One sender per case at a time (per event loop: the CLI runs one per command)."""
+        locks = self._send_locks.setdefault(asyncio.get_running_loop(), {})
+        return locks.setdefault(case_id, asyncio.Lock())
+
+    def _seal_into_outbox(self, case_id: uuid.UUID, key: str, body: dict[str, Any],
+                          content_type: str, attachments: Sequence[AttachmentRef]
+                          ) -> dict[str, Any]:
+        if len(self.state.outbox) >= OUTBOX_MAX:
+            raise UsageError(f"{OUTBOX_MAX} messages are still waiting to be sent; "
+                             "retry when the server is reachable", code="outbox_full")
+        envelope = self._seal(case_id, body, content_type, attachments)
+        entry = {"case": str(case_id), "id": b64e(envelope.header.client_msg_id), "key": key,
+                 "content_type": content_type, "body": body,
+                 "attachments": [[str(a.blob_id), b64e(a.root)] for a in attachments],
+                 "envelope": envelope.to_wire()}
+        self.state.outbox.append(entry)
+        # The sender_seq is taken even before the ack: a later run must not reuse it.
+        memo = self._memo(case_id)
+        memo.sender_seq = max(memo.sender_seq, envelope.header.sender_seq)
+        self.save()
+        return entry
+
+    def _seal(self, case_id: uuid.UUID, body: dict[str, Any], content_type: str,
+              attachments: Sequence[AttachmentRef], *, client_msg_id: bytes | None = None,
+              sender_seq: int | None = None) -> Envelope:
+        state = self.sync(case_id)
+        self._check_sendable(state)
+        if state.head_key_unavailable:
+            # This device could not open the head's key: a fresh key first.
+            self._commit(case_id, lambda _s: RotateBody())
+            state = self.cases[case_id]
+        taken = state.sender_seq
+        if sender_seq is not None:
+            state.sender_seq = sender_seq - 1
+        envelope = state.seal(body, content_type=content_type, attachments=attachments,
+                              client_msg_id=client_msg_id)
+        state.sender_seq = max(taken, envelope.header.sender_seq)
+        return envelope
+
+    def _reseal(self, entry: dict[str, Any], refused: ServerRefusedError) -> None:
+        """Seal a pending message again after a refusal that proves it was not stored
+        (the log moved: wrong_epoch / stale_log_head; or sender_seq_not_increasing)."""
+        case_id = uuid.UUID(entry["case"])
+        old = Envelope.from_wire(entry["envelope"]).header
+        sender_seq: int | None = old.sender_seq
+        if refused.code == "sender_seq_not_increasing":
+            # Another run of this device sent more than the keystore remembers.
+            last = refused.body.get("last_sender_seq")
+            if isinstance(last, bool) or not isinstance(last, int):
+                found = re.search(r"(\d+)", str(refused.body.get("message", "")))
+                if found is None:
+                    raise refused
+                last = int(found.group(1))
+            state = self.sync(case_id)
+            state.sender_seq = max(state.sender_seq, last)
+            sender_seq = None
+        refs = [AttachmentRef(uuid.UUID(b), b64d(r, 64)) for b, r in entry["attachments"]]
+        envelope = self._seal(case_id, entry["body"], entry["content_type"], refs,
+                              client_msg_id=old.client_msg_id, sender_seq=sender_seq)
+        entry["envelope"] = envelope.to_wire()
+        memo = self._memo(case_id)
+        memo.sender_seq = max(memo.sender_seq, envelope.header.sender_seq)
+        self.save()
+
+    def _outbox_drop(self, entry: dict[str, Any], *, stored: bool) -> None:
+        self.state.outbox[:] = [e for e in self.state.outbox if e.get("id") != entry["id"]]
+        case_id = uuid.UUID(entry["case"])
+        state = self.cases.get(case_id)
+        seq = int(entry["envelope"]["sender_seq"])
+        if not stored and state is not None and state.sender_seq == seq \
+                and not self._pending(case_id):
+            # Refused and nothing sealed after it: its sender_seq is free again.
+            state.sender_seq = seq - 1
+            self._memo(case_id).sender_seq = seq - 1
+        self.save()
+
+    async def _deliver(self, room: Room, entry: dict[str, Any]) -> Sent:
+        """Send one outbox entry until it is acknowledged or refused for good."""
+        for _ in range(RESEAL_ATTEMPTS):
+            envelope = Envelope.from_wire(entry["envelope"])
+            try:
+                ack = await room.send_envelope(envelope)
+            except ServerRefusedError as refused:
+                if refused.code in RESEAL_CODES:
+                    await asyncio.to_thread(self._reseal, entry, refused)
+                    continue
+                if not is_transient(refused):
+                    await asyncio.to_thread(self._outbox_drop, entry, stored=False)
+                raise
+            sent = Sent(int(ack["seq"]), int(ack["epoch"]), bool(ack.get("duplicate")),
+                        envelope.header.client_msg_id)
+            self._acked[entry["id"]] = sent
+            while len(self._acked) > ACKED_KEPT:
+                self._acked.pop(next(iter(self._acked)))
+            await asyncio.to_thread(self._outbox_drop, entry, stored=True)
+            return sent
+        raise ServerRefusedError("the case kept changing epochs; try again", code="wrong_epoch")
+
+    async def _flush(self, case_id: uuid.UUID, room: Room) -> None:
+        """Deliver the case's pending messages oldest first (the server wants sender_seq
+        increasing), reconnecting ``room`` with capped backoff after a lost connection;
+        gives up after SEND_ATTEMPTS failures in a row (the messages stay pending)."""
+        failures = 0
+        reopen = False
+        while True:
+            try:
+                if reopen:
+                    await room.reopen()
+                    reopen = False
+                pending = self._pending(case_id)
+                if not pending:
+                    return
+                await self._deliver(room, pending[0])
+                failures = 0
+            except ClientError as error:
+                failures += 1
+                if not is_transient(error) or failures >= SEND_ATTEMPTS:
+                    raise
+                # A refusal frame (rate limited) leaves the connection usable.
+                reopen = not (isinstance(error, ServerRefusedError) and error.status is None)
+                await asyncio.sleep(self._backoff(failures))
+
+    async def flush_outbox(self, case_id: uuid.UUID, *, room: Room | None = None) -> None:
+        """Send what is still pending in the case (e.g. after a restart, once the server
+        is reachable again)."""
+        async with self._send_lock(case_id):
+            if not self._pending(case_id):
+                return
+            own = room is None
+            if room is None:
+                room = await self.connect(case_id)
+            try:
+                await self._flush(case_id, room)
+            finally:
+                if own:
+                    with contextlib.suppress(Exception):
+                        await room.close()
+                    self.rooms.pop(case_id, None)
+
+    def _backoff(self, failures: int) -> float:
+        delay = min(self.backoff_max, self.backoff_first * 2.0 ** min(failures, 16))
+        return delay * (0.5 + random.random() / 2)  # noqa: S311 - jitter, not a secret
+
     async def _send_envelope(
         self, case_id: uuid.UUID, body: dict[str, Any], content_type: str,
-        attachments: Sequence[AttachmentRef], room: Room | None,
+        attachments: Sequence[AttachmentRef], room: Room | None, key: str,
     ) -> Sent:
         own = room is None
         # A message in an epoch whose key a revoked device holds is readable with that
         # device's keys: remove the revoked devices we may remove first (a new epoch).
         await asyncio.to_thread(self._clear_revoked_lately, case_id)
-        if room is None:
-            room = await self.connect(case_id)
-        try:
-            for _ in range(3):
-                state = await asyncio.to_thread(self.sync, case_id)
-                self._check_sendable(state)
-                if state.head_key_unavailable:
-                    # This device could not open the head's key: a fresh key first.
-                    await asyncio.to_thread(self._commit, case_id, lambda _s: RotateBody())
-                    state = self.cases[case_id]
-                envelope = state.seal(body, content_type=content_type, attachments=attachments)
-                try:
-                    ack = await room.send_envelope(envelope)
-                except ServerRefusedError as refused:
-                    state.sender_seq = envelope.header.sender_seq - 1  # nothing was stored
-                    if refused.code in ("wrong_epoch", "stale_log_head"):
-                        continue  # the log moved: re-sync and seal in the new epoch
-                    if refused.code == "sender_seq_not_increasing":
-                        # Another run of this device sent more than the keystore remembers.
-                        found = re.search(r"(\d+)", str(refused.body.get("message", "")))
-                        if found:
-                            state.sender_seq = int(found.group(1))
-                            continue
-                    raise
-                memo = self._memo(case_id)
-                memo.sender_seq = max(memo.sender_seq, state.sender_seq)
-                await asyncio.to_thread(self.save)
-                return Sent(int(ack["seq"]), int(ack["epoch"]), bool(ack["duplicate"]),
-                            envelope.header.client_msg_id)
-            raise ServerRefusedError("the case kept changing epochs; try again", code="wrong_epoch")
-        finally:
-            if own:
-                await room.close()
-                self.rooms.pop(case_id, None)
+        async with self._send_lock(case_id):
+            # The same message again while an earlier attempt is still pending (its ack
+            # was lost): that one is retried, not a second one sealed.
+            entry = next((e for e in self._pending(case_id) if e.get("key") == key), None)
+            if entry is None:
+                entry = await asyncio.to_thread(self._seal_into_outbox, case_id, key, body,
+                                                content_type, attachments)
+            try:
+                if room is None:
+                    room = await self.connect(case_id)
+                await self._flush(case_id, room)
+            finally:
+                if own and room is not None:
+                    with contextlib.suppress(Exception):
+                        await room.close()
+                    self.rooms.pop(case_id, None)
+            return self._acked[entry["id"]]
 
     async def send_text(self, case_id: uuid.UUID, text: str, *, room: Room | None = None,
                         priority: str | None = None) -> Sent:
+        """Seal and send; retried over reconnects until acknowledged. If it raises, the
+        message stays in the outbox: calling again with the same text sends that one
+        (stored once), and so does any later send or ``flush_outbox`` in the case."""
         if not text:
             raise UsageError("the message is empty", code="empty_message")
         body: dict[str, Any] = {"text": text}
         if priority:
             body["priority"] = priority
-        return await self._send_envelope(case_id, body, "text", (), room)
+        key = _outbox_key(case_id, "text", json.dumps(body, sort_keys=True).encode())
+        return await self._send_envelope(case_id, body, "text", (), room, key)
 
     async def send_image(
         self, case_id: uuid.UUID, path: Path | str, *, caption: str = "",
         room: Room | None = None, progress: Progress | None = None,
     ) -> Sent:
         """Sanitise (orientation applied, metadata stripped), encrypt and upload the image
-        and its thumbnail as two blobs, then send the message that carries both manifests."""
+        and its thumbnail as two blobs, then send the message that carries both manifests.
+        Called again for the same file and caption while that message is pending, it
+        sends the pending one (nothing uploaded again)."""
         try:
             data = Path(path).read_bytes()
         except OSError as error:
             raise UsageError(f"cannot read {path}: {error.strerror}", code="no_file") from None
+        key = _outbox_key(case_id, "image", prim.sha512(data) + caption.encode())
+        if any(e.get("key") == key for e in self._pending(case_id)):
+            return await self._send_envelope(case_id, {}, "image", (), room, key)
         image = sanitise_image(data)
         self._check_sendable(await asyncio.to_thread(self.sync, case_id))
         full = await asyncio.to_thread(self.upload, case_id, image.full.data, image.full.mime,
@@ -1375,33 +1559,36 @@ class CollabClient:
         body = {"text": caption, "attachments": [full.to_wire(), thumb.to_wire()],
                 "image": {"full": 0, "thumbnail": 1}}
         refs = [AttachmentRef(full.blob_id, full.root), AttachmentRef(thumb.blob_id, thumb.root)]
-        return await self._send_envelope(case_id, body, "image", refs, room)
+        return await self._send_envelope(case_id, body, "image", refs, room, key)
 
     async def watch(
         self, case_id: uuid.UUID, after: int | None = None, *, reconnect: bool = True,
         on_notice: Callable[[str, dict[str, Any]], None] | None = None,
     ) -> AsyncGenerator[Received, None]:
         """Every message after ``after`` (default: the last one this keystore saw), then
-        live ones; after a dropped connection it reconnects and resumes from the last
-        server sequence number, so nothing is lost or shown twice."""
+        live ones. It recovers by itself: after a dropped connection, an unreachable
+        server, a handshake answered 500/502/503/504, a close 4503 (unavailable) or 4507
+        (too slow) it reconnects with capped backoff and resumes from the last server
+        sequence number, so nothing is lost or shown twice; a ``hello`` with a higher
+        ``last_seq`` (the server's resync after an outage) resumes too. It stops (raises)
+        only when resuming cannot help: the session ended (4401), not a member, no such
+        case or this device revoked (4403/4404), or a verification failure."""
         last = self._memo(case_id).last_seq if after is None else after
         notice = on_notice or (lambda kind, detail: None)
-        backoff = 0.2
+        failures = 0
+        limit = RESUME_PAGE
         while True:
+            room: Room | None = None
+            catching_up = progressed = False
             try:
                 room = await self.connect(case_id)
-            except ConnectionLostError:
-                if not reconnect:
-                    raise
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 10)
-                continue
-            try:
                 await asyncio.to_thread(self.sync, case_id)
-                async for received in self._catch_up(room, case_id, last):
-                    last = max(last, received.seq)
+                await self._flush_quietly(case_id, room, notice)
+                catching_up = True
+                async for received in self._catch_up(room, case_id, last, limit):
+                    last, progressed = max(last, received.seq), True
                     yield received
-                backoff = 0.2
+                catching_up, failures, limit = False, 0, RESUME_PAGE
                 while True:
                     frame = await room.next_event()
                     kind = frame.get("type")
@@ -1411,7 +1598,7 @@ class CollabClient:
                             continue  # already delivered (by the resume page)
                         if seq > last + 1:
                             # A gap in the case sequence: fetch what lies before this one.
-                            async for received in self._catch_up(room, case_id, last):
+                            async for received in self._catch_up(room, case_id, last, limit):
                                 last = max(last, received.seq)
                                 yield received
                             if seq <= last:
@@ -1420,39 +1607,74 @@ class CollabClient:
                         last = max(last, seq)
                         if new:
                             yield received_now
+                    elif kind == "hello":
+                        # Sent again after an outage: whatever was announced meanwhile
+                        # may not have reached this socket.
+                        notice("resync", frame)
+                        head = frame.get("head_epoch")
+                        state = self.cases.get(case_id)
+                        if isinstance(head, int) and (state is None or head > state.head.epoch):
+                            await asyncio.to_thread(self.sync, case_id)
+                        if _count(frame.get("last_seq")) > last:
+                            async for received in self._catch_up(room, case_id, last, limit):
+                                last = max(last, received.seq)
+                                yield received
                     elif kind == "log":
                         await asyncio.to_thread(self.sync, case_id)
                         notice("log", frame)
                     elif kind in ("join_request", "join_resolved", "typing", "read"):
                         notice(str(kind), frame)
-            except ConnectionLostError:
-                if not reconnect:
+            except ClientError as error:
+                if not reconnect or not is_transient(error):
                     raise
-                notice("reconnecting", {"after": last})
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 10)
+                failures = 1 if progressed else failures + 1
+                if catching_up and not progressed:
+                    # A page that never arrives (too large for a server without byte-capped
+                    # pages): ask for fewer messages at a time.
+                    limit = max(1, limit // 4)
+                notice("reconnecting", {"after": last, "code": error.code})
+                await asyncio.sleep(self._backoff(failures))
             finally:
                 self.rooms.pop(case_id, None)
-                with contextlib.suppress(Exception):
-                    await room.close()
+                if room is not None:
+                    with contextlib.suppress(Exception):
+                        await room.close()
                 await asyncio.to_thread(self.save)
 
-    async def _catch_up(self, room: Room, case_id: uuid.UUID,
-                        after: int) -> AsyncIterator[Received]:
+    async def _flush_quietly(self, case_id: uuid.UUID, room: Room,
+                             notice: Callable[[str, dict[str, Any]], None]) -> None:
+        """A watcher sends what is pending in its case after each (re)connect; a message
+        the server refuses is reported, and the watch goes on."""
+        if not self._pending(case_id):
+            return
+        try:
+            async with self._send_lock(case_id):
+                await self._flush(case_id, room)
+        except ClientError as error:
+            if is_transient(error):
+                raise
+            notice("send_failed", {"code": error.code, "message": error.message})
+
+    async def _catch_up(self, room: Room, case_id: uuid.UUID, after: int,
+                        limit: int = RESUME_PAGE) -> AsyncIterator[Received]:
+        """Resume pages until ``more`` is false (pages are capped by bytes, so a page may
+        hold fewer than ``limit``); a page that does not move forward ends it."""
         while True:
-            page = await room.resume(after, RESUME_PAGE)
-            for item in page.get("items", []):
-                after = max(after, int(item["seq"]))
+            page = await room.resume(after, limit)
+            start = after
+            for item in page.get("items") or []:
+                after = max(after, _count(item.get("seq")))
                 received, new = await asyncio.to_thread(self._open, case_id, item)
                 if new:
                     yield received
-            if not page.get("more"):
+            if not page.get("more") or after <= start:
                 return
 
     # --- attachments ------------------------------------------------------------------------
     def upload(self, case_id: uuid.UUID, data: bytes, mime: str, width: int = 0,
                height: int = 0, progress: Progress | None = None) -> Manifest:
-        """Encrypt in 64 KiB chunks and upload in parts of up to 16 chunks."""
+        """Encrypt in 64 KiB chunks and upload in parts of up to 16 chunks; after a
+        dropped connection it continues from what the server holds (``_put_part``)."""
         size = ciphertext_size(len(data))
         blob_id = uuid.UUID(self.call("POST", f"/api/cases/{case_id}/blobs",
                                       {"size": size})["blob_id"])
@@ -1462,10 +1684,7 @@ class CollabClient:
 
         def flush() -> None:
             nonlocal offset
-            try:
-                self.http.put_bytes(f"/api/blobs/{blob_id}/parts/{offset}", bytes(part))
-            except ApiError as error:
-                raise _refusal(error) from None
+            self._put_part(blob_id, offset, bytes(part))
             offset += len(part)
             if progress is not None:
                 progress(len(part), size)
@@ -1478,8 +1697,72 @@ class CollabClient:
         if part:
             flush()
         manifest = encryptor.manifest(blob_id, mime=mime, width=width, height=height)
-        self.call("POST", f"/api/blobs/{blob_id}/complete", {"root": b64e(manifest.root)})
+        self._complete_upload(blob_id, manifest.root)
         return manifest
+
+    def upload_status(self, blob_id: uuid.UUID) -> dict[str, Any] | None:
+        """``GET /api/blobs/<id>/upload`` ({status, size, received_bytes}); None from a
+        server that does not offer it (404)."""
+        try:
+            return self.http.json("GET", f"/api/blobs/{blob_id}/upload").body
+        except ApiError as error:
+            if error.status == 404:
+                return None
+            raise _refusal(error) from None
+
+    def _retry_upload(self, attempt: int, error: ClientError | ApiError) -> None:
+        """Between attempts of a part or of complete: transient failures only, bounded."""
+        if isinstance(error, ApiError):
+            if error.status not in TRANSIENT_STATUS:
+                raise _refusal(error) from None
+            error = _refusal(error)
+        if attempt + 1 >= UPLOAD_ATTEMPTS:
+            raise error
+        time.sleep(self._backoff(attempt + 1))
+
+    def _put_part(self, blob_id: uuid.UUID, offset: int, part: bytes) -> None:
+        """PUT one part. After a dropped connection or a 5xx the server is asked how much
+        it holds (the upload status, or the ``received_bytes`` of a 409 out_of_order) and
+        the upload continues from there: the part again, or the next one if it arrived."""
+        path = f"/api/blobs/{blob_id}/parts/{offset}"
+        end = offset + len(part)
+        for attempt in range(UPLOAD_ATTEMPTS):
+            try:
+                held: object = None
+                if attempt:
+                    status = self.upload_status(blob_id)
+                    # No status endpoint: send the part again (a part it already holds,
+                    # byte for byte, is accepted as it is).
+                    held = None if status is None else status.get("received_bytes")
+                if held == end:
+                    return  # it arrived; only the answer was lost
+                if held is not None and held != offset:
+                    raise ServerRefusedError(
+                        f"the server holds {held} bytes of this upload, not {offset}",
+                        code="upload_lost")
+                self.http.put_bytes(path, part)
+                return
+            except ApiError as error:
+                if error.status == 409 and error.code == "out_of_order" \
+                        and error.body.get("received_bytes") == end:
+                    return
+                self._retry_upload(attempt, error)
+            except UnreachableError as error:
+                self._retry_upload(attempt, error)
+
+    def _complete_upload(self, blob_id: uuid.UUID, root: bytes) -> None:
+        for attempt in range(UPLOAD_ATTEMPTS):
+            try:
+                if attempt:
+                    status = self.upload_status(blob_id)
+                    if status is not None and status.get("status") == "complete":
+                        return  # completed; only the answer was lost
+                self.http.json("POST", f"/api/blobs/{blob_id}/complete", {"root": b64e(root)})
+                return
+            except ApiError as error:
+                self._retry_upload(attempt, error)
+            except UnreachableError as error:
+                self._retry_upload(attempt, error)
 
     def _ranges(self, manifest: Manifest) -> Iterator[bytes]:
         total = ciphertext_size(manifest.size)

@@ -18,13 +18,12 @@ from collab.audit.services import AuditAction, RequestMeta, audit_record
 from collab.cases import access, selectors
 from collab.cases.models import Case
 from collab.cases.services import consults, messages
-from collab.cases.wire import message_wire
 from collab.consumers.base import AuthenticatedConsumer, FrameError
 from collab.crypto.envelope import Envelope
 from collab.crypto.errors import CryptoError
 from collab.crypto.wire import b64d, b64e
 from collab.errors import ServiceError
-from collab.realtime import case_group, device_group
+from collab.realtime import LAYER, case_group, device_group, publish
 
 CLOSE_NOT_MEMBER = 4403
 CLOSE_NO_CASE = 4404
@@ -39,7 +38,8 @@ def _int(frame: dict[str, Any], name: str, low: int = 0, high: int = 2**62) -> i
 
 
 class CaseRoomConsumer(AuthenticatedConsumer):
-    activity_frames = frozenset({"send", "typing", "read"})
+    # A person's actions; ``read`` (automatic receipts) and ``resume`` are not.
+    activity_frames = frozenset({"send", "typing", "ack_urgent"})
 
     awaiting_proof = False
     accepted = False
@@ -77,14 +77,10 @@ class CaseRoomConsumer(AuthenticatedConsumer):
             close = CLOSE_NO_CASE if refusal.code == "no_case" else CLOSE_NOT_MEMBER
             await self._refuse(refusal.code, refusal.message, close)
             return False
-        room_groups = [case_group(self.case_id), device_group(self.device_id)]
-        for group in room_groups:
-            await self.channel_layer.group_add(group, self.channel_name)
-        self.personal_groups += room_groups
-        return True
+        return await self.join_groups([case_group(self.case_id), device_group(self.device_id)])
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        if self.awaiting_proof:
+        if self.awaiting_proof and not self.closing:
             await self._take_proof(text_data, bytes_data)
             return
         await super().receive(text_data, bytes_data)
@@ -149,21 +145,26 @@ class CaseRoomConsumer(AuthenticatedConsumer):
             self.challenge = proofs.ws_challenge()
             self.awaiting_proof = True
             await self.send_json({"type": "challenge", "nonce": b64e(self.challenge)})
-            self.prove_timer = asyncio.ensure_future(self._prove_deadline())
+            self.prove_timer = self.spawn(self._prove_deadline())
             return
         await self._hello()
 
     async def disconnect(self, code: int) -> None:
-        timer = getattr(self, "prove_timer", None)
-        if timer is not None:
-            timer.cancel()
+        LAYER.unregister(self)
         await super().disconnect(code)
 
-    async def _hello(self) -> None:
+    async def _hello(self, resync: bool = False) -> None:
         head = await database_sync_to_async(
             lambda: Case.objects.values("head_epoch", "last_seq").get(pk=self.case_id)
         )()
-        await self.send_json({"type": "hello", "case": str(self.case_id), **head})
+        hello = {"type": "hello", "case": str(self.case_id), **head}
+        await self.send_json({**hello, "resync": True} if resync else hello)
+        if not resync:
+            LAYER.register(self)
+
+    async def layer_recovered(self) -> None:
+        """The channel layer was down and works again: frames may have been missed."""
+        await self._hello(resync=True)
 
     # --- frames from the client -------------------------------------------------
 
@@ -202,37 +203,45 @@ class CaseRoomConsumer(AuthenticatedConsumer):
     async def handle_resume(self, frame: dict[str, Any]) -> None:
         after = _int(frame, "after")
         limit = _int(frame, "limit", 1, settings.HISTORY_PAGE_MAX) if "limit" in frame else 100
-        page = await database_sync_to_async(self._history_page)(after, limit)
+        page = await database_sync_to_async(selectors.history_page)(
+            case_id=self.case_id,
+            device_id=self.device_id,
+            after=after,
+            limit=limit,
+            max_bytes=settings.HISTORY_PAGE_MAX_BYTES,
+        )
+        if self.closing:
+            return
         await self.send_json(
             {
                 "type": "messages",
                 "ref": frame.get("ref"),
                 "after": after,
-                "items": page,
-                "more": len(page) == limit,
+                "items": page.items,
+                "more": page.more,
             }
         )
+        # Audited once the frame is handed to the server, so a page that never left
+        # (the socket closed first) is not recorded as read.
+        if page.seqs:
+            await database_sync_to_async(self._history_read)(page)
 
-    def _history_page(self, after: int, limit: int) -> list[dict[str, Any]]:
-        page = selectors.messages_for_device(
-            case_id=self.case_id, device_id=self.device_id, after=after, limit=limit
+    def _history_read(self, page: selectors.HistoryPage) -> None:
+        assert page.seqs is not None  # noqa: S101 - the caller checked
+        audit_record(
+            action=AuditAction.HISTORY_READ,
+            actor=self.user,
+            device_id=self.device_id,
+            case_id=self.case_id,
+            meta=RequestMeta.from_scope(self.scope),
+            details={"from_seq": page.seqs[0], "to_seq": page.seqs[1], "count": len(page.items)},
         )
-        if page:
-            audit_record(
-                action=AuditAction.HISTORY_READ,
-                actor=self.user,
-                device_id=self.device_id,
-                case_id=self.case_id,
-                meta=RequestMeta.from_scope(self.scope),
-                details={"from_seq": page[0].seq, "to_seq": page[-1].seq, "count": len(page)},
-            )
-        return [message_wire(msg) for msg in page]
 
     async def handle_typing(self, frame: dict[str, Any]) -> None:
         active = frame.get("active", True)
         if not isinstance(active, bool):
             raise FrameError("bad_field", "active must be true or false.")
-        await self.channel_layer.group_send(
+        await publish(
             case_group(self.case_id),
             {
                 "type": "case.typing",
@@ -293,8 +302,7 @@ class CaseRoomConsumer(AuthenticatedConsumer):
 
     async def case_log(self, event: dict[str, Any]) -> None:
         if str(self.device_id) not in event["devices"]:
-            await self.send_error("removed", "This device was removed from the case.")
-            await self.close(code=CLOSE_NOT_MEMBER)
+            await self.end("removed", "This device was removed from the case.", CLOSE_NOT_MEMBER)
             return
         self.epochs.add(event["epoch"])
         await self.send_json(
@@ -354,5 +362,4 @@ class CaseRoomConsumer(AuthenticatedConsumer):
         await self.send_json({"type": "leave_request", "user": event["user"]})
 
     async def device_revoked(self, event: dict[str, Any]) -> None:
-        await self.send_error("device_revoked", "This device has been revoked.")
-        await self.close(code=CLOSE_NOT_MEMBER)
+        await self.end("device_revoked", "This device has been revoked.", CLOSE_NOT_MEMBER)
