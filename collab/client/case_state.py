@@ -13,6 +13,12 @@ Likewise an epoch in which this user was in the roster but this device was not (
 recovered or enrolled device): its key comes from the user's key backup (checked against
 the entry's ``key_commit`` before it is kept, see ``restore_key``); until then, or when
 no valid item exists, its messages are verified and come back unreadable (``missing``).
+
+Entries are verified once. A client keeps the head it verified (``VerifiedHead``: epoch
+and entry hash, in its state file); in a later run the entries up to that head are taken
+again only if they hash-link to it, with no signature or certificate checked twice (the
+entry hash fixes the whole entry, roster included). A server that rewrites history below
+the kept head breaks the link: ``fork``.
 """
 
 from __future__ import annotations
@@ -65,6 +71,49 @@ class OpenedMessage:
     missing: str | None = None
 
 
+@dataclass(frozen=True)
+class VerifiedHead:
+    """A head this client verified before: its epoch and entry hash."""
+
+    epoch: int
+    hash: bytes
+
+
+def linked_chain(entries: Sequence[LogEntry], head: VerifiedHead) -> list[LogEntry]:
+    """The entries from genesis up to ``head``, checked only by their hash links: the
+    entry at ``head.epoch`` must hash to ``head.hash`` and each one below must hash to
+    the next one's ``prev_hash``. What hashes to a verified head is the chain that was
+    verified (SHA-512), so nothing in it is verified again. Raises ``fork`` for a
+    different entry at or below the head, ``stale_head`` when the log stops below it
+    (rolled back), ``wrong_epoch`` for a gap."""
+    by_epoch: dict[int, LogEntry] = {}
+    for e in entries:
+        if e.epoch > head.epoch:
+            continue
+        seen = by_epoch.setdefault(e.epoch, e)
+        if seen is not e and seen.entry_hash() != e.entry_hash():
+            raise CryptoError("fork", f"two different entries for epoch {e.epoch}")
+    top = by_epoch.get(head.epoch)
+    if top is None:
+        if not any(e.epoch >= head.epoch for e in entries):
+            raise CryptoError("stale_head", f"the log was rolled back below epoch {head.epoch}, "
+                                            "which this client verified before")
+        raise CryptoError("wrong_epoch", f"the log skips epoch {head.epoch}")
+    expected = head.hash
+    chain: list[LogEntry] = []
+    for epoch in range(head.epoch, -1, -1):
+        entry = by_epoch.get(epoch)
+        if entry is None:
+            raise CryptoError("wrong_epoch", f"the log skips epoch {epoch}")
+        if not hmac.compare_digest(entry.entry_hash(), expected):
+            raise CryptoError("fork", f"the log differs at epoch {epoch} from the one this "
+                                      "client verified before")
+        expected = entry.prev_hash
+        chain.append(entry)
+    chain.reverse()
+    return chain
+
+
 class CaseState:
     def __init__(self, case_id: uuid.UUID, device: DeviceKeys) -> None:
         self.case_id = case_id
@@ -104,29 +153,45 @@ class CaseState:
     def head(self) -> LogEntry:
         return self.chain[max(self.chain)]
 
-    def accept_entries(self, entries: Sequence[LogEntry]) -> list[LogEntry]:
-        """Verify new entries on top of what is trusted; learn this device's keys."""
+    def accept_entries(
+        self, entries: Sequence[LogEntry], *, verified: VerifiedHead | None = None
+    ) -> list[LogEntry]:
+        """Verify new entries on top of what is trusted; learn this device's keys.
+
+        ``verified``: the head this client verified in an earlier run. On a state that
+        holds no chain yet, the entries up to it are taken by their hash links
+        (``linked_chain``) and only those above it are verified. Returns the entries
+        verified now (not the linked ones, which were verified before)."""
+        if verified is not None and verified.epoch >= 0 and not self.chain:
+            for entry in linked_chain(entries, verified):
+                if entry.case_id != self.case_id:
+                    raise CryptoError("wrong_case", "entry belongs to another case")
+                self._learn(entry)
         trusted = self.head if self.chain else None
         fresh = [e for e in entries if trusted is None or e.epoch > trusted.epoch]
         for e in entries:
             known = self.chain.get(e.epoch)
             if known is not None and known.entry_hash() != e.entry_hash():
                 raise CryptoError("fork", f"two different entries for epoch {e.epoch}")
-        verified = verify_chain(fresh, trusted_head=trusted)
-        for entry in verified:
+        checked = verify_chain(fresh, trusted_head=trusted)
+        for entry in checked:
             if entry.case_id != self.case_id:
                 raise CryptoError("wrong_case", "entry belongs to another case")
-            self.chain[entry.epoch] = entry
-            if entry.roster.device(self.device.device_id) is not None:
-                try:
-                    self.keys[entry.epoch] = open_wrap(
-                        entry, self.device.device_id, self.device.dxk_secret
-                    )
-                except CryptoError:
-                    self.unavailable[entry.epoch] = entry.author_user_id
-                if entry.action.name == "SHARE_HISTORY":
-                    self._open_history(entry)
-        return verified
+            self._learn(entry)
+        return checked
+
+    def _learn(self, entry: LogEntry) -> None:
+        """Keep a trusted entry and open what it holds for this device."""
+        self.chain[entry.epoch] = entry
+        if entry.roster.device(self.device.device_id) is not None:
+            try:
+                self.keys[entry.epoch] = open_wrap(
+                    entry, self.device.device_id, self.device.dxk_secret
+                )
+            except CryptoError:
+                self.unavailable[entry.epoch] = entry.author_user_id
+            if entry.action.name == "SHARE_HISTORY":
+                self._open_history(entry)
 
     def _open_history(self, entry: LogEntry) -> None:
         """Each shared earlier key on its own, so one bad wrap costs only its epoch."""

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from collab.client.admission import AdmissionReview, review_admission
-from collab.client.case_state import CaseState
+from collab.client.case_state import CaseState, VerifiedHead
 from collab.client.errors import (
     AdmissionRefusedError,
     AuthError,
@@ -716,16 +716,24 @@ class CollabClient:
         if state is None:
             state = CaseState(case_id, self.device)
         known = max(state.chain) if state.chain else -1
+        memo = self._memo(case_id)
+        # Every page before any is accepted: entries up to the head this client verified
+        # in an earlier run are only hash-linked to it (case_state.linked_chain).
+        fetched: list[LogEntry] = []
+        after = known
         while True:
-            after = state.head.epoch if state.chain else -1
-            page = self.call("GET", f"/api/cases/{case_id}/log?after={after}")["entries"]
-            entries = [LogEntry.decode(b64d(item["entry"])) for item in page]
-            state.accept_entries(entries)
-            if len(entries) < LOG_PAGE:
+            page = self.call("GET", f"/api/cases/{case_id}/log?after={after}")
+            entries = [LogEntry.decode(b64d(item["entry"])) for item in page["entries"]]
+            fetched += entries
+            last = max((e.epoch for e in entries), default=after)
+            more = page.get("more", len(entries) >= LOG_PAGE)  # servers before byte pages
+            if not more or last <= after:
                 break
+            after = last
+        verified = VerifiedHead(memo.head_epoch, memo.head_hash) if known < 0 else None
+        state.accept_entries(fetched, verified=verified)
         if not state.chain:
             raise CryptoError("truncated", "the server sent no log for this case")
-        memo = self._memo(case_id)
         if memo.head_epoch > state.head.epoch:
             raise CryptoError("stale_head", f"the server rolled the log back from epoch "
                                             f"{memo.head_epoch} to {state.head.epoch}")
