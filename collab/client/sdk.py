@@ -176,7 +176,7 @@ class JoinRequest:
     id: int
     case_id: uuid.UUID
     user: uuid.UUID
-    kind: str  # claim | invite | patient
+    kind: str  # claim | invite | patient | rejoin (after an identity reset)
     requested_by: uuid.UUID | None
     created_at: str
     display_name: str
@@ -419,10 +419,15 @@ class CollabClient:
         self.http = self._new_http()
         return device
 
-    def init(self, device_name: str = "collab-client") -> str:
+    def init(self, device_name: str = "collab-client", *, after_reset: bool = False) -> str:
         """First device of a user: identity key, its backup, this device. Returns the
-        recovery key (shown to the user once; the server never sees it)."""
-        if self.state.device is not None:
+        recovery key (shown to the user once; the server never sees it).
+
+        ``after_reset``: an operator reset this user's identity (the server has no
+        identity key for them any more) and this keystore still holds the old one and
+        its revoked device: replace them with a new identity. The pins of other people
+        and the verified log heads stay; then ``rejoin_cases``."""
+        if self.state.device is not None and not after_reset:
             raise UsageError("this keystore already has a device", code="device_exists")
         try:
             self.call("GET", "/api/identity")
@@ -432,6 +437,8 @@ class CollabClient:
         else:
             raise UsageError("this account already has an identity key: use "
                              "`collab-client recover` with your recovery key", code="has_identity")
+        if self.state.device is not None:
+            self._forget_reset_identity()
         seed = prim.random_bytes(32)
         answer = self.call("POST", "/api/identity", {"uik_pub": b64e(prim.ed25519_public(seed))})
         identity = Identity(uuid.UUID(answer["user_id"]), seed)
@@ -443,6 +450,20 @@ class CollabClient:
         self._register_device(identity, device_name)
         self.save()
         return format_recovery_key(recovery)
+
+    def _forget_reset_identity(self) -> None:
+        """Drop what belonged to the identity the operator reset: its key, the revoked
+        device, unsent envelopes it signed, the version of its (deleted) pin book and how
+        far it backed keys up. Verified log heads (fork detection) and pins stay."""
+        self.state.identity = self.state.device = self.state.cert = None
+        self.state.pins_version = 0
+        self.state.outbox = []
+        for memo in self.state.cases.values():
+            memo.sender_seq, memo.backup_epoch = 0, -1
+        self.cases.clear()
+        self._pins_synced = False
+        self.http = self._new_http()
+        self.save()
 
     def recover(self, recovery_key: str,
                 device_name: str = "collab-client") -> dict[uuid.UUID, str]:
@@ -1199,12 +1220,62 @@ class CollabClient:
                 f"({request.binding}); compare the short code "
                 f"{' '.join(request.short_code or ())} with the patient by voice, then admit "
                 "with --code-compared", blockers=review.blockers)
+        previous = self.sync(case_id).head.roster.user(user_id)
+        if role is None:
+            role = previous.role if previous is not None else \
+                Role.PATIENT if request.patient else Role.MEMBER
+        if previous is not None:
+            # A rejoin after an identity reset: the roster's entry under the old key is
+            # replaced (CR1 has no key change in place: remove_user, then add_user). The
+            # removal goes first, so its sync does not see the old key as a change.
+            self._remove_old_identity(case_id, user_id, request.uik)
         if request.pin == "changed":
             self.pins.accept(user_id, request.uik, now_ms())
             self._pins_changed()
-        if role is None:
-            role = Role.PATIENT if request.patient else Role.MEMBER
         return self._add_user(case_id, user_id, role, request.uik, request.devices)
+
+    def _remove_old_identity(self, case_id: uuid.UUID, user_id: uuid.UUID,
+                             new_uik: bytes) -> None:
+        def body(state: CaseState) -> Body:
+            member = state.head.roster.user(user_id)
+            if member is None:
+                raise UsageError("already removed", code="not_member")
+            if member.uik_pub == new_uik:
+                raise UsageError(f"user {user_id} is already in the case with this key",
+                                 code="already_member")
+            return RemoveUserBody(user_id)
+
+        try:
+            self._commit(case_id, body)
+        except UsageError as gone:
+            if gone.code != "not_member":  # another admitter removed them first: go on
+                raise
+
+    # --- rejoining after an identity reset ----------------------------------------------
+    def request_rejoin(self, case_id: uuid.UUID) -> dict[str, Any]:
+        """Ask to be readmitted to a case whose roster still lists this user under the
+        identity key an operator reset (kind ``rejoin``). Nothing is synced: that roster
+        names us under a key that is not ours, so it fails our own check until a case
+        owner or admin, having accepted the new key, commits it."""
+        return self.call("POST", f"/api/cases/{case_id}/join-requests", {"kind": "rejoin"})
+
+    def rejoin_cases(self) -> dict[uuid.UUID, str]:
+        """``request_rejoin`` in every case of ``GET /api/cases``: case -> ``requested``,
+        or the server's refusal code (``already_member`` where the roster already holds
+        the new key, ``already_requested`` where a request is pending)."""
+        outcome: dict[uuid.UUID, str] = {}
+        for row in self.list_cases():
+            try:
+                case_id = uuid.UUID(str(row.get("id")))
+            except (ValueError, AttributeError):
+                continue
+            try:
+                self.request_rejoin(case_id)
+            except ServerRefusedError as refused:
+                outcome[case_id] = refused.code
+            else:
+                outcome[case_id] = "requested"
+        return outcome
 
     def decline(self, case_id: uuid.UUID, user_id: uuid.UUID, reason: str = "") -> None:
         request = self._join_request(case_id, user_id)

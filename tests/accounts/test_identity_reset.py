@@ -8,9 +8,12 @@ the server swapping a user's key in the database with no reset at all."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 import uuid
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,13 +24,23 @@ from collab.accounts.models import Device, IdentityBackup, IdentityKey, Identity
 from collab.audit.models import AuditAction, AuditEvent
 from collab.audit.verify import chain_verify
 from collab.cases import models as m
+from collab.client.errors import (
+    AuthError,
+    ClientError,
+    IdentityChangedError,
+    ServerRefusedError,
+    UsageError,
+)
 from collab.client.keys import DeviceKeys, Identity
-from collab.crypto.actions import RotateBody, sign_enrol
+from collab.client.sdk import CollabClient
+from collab.crypto.actions import Action, RotateBody, sign_enrol
 from collab.crypto.pins import seal_pins, sign_pins
 from collab.crypto.roster import Role
 from collab.crypto.wire import b64e
 from tests.support.actor import Actor
-from tests.support.users import verified_client
+from tests.support.clients import IdentitySwap, new_member
+from tests.support.live import daphne_servers
+from tests.support.users import PASSWORD, totp_code, verified_client
 
 pytestmark = pytest.mark.django_db
 
@@ -268,3 +281,141 @@ def test_readmission_replaces_the_roster_entry_and_commits_the_request(
     member = state.head.roster.user(derm.user.pk)
     assert member is not None and member.uik_pub == derm.identity.uik_pub
     assert member.role == Role.MEMBER
+
+
+# --- end to end with the SDK on a live server -----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def server(django_db_setup: None, django_db_blocker: Any) -> Iterator[str]:
+    with django_db_blocker.unblock(), daphne_servers(1) as urls:
+        yield urls[0]
+
+
+def sdk_send(client: CollabClient, case_id: uuid.UUID, *texts: str) -> list[int]:
+    async def go() -> list[int]:
+        return [(await client.send_text(case_id, t)).seq for t in texts]
+
+    return asyncio.run(go())
+
+
+def actions(case_id: uuid.UUID) -> list[str]:
+    rows = m.LogEntry.objects.filter(case_id=case_id).order_by("epoch")
+    return [Action(r.action).name.lower() for r in rows]
+
+
+@pytest.mark.e2e
+@pytest.mark.django_db(transaction=True)
+def test_reset_user_is_readmitted_only_after_a_person_accepts_the_new_key(
+    server: str, tmp_path: Path
+) -> None:
+    pcp = new_member(server, "pcp", tmp_path)
+    derm = new_member(server, "derm", tmp_path, specialty="Dermatology")
+    neuro = new_member(server, "neuro", tmp_path, specialty="Neurology")
+    case_id = pcp.open_case()
+    pcp.add_member(case_id, derm.user_id)
+    pcp.add_member(case_id, neuro.user_id)
+    old_uik = derm.identity.uik_pub
+    (before,) = sdk_send(derm, case_id, "before the reset")
+    assert [r.text for r in neuro.history(case_id)] == ["before the reset"]
+
+    async def reset_while_connected() -> ClientError:
+        room = await derm.connect(case_id)
+        await asyncio.to_thread(reset, "derm", "--yes", "--by", "ops")
+        try:
+            while True:  # until the server closes the socket (bounded by the timeout)
+                await room.next_event(timeout=60)
+        except (AuthError, ServerRefusedError) as error:
+            return error
+        finally:
+            await room.close()
+
+    closed = asyncio.run(reset_while_connected())
+    assert closed.code in ("session_ended", "device_revoked"), closed
+    with pytest.raises(AuthError):
+        derm.list_cases()  # the session ended
+
+    # The same keystore signs in again and starts a new identity (explicitly: the old
+    # one and its revoked device are dropped), then asks to rejoin its cases.
+    with pytest.raises(UsageError) as refused:
+        derm.init()
+    assert refused.value.code == "device_exists"
+    derm.login("derm", PASSWORD, totp_code(User.objects.get(pk=derm.user_id), offset_steps=1))
+    derm.init(device_name="derm-new-laptop", after_reset=True)
+    new_uik = derm.identity.uik_pub
+    assert new_uik != old_uik
+    assert derm.rejoin_cases() == {case_id: "requested"}
+    assert derm.rejoin_cases() == {case_id: "already_requested"}
+
+    # The admitting owner sees the changed key; nothing is committed without acceptance.
+    (request,) = pcp.join_requests(case_id)
+    assert (request.user, request.kind, request.pin) == (derm.user_id, "rejoin", "changed")
+    assert request.uik == new_uik
+    with pytest.raises(IdentityChangedError) as changed:
+        pcp.admit(case_id, derm.user_id)
+    (change,) = changed.value.changes
+    assert (change.old_uik, change.new_uik) == (old_uik, new_uik)
+    with pytest.raises(IdentityChangedError):
+        pcp.admit(case_id, derm.user_id, accept_changed=Identity.generate(derm.user_id).uik_pub)
+    assert actions(case_id) == ["create", "add_user", "add_user"]
+
+    # Accepted: the old roster entry is replaced (remove_user, add_user with the new key,
+    # the same role), and the request is committed.
+    pcp.admit(case_id, derm.user_id, accept_changed=new_uik)
+    assert actions(case_id) == ["create", "add_user", "add_user", "remove_user", "add_user"]
+    member = pcp.sync(case_id).head.roster.user(derm.user_id)
+    assert member is not None and member.uik_pub == new_uik and member.role == Role.MEMBER
+    assert pcp.identity_changes() == []  # the owner's decision left nothing pending
+    assert m.JoinRequest.objects.get(case_id=case_id).status == m.JoinStatus.COMMITTED
+
+    # Every other member sees the identity change and sends nothing until they accept it.
+    assert neuro.blocking(case_id) == [derm.user_id]
+    with pytest.raises(IdentityChangedError):
+        sdk_send(neuro, case_id, "refused")
+    neuro.accept_identity(derm.user_id, new_uik)
+    (after,) = sdk_send(neuro, case_id, "after the readmission")
+    sdk_send(derm, case_id, "back again")
+
+    # The readmitted user reads from the readmission on; the epochs before it were
+    # never wrapped to the new identity's devices (no share_history), so they stay
+    # unavailable on them.
+    seen = {r.seq: r for r in derm.history(case_id)}
+    assert seen[before].unavailable is not None and seen[before].text == ""
+    assert seen[after].text == "after the readmission"
+    assert [r.text for r in pcp.history(case_id)][-2:] == ["after the readmission", "back again"]
+    assert chain_verify().ok
+
+
+@pytest.mark.e2e
+@pytest.mark.django_db(transaction=True)
+def test_a_key_swapped_by_the_server_without_reset_is_refused_as_before(
+    server: str, tmp_path: Path
+) -> None:
+    pcp = new_member(server, "pcp", tmp_path)
+    derm = new_member(server, "derm", tmp_path, specialty="Dermatology")
+    neuro = new_member(server, "neuro", tmp_path, specialty="Neurology")
+    case_id = pcp.open_case()
+    pcp.add_member(case_id, derm.user_id)
+    pcp.add_member(case_id, neuro.user_id)
+
+    # The operator swaps derm's key in the database and injects a rejoin request.
+    swap = IdentitySwap(derm.user_id).apply()
+    m.JoinRequest.objects.create(
+        case_id=case_id,
+        user_id=derm.user_id,
+        requested_by_id=derm.user_id,
+        kind=m.JoinKind.REJOIN,
+    )
+    (request,) = pcp.join_requests(case_id)
+    assert (request.kind, request.pin, request.uik) == ("rejoin", "changed", swap.identity.uik_pub)
+    for client in (pcp, neuro):
+        with pytest.raises(IdentityChangedError):
+            client.admit(case_id, derm.user_id)
+        with pytest.raises(IdentityChangedError):
+            client.user_keys(derm.user_id)
+    assert actions(case_id) == ["create", "add_user", "add_user"]
+    # The roster is untouched, so members carry on with the key they verified.
+    assert neuro.blocking(case_id) == []
+    sdk_send(neuro, case_id, "still fine")
+    member = neuro.sync(case_id).head.roster.user(derm.user_id)
+    assert member is not None and member.uik_pub == derm.identity.uik_pub
