@@ -30,8 +30,16 @@ class Conflict(ServiceError):
     status = 409
 
 
+class Gone(ServiceError):
+    status = 410
+
+
 class TooLarge(ServiceError):
     status = 413
+
+
+class RangeNotSatisfiable(ServiceError):
+    status = 416
 
 
 class Unauthorized(ServiceError):

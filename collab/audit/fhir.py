@@ -72,6 +72,8 @@ _MAPPING: dict[AuditAction, tuple[Code, Code | None, str]] = {
     A.KEY_BACKUP_STORED: (_SECURITY_ALERT, _USER_SECURITY_CHANGED, "C"),
     A.KEY_BACKUP_READ: (_PATIENT_RECORD, _READ, "R"),
     A.DEVICE_SESSIONS_ENDED: (_USER_AUTH, _LOGOUT, "E"),
+    A.IDENTITY_BACKUP_REPLACED: (_SECURITY_ALERT, _USER_SECURITY_CHANGED, "U"),
+    A.UPLOAD_EXPIRED: (_PATIENT_RECORD, _UPDATE, "D"),
 }
 
 # Failures that a throttle or lock answered are serious (8); other refusals minor (4).

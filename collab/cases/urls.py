@@ -25,6 +25,7 @@ urlpatterns = [
     path("cases/<uuid:case_id>/blobs", views.blob_create),
     path("blobs/<uuid:blob_id>/parts/<int:offset>", views.blob_part),
     path("blobs/<uuid:blob_id>/complete", views.blob_complete),
+    path("blobs/<uuid:blob_id>/upload", views.blob_upload),
     path("blobs/<uuid:blob_id>", views.blob_download),
     path("cases/<uuid:case_id>/invitations", views.case_invitations),
     path("invitations/mine", views.my_invitations),

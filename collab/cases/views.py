@@ -10,6 +10,7 @@ import qrcode
 import qrcode.image.svg
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http.response import HttpResponseBase
 from django.urls import reverse
 from django.utils import timezone
 
@@ -46,7 +47,7 @@ from collab.cases.wire import (
 )
 from collab.crypto.log import LogEntry
 from collab.crypto.wire import MAX_SAFE_INT, b64d, b64e
-from collab.errors import NotFound, ServiceError
+from collab.errors import NotFound, RangeNotSatisfiable, ServiceError
 
 
 def _entry(body: dict[str, object], name: str = "entry") -> LogEntry:
@@ -316,7 +317,23 @@ _RANGE = re.compile(r"^bytes=(\d+)-(\d*)$")
 
 
 @api(("GET",))
-def blob_download(request: HttpRequest, blob_id: uuid.UUID) -> StreamingHttpResponse:
+def blob_upload(request: HttpRequest, blob_id: uuid.UUID) -> HttpResponse:
+    """Where the caller's own upload stands, to resume it (owner device only)."""
+    blob = blobs.blob_upload_status(
+        user=user_of(request), device_id=proven_device(request), blob_id=blob_id
+    )
+    return JsonResponse(
+        {
+            "blob_id": str(blob.pk),
+            "status": blob.status,
+            "size": blob.size,
+            "received_bytes": blob.received_bytes,
+        }
+    )
+
+
+@api(("GET",))
+def blob_download(request: HttpRequest, blob_id: uuid.UUID) -> HttpResponseBase:
     """The whole blob, or a ``Range: bytes=a-b`` of it (at most 1 MiB a request).
 
     Clients should fetch in ranges: the ASGI server does not apply backpressure, so a
@@ -325,19 +342,22 @@ def blob_download(request: HttpRequest, blob_id: uuid.UUID) -> StreamingHttpResp
     match = _RANGE.match(request.META.get("HTTP_RANGE", "bytes=0-"))
     if match is None:
         raise ServiceError("bad_range", "Use Range: bytes=<start>-<end>.")
-    start = int(match.group(1))
-    blob, handle = blobs.blob_download(
-        user=user_of(request),
-        device_id=proven_device(request),
-        blob_id=blob_id,
-        start=start,
-        meta=RequestMeta.from_request(request),
-    )
     partial = "HTTP_RANGE" in request.META
-    end = blob.size - 1
-    if partial:
-        wanted_end = int(match.group(2)) if match.group(2) else end
-        end = min(wanted_end, end, start + blobs.MAX_PART_BYTES - 1)
+    try:
+        blob, handle, start, end = blobs.blob_download(
+            user=user_of(request),
+            device_id=proven_device(request),
+            blob_id=blob_id,
+            start=int(match.group(1)),
+            end=int(match.group(2)) if partial and match.group(2) else None,
+            meta=RequestMeta.from_request(request),
+        )
+    except RangeNotSatisfiable as refused:
+        answer = JsonResponse(refused.as_dict(), status=refused.status)
+        answer["Content-Range"] = f"bytes */{refused.extra['size']}"
+        return answer
+    if not partial:
+        end = blob.size - 1  # no Range: the whole blob, one response
     length = end - start + 1
     response = StreamingHttpResponse(
         stream_file(handle, limit=length),

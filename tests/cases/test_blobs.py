@@ -145,5 +145,9 @@ def test_ranged_download_returns_the_asked_bytes(room) -> None:
     assert response.status_code == 206
     assert response["Content-Range"] == f"bytes 65552-{len(whole) - 1}/{len(whole)}"
     assert collect(response) == whole[65552:]
-    bad = derm.send("GET", f"/api/blobs/{blob_id}", b"", extra={"HTTP_RANGE": "bytes=999999999-"})
+    beyond = derm.send(
+        "GET", f"/api/blobs/{blob_id}", b"", extra={"HTTP_RANGE": "bytes=999999999-"}
+    )
+    assert (beyond.status_code, beyond["Content-Range"]) == (416, f"bytes */{len(whole)}")
+    bad = derm.send("GET", f"/api/blobs/{blob_id}", b"", extra={"HTTP_RANGE": "items=0-5"})
     assert (bad.status_code, bad.json()["error"]) == (400, "bad_range")

@@ -9,19 +9,22 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable
+from datetime import timedelta
 from typing import IO
 
 from django.conf import settings
 from django.core.files.storage import default_storage
 from django.db import transaction
+from django.utils import timezone
 
 from collab.accounts.models import User
+from collab.audit.models import AuditEvent
 from collab.audit.services import AuditAction, RequestMeta, audit_record
 from collab.cases import models as m
 from collab.cases.access import access_blob, access_case_device, access_device
 from collab.crypto.attachment import CT_CHUNK_SIZE, ciphertext_size, root_of
 from collab.crypto.primitives import sha512
-from collab.errors import Conflict, NotFound, ServiceError, TooLarge
+from collab.errors import Conflict, Gone, NotFound, RangeNotSatisfiable, ServiceError, TooLarge
 
 MAX_PART_CHUNKS = 16
 # The most one upload part or one download range may carry.
@@ -67,10 +70,10 @@ def blob_create(*, user: User, device_id: uuid.UUID, case_id: uuid.UUID, size: i
     return blob
 
 
-def _owned_uploading(user: User, blob_id: uuid.UUID, device_id: uuid.UUID | None) -> m.Blob:
-    """The caller's own upload in progress; when a device is named, the uploading one,
+def _owned(user: User, blob_id: uuid.UUID, device_id: uuid.UUID | None) -> m.Blob:
+    """The caller's own upload, locked; when a device is named, the uploading one,
     active (``device_id`` is None only for clients that send no device, while proofs are
-    not required)."""
+    not required). Anyone else's: ``404 no_blob``; an expired one: ``410``."""
     if device_id is not None:
         access_device(user, device_id)
     blob = m.Blob.objects.select_for_update().filter(pk=blob_id).first()
@@ -78,9 +81,56 @@ def _owned_uploading(user: User, blob_id: uuid.UUID, device_id: uuid.UUID | None
         raise NotFound("no_blob", "No such upload.")
     if device_id is not None and blob.uploader_device_id != device_id:
         raise NotFound("no_blob", "No such upload from this device.")
+    if blob.status == m.BlobStatus.EXPIRED:
+        raise Gone("upload_expired", "This upload was abandoned and has expired; start again.")
+    return blob
+
+
+def _owned_uploading(user: User, blob_id: uuid.UUID, device_id: uuid.UUID | None) -> m.Blob:
+    blob = _owned(user, blob_id, device_id)
     if blob.status != m.BlobStatus.UPLOADING:
         raise Conflict("blob_complete", "This upload is already complete.")
     return blob
+
+
+@transaction.atomic
+def blob_upload_status(*, user: User, device_id: uuid.UUID, blob_id: uuid.UUID) -> m.Blob:
+    """Where the uploading device's own upload stands, to resume it from
+    ``received_bytes`` after a lost connection."""
+    return _owned(user, blob_id, device_id)
+
+
+def expire_uploads(*, older_than: timedelta) -> list[m.Blob]:
+    """Uploads started more than ``older_than`` ago and still unfinished: delete their
+    file and mark them expired (audited, one event each). Parts or completion for them
+    are then ``410 upload_expired``. Returns the expired blobs."""
+    cutoff = timezone.now() - older_than
+    expired: list[m.Blob] = []
+    candidates = m.Blob.objects.filter(
+        status=m.BlobStatus.UPLOADING, created_at__lt=cutoff
+    ).values_list("pk", flat=True)
+    for blob_id in list(candidates):
+        with transaction.atomic():
+            blob = m.Blob.objects.select_for_update().filter(pk=blob_id).first()
+            if blob is None or blob.status != m.BlobStatus.UPLOADING:
+                continue  # completed (or discarded) meanwhile
+            if default_storage.exists(blob.storage_name):
+                default_storage.delete(blob.storage_name)
+            received = blob.received_bytes
+            blob.status = m.BlobStatus.EXPIRED
+            blob.chunk_hashes = b""
+            blob.save(update_fields=["status", "chunk_hashes"])
+            audit_record(
+                action=AuditAction.UPLOAD_EXPIRED,
+                actor=None,
+                device_id=blob.uploader_device_id,
+                case_id=blob.case_id,
+                target=f"blob:{blob.pk}",
+                details={"size": blob.size, "received_bytes": received,
+                         "uploader": str(blob.uploader_id)},
+            )
+            expired.append(blob)
+    return expired
 
 
 def _part_hashes(read: Reader, length: int, sink: IO[bytes] | None) -> list[bytes]:
@@ -208,30 +258,55 @@ def blob_complete(
     return blob
 
 
-@transaction.atomic
+def satisfiable_range(size: int, start: int, end: int | None) -> tuple[int, int]:
+    """``bytes=start-end`` (``end`` None: to the end) within a blob of ``size`` bytes,
+    at most ``MAX_PART_BYTES``; an inverted or out-of-size range is ``416``."""
+    if start >= size or (end is not None and end < start):
+        raise RangeNotSatisfiable(
+            "range_not_satisfiable", f"The blob has {size} bytes.", size=size
+        )
+    last = size - 1 if end is None else min(end, size - 1)
+    return start, min(last, start + MAX_PART_BYTES - 1)
+
+
+def _first_delivery(device_id: uuid.UUID, blob: m.Blob) -> bool:
+    return not AuditEvent.objects.filter(
+        case_id=blob.case_id,
+        action=AuditAction.ATTACHMENT_DOWNLOADED,
+        device_id=device_id,
+        target=f"blob:{blob.pk}",
+    ).exists()
+
+
 def blob_download(
     *,
     user: User,
     device_id: uuid.UUID,
     blob_id: uuid.UUID,
     start: int = 0,
+    end: int | None = None,
     meta: RequestMeta | None = None,
-) -> tuple[m.Blob, IO[bytes]]:
-    """Members only. Returns the file positioned at ``start``; one audit event per
-    download (the request that starts at byte 0)."""
-    blob = access_blob(user, blob_id, device_id)
-    if not 0 <= start < blob.size:
-        raise ServiceError("bad_range", f"The range must start within 0..{blob.size - 1}.")
-    if start == 0:
-        audit_record(
-            action=AuditAction.ATTACHMENT_DOWNLOADED,
-            actor=user,
-            device_id=device_id,
-            case_id=blob.case_id,
-            target=f"blob:{blob.pk}",
-            meta=meta,
-            details={"size": blob.size},
-        )
+) -> tuple[m.Blob, IO[bytes], int, int]:
+    """Members only. Returns the file positioned at ``start`` and the inclusive range
+    to serve. A download is audited once per (device, blob): on the first request that
+    delivers any bytes of the blob to that device, whatever its range (later ranges and
+    repeated downloads by the same device add nothing; another device is a new one)."""
+    with transaction.atomic():
+        blob = access_blob(user, blob_id, device_id)
+        start, end = satisfiable_range(blob.size, start, end)
+        if _first_delivery(device_id, blob):
+            # Ranges fetched in parallel: the lock lets exactly one of them record.
+            m.Blob.objects.select_for_update().filter(pk=blob.pk).first()
+            if _first_delivery(device_id, blob):
+                audit_record(
+                    action=AuditAction.ATTACHMENT_DOWNLOADED,
+                    actor=user,
+                    device_id=device_id,
+                    case_id=blob.case_id,
+                    target=f"blob:{blob.pk}",
+                    meta=meta,
+                    details={"size": blob.size},
+                )
     handle = default_storage.open(blob.storage_name, "rb")
     handle.seek(start)
-    return blob, handle
+    return blob, handle, start, end
