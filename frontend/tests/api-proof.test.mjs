@@ -10,7 +10,8 @@ import { seed } from './helpers.mjs';
 
 const DEVICE = '00000000-0000-4000-8000-00000000d001';
 const dsk = seed('api-proof device');
-const dskPub = cr1.ed25519Public(dsk);
+// As in a browser: a fresh non-extractable WebCrypto key (Node 20 has Ed25519).
+const { signer: webSigner } = await cr1.generateDeviceSigner({ webCrypto: true });
 
 function b64urlDecode(text) {
   return Uint8Array.from(Buffer.from(text, 'base64url'));
@@ -28,7 +29,7 @@ function parse(header) {
   return { timeMs: Number(time), nonce, jti: b64urlDecode(jti), sig: b64urlDecode(sig) };
 }
 
-function verify(header, method, path, body) {
+function verify(header, method, path, body, dskPub = webSigner.publicKey) {
   const p = parse(header);
   assert.equal(p.jti.length, 16);
   assert.equal(p.sig.length, 64);
@@ -53,22 +54,25 @@ function fakeFetch(script) {
   return calls;
 }
 
-test('proofHeader is <time_ms>.<nonce>.<jti>.<sig> over the exact request', () => {
+test('proofHeader is <time_ms>.<nonce>.<jti>.<sig> over the exact request (legacy seed signer)', async () => {
   const jti = new Uint8Array(16).fill(3);
   const body = new TextEncoder().encode('{"a":1}');
   const nonce = serverNonce(1_700_000_000_000);
-  const header = proofHeader(dsk, { deviceId: DEVICE, method: 'POST', path: '/api/x?y=1', body, nonce, timeMs: 1_700_000_000_123, jti });
+  const pub = cr1.ed25519Public(dsk);
+  const header = await proofHeader(cr1.seedSigner(dsk), { deviceId: DEVICE, method: 'POST', path: '/api/x?y=1', body, nonce, timeMs: 1_700_000_000_123, jti });
   assert.match(header, /^1700000000123\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{86}$/);
-  const p = verify(header, 'POST', '/api/x?y=1', body);
+  const p = verify(header, 'POST', '/api/x?y=1', body, pub);
   assert.equal(p.nonce, nonce);
-  assert.throws(() => verify(header, 'POST', '/api/x?y=2', body));
-  assert.throws(() => verify(header, 'POST', '/api/x?y=1', new TextEncoder().encode('{"a":2}')));
-  assert.throws(() => verify(header, 'PUT', '/api/x?y=1', body));
+  assert.throws(() => verify(header, 'POST', '/api/x?y=2', body, pub));
+  assert.throws(() => verify(header, 'POST', '/api/x?y=1', new TextEncoder().encode('{"a":2}'), pub));
+  assert.throws(() => verify(header, 'PUT', '/api/x?y=1', body, pub));
+  // Another key's proof does not verify under this device's key.
+  assert.throws(() => verify(header, 'POST', '/api/x?y=1', body));
 });
 
-test('api() fetches a nonce, signs the body bytes it sends, then uses X-Collab-Nonce', async () => {
+test('api() fetches a nonce, signs the body bytes it sends (WebCrypto key), then uses X-Collab-Nonce', async () => {
   forgetSigners();
-  useDevice({ deviceId: DEVICE, dskSeed: dsk });
+  useDevice({ deviceId: DEVICE, signer: webSigner });
   const first = serverNonce(Date.now() + 30_000, 1); // server clock 30 s ahead
   const second = serverNonce(Date.now() + 30_000, 2);
   const calls = fakeFetch((url) => (url === '/api/device-nonce'
@@ -92,7 +96,7 @@ test('api() fetches a nonce, signs the body bytes it sends, then uses X-Collab-N
 
 test('a 401 with a nonce is retried once with a fresh proof; a second one is an error', async () => {
   forgetSigners();
-  useDevice({ deviceId: DEVICE, dskSeed: dsk });
+  useDevice({ deviceId: DEVICE, signer: webSigner });
   noteNonce(serverNonce(Date.now()));
   const fresh = serverNonce(Date.now(), 9);
   let n = 0;

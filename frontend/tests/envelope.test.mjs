@@ -3,17 +3,19 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 
 import * as cr1 from '../static/collab/cr1/index.js';
-import { ALICE, BOB, CAROL, CASE_ID, T0, V, author, seed, throwsCode, utf8 } from './helpers.mjs';
+import {
+  ALICE, BOB, CAROL, CASE_ID, T0, V, author, seed, throwsAsync, throwsCode, utf8,
+} from './helpers.mjs';
 
 const { Role } = cr1;
-const { entry: e0 } = cr1.buildEntry(null, new cr1.CreateBody(ALICE.uikPub, ALICE.devices.map((d) => d.cert)),
+const { entry: e0 } = await cr1.buildEntry(null, new cr1.CreateBody(ALICE.uikPub, ALICE.devices.map((d) => d.cert)),
   { ...author(ALICE), createdMs: T0, caseId: CASE_ID });
-const { entry: e1, epochKey: k1 } = cr1.buildEntry(e0, new cr1.AddUserBody(BOB.userId, Role.MEMBER, BOB.uikPub, [BOB.d.cert]),
+const { entry: e1, epochKey: k1 } = await cr1.buildEntry(e0, new cr1.AddUserBody(BOB.userId, Role.MEMBER, BOB.uikPub, [BOB.d.cert]),
   { ...author(ALICE), createdMs: T0 + 1 });
 
-function seal(overrides = {}) {
-  return cr1.sealMessage({
-    dskSeed: ALICE.d.dskSeed,
+async function seal(overrides = {}) {
+  return await cr1.sealMessage({
+    signer: ALICE.d.dskSeed,
     epochKey: k1,
     caseId: CASE_ID,
     epoch: e1.epoch,
@@ -34,9 +36,9 @@ function resign(env, changes, ct = env.ct) {
   return new cr1.Envelope(header, ct, cr1.sign(ALICE.d.dskSeed, header.encode()));
 }
 
-describe('seal and open', () => {
-  test('the recipient opens what the sender sealed (via the wire)', () => {
-    const env = seal();
+describe('seal and open', async () => {
+  test('the recipient opens what the sender sealed (via the wire)', async () => {
+    const env = await seal();
     const wire = JSON.parse(JSON.stringify(env.toWire()));
     const got = cr1.Envelope.fromWire(wire);
     const dsk = cr1.checkSender(got, e1);
@@ -45,38 +47,38 @@ describe('seal and open', () => {
     assert.deepEqual(cr1.Header.decode(got.header.encode()).encode(), env.header.encode());
   });
 
-  test('bodies: deterministic JSON, bytes accepted as is, any JSON object received', () => {
+  test('bodies: deterministic JSON, bytes accepted as is, any JSON object received', async () => {
     assert.equal(new TextDecoder().decode(cr1.encodeBody({ b: [1, { z: null, a: true }], a: 'é"\n' })),
       '{"a":"é\\"\\n","b":[1,{"a":true,"z":null}]}');
     // Keys sort by code point like Python (U+FF5E before U+1F600, unlike UTF-16 order).
     assert.equal(new TextDecoder().decode(cr1.encodeBody({ '\u{1F600}': 1, '\uFF5E': 2 })), '{"\uFF5E":2,"\u{1F600}":1}');
     throwsCode(() => cr1.encodeBody({ x: NaN }), 'bad_body');
-    const env = seal({ body: utf8('{ "text" : "spaced" }') });
+    const env = await seal({ body: utf8('{ "text" : "spaced" }') });
     assert.deepEqual(cr1.openEnvelope(env, k1, { senderDskPub: ALICE.d.dskPub }), { text: 'spaced' });
     for (const bad of ['[1]', 'null', '"x"', '{', '\uFEFF{}']) {
-      throwsCode(() => cr1.openEnvelope(seal({ body: utf8(bad) }), k1, { senderDskPub: ALICE.d.dskPub }), 'bad_body');
+      await throwsAsync(async () => cr1.openEnvelope(await seal({ body: utf8(bad) }), k1, { senderDskPub: ALICE.d.dskPub }), 'bad_body');
     }
-    const invalidUtf8 = seal({ body: new Uint8Array([0x7b, 0xff, 0x7d]) });
+    const invalidUtf8 = await seal({ body: new Uint8Array([0x7b, 0xff, 0x7d]) });
     throwsCode(() => cr1.openEnvelope(invalidUtf8, k1, { senderDskPub: ALICE.d.dskPub }), 'bad_body');
   });
 
-  test('attachments in the body must match the signed header', () => {
+  test('attachments in the body must match the signed header', async () => {
     const m = cr1.Manifest.fromWire(V.attachment.manifest);
     const ref = new cr1.AttachmentRef(m.blobId, m.root);
-    const ok = seal({ body: { text: 'img', attachments: [m.toWire()] }, attachments: [ref] });
+    const ok = await seal({ body: { text: 'img', attachments: [m.toWire()] }, attachments: [ref] });
     assert.equal(cr1.openEnvelope(ok, k1, { senderDskPub: ALICE.d.dskPub }).attachments[0].blob_id, m.blobId);
-    const missing = seal({ body: { text: 'img' }, attachments: [ref] });
+    const missing = await seal({ body: { text: 'img' }, attachments: [ref] });
     throwsCode(() => cr1.openEnvelope(missing, k1, { senderDskPub: ALICE.d.dskPub }), 'inner_mismatch');
-    const extra = seal({ body: { attachments: [m.toWire()] } });
+    const extra = await seal({ body: { attachments: [m.toWire()] } });
     throwsCode(() => cr1.openEnvelope(extra, k1, { senderDskPub: ALICE.d.dskPub }), 'inner_mismatch');
-    const notList = seal({ body: { attachments: {} } });
+    const notList = await seal({ body: { attachments: {} } });
     throwsCode(() => cr1.openEnvelope(notList, k1, { senderDskPub: ALICE.d.dskPub }), 'bad_body');
-    const badManifest = seal({ body: { attachments: [{ blob_id: 'x' }] } });
+    const badManifest = await seal({ body: { attachments: [{ blob_id: 'x' }] } });
     throwsCode(() => cr1.openEnvelope(badManifest, k1, { senderDskPub: ALICE.d.dskPub }), 'bad_body');
   });
 
-  test('inner fields must equal the header', () => {
-    const env = seal();
+  test('inner fields must equal the header', async () => {
+    const env = await seal();
     const lying = env.header.replace({ senderSeq: 7 });
     const ct = cr1.secretboxSeal(k1, env.header.nonce, cr1.innerBytes(lying, utf8('{}')));
     const forged = resign(env, { ctLen: ct.length, ctHash: cr1.sha512(ct) }, ct);
@@ -90,10 +92,10 @@ describe('seal and open', () => {
   });
 });
 
-describe('verifyEnvelope and checkSender', () => {
-  const env = seal();
+describe('verifyEnvelope and checkSender', async () => {
+  const env = await seal();
 
-  test('check order: version, signature, ct_len, H(ct), size', () => {
+  test('check order: version, signature, ct_len, H(ct), size', async () => {
     cr1.verifyEnvelope(env, ALICE.d.dskPub);
     throwsCode(() => cr1.verifyEnvelope(resign(env, { version: 2 }), ALICE.d.dskPub), 'unsupported_version');
     throwsCode(() => cr1.verifyEnvelope(env, BOB.d.dskPub), 'bad_signature');
@@ -104,7 +106,7 @@ describe('verifyEnvelope and checkSender', () => {
     throwsCode(() => cr1.verifyEnvelope(env, ALICE.d.dskPub, { maxCtLen: 10 }), 'too_large');
   });
 
-  test('sender must be in the roster of the named head', () => {
+  test('sender must be in the roster of the named head', async () => {
     assert.deepEqual(cr1.checkSender(env, e1), ALICE.d.dskPub);
     throwsCode(() => cr1.checkSender(env, e0), 'wrong_epoch');
     throwsCode(() => cr1.checkSender(resign(env, { caseId: 'c0000000-0000-4000-8000-000000000009' }), e1), 'wrong_case');
@@ -113,7 +115,7 @@ describe('verifyEnvelope and checkSender', () => {
     throwsCode(() => cr1.checkSender(resign(env, { senderDeviceId: CAROL.d.deviceId }), e1), 'unauthorized_author');
   });
 
-  test('fromWire is strict', () => {
+  test('fromWire is strict', async () => {
     const wire = env.toWire();
     throwsCode(() => cr1.Envelope.fromWire({ ...wire, v: 2 }), 'unsupported_version');
     throwsCode(() => cr1.Envelope.fromWire({ ...wire, v: '1' }), 'bad_field');
@@ -134,8 +136,8 @@ describe('verifyEnvelope and checkSender', () => {
   });
 });
 
-describe('ReplayGuard', () => {
-  test('drops replays, reports gaps per device', () => {
+describe('ReplayGuard', async () => {
+  test('drops replays, reports gaps per device', async () => {
     const guard = new cr1.ReplayGuard();
     const h = (seq, id = seed(`id${seq}`).slice(0, 16), device = ALICE.d.deviceId) =>
       new cr1.Header({ ...seal().header, senderSeq: seq, clientMsgId: id, senderDeviceId: device });
@@ -154,8 +156,8 @@ describe('ReplayGuard', () => {
   });
 });
 
-test('sealMessage refuses bad inputs', () => {
-  throwsCode(() => seal({ contentType: 'a b' }), 'bad_field');
-  throwsCode(() => seal({ epochKey: new Uint8Array(31) }), 'bad_length');
-  throwsCode(() => seal({ clientMsgId: new Uint8Array(15) }), 'bad_length');
+test('sealMessage refuses bad inputs', async () => {
+  await throwsAsync(async () => await seal({ contentType: 'a b' }), 'bad_field');
+  await throwsAsync(async () => await seal({ epochKey: new Uint8Array(31) }), 'bad_length');
+  await throwsAsync(async () => await seal({ clientMsgId: new Uint8Array(15) }), 'bad_length');
 });

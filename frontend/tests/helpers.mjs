@@ -22,6 +22,15 @@ export function throwsCode(fn, code, message) {
   });
 }
 
+/** throwsCode for an async function (or one that throws before its first await). */
+export async function throwsAsync(fn, code, message) {
+  await assert.rejects(async () => fn(), (err) => {
+    assert.ok(err instanceof cr1.CryptoError, `expected CryptoError, got ${err}`);
+    assert.equal(err.code, code, message ?? err.message);
+    return true;
+  });
+}
+
 export async function rejectsCode(promise, code) {
   await assert.rejects(promise, (err) => {
     assert.ok(err instanceof cr1.CryptoError, `expected CryptoError, got ${err}`);
@@ -63,7 +72,22 @@ export const CAROL = person('carol', 3); // patient
 export const DAVE = person('dave', 4); // admin
 export const T0 = 1_700_000_000_000;
 
-/** buildEntry authored by a person's first device (or `device`). */
+/** buildEntry authored by a person's first device (or `device`); the seed is taken
+ * as a tweetnacl signer (cr1 asSigner). */
 export function author(p, device = p.d) {
-  return { authorSeed: device.dskSeed, authorUserId: p.userId, authorDeviceId: device.deviceId };
+  return { signer: device.dskSeed, authorUserId: p.userId, authorDeviceId: device.deviceId };
+}
+
+/** The same DSK seed as a WebCrypto Ed25519 key (non-extractable, imported from
+ * PKCS#8), to run the shared vectors through the WebCrypto signer too. */
+const PKCS8_ED25519 = cr1.fromHex('302e020100300506032b657004220420');
+
+export async function webCryptoSignerFromSeed(dskSeed) {
+  const key = await crypto.subtle.importKey('pkcs8', cr1.concat(PKCS8_ED25519, dskSeed), { name: 'Ed25519' }, false, ['sign']);
+  return cr1.webCryptoSigner(key, cr1.ed25519Public(dskSeed));
+}
+
+/** Both signers over one seed: [['tweetnacl', signer], ['webcrypto', signer]]. */
+export async function bothSigners(dskSeed) {
+  return [['tweetnacl', cr1.seedSigner(dskSeed)], ['webcrypto', await webCryptoSignerFromSeed(dskSeed)]];
 }

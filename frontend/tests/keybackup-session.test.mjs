@@ -13,19 +13,19 @@ import { ALICE, BOB, CASE_ID, T0, author } from './helpers.mjs';
 
 const { Role } = cr1;
 
-function chain() {
-  const { entry: e0, epochKey: k0 } = cr1.buildEntry(null, new cr1.CreateBody(ALICE.uikPub, [ALICE.devices[0].cert]),
+async function chain() {
+  const { entry: e0, epochKey: k0 } = await cr1.buildEntry(null, new cr1.CreateBody(ALICE.uikPub, [ALICE.devices[0].cert]),
     { ...author(ALICE), createdMs: T0, caseId: CASE_ID });
-  const { entry: e1, epochKey: k1 } = cr1.buildEntry(e0, new cr1.AddUserBody(BOB.userId, Role.MEMBER, BOB.uikPub, [BOB.d.cert]),
+  const { entry: e1, epochKey: k1 } = await cr1.buildEntry(e0, new cr1.AddUserBody(BOB.userId, Role.MEMBER, BOB.uikPub, [BOB.d.cert]),
     { ...author(ALICE), createdMs: T0 + 1 });
   const d1 = ALICE.devices[1];
   const enrol = cr1.signEnrol(ALICE.uikSeed, CASE_ID, 2n, e1.entryHash(), d1.cert);
-  const { entry: e2, epochKey: k2 } = cr1.buildEntry(e1, enrol, { ...author(ALICE, d1), createdMs: T0 + 2 });
+  const { entry: e2, epochKey: k2 } = await cr1.buildEntry(e1, enrol, { ...author(ALICE, d1), createdMs: T0 + 2 });
   return { entries: [e0, e1, e2], keys: [k0, k1, k2] };
 }
 
 function deviceRecord(p, d) {
-  return { userId: p.userId, deviceId: d.deviceId, dskSeed: d.dskSeed, dxkSecret: d.dxkSecret, uikSeed: p.uikSeed };
+  return { userId: p.userId, deviceId: d.deviceId, signer: cr1.seedSigner(d.dskSeed), dxkSecret: d.dxkSecret, uikSeed: p.uikSeed };
 }
 
 /** A fake server: the log, the key backup, and POST log with the revoked check. */
@@ -79,7 +79,7 @@ function session(dev) {
 const item = (key, epoch, k) => ({ epoch, item: cr1.b64e(cr1.sealBackupItem(key, CASE_ID, epoch, k)) });
 
 test('an enrolled device restores earlier keys from the backup, then backs up what it lacks there', async () => {
-  const { entries, keys } = chain();
+  const { entries, keys } = await chain();
   const kb = cr1.backupKey(ALICE.uikSeed);
   const server = fakeServer({ entries, backup: [item(kb, 0, keys[0]), item(kb, 1, keys[1])] });
   const s = session(deviceRecord(ALICE, ALICE.devices[1]));
@@ -100,7 +100,7 @@ test('an enrolled device restores earlier keys from the backup, then backs up wh
 });
 
 test('tampered, swapped or wrong backup items leave their epochs unavailable', async () => {
-  const { entries, keys } = chain();
+  const { entries, keys } = await chain();
   const kb = cr1.backupKey(ALICE.uikSeed);
   const tampered = cr1.sealBackupItem(kb, CASE_ID, 0, keys[0]);
   tampered[40] ^= 1;
@@ -126,7 +126,7 @@ test('tampered, swapped or wrong backup items leave their epochs unavailable', a
 });
 
 test('a 409 revoked_device_in_roster is answered by remove_device and the entry retried', async () => {
-  const { entries } = chain();
+  const { entries } = await chain();
   const revoked = ALICE.devices[0].deviceId;
   const server = fakeServer({ entries, revoked: [revoked] });
   const s = session(deviceRecord(ALICE, ALICE.devices[1]));
@@ -143,7 +143,7 @@ test('a 409 revoked_device_in_roster is answered by remove_device and the entry 
 });
 
 test('a member removes only its own revoked devices; a manager anyone\'s (an owner\'s only as owner)', async () => {
-  const { entries } = chain();
+  const { entries } = await chain();
   fakeServer({ entries });
   const bob = session(deviceRecord(BOB, BOB.d));
   bob.backup = false;

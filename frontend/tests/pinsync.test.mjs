@@ -40,7 +40,7 @@ class PinsServer {
 }
 
 function deviceOf(p) {
-  return { userId: p.userId, deviceId: p.d.deviceId, uikSeed: p.uikSeed, cert: p.d.cert.toWire(), dskSeed: p.d.dskSeed, dxkSecret: p.d.dxkSecret };
+  return { userId: p.userId, deviceId: p.d.deviceId, uikSeed: p.uikSeed, cert: p.d.cert.toWire(), signer: cr1.seedSigner(p.d.dskSeed), dxkSecret: p.d.dxkSecret };
 }
 
 function storeFor(p, server, saved = {}) {
@@ -54,7 +54,7 @@ function storeFor(p, server, saved = {}) {
 
 const serverDoc = (server, p) => JSON.parse(new TextDecoder().decode(openPins(p.uikSeed, cr1.b64d(server.row.blob))));
 
-describe('pin sync', () => {
+describe('pin sync', async () => {
   test('pins follow the user to another device, merged, and only the user can read them', async () => {
     const server = new PinsServer();
     const laptop = await storeFor(ALICE, server);
@@ -143,13 +143,13 @@ function badWrapFor(entry, deviceId) {
   return draft.replace({ signature: cr1.sign(ALICE.d.dskSeed, draft.signedBytes()) });
 }
 
-describe('wraps this device cannot open', () => {
+describe('wraps this device cannot open', async () => {
   test('the chain stays verified, the epoch is marked with its author, messages verify but do not open', async () => {
-    const g = next(null, ALICE, new cr1.CreateBody(ALICE.uikPub, ALICE.devices.map((d) => d.cert))).entry;
-    const e1 = next(g, ALICE, addUser(BOB, cr1.Role.MEMBER));
-    const rot = next(e1.entry, ALICE, new cr1.RotateBody());
+    const g = (await next(null, ALICE, new cr1.CreateBody(ALICE.uikPub, ALICE.devices.map((d) => d.cert)))).entry;
+    const e1 = await next(g, ALICE, addUser(BOB, cr1.Role.MEMBER));
+    const rot = await next(e1.entry, ALICE, new cr1.RotateBody());
     const bad = badWrapFor(rot.entry, BOB.d.deviceId);
-    const e3 = next(bad, ALICE, new cr1.RotateBody());
+    const e3 = await next(bad, ALICE, new cr1.RotateBody());
     const bob = new CaseSession(CASE_ID, deviceOf(BOB));
     bob.memo = { headEpoch: -1, headHash: '', senderSeq: 0, lastSeq: 0 };
     bob.accept([g, e1.entry, bad, e3.entry]);
@@ -159,8 +159,8 @@ describe('wraps this device cannot open', () => {
     assert.equal(bob.headKeyMissing, false);
 
     // A message Alice sent in epoch 2: signature checked, then "not available".
-    const env = cr1.sealMessage({
-      dskSeed: ALICE.d.dskSeed, epochKey: rot.epochKey, caseId: CASE_ID, epoch: 2, logHead: bad.entryHash(),
+    const env = await cr1.sealMessage({
+      signer: ALICE.d.dskSeed, epochKey: rot.epochKey, caseId: CASE_ID, epoch: 2, logHead: bad.entryHash(),
       senderUserId: ALICE.userId, senderDeviceId: ALICE.d.deviceId, senderSeq: 1, sentMs: clock,
       contentType: 'text', body: { text: 'in the epoch Bob lost' }, attachments: [], clientMsgId: cr1.randomBytes(16),
     });
@@ -175,9 +175,9 @@ describe('wraps this device cannot open', () => {
     await assert.rejects(bob.open({ seq: 6, envelope: forged.toWire() }), (err) => err instanceof cr1.CryptoError);
   });
 
-  test('a bad wrap at the head: sending first needs a fresh key', () => {
-    const g = next(null, ALICE, new cr1.CreateBody(ALICE.uikPub, ALICE.devices.map((d) => d.cert))).entry;
-    const e1 = badWrapFor(next(g, ALICE, addUser(BOB, cr1.Role.MEMBER)).entry, BOB.d.deviceId);
+  test('a bad wrap at the head: sending first needs a fresh key', async () => {
+    const g = (await next(null, ALICE, new cr1.CreateBody(ALICE.uikPub, ALICE.devices.map((d) => d.cert)))).entry;
+    const e1 = badWrapFor((await next(g, ALICE, addUser(BOB, cr1.Role.MEMBER))).entry, BOB.d.deviceId);
     const bob = new CaseSession(CASE_ID, deviceOf(BOB));
     bob.accept([g, e1]);
     assert.equal(bob.headKeyMissing, true);
@@ -185,18 +185,18 @@ describe('wraps this device cannot open', () => {
   });
 });
 
-describe('trust hook in the case state', () => {
-  const chain = () => {
-    const g = next(null, ALICE, new cr1.CreateBody(ALICE.uikPub, ALICE.devices.map((d) => d.cert))).entry;
-    return [g, next(g, ALICE, addUser(BOB, cr1.Role.MEMBER)).entry];
+describe('trust hook in the case state', async () => {
+  const chain = async () => {
+    const g = (await next(null, ALICE, new cr1.CreateBody(ALICE.uikPub, ALICE.devices.map((d) => d.cert)))).entry;
+    return [g, (await next(g, ALICE, addUser(BOB, cr1.Role.MEMBER))).entry];
   };
 
   test('a roster listing this user under a foreign key is refused before anything is kept', async () => {
     // Bob's device, but a roster that lists Bob under Carol's key with Bob's device
     // certified by it (a fooled admin signed what the server served).
-    const g = next(null, ALICE, new cr1.CreateBody(ALICE.uikPub, ALICE.devices.map((d) => d.cert))).entry;
+    const g = (await next(null, ALICE, new cr1.CreateBody(ALICE.uikPub, ALICE.devices.map((d) => d.cert)))).entry;
     const fakeCert = cr1.makeDeviceCert(CAROL.uikSeed, BOB.userId, BOB.d.deviceId, BOB.d.dskPub, BOB.d.dxkPub, T0);
-    const e1 = next(g, ALICE, new cr1.AddUserBody(BOB.userId, cr1.Role.MEMBER, CAROL.uikPub, [fakeCert])).entry;
+    const e1 = (await next(g, ALICE, new cr1.AddUserBody(BOB.userId, cr1.Role.MEMBER, CAROL.uikPub, [fakeCert]))).entry;
     const pins = await storeFor(BOB, new PinsServer());
     const bob = new CaseSession(CASE_ID, deviceOf(BOB), { trust: pins });
     assert.throws(() => bob.accept([g, e1]), (err) => err instanceof cr1.CryptoError && err.code === 'own_identity_mismatch');
@@ -206,7 +206,7 @@ describe('trust hook in the case state', () => {
   test('every roster is observed, and a commit with a changed member is refused', async () => {
     const pins = await storeFor(ALICE, new PinsServer());
     const alice = new CaseSession(CASE_ID, deviceOf(ALICE), { trust: pins });
-    const [g, e1] = chain();
+    const [g, e1] = await chain();
     alice.accept([g, e1]);
     assert.equal(pins.state(BOB.userId, BOB.uikPub), 'pinned');
     pins.book.accept(BOB.userId, CAROL.uikPub, T0); // Bob's pin now names another key

@@ -23,7 +23,7 @@ const next = (prev, p, body) => {
 };
 const addUser = (p, role, uik = p.uikPub, certs = p.devices.map((d) => d.cert)) => new cr1.AddUserBody(p.userId, role, uik, certs);
 const deviceOf = (p, d = p.d) => ({
-  userId: p.userId, deviceId: d.deviceId, uikSeed: p.uikSeed, cert: d.cert.toWire(), dskSeed: d.dskSeed, dxkSecret: d.dxkSecret,
+  userId: p.userId, deviceId: d.deviceId, uikSeed: p.uikSeed, cert: d.cert.toWire(), signer: cr1.seedSigner(d.dskSeed), dxkSecret: d.dxkSecret,
 });
 const genesis = () => next(null, ALICE, new cr1.CreateBody(ALICE.uikPub, ALICE.devices.map((d) => d.cert)));
 
@@ -64,18 +64,18 @@ function session(p, pins, d = p.d) {
 }
 
 // Bob's real chain, and Dave (an admin) re-adding "Bob" under Dave's own identity key.
-function chains() {
-  const g = genesis();
-  const e1 = next(g.entry, ALICE, addUser(DAVE, cr1.Role.ADMIN));
-  const e2 = next(e1.entry, ALICE, addUser(BOB, cr1.Role.MEMBER));
-  const e3 = next(e2.entry, DAVE, new cr1.RemoveUserBody(BOB.userId));
+async function chains() {
+  const g = await genesis();
+  const e1 = await next(g.entry, ALICE, addUser(DAVE, cr1.Role.ADMIN));
+  const e2 = await next(e1.entry, ALICE, addUser(BOB, cr1.Role.MEMBER));
+  const e3 = await next(e2.entry, DAVE, new cr1.RemoveUserBody(BOB.userId));
   const fake = cr1.makeDeviceCert(DAVE.uikSeed, BOB.userId, DAVE.d.deviceId.replace(/.$/, '9'), DAVE.d.dskPub, DAVE.d.dxkPub, T0);
-  const e4 = next(e3.entry, DAVE, addUser(BOB, cr1.Role.MEMBER, DAVE.uikPub, [fake]));
-  const honest = next(e3.entry, ALICE, addUser(BOB, cr1.Role.MEMBER));
+  const e4 = await next(e3.entry, DAVE, addUser(BOB, cr1.Role.MEMBER, DAVE.uikPub, [fake]));
+  const honest = await next(e3.entry, ALICE, addUser(BOB, cr1.Role.MEMBER));
   return { base: [g.entry, e1.entry, e2.entry], swapped: [e3.entry, e4.entry], honest: [e3.entry, honest.entry] };
 }
 
-describe('item 1: the pin sync comes before any roster', () => {
+describe('item 1: the pin sync comes before any roster', async () => {
   test('a new device knows the verified key before it reads a roster with the server\'s key', async () => {
     const server = new PinsServer();
     const laptop = await storeFor(ALICE, server);
@@ -86,8 +86,8 @@ describe('item 1: the pin sync comes before any roster', () => {
     // Alice's second device: the room awaits the sync, then reads a roster listing Bob under Carol's key.
     const phone = await storeFor(ALICE, server, ALICE.devices[1]);
     await phone.syncNow();
-    const g = genesis();
-    const e1 = next(g.entry, ALICE, addUser(BOB, cr1.Role.MEMBER, CAROL.uikPub,
+    const g = await genesis();
+    const e1 = await next(g.entry, ALICE, addUser(BOB, cr1.Role.MEMBER, CAROL.uikPub,
       [cr1.makeDeviceCert(CAROL.uikSeed, BOB.userId, BOB.d.deviceId, BOB.d.dskPub, BOB.d.dxkPub, T0)]));
     const s = session(ALICE, phone, ALICE.devices[1]);
     s.accept([g.entry, e1.entry]);
@@ -121,8 +121,8 @@ describe('item 1: the pin sync comes before any roster', () => {
     await laptop.settled();
     const phone = await storeFor(ALICE, server, ALICE.devices[1]);
     await phone.syncNow();
-    const g = genesis();
-    const e1 = next(g.entry, ALICE, addUser(BOB, cr1.Role.MEMBER));
+    const g = await genesis();
+    const e1 = await next(g.entry, ALICE, addUser(BOB, cr1.Role.MEMBER));
     const s = session(ALICE, phone, ALICE.devices[1]);
     s.accept([g.entry, e1.entry]);
     assert.equal(phone.state(BOB.userId, BOB.uikPub), 'verified');
@@ -130,11 +130,11 @@ describe('item 1: the pin sync comes before any roster', () => {
   });
 });
 
-describe('item 3: every seal checks the pins, also on a retry', () => {
+describe('item 3: every seal checks the pins, also on a retry', async () => {
   const noPins = { api: async () => { throw new ApiError(404, { error: 'no_pins' }); }, savePins: async () => {}, loadPins: async () => null };
 
   async function retryAfter(which) {
-    const all = chains();
+    const all = await chains();
     const { base } = all;
     const newEntries = all[which];
     const pins = await PinStore.open(deviceOf(ALICE), noPins);
@@ -177,21 +177,21 @@ describe('item 3: every seal checks the pins, also on a retry', () => {
   test('a seal in a roster holding this user under a foreign key is refused', async () => {
     const pins = await PinStore.open(deviceOf(ALICE), noPins);
     const s = session(ALICE, pins);
-    const { base } = chains();
+    const { base } = await chains();
     s.accept(base);
     pins.myUik = CAROL.uikPub; // as if this device's identity were another
     await assert.rejects(s.seal({ text: 'x' }), (err) => err.code === 'own_identity_mismatch');
   });
 });
 
-describe('item 4: a patient request whatever the labels say', () => {
+describe('item 4: a patient request whatever the labels say', async () => {
   const signals = [
     [{ kind: 'patient', role: 'provider' }, cr1.Role.MEMBER],
     [{ kind: 'invite', role: 'patient' }, cr1.Role.MEMBER], // kind.mjs
     [{ kind: 'claim', role: 'provider' }, cr1.Role.PATIENT],
     [{ kind: 'invite' }, cr1.Role.PATIENT],
   ];
-  test('any one signal makes it a patient request: the binding is required, the patient role granted', () => {
+  test('any one signal makes it a patient request: the binding is required, the patient role granted', async () => {
     for (const [request, role] of signals) {
       const kind = effectiveKind(request, role);
       assert.equal(kind, 'patient', JSON.stringify(request));
@@ -199,7 +199,7 @@ describe('item 4: a patient request whatever the labels say', () => {
       assert.equal(grantedRole(request, role), cr1.Role.PATIENT);
     }
   });
-  test('honest twin: a provider\'s invite or claim needs no binding and gets the listed role', () => {
+  test('honest twin: a provider\'s invite or claim needs no binding and gets the listed role', async () => {
     for (const k of ['invite', 'claim']) {
       const request = { kind: k, role: 'provider' };
       assert.equal(effectiveKind(request, cr1.Role.MEMBER), k);
@@ -207,7 +207,7 @@ describe('item 4: a patient request whatever the labels say', () => {
       assert.equal(reviewAdmission({ pin: 'new', kind: k }).allowed, true);
     }
   });
-  test('a direct add from the directory refuses a patient account, by any signal', () => {
+  test('a direct add from the directory refuses a patient account, by any signal', async () => {
     assert.throws(() => checkDirectAdd({ id: CAROL.userId }, cr1.Role.PATIENT, 'Carol'), /patient account/);
     assert.throws(() => checkDirectAdd({ id: CAROL.userId, role: 'patient' }, cr1.Role.MEMBER, 'Carol'), /patient account/);
     checkDirectAdd({ id: BOB.userId, display_name: 'Bob' }, cr1.Role.MEMBER, 'Bob'); // a provider: fine
@@ -215,22 +215,22 @@ describe('item 4: a patient request whatever the labels say', () => {
   });
 });
 
-describe('item 6: shared earlier keys open one at a time', () => {
-  function shared(spoilEpoch) {
-    const g = genesis();
-    const r1 = next(g.entry, ALICE, new cr1.RotateBody());
-    const add = next(r1.entry, ALICE, addUser(BOB, cr1.Role.MEMBER));
+describe('item 6: shared earlier keys open one at a time', async () => {
+  async function shared(spoilEpoch) {
+    const g = await genesis();
+    const r1 = await next(g.entry, ALICE, new cr1.RotateBody());
+    const add = await next(r1.entry, ALICE, addUser(BOB, cr1.Role.MEMBER));
     const body = cr1.makeHistoryBody(CASE_ID, [[BOB.d, 0, g.epochKey], [BOB.d, 1, r1.epochKey]]);
     const items = body.items.map((w) => (Number(w.epoch) === spoilEpoch
       ? new cr1.HistoryWrap(w.deviceId, w.epoch, cr1.randomBytes(w.ciphertext.length)) : w));
-    const share = next(add.entry, ALICE, new cr1.ShareHistoryBody(body.hepk, items));
+    const share = await next(add.entry, ALICE, new cr1.ShareHistoryBody(body.hepk, items));
     const bob = new CaseSession(CASE_ID, deviceOf(BOB));
     bob.accept([g.entry, r1.entry, add.entry, share.entry]);
     return { bob, keys: { 0: g.epochKey, 1: r1.epochKey } };
   }
 
-  test('one bad wrap costs only its epoch, which is unavailable with the author (history)', () => {
-    const { bob, keys } = shared(1);
+  test('one bad wrap costs only its epoch, which is unavailable with the author (history)', async () => {
+    const { bob, keys } = await shared(1);
     assert.ok(cr1.equal(bob.keys.get(0), keys[0]), 'the good wrap opened');
     assert.ok(!bob.keys.has(1));
     assert.equal(bob.unavailable.get(1), ALICE.userId);
@@ -238,22 +238,22 @@ describe('item 6: shared earlier keys open one at a time', () => {
     assert.ok(bob.keys.has(2) && bob.keys.has(3), 'the later epochs read');
   });
 
-  test('honest twin: every shared key opens, nothing is unavailable', () => {
-    const { bob, keys } = shared(-1);
+  test('honest twin: every shared key opens, nothing is unavailable', async () => {
+    const { bob, keys } = await shared(-1);
     assert.ok(cr1.equal(bob.keys.get(0), keys[0]) && cr1.equal(bob.keys.get(1), keys[1]));
     assert.deepEqual([...bob.unavailable], []);
     assert.deepEqual(bob.historyFailures, []);
   });
 });
 
-describe('item 9: every roster is observed; the own key fails closed at the head only', () => {
+describe('item 9: every roster is observed; the own key fails closed at the head only', async () => {
   const fooled = () => cr1.makeDeviceCert(CAROL.uikSeed, BOB.userId, BOB.d.deviceId, BOB.d.dskPub, BOB.d.dxkPub, T0);
 
   test('a past roster listing this user under a foreign key does not fail the case', async () => {
-    const g = genesis();
-    const e1 = next(g.entry, ALICE, addUser(BOB, cr1.Role.MEMBER, CAROL.uikPub, [fooled()]));
-    const e2 = next(e1.entry, ALICE, new cr1.RemoveUserBody(BOB.userId));
-    const e3 = next(e2.entry, ALICE, addUser(BOB, cr1.Role.MEMBER));
+    const g = await genesis();
+    const e1 = await next(g.entry, ALICE, addUser(BOB, cr1.Role.MEMBER, CAROL.uikPub, [fooled()]));
+    const e2 = await next(e1.entry, ALICE, new cr1.RemoveUserBody(BOB.userId));
+    const e3 = await next(e2.entry, ALICE, addUser(BOB, cr1.Role.MEMBER));
     const pins = await storeFor(BOB, new PinsServer());
     const bob = session(BOB, pins);
     bob.accept([g.entry, e1.entry, e2.entry, e3.entry]);
@@ -261,10 +261,10 @@ describe('item 9: every roster is observed; the own key fails closed at the head
   });
 
   test('the same foreign key at the head fails closed, and nothing is kept or pinned', async () => {
-    const g = genesis();
-    const e1 = next(g.entry, ALICE, addUser(BOB, cr1.Role.MEMBER));
-    const e2 = next(e1.entry, ALICE, new cr1.RemoveUserBody(BOB.userId));
-    const e3 = next(e2.entry, ALICE, addUser(BOB, cr1.Role.MEMBER, CAROL.uikPub, [fooled()]));
+    const g = await genesis();
+    const e1 = await next(g.entry, ALICE, addUser(BOB, cr1.Role.MEMBER));
+    const e2 = await next(e1.entry, ALICE, new cr1.RemoveUserBody(BOB.userId));
+    const e3 = await next(e2.entry, ALICE, addUser(BOB, cr1.Role.MEMBER, CAROL.uikPub, [fooled()]));
     const pins = await storeFor(BOB, new PinsServer());
     const bob = session(BOB, pins);
     assert.throws(() => bob.accept([g.entry, e1.entry, e2.entry, e3.entry]),
@@ -277,14 +277,14 @@ describe('item 9: every roster is observed; the own key fails closed at the head
     // A page whose last entry lists Bob under a foreign key, then the entry that re-adds
     // him under his own: a client checking each page's end as the head would fail here.
     const PAGE = 5;
-    const entries = [genesis().entry];
-    while (entries.length < PAGE - 3) entries.push(next(entries.at(-1), ALICE, new cr1.RotateBody()).entry);
-    entries.push(next(entries.at(-1), ALICE, addUser(BOB, cr1.Role.MEMBER)).entry);
-    entries.push(next(entries.at(-1), ALICE, new cr1.RemoveUserBody(BOB.userId)).entry);
-    entries.push(next(entries.at(-1), ALICE, addUser(BOB, cr1.Role.MEMBER, CAROL.uikPub, [fooled()])).entry);
+    const entries = [(await genesis()).entry];
+    while (entries.length < PAGE - 3) entries.push((await next(entries.at(-1), ALICE, new cr1.RotateBody())).entry);
+    entries.push((await next(entries.at(-1), ALICE, addUser(BOB, cr1.Role.MEMBER))).entry);
+    entries.push((await next(entries.at(-1), ALICE, new cr1.RemoveUserBody(BOB.userId))).entry);
+    entries.push((await next(entries.at(-1), ALICE, addUser(BOB, cr1.Role.MEMBER, CAROL.uikPub, [fooled()]))).entry);
     assert.equal(entries.length, PAGE);
-    entries.push(next(entries.at(-1), ALICE, new cr1.RemoveUserBody(BOB.userId)).entry);
-    entries.push(next(entries.at(-1), ALICE, addUser(BOB, cr1.Role.MEMBER)).entry);
+    entries.push((await next(entries.at(-1), ALICE, new cr1.RemoveUserBody(BOB.userId))).entry);
+    entries.push((await next(entries.at(-1), ALICE, addUser(BOB, cr1.Role.MEMBER))).entry);
     const pins = await storeFor(BOB, new PinsServer());
     const bob = session(BOB, pins);
     bob.pageSize = PAGE;
@@ -307,10 +307,10 @@ describe('item 9: every roster is observed; the own key fails closed at the head
     const pins = await storeFor(ALICE, server);
     pins.book.observe(BOB.userId, CAROL.uikPub, 'c-other', 1);
     pins.book.accept(BOB.userId, BOB.uikPub, 2); // Bob's key changed from "Carol's" to his, accepted
-    const g = genesis();
-    const e1 = next(g.entry, ALICE, addUser(BOB, cr1.Role.MEMBER, CAROL.uikPub, [fooled()]));
-    const e2 = next(e1.entry, ALICE, new cr1.RemoveUserBody(BOB.userId));
-    const e3 = next(e2.entry, ALICE, addUser(BOB, cr1.Role.MEMBER));
+    const g = await genesis();
+    const e1 = await next(g.entry, ALICE, addUser(BOB, cr1.Role.MEMBER, CAROL.uikPub, [fooled()]));
+    const e2 = await next(e1.entry, ALICE, new cr1.RemoveUserBody(BOB.userId));
+    const e3 = await next(e2.entry, ALICE, addUser(BOB, cr1.Role.MEMBER));
     const alice = session(ALICE, pins);
     alice.accept([g.entry, e1.entry, e2.entry, e3.entry]);
     assert.deepEqual(pins.book.changes(), []);
@@ -319,10 +319,10 @@ describe('item 9: every roster is observed; the own key fails closed at the head
 
   test('a key at the head other than the pin is a change (every roster observed, oldest first)', async () => {
     const pins = await storeFor(ALICE, new PinsServer());
-    const g = genesis();
-    const e1 = next(g.entry, ALICE, addUser(BOB, cr1.Role.MEMBER));
-    const e2 = next(e1.entry, ALICE, new cr1.RemoveUserBody(BOB.userId));
-    const e3 = next(e2.entry, ALICE, addUser(BOB, cr1.Role.MEMBER, CAROL.uikPub, [fooled()]));
+    const g = await genesis();
+    const e1 = await next(g.entry, ALICE, addUser(BOB, cr1.Role.MEMBER));
+    const e2 = await next(e1.entry, ALICE, new cr1.RemoveUserBody(BOB.userId));
+    const e3 = await next(e2.entry, ALICE, addUser(BOB, cr1.Role.MEMBER, CAROL.uikPub, [fooled()]));
     const alice = session(ALICE, pins);
     alice.accept([g.entry, e1.entry, e2.entry, e3.entry]);
     assert.equal(pins.state(BOB.userId, BOB.uikPub), 'pinned', 'the older roster pinned the first key');
@@ -331,7 +331,7 @@ describe('item 9: every roster is observed; the own key fails closed at the head
   });
 });
 
-describe('item 10: reviewing a request records nothing', () => {
+describe('item 10: reviewing a request records nothing', async () => {
   test('looking at the server\'s key leaves the book as it was; the committed roster pins it', async () => {
     const server = new PinsServer();
     const pins = await storeFor(ALICE, server);
@@ -344,8 +344,8 @@ describe('item 10: reviewing a request records nothing', () => {
     await pins.settled();
     assert.equal(server.row, null, 'nothing synced');
     // Admit pressed: the entry is built and, once verified, its roster is observed.
-    const g = genesis();
-    const e1 = next(g.entry, ALICE, addUser(BOB, cr1.Role.MEMBER));
+    const g = await genesis();
+    const e1 = await next(g.entry, ALICE, addUser(BOB, cr1.Role.MEMBER));
     session(ALICE, pins).accept([g.entry, e1.entry]);
     assert.equal(pins.state(BOB.userId, BOB.uikPub), 'pinned');
   });

@@ -5,7 +5,13 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 
 import * as cr1 from '../static/collab/cr1/index.js';
-import { ALICE, BOB, CAROL, V, b, hx, person, throwsCode } from './helpers.mjs';
+import { ALICE, BOB, CAROL, V, b, hx, person, throwsCode, webCryptoSignerFromSeed } from './helpers.mjs';
+
+// Everything the device signing key signs is checked through both signers: tweetnacl
+// over the seed and WebCrypto Ed25519 over the same key imported (Ed25519 is
+// deterministic, so both must give the vectors' exact bytes).
+const SIGNERS = ['tweetnacl', 'webcrypto'];
+const signerOf = async (kind, seed) => (kind === 'webcrypto' ? webCryptoSignerFromSeed(seed) : cr1.seedSigner(seed));
 
 describe('primitive vectors', () => {
   const p = V.primitives;
@@ -66,15 +72,16 @@ test('device certificate vector', () => {
   assert.equal(hx(made.encode()), d.roster_record);
 });
 
-test('log vectors: roster, key commit, wraps, signed bytes, signature, hash, wire', () => {
+for (const kind of SIGNERS) {
+test(`log vectors (${kind} signer): roster, key commit, wraps, signed bytes, signature, hash, wire`, async () => {
   let prev = null;
   const entries = [];
   for (const item of V.log.entries) {
     const i = item.inputs;
     const decoded = cr1.LogEntry.decode(b(item.entry_bytes));
     assert.equal(hx(decoded.roster.encode()), item.roster_bytes);
-    const e = cr1.sealEntry({
-      authorSeed: b(i.author_dsk_seed),
+    const e = await cr1.sealEntry({
+      signer: await signerOf(kind, b(i.author_dsk_seed)),
       caseId: i.case_id,
       epoch: i.epoch,
       prevHash: b(i.prev_hash),
@@ -115,20 +122,22 @@ test('log vectors: roster, key commit, wraps, signed bytes, signature, hash, wir
   assert.equal(cr1.verifyChain(entries).length, 2);
 });
 
-test('log vectors: buildEntry reproduces the entries from bodies', () => {
+test(`log vectors (${kind} signer): buildEntry reproduces the entries from bodies`, async () => {
   const [v0, v1] = V.log.entries;
-  const { entry: e0 } = cr1.buildEntry(null, new cr1.CreateBody(ALICE.uikPub, ALICE.devices.map((d) => d.cert)), {
-    authorSeed: ALICE.d.dskSeed, authorUserId: ALICE.userId, authorDeviceId: ALICE.d.deviceId,
+  const signer = await signerOf(kind, ALICE.d.dskSeed);
+  const { entry: e0 } = await cr1.buildEntry(null, new cr1.CreateBody(ALICE.uikPub, ALICE.devices.map((d) => d.cert)), {
+    signer, authorUserId: ALICE.userId, authorDeviceId: ALICE.d.deviceId,
     createdMs: v0.inputs.created_ms, caseId: v0.inputs.case_id,
     epochKey: b(v0.inputs.epoch_key), epkSecret: b(v0.inputs.epk_secret),
   });
   assert.equal(hx(e0.encode()), v0.entry_bytes);
-  const { entry: e1 } = cr1.buildEntry(e0, new cr1.AddUserBody(BOB.userId, cr1.Role.MEMBER, BOB.uikPub, [BOB.d.cert]), {
-    authorSeed: ALICE.d.dskSeed, authorUserId: ALICE.userId, authorDeviceId: ALICE.d.deviceId,
+  const { entry: e1 } = await cr1.buildEntry(e0, new cr1.AddUserBody(BOB.userId, cr1.Role.MEMBER, BOB.uikPub, [BOB.d.cert]), {
+    signer, authorUserId: ALICE.userId, authorDeviceId: ALICE.d.deviceId,
     createdMs: v1.inputs.created_ms, epochKey: b(v1.inputs.epoch_key), epkSecret: b(v1.inputs.epk_secret),
   });
   assert.equal(hx(e1.encode()), v1.entry_bytes);
 });
+}
 
 function attachmentChunks() {
   const a = V.attachment;
@@ -164,7 +173,7 @@ test('attachment vector: chunk nonces, ciphertexts, root, manifest', () => {
   assert.deepEqual(cr1.decryptBlob(blob, m), content);
 });
 
-test('message vector: body, inner, header, ciphertext, signature, wire', () => {
+test('message vector: body, inner, header, ciphertext, signature, wire', async () => {
   const msg = V.message;
   const env = cr1.Envelope.fromWire(msg.wire);
   assert.equal(hx(env.header.encode()), msg.header_bytes);
@@ -178,13 +187,15 @@ test('message vector: body, inner, header, ciphertext, signature, wire', () => {
   // Sealing from the same inputs gives the same envelope.
   const e1 = cr1.LogEntry.decode(b(V.log.entries[1].entry_bytes));
   const h = env.header;
-  const sealed = cr1.sealMessage({
-    dskSeed: b(msg.sender_dsk_seed), epochKey: b(msg.epoch_key), caseId: h.caseId, epoch: h.epoch,
+  for (const kind of SIGNERS) {
+  const sealed = await cr1.sealMessage({
+    signer: await signerOf(kind, b(msg.sender_dsk_seed)), epochKey: b(msg.epoch_key), caseId: h.caseId, epoch: h.epoch,
     logHead: h.logHead, senderUserId: h.senderUserId, senderDeviceId: h.senderDeviceId,
     senderSeq: h.senderSeq, sentMs: h.sentMs, contentType: h.contentType, body,
     attachments: h.attachments, clientMsgId: h.clientMsgId, nonce: h.nonce,
   });
-  assert.deepEqual(sealed.toWire(), msg.wire);
+  assert.deepEqual(sealed.toWire(), msg.wire, kind);
+  }
   assert.deepEqual(cr1.checkSender(env, e1), b(msg.sender_dsk_pub));
 });
 
@@ -208,15 +219,18 @@ test('safety number vector', () => {
   assert.deepEqual(cr1.safetyNumber(s.b.user_id, b(s.b.uik_pub), s.a.user_id, b(s.a.uik_pub)), s.groups);
 });
 
-test('invite vector: statement, proof and short code', () => {
+test('invite vector: statement, proof and short code', async () => {
   const v = V.invite;
   const { seed, pub } = cr1.inviteKeypair(b(v.secret));
   assert.equal(hx(seed), v.invite_seed);
   assert.equal(hx(pub), v.invite_pub);
   assert.equal(hx(cr1.inviteStatementBytes(v.case_id, v.inviter_user, v.inviter_device, pub, v.created_ms)), v.statement_bytes);
   const alice = V.people.alice.devices[0];
-  const sig = cr1.signInvitation(b(alice.dsk_seed), v.case_id, v.inviter_user, v.inviter_device, pub, v.created_ms);
-  assert.equal(hx(sig), v.invite_sig);
+  let sig;
+  for (const kind of SIGNERS) {
+    sig = await cr1.signInvitation(await signerOf(kind, b(alice.dsk_seed)), v.case_id, v.inviter_user, v.inviter_device, pub, v.created_ms);
+    assert.equal(hx(sig), v.invite_sig, kind);
+  }
   cr1.verifyInvitationStatement(b(alice.dsk_pub), v.case_id, v.inviter_user, v.inviter_device, pub, v.created_ms, sig);
   assert.equal(hx(cr1.inviteProofBytes(v.case_id, pub, v.patient_user, b(v.patient_uik))), v.proof_bytes);
   const proof = cr1.signInviteProof(seed, v.case_id, pub, v.patient_user, b(v.patient_uik));
@@ -325,7 +339,7 @@ describe('negative vectors', () => {
   });
 });
 
-test('enrol vector: a new device joins by its identity key', () => {
+test('enrol vector: a new device joins by its identity key', async () => {
   const v = V.enrol;
   const d = v.device;
   const e1 = cr1.LogEntry.decode(b(v.prev));
@@ -335,27 +349,34 @@ test('enrol vector: a new device joins by its identity key', () => {
   const body = cr1.signEnrol(b(V.people.bob.uik_seed), e1.caseId, 2, e1.entryHash(), cert);
   assert.equal(hx(body.uikSig), v.uik_sig);
   assert.equal(hx(body.encode()), v.action_body);
-  const { entry, epochKey } = cr1.buildEntry(e1, body, {
-    authorSeed: b(d.dsk_seed), authorUserId: bobId, authorDeviceId: d.device_id,
-    createdMs: v.created_ms, epochKey: b(v.epoch_key), epkSecret: b(v.epk_secret),
-  });
-  assert.equal(hx(entry.encode()), v.entry_bytes);
-  assert.equal(hx(entry.entryHash()), v.entry_hash);
+  let entry;
+  let epochKey;
+  for (const kind of SIGNERS) {
+    ({ entry, epochKey } = await cr1.buildEntry(e1, body, {
+      signer: await signerOf(kind, b(d.dsk_seed)), authorUserId: bobId, authorDeviceId: d.device_id,
+      createdMs: v.created_ms, epochKey: b(v.epoch_key), epkSecret: b(v.epk_secret),
+    }));
+    assert.equal(hx(entry.encode()), v.entry_bytes, kind);
+    assert.equal(hx(entry.entryHash()), v.entry_hash, kind);
+  }
   cr1.verifyEntry(e1, cr1.LogEntry.decode(b(v.entry_bytes)));
   assert.equal(hx(cr1.openWrap(entry, d.device_id, b(d.dxk_secret))), hx(epochKey));
 });
 
-test('device proof vector: http and socket', () => {
+test('device proof vector: http and socket', async () => {
   const v = V.device_proof;
   const h = v.http;
   const fields = { deviceId: v.device_id, timeMs: h.time_ms, method: h.method, path: h.path, body: b(h.body), nonce: h.nonce, jti: b(h.jti) };
   assert.equal(hx(cr1.httpProofBytes(fields)), h.signed_bytes);
-  const sig = cr1.signHttpProof(b(v.dsk_seed), fields);
-  assert.equal(hx(sig), h.sig);
-  cr1.verifyHttpProof(b(v.dsk_pub), sig, fields);
   const w = v.ws;
   assert.equal(hx(cr1.wsProofBytes(b(w.challenge), w.case_id, v.device_id)), w.signed_bytes);
-  assert.equal(hx(cr1.signWsProof(b(v.dsk_seed), b(w.challenge), w.case_id, v.device_id)), w.sig);
+  for (const kind of SIGNERS) {
+    const signer = await signerOf(kind, b(v.dsk_seed));
+    const sig = await cr1.signHttpProof(signer, fields);
+    assert.equal(hx(sig), h.sig, kind);
+    cr1.verifyHttpProof(b(v.dsk_pub), sig, fields);
+    assert.equal(hx(await cr1.signWsProof(signer, b(w.challenge), w.case_id, v.device_id)), w.sig, kind);
+  }
 });
 
 test('key backup vector', () => {

@@ -9,7 +9,7 @@
 // sent, the exact body bytes, the server's nonce and a fresh 16-byte jti. The nonce
 // comes from GET /api/device-nonce, then from each answer's X-Collab-Nonce header.
 
-import { randomBytes, signHttpProof } from '../cr1/index.js';
+import { asSigner, randomBytes, signHttpProof } from '../cr1/index.js';
 import { sessionEnded, noteServerActivity } from './session.js';
 
 const csrfToken = () => globalThis.document?.querySelector('meta[name="csrf-token"]')?.content ?? '';
@@ -29,12 +29,13 @@ export class ApiError extends Error {
 // --- device proofs --------------------------------------------------------------
 
 const NONCE_FRESH_MS = 240_000; // the server accepts a nonce for 300 s
-const signers = new Map(); // device id -> DSK seed of a device whose keys this page holds
+const signers = new Map(); // device id -> DSK signer (cr1 signer.js) of a device this page holds
 let current = null; // {nonce, gotAt (local ms), skew (server ms - local ms)}
 
-/** Let api() prove requests for this device (its record from keystore.js). */
+/** Let api() prove requests for this device (its record from keystore.js, whose
+ * `signer` is a WebCrypto key or, for a legacy record, a tweetnacl seed). */
 export function useDevice(device) {
-  if (device?.deviceId && device.dskSeed) signers.set(device.deviceId, device.dskSeed);
+  if (device?.deviceId && device.signer) signers.set(device.deviceId, asSigner(device.signer));
 }
 
 export function forgetSigners() {
@@ -73,8 +74,8 @@ export function nonceState() {
 }
 
 /** The header value (pure; tests call it with fixed jti and time). */
-export function proofHeader(dskSeed, { deviceId, method, path, body, nonce, timeMs, jti }) {
-  const sig = signHttpProof(dskSeed, { deviceId, timeMs, method, path, body, nonce, jti });
+export async function proofHeader(signer, { deviceId, method, path, body, nonce, timeMs, jti }) {
+  const sig = await signHttpProof(signer, { deviceId, timeMs, method, path, body, nonce, jti });
   return `${timeMs}.${nonce}.${base64url(jti)}.${base64url(sig)}`;
 }
 
@@ -149,12 +150,12 @@ async function request(method, path, { json, bytes, device, headers = {}, raw = 
     h['Content-Type'] = 'application/octet-stream';
     body = bytes;
   }
-  const dskSeed = device ? signers.get(device) : null;
+  const signer = device ? signers.get(device) : null;
   if (device) h['X-Collab-Device'] = device;
   for (let attempt = 0; ; attempt++) {
-    if (dskSeed) {
+    if (signer) {
       const nonce = await freshNonce();
-      h['X-Collab-Proof'] = proofHeader(dskSeed, {
+      h['X-Collab-Proof'] = await proofHeader(signer, {
         deviceId: device, method: method.toUpperCase(), path: fullPath(path), body: body ?? new Uint8Array(0),
         nonce, timeMs: Date.now() + (current?.skew ?? 0), jti: randomBytes(16),
       });
@@ -171,7 +172,7 @@ async function request(method, path, { json, bytes, device, headers = {}, raw = 
       if (typeof data.nonce === 'string' && data.nonce) {
         // A refused device proof (stale nonce, clock, replay): once more with the new nonce.
         noteNonce(data.nonce);
-        if (dskSeed && attempt === 0) continue;
+        if (signer && attempt === 0) continue;
         throw new ApiError(401, data);
       }
       sessionEnded(data.error === 'session_expired' ? 'idle' : 'signed_out');

@@ -75,7 +75,7 @@ function wireOpenForm(ctx) {
       const { device } = ctx;
       const uikPub = device.uikSeed ? uikPublic(device.uikSeed) : b64d((await api('GET', '/api/identity')).uik_pub, 32);
       const session = new CaseSession(randomUuid(randomBytes), device);
-      const genesis = session.genesis(new CreateBody(uikPub, [DeviceCert.fromWire(device.cert)]));
+      const genesis = await session.genesis(new CreateBody(uikPub, [DeviceCert.fromWire(device.cert)]));
       await api('POST', '/api/cases', {
         json: { genesis: b64e(genesis.encode()), specialty, urgency }, device: device.deviceId,
       });

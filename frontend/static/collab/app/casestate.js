@@ -9,6 +9,11 @@
 // and every message it seals through trust.checkCommit (own key, no unaccepted
 // change in the roster) before it is sent.
 //
+// Entries are verified once: the memo keeps the verified head (epoch and entry hash,
+// which fixes the whole entry, roster included); a later page load takes the entries up
+// to it by their hash links only (linkedChain) and verifies only the newer ones. A
+// server that rewrites history below the kept head breaks the link: `fork`.
+//
 // A wrap this device cannot open is not a broken chain: the entry is verified,
 // the epoch is recorded in `unavailable` (epoch -> author user id), its messages
 // are verified but not decrypted, and the next send first rotates the key.
@@ -107,23 +112,29 @@ export class CaseSession {
     await saveMemo(this.device.userId, this.caseId, this.memo);
   }
 
-  /** Accept new entries on top of the trusted head; learn this device's keys. */
-  accept(entries) {
-    const trusted = this.head;
+  /** Accept new entries on top of the trusted head; learn this device's keys.
+   * `verified` ({epoch, hash}: a head this device verified before, kept in the memo):
+   * on a session holding no chain yet, the entries up to it are taken by their hash
+   * links only (linkedChain) and only those above it are verified. Returns the
+   * entries verified now. */
+  accept(entries, { verified = null } = {}) {
+    const linked = verified && verified.epoch >= 0 && this.chain.size === 0 ? linkedChain(entries, verified) : [];
+    const trusted = linked.at(-1) ?? this.head;
     for (const e of entries) {
       const known = this.chain.get(Number(e.epoch));
       if (known && !known.equals(e)) throw new CryptoError('fork', `two different entries for epoch ${e.epoch}`);
     }
     const fresh = entries.filter((e) => trusted === null || e.epoch > trusted.epoch);
-    const verified = verifyChain(fresh, { trustedHead: trusted });
-    for (const entry of verified) {
+    const checked = verifyChain(fresh, { trustedHead: trusted });
+    const taken = [...linked, ...checked];
+    for (const entry of taken) {
       if (entry.caseId !== this.caseId) throw new CryptoError('wrong_case', 'entry belongs to another case');
     }
     // Trust before anything is kept: a head roster listing this user under a foreign
     // key stops here (own_identity_mismatch), and nothing of it is stored; every
     // roster's keys are observed (those below the head as historical).
-    this.trust?.observeEntries(verified, this.caseId);
-    for (const entry of verified) {
+    this.trust?.observeEntries(taken, this.caseId);
+    for (const entry of taken) {
       const epoch = Number(entry.epoch);
       this.chain.set(epoch, entry);
       if (!entry.roster.device(this.device.deviceId)) continue;
@@ -136,7 +147,7 @@ export class CaseSession {
       }
       if (entry.action === Action.SHARE_HISTORY) this.openHistory(entry);
     }
-    return verified;
+    return checked;
   }
 
   /** Each shared earlier key on its own (as case_state.py _open_history): one bad
@@ -164,23 +175,30 @@ export class CaseSession {
   }
 
   /** Fetch and verify new log entries; detect a rolled-back or forked log. All pages
-   * are fetched before any is accepted, so only the real head is checked as the head. */
+   * are fetched before any is accepted, so only the real head is checked as the head.
+   * Entries up to the head this device verified before (the memo's) are not verified
+   * again, only hash-linked to it: a different history below it is a fork. */
   async sync() {
     await this.loadMemo();
     const fetched = [];
+    const fromScratch = this.chain.size === 0;
     let after = this.head ? Number(this.head.epoch) : -1;
     for (;;) {
       const page = await api('GET', `/api/cases/${this.caseId}/log?after=${after}`);
       const entries = page.entries.map((item) => LogEntry.decode(b64d(item.entry)));
       fetched.push(...entries);
       const last = Math.max(after, ...entries.map((e) => Number(e.epoch)));
-      if (entries.length < this.pageSize || last <= after) break;
+      // `more` (byte-capped pages); a server without it: a full page means more.
+      const more = typeof page.more === 'boolean' ? page.more : entries.length >= this.pageSize;
+      if (!more || last <= after) break;
       after = last;
     }
-    this.accept(fetched);
+    const memo = this.memo;
+    const verified = fromScratch && memo.headEpoch >= 0 && memo.headHash
+      ? { epoch: memo.headEpoch, hash: b64d(memo.headHash, 64) } : null;
+    this.accept(fetched, { verified });
     const head = this.head;
     if (!head) throw new CryptoError('truncated', 'the server sent no log for this case');
-    const memo = this.memo;
     if (memo.headEpoch > head.epoch) {
       throw new CryptoError('stale_head', `the server rolled the log back from epoch ${memo.headEpoch}`);
     }
@@ -308,9 +326,9 @@ export class CaseSession {
   }
 
   /** Genesis of a new case (before it exists on the server). */
-  genesis(body) {
-    const { entry } = buildEntry(null, body, {
-      authorSeed: this.device.dskSeed, authorUserId: this.device.userId,
+  async genesis(body) {
+    const { entry } = await buildEntry(null, body, {
+      signer: this.device.signer, authorUserId: this.device.userId,
       authorDeviceId: this.device.deviceId, createdMs: Date.now(), caseId: this.caseId,
     });
     return entry;
@@ -327,8 +345,8 @@ export class CaseSession {
       }
       const body = makeBody(this.head);
       const shrinks = body instanceof RemoveDeviceBody || body instanceof RemoveUserBody;
-      const { entry } = buildEntry(this.head, body, {
-        authorSeed: this.device.dskSeed, authorUserId: this.device.userId,
+      const { entry } = await buildEntry(this.head, body, {
+        signer: this.device.signer, authorUserId: this.device.userId,
         authorDeviceId: this.device.deviceId, createdMs: Date.now(),
       });
       this.trust?.checkCommit(entry.roster, this.caseId); // own key, no unaccepted change
@@ -362,7 +380,7 @@ export class CaseSession {
     this.memo.senderSeq += 1;
     await this.saveMemo();
     return sealMessage({
-      dskSeed: this.device.dskSeed, epochKey: key, caseId: this.caseId, epoch: head.epoch,
+      signer: this.device.signer, epochKey: key, caseId: this.caseId, epoch: head.epoch,
       logHead: head.entryHash(), senderUserId: this.device.userId, senderDeviceId: this.device.deviceId,
       senderSeq: this.memo.senderSeq, sentMs: Date.now(), contentType, body, attachments,
       clientMsgId: randomBytes(16),
@@ -429,6 +447,43 @@ export class CaseSession {
     }
     return { msg, isNew: true };
   }
+}
+
+/**
+ * The entries from genesis up to `head` ({epoch: Number, hash: 64 bytes}), a head this
+ * device verified before, checked only by their hash links (as case_state.py
+ * linked_chain): the entry at head.epoch must hash to head.hash and each one below to
+ * the next one's prev_hash. What hashes to a verified head is the chain that was
+ * verified, so nothing in it is verified again. Throws `fork` for a different entry
+ * at or below the head, `stale_head` when the log stops below it, `wrong_epoch` for a gap.
+ */
+export function linkedChain(entries, head) {
+  const byEpoch = new Map();
+  for (const e of entries) {
+    const epoch = Number(e.epoch);
+    if (epoch > head.epoch) continue;
+    const seen = byEpoch.get(epoch);
+    if (!seen) byEpoch.set(epoch, e);
+    else if (seen !== e && !equal(seen.entryHash(), e.entryHash())) throw new CryptoError('fork', `two different entries for epoch ${epoch}`);
+  }
+  if (!byEpoch.has(head.epoch)) {
+    if (!entries.some((e) => Number(e.epoch) >= head.epoch)) {
+      throw new CryptoError('stale_head', `the log was rolled back below epoch ${head.epoch}, which this device verified before`);
+    }
+    throw new CryptoError('wrong_epoch', `the log skips epoch ${head.epoch}`);
+  }
+  let expected = head.hash;
+  const chain = [];
+  for (let epoch = head.epoch; epoch >= 0; epoch--) {
+    const entry = byEpoch.get(epoch);
+    if (!entry) throw new CryptoError('wrong_epoch', `the log skips epoch ${epoch}`);
+    if (!equal(entry.entryHash(), expected)) {
+      throw new CryptoError('fork', `the log differs at epoch ${epoch} from the one this device verified before`);
+    }
+    expected = entry.prevHash;
+    chain.push(entry);
+  }
+  return chain.reverse();
 }
 
 class KeyAvailable extends Error {}

@@ -5,8 +5,8 @@
 //   recovery key: 32 random bytes, shown as base32 in groups of four.
 
 import {
-  CryptoError, concat, ed25519Public, equal, makeDeviceCert, randomBytes, randomUuid,
-  secretboxOpen, secretboxSeal, uuidBytes, x25519Public,
+  CryptoError, concat, ed25519Public, equal, generateDeviceSigner, makeDeviceCert, randomBytes,
+  randomUuid, secretboxOpen, secretboxSeal, uuidBytes, x25519Public,
 } from '../cr1/index.js';
 
 const BACKUP_TAG = new TextEncoder().encode('CR1C/uik-backup\0');
@@ -103,15 +103,21 @@ export function openIdentityBackup(blob, recoveryKey, userId) {
   return plain.slice(plain.length - 32);
 }
 
-/** Fresh device keys for `userId`, certified by the identity seed. */
-export function newDevice(userId, uikSeed, name) {
+/** Fresh device keys for `userId`, certified by the identity seed. The DSK is a
+ * non-extractable WebCrypto Ed25519 key (`dskKey`); only where WebCrypto has no Ed25519
+ * is it a tweetnacl seed (`dskSeed`). The identity seed stays a seed: it must be
+ * derivable again from the recovery key's backup. */
+export async function newDevice(userId, uikSeed, name, { webCrypto = null } = {}) {
   const deviceId = randomUuid(randomBytes);
-  const dskSeed = randomBytes(32);
+  const dsk = await generateDeviceSigner({ webCrypto });
   const dxkSecret = randomBytes(32);
   const cert = makeDeviceCert(
-    uikSeed, userId, deviceId, ed25519Public(dskSeed), x25519Public(dxkSecret), Date.now() - 60_000,
+    uikSeed, userId, deviceId, dsk.signer.publicKey, x25519Public(dxkSecret), Date.now() - 60_000,
   );
-  return { userId, deviceId, dskSeed, dxkSecret, uikSeed, cert: cert.toWire(), name };
+  return {
+    userId, deviceId, signer: dsk.signer, dskKey: dsk.privateKey, dskSeed: dsk.seed,
+    dxkSecret, uikSeed, cert: cert.toWire(), name,
+  };
 }
 
 export function uikPublic(uikSeed) {

@@ -15,7 +15,7 @@ export async function createInvitation(device, caseId) {
   try {
     const { pub } = inviteKeypair(secret);
     const createdMs = Date.now();
-    const sig = signInvitation(device.dskSeed, caseId, device.userId, device.deviceId, pub, createdMs);
+    const sig = await signInvitation(device.signer, caseId, device.userId, device.deviceId, pub, createdMs);
     const inv = await api('POST', `/api/cases/${caseId}/invitations`, {
       json: { invite_pub: b64e(pub), invite_sig: b64e(sig), inviter_device: device.deviceId, created_ms: createdMs },
       device: device.deviceId,

@@ -19,7 +19,7 @@ function nextUrl() {
 }
 
 async function register(userId, uikSeed, name) {
-  const device = newDevice(userId, uikSeed, name || defaultDeviceName());
+  const device = await newDevice(userId, uikSeed, name || defaultDeviceName());
   await api('POST', '/api/devices', { json: { cert: device.cert, name: device.name } });
   await saveDevice(device);
   // A patient who came through an invitation link: prove it now that the identity key

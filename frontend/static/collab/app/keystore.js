@@ -1,13 +1,15 @@
-// This browser's keys, in IndexedDB. Secret keys (device signing seed, key-wrap
-// secret, identity seed) are stored only AES-GCM-encrypted under a WebCrypto
-// key generated with extractable: false; the CryptoKey object itself is kept in
-// IndexedDB, so script can use it but nobody can export its bytes. Nothing
-// secret goes to localStorage, sessionStorage or URLs.
+// This browser's keys, in IndexedDB. The device signing key (DSK) is a WebCrypto
+// Ed25519 CryptoKey generated with extractable: false and stored as that object:
+// script can sign with it, nobody can read its bytes. The other secrets (key-wrap
+// secret, identity seed, and the DSK seed of a browser set up before WebCrypto keys
+// or without WebCrypto Ed25519) are stored only AES-GCM-encrypted under a WebCrypto
+// AES key, also non-extractable and kept in IndexedDB. Nothing secret goes to
+// localStorage, sessionStorage or URLs.
 //
 // Also kept here (not secret): per-case memos, so a reload keeps sender_seq
 // increasing and notices a server that rolls the membership log back.
 
-import { b64d, b64e } from '../cr1/index.js';
+import { DeviceCert, b64d, b64e, equal, seedSigner, webCryptoSigner } from '../cr1/index.js';
 
 const DB = 'collab-keys';
 const VERSION = 1;
@@ -60,16 +62,21 @@ async function wrappingKey() {
 const ad = (userId) => new TextEncoder().encode(`collab/device-keys/v1/${userId}`);
 
 /**
- * Device record: {userId, deviceId, dskSeed, dxkSecret, uikSeed, cert (wire), name}.
- * Byte fields are Uint8Array in memory, base64 inside the encrypted JSON.
+ * Device record: {userId, deviceId, signer, dskKey, dskSeed, dxkSecret, uikSeed, cert
+ * (wire), name}. The DSK is `dskKey` (a non-extractable CryptoKey, stored as is) or,
+ * for a legacy record, `dskSeed` (stored encrypted); `signer` (cr1 signer.js) signs
+ * with whichever it is. Byte fields are Uint8Array in memory, base64 inside the
+ * encrypted JSON.
  */
 export async function saveDevice(rec) {
+  if (!rec.dskKey && !rec.dskSeed) throw new Error('a device record needs its signing key');
   const key = await wrappingKey();
   const iv = crypto.getRandomValues(new Uint8Array(12));
   const plain = new TextEncoder().encode(JSON.stringify({
     userId: rec.userId,
     deviceId: rec.deviceId,
-    dskSeed: b64e(rec.dskSeed),
+    dskSeed: rec.dskKey ? null : b64e(rec.dskSeed),
+    dskPub: b64e(DeviceCert.fromWire(rec.cert).dskPub),
     dxkSecret: b64e(rec.dxkSecret),
     uikSeed: rec.uikSeed ? b64e(rec.uikSeed) : null,
     cert: rec.cert,
@@ -77,7 +84,9 @@ export async function saveDevice(rec) {
   }));
   const ct = new Uint8Array(await crypto.subtle.encrypt({ name: 'AES-GCM', iv, additionalData: ad(rec.userId) }, key, plain));
   plain.fill(0);
-  await put(`device:${rec.userId}`, { iv, ct, deviceId: rec.deviceId, createdAt: Date.now() });
+  await put(`device:${rec.userId}`, {
+    iv, ct, deviceId: rec.deviceId, createdAt: Date.now(), dsk: rec.dskKey ?? null,
+  });
 }
 
 export async function loadDevice(userId) {
@@ -94,10 +103,27 @@ export async function loadDevice(userId) {
   }
   const d = JSON.parse(new TextDecoder().decode(plain));
   plain.fill(0);
+  const certDsk = DeviceCert.fromWire(d.cert).dskPub;
+  let signer;
+  let dskSeed = null;
+  if (stored.dsk) {
+    signer = webCryptoSigner(stored.dsk, certDsk);
+  } else if (d.dskSeed) {
+    // Set up before DSKs were WebCrypto keys (or without WebCrypto Ed25519): the seed
+    // keeps working through tweetnacl. Its public key is in the certificate and every
+    // roster, so it cannot be swapped for a new key in place.
+    dskSeed = b64d(d.dskSeed, 32);
+    signer = seedSigner(dskSeed);
+    if (!equal(signer.publicKey, certDsk)) return null; // not this certificate's key
+  } else {
+    return null;
+  }
   return {
     userId: d.userId,
     deviceId: d.deviceId,
-    dskSeed: b64d(d.dskSeed, 32),
+    signer,
+    dskKey: stored.dsk ?? null,
+    dskSeed,
     dxkSecret: b64d(d.dxkSecret, 32),
     uikSeed: d.uikSeed ? b64d(d.uikSeed, 32) : null,
     cert: d.cert,

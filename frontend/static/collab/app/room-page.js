@@ -29,6 +29,7 @@ import { TrustView } from './trust-view.js';
 const ROLE_NAMES = { [Role.OWNER]: 'Owner', [Role.ADMIN]: 'Admin', [Role.MEMBER]: 'Member', [Role.PATIENT]: 'Patient' };
 const IMAGE_TYPES = new Set(['image/jpeg', 'image/png', 'image/webp', 'image/gif']);
 const RESUME_PAGE = 100;
+const TRANSIENT_ERRORS = new Set(['session_ended', 'unavailable', 'too_slow']);
 const TYPING_SHOW_MS = 6000;
 const ONLINE_MS = 2 * 60 * 1000;
 
@@ -261,6 +262,10 @@ class Room {
   async onFrame(frame) {
     switch (frame.type) {
       case 'hello':
+        if (frame.resync === true) {
+          await this.resync(frame);
+          break;
+        }
         this.socket.post({ type: 'typing', active: false }); // presence: "I am here"
         await this.catchUp();
         if (this.helloCount++) await this.syncOwnDevices(); // after a reconnect
@@ -319,22 +324,46 @@ class Room {
         break;
       case 'error':
         if (frame.code === 'removed' || frame.code === 'device_revoked') this.closed = true;
-        if (frame.code !== 'session_ended') say($('#room-error'), frame.message || frame.code, 'error');
+        // unavailable / too_slow precede a 4503 / 4507 close: the socket reconnects and
+        // resumes by itself ("Connection lost: reconnecting…"), nothing for the user to do.
+        if (!TRANSIENT_ERRORS.has(frame.code)) say($('#room-error'), frame.message || frame.code, 'error');
         break;
       default:
         break; // pong, notify, ...
     }
   }
 
-  /** Fetch everything after what we have shown, page by page. */
+  /** The server's channel layer was down and is back (a resync hello on an open
+   * socket): frames published meanwhile never came. Resume when the server holds
+   * messages beyond ours, re-read the log when its head moved, and refresh the case
+   * detail (join and leave requests, status). */
+  async resync(frame) {
+    if (!Number.isInteger(frame.last_seq) || frame.last_seq > this.shownUpTo) await this.catchUp();
+    if (!Number.isInteger(frame.head_epoch) || frame.head_epoch > Number(this.session.head.epoch)) {
+      await this.onFrame({ type: 'log' });
+    } else {
+      await this.refreshDetail();
+    }
+    await this.admissions.render();
+    await this.commitPending();
+  }
+
+  /** Fetch everything after what we have shown, page by page. Pages are capped by
+   * count and by bytes: `more` says whether anything follows the page's last seq. */
   async catchUp() {
+    let after = this.shownUpTo;
     for (;;) {
-      const page = await this.socket.request({ type: 'resume', after: this.shownUpTo, limit: RESUME_PAGE });
+      const page = await this.socket.request({ type: 'resume', after, limit: RESUME_PAGE });
       if (page.type === 'error') throw new Error(page.message || page.code);
-      for (const item of page.items) {
+      const items = Array.isArray(page.items) ? page.items : [];
+      for (const item of items) {
         if (item.seq > this.shownUpTo) await this.show(item);
       }
-      if (!page.more || !page.items.length) break;
+      const last = items.length ? items[items.length - 1].seq : null;
+      // A page always holds a message when one exists; one that does not move forward
+      // would loop for ever, so it ends the catch-up too.
+      if (page.more !== true || !Number.isInteger(last) || last <= after) break;
+      after = last;
     }
     this.renderPresence();
   }
@@ -908,7 +937,7 @@ class Room {
     button.disabled = true;
     try {
       const head = this.session.head;
-      const req = signLeave(this.device.dskSeed, this.caseId, this.me, this.device.deviceId, head.epoch);
+      const req = await signLeave(this.device.signer, this.caseId, this.me, this.device.deviceId, head.epoch);
       await api('POST', `/api/cases/${this.caseId}/leave`, {
         json: { device: req.deviceId, epoch: Number(req.epoch), signature: b64e(req.signature) },
       });

@@ -1,5 +1,6 @@
 // Automatic logoff: the server ends a session after IDLE_TIMEOUT_SECONDS
-// without a request (sockets count send/typing/read frames). This module
+// without a person's action (sockets count send/typing/ack_urgent frames, never the
+// read receipts the page sends by itself). This module
 // mirrors that clock, warns a minute before, lets the user stay signed in,
 // and after the end shows "signed out after inactivity" and goes to the
 // sign-in page. Keyboard and pointer input count as activity.

@@ -2,20 +2,29 @@
 // frame is a `challenge`; it is answered with `prove` (the device's DSK signature
 // over the challenge, case and device, cr1 signWsProof) before `hello` comes.
 // Reconnects with backoff after a dropped connection; the owner resumes from its
-// last seq on `hello`.
+// last seq on `hello` (and on a resync hello whose last_seq is beyond what it holds).
 // Close codes: 4401 session ended (sign-out, inactivity) -> sign-in page;
 // 4403 this device was removed or revoked, 4404 no case, 4400 bad request ->
-// stop; anything else -> reconnect.
+// stop; 4503 (the server cannot check the session now) and 4507 (this connection
+// fell too far behind) -> reconnect with backoff and resume, like a dropped
+// connection; anything else -> reconnect.
 
 import { b64d, b64e, signWsProof } from '../cr1/index.js';
 import { noteServerActivity, sessionEnded } from './session.js';
 
 const FINAL = new Set([4400, 4403, 4404]);
-const ACTIVITY = new Set(['send', 'typing', 'read', 'ack_urgent']);
+// Closes after which reconnecting at once would only meet the same condition.
+const BACK_OFF = new Set([4503, 4507]);
+const MIN_WAIT_MS = 500;
+const MAX_WAIT_MS = 15_000;
+// What the server counts as a person's activity for automatic logoff (docs/protocol.md):
+// sending, typing, acknowledging an urgent message. Read receipts are sent by the page
+// on its own, so they never keep a session alive.
+const ACTIVITY = new Set(['send', 'typing', 'ack_urgent']);
 const ANSWERS = new Set(['error', 'ack', 'messages', 'pong', 'urgent_ack']);
 
 export class RoomSocket {
-  /** `device`: this browser's device record ({deviceId, dskSeed}). */
+  /** `device`: this browser's device record ({deviceId, signer}). */
   constructor(caseId, device, { onFrame, onState, onFinal }) {
     this.caseId = caseId;
     this.device = device;
@@ -26,7 +35,8 @@ export class RoomSocket {
     this.ws = null;
     this.pending = new Map(); // ref -> {resolve, reject, timer}
     this.refs = 0;
-    this.backoff = 500;
+    this.backoff = MIN_WAIT_MS;
+    this.troubled = false; // the last close was 4503/4507
     this.stopped = false;
     this.state = 'connecting';
   }
@@ -38,9 +48,6 @@ export class RoomSocket {
     this.ws = ws;
     let first = true;
     this.ready = false; // open for frames once proven (the first frame after the challenge)
-    ws.onopen = () => {
-      this.backoff = 500;
-    };
     ws.onmessage = (ev) => {
       let frame;
       try { frame = JSON.parse(ev.data); } catch { return; }
@@ -53,6 +60,8 @@ export class RoomSocket {
       }
       if (!this.ready) {
         this.ready = true;
+        if (!this.troubled) this.backoff = MIN_WAIT_MS; // proven and answered: healthy again
+        this.troubled = false;
         this.setState('open');
       }
       if (frame && typeof frame.ref === 'string' && this.pending.has(frame.ref)
@@ -86,22 +95,34 @@ export class RoomSocket {
         return;
       }
       if (this.stopped) return;
+      // After 4503/4507 the next successful hello does not reset the backoff: a server
+      // that keeps failing right after hello is not retried every half second.
+      if (BACK_OFF.has(ev.code)) this.troubled = true;
       this.setState('reconnecting');
-      const wait = this.backoff;
-      this.backoff = Math.min(this.backoff * 2, 15_000);
+      const wait = this.nextWait();
       setTimeout(() => this.connect(), wait);
     };
   }
 
-  /** Answer the server's challenge: nothing else is sent before hello. */
-  prove(ws, frame) {
+  /** The wait before the next attempt (exponential, capped, with jitter so the
+   * sockets a server dropped at once do not all come back at once). */
+  nextWait() {
+    const base = this.backoff;
+    this.backoff = Math.min(this.backoff * 2, MAX_WAIT_MS);
+    return Math.round(base / 2 + Math.random() * (base / 2));
+  }
+
+  /** Answer the server's challenge: nothing else is sent before hello. The DSK signs
+   * inside WebCrypto (or tweetnacl for a legacy key), asynchronously. */
+  async prove(ws, frame) {
     let sig;
     try {
-      sig = signWsProof(this.device.dskSeed, b64d(String(frame.nonce ?? ''), 32), this.caseId, this.device.deviceId);
+      sig = await signWsProof(this.device.signer, b64d(String(frame.nonce ?? ''), 32), this.caseId, this.device.deviceId);
     } catch {
       ws.close(1000); // a malformed challenge: reconnect for a new one
       return;
     }
+    if (this.ws !== ws || ws.readyState !== WebSocket.OPEN) return; // closed meanwhile
     ws.send(JSON.stringify({ type: 'prove', sig: b64e(sig) }));
   }
 
@@ -118,7 +139,7 @@ export class RoomSocket {
   post(frame) {
     if (!this.open) return false;
     this.ws.send(JSON.stringify(frame));
-    if (ACTIVITY.has(frame.type)) noteServerActivity(Date.now() - 30_000);
+    if (ACTIVITY.has(frame.type) && !(frame.type === 'typing' && !frame.active)) noteServerActivity(Date.now() - 30_000);
     return true;
   }
 

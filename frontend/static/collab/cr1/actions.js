@@ -13,6 +13,7 @@
 //   enrol_device  device || uik_sig(64)     (authored by that new device itself)
 
 import * as prim from './primitives.js';
+import { signWith } from './signer.js';
 import { CryptoError } from './errors.js';
 import { DeviceCert } from './devcert.js';
 import {
@@ -86,8 +87,8 @@ export function leaveBytes(caseId, userId, deviceId, epoch) {
   return concat(LEAVE_TAG, uuidBytes(caseId), uuidBytes(userId), uuidBytes(deviceId), u64(epoch));
 }
 
-export function signLeave(dskSeed, caseId, userId, deviceId, epoch) {
-  return new LeaveRequest(deviceId, epoch, prim.sign(dskSeed, leaveBytes(caseId, userId, deviceId, epoch)));
+export async function signLeave(signer, caseId, userId, deviceId, epoch) {
+  return new LeaveRequest(deviceId, epoch, await signWith(signer, leaveBytes(caseId, userId, deviceId, epoch)));
 }
 
 export class RemoveUserBody {

@@ -7,6 +7,7 @@
 //   sig  = Ed25519(DSK, http | ws)
 
 import * as prim from './primitives.js';
+import { signWith } from './signer.js';
 import { concat, fixed, tag, u64, utf8, uuidBytes, varBytes } from './encoding.js';
 
 export const HTTP_TAG = tag('CR1/http-proof');
@@ -19,8 +20,8 @@ export function httpProofBytes({ deviceId, timeMs, method, path, body, nonce, jt
     varBytes(utf8(path)), prim.sha512(body), varBytes(utf8(nonce)), fixed(jti, JTI_LEN, 'jti'));
 }
 
-export function signHttpProof(dskSeed, fields) {
-  return prim.sign(dskSeed, httpProofBytes(fields));
+export async function signHttpProof(signer, fields) {
+  return signWith(signer, httpProofBytes(fields));
 }
 
 /** Throws CryptoError (bad_signature, non_canonical_signature, ...). */
@@ -32,8 +33,8 @@ export function wsProofBytes(challenge, caseId, deviceId) {
   return concat(WS_TAG, fixed(challenge, CHALLENGE_LEN, 'challenge'), uuidBytes(caseId), uuidBytes(deviceId));
 }
 
-export function signWsProof(dskSeed, challenge, caseId, deviceId) {
-  return prim.sign(dskSeed, wsProofBytes(challenge, caseId, deviceId));
+export async function signWsProof(signer, challenge, caseId, deviceId) {
+  return signWith(signer, wsProofBytes(challenge, caseId, deviceId));
 }
 
 export function verifyWsProof(dskPub, sig, challenge, caseId, deviceId) {

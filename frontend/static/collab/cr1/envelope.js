@@ -13,6 +13,7 @@
 //   ct     = secretbox(inner, nonce, K_e)      (MAC || ciphertext)
 
 import * as prim from './primitives.js';
+import { signWith } from './signer.js';
 import { CryptoError } from './errors.js';
 import {
   Reader, big, concat, equal, fixed, norm, packList, sameInt, tag, toHex, u32, u64, u8,
@@ -195,9 +196,10 @@ export function innerBytes(h, body) {
   );
 }
 
-/** Encrypt and sign one message. `body` is a JSON object (or its UTF-8 bytes). */
-export function sealMessage({
-  dskSeed, epochKey, caseId, epoch, logHead, senderUserId, senderDeviceId, senderSeq, sentMs,
+/** Encrypt and sign one message. `body` is a JSON object (or its UTF-8 bytes);
+ * `signer` is the sender's DSK signer (signer.js; a seed is taken as a tweetnacl one). */
+export async function sealMessage({
+  signer, epochKey, caseId, epoch, logHead, senderUserId, senderDeviceId, senderSeq, sentMs,
   contentType, body, attachments = [], clientMsgId = null, nonce = null,
 }) {
   const bodyBytes = body instanceof Uint8Array ? body : encodeBody(body);
@@ -212,7 +214,7 @@ export function sealMessage({
   });
   const ct = prim.secretboxSeal(epochKey, draft.nonce, innerBytes(draft, bodyBytes));
   const header = draft.replace({ ctLen: ct.length, ctHash: prim.sha512(ct) });
-  return new Envelope(header, ct, prim.sign(dskSeed, header.encode()));
+  return new Envelope(header, ct, await signWith(signer, header.encode()));
 }
 
 /** Checks possible without keys (server and receivers): version,

@@ -1,4 +1,5 @@
-// CR1 cryptographic core for the browser client (ES modules over tweetnacl).
+// CR1 cryptographic core for the browser client (ES modules over tweetnacl; the
+// device signing key may be a WebCrypto key, see signer.js).
 // Byte-identical with collab/crypto/ (Python); layouts in docs/protocol-crypto.md.
 // Every rejection throws CryptoError with a stable `.code`.
 
@@ -41,3 +42,6 @@ export {
   httpProofBytes, signHttpProof, signWsProof, verifyHttpProof, verifyWsProof, wsProofBytes,
 } from './devproof.js';
 export { backupKey, itemPlaintext, openBackupItem, sealBackupItem } from './keybackup.js';
+export {
+  asSigner, generateDeviceSigner, seedSigner, signWith, webCryptoEd25519, webCryptoSigner,
+} from './signer.js';

@@ -12,6 +12,7 @@
 //   short code  = first 20 digits of fingerprintDigits(patient_user, patient_uik)
 
 import * as prim from './primitives.js';
+import { signWith } from './signer.js';
 import { concat, fixed, tag, u64, uuidBytes } from './encoding.js';
 import { CryptoError } from './errors.js';
 import { fingerprintDigits } from './safety.js';
@@ -34,9 +35,9 @@ export function inviteStatementBytes(caseId, inviterUser, inviterDevice, inviteP
     fixed(invitePub, 32, 'invite_pub'), u64(createdMs));
 }
 
-export function signInvitation(dskSeed, caseId, inviterUser, inviterDevice, invitePub, createdMs) {
+export async function signInvitation(signer, caseId, inviterUser, inviterDevice, invitePub, createdMs) {
   prim.checkEd25519Public(invitePub);
-  return prim.sign(dskSeed, inviteStatementBytes(caseId, inviterUser, inviterDevice, invitePub, createdMs));
+  return signWith(signer, inviteStatementBytes(caseId, inviterUser, inviterDevice, invitePub, createdMs));
 }
 
 /** Throws CryptoError (bad_signature, non_canonical_signature, low_order_key, ...). */

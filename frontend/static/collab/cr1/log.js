@@ -9,6 +9,7 @@
 //   entry  = signed || signature(64)      entry_hash = SHA-512(entry)
 
 import * as prim from './primitives.js';
+import { signWith } from './signer.js';
 import { CryptoError } from './errors.js';
 import {
   Action, HISTORY_TAG, HistoryWrap, ShareHistoryBody, actionFor, applyAction, authorize,
@@ -170,8 +171,8 @@ export function historyPlaintext(caseId, epoch, deviceId, epochKey) {
 
 /** Low level: wrap, commit and sign exactly the given fields, no policy.
  * Use buildEntry unless you are reproducing test vectors. */
-export function sealEntry({
-  authorSeed, caseId, epoch, prevHash, authorUserId, authorDeviceId, createdMs, action,
+export async function sealEntry({
+  signer, caseId, epoch, prevHash, authorUserId, authorDeviceId, createdMs, action,
   actionBody, roster, epochKey, epkSecret,
 }) {
   const epk = prim.x25519Public(epkSecret);
@@ -184,14 +185,14 @@ export function sealEntry({
     caseId, epoch, prevHash, authorUserId, authorDeviceId, createdMs, action, actionBody, roster,
     keyCommit: keyCommit(epochKey, caseId, epoch), epk, wraps, signature: new Uint8Array(64),
   });
-  return unsigned.replace({ signature: prim.sign(authorSeed, unsigned.signedBytes()) });
+  return unsigned.replace({ signature: await signWith(signer, unsigned.signedBytes()) });
 }
 
 /** Author the next entry after `prev` (null: genesis, needs caseId).
  * Returns {entry, epochKey}. The result is verified before it is returned,
  * so a client can never publish an entry other clients would refuse. */
-export function buildEntry(prev, body, {
-  authorSeed, authorUserId, authorDeviceId, createdMs, caseId = null, epochKey = null, epkSecret = null,
+export async function buildEntry(prev, body, {
+  signer, authorUserId, authorDeviceId, createdMs, caseId = null, epochKey = null, epkSecret = null,
 }) {
   let epoch;
   let prevHash;
@@ -205,8 +206,8 @@ export function buildEntry(prev, body, {
   const action = actionFor(body);
   const roster = applyAction(prevRoster, { epoch, authorUserId, body });
   const k = epochKey ?? prim.randomBytes(EPOCH_KEY_LEN);
-  const entry = sealEntry({
-    authorSeed, caseId, epoch, prevHash, authorUserId, authorDeviceId, createdMs, action,
+  const entry = await sealEntry({
+    signer, caseId, epoch, prevHash, authorUserId, authorDeviceId, createdMs, action,
     actionBody: body.encode(), roster, epochKey: k, epkSecret: epkSecret ?? prim.randomBytes(32),
   });
   verifyEntry(prev, entry);
