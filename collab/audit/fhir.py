@@ -74,6 +74,7 @@ _MAPPING: dict[AuditAction, tuple[Code, Code | None, str]] = {
     A.DEVICE_SESSIONS_ENDED: (_USER_AUTH, _LOGOUT, "E"),
     A.IDENTITY_BACKUP_REPLACED: (_SECURITY_ALERT, _USER_SECURITY_CHANGED, "U"),
     A.UPLOAD_EXPIRED: (_PATIENT_RECORD, _UPDATE, "D"),
+    A.IDENTITY_RESET: (_SECURITY_ALERT, _USER_SECURITY_CHANGED, "D"),
 }
 
 # Failures that a throttle or lock answered are serious (8); other refusals minor (4).

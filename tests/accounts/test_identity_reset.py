@@ -21,6 +21,7 @@ from django.contrib.sessions.models import Session
 from django.core.management import CommandError, call_command
 
 from collab.accounts.models import Device, IdentityBackup, IdentityKey, IdentityPins, User
+from collab.audit.fhir import event_resource
 from collab.audit.models import AuditAction, AuditEvent
 from collab.audit.verify import chain_verify
 from collab.cases import models as m
@@ -157,6 +158,8 @@ def test_an_operator_without_an_account_is_named_in_the_audit(derm: Actor) -> No
     reset("derm", "--yes")
     (event,) = AuditEvent.objects.filter(action=AuditAction.IDENTITY_RESET)
     assert event.actor is None and event.details["by"] == "operator"
+    # The event exports like every other (FHIR AuditEvent, a deletion).
+    assert event_resource(event)["action"] == "D"
 
 
 def test_the_next_sign_in_registers_a_new_identity_with_the_first_use_flow(derm: Actor) -> None:
