@@ -6,7 +6,7 @@
 // is app/trust/admission.js's reviewAdmission; the entry goes through the pin
 // store's commit check like every other.
 
-import { AddUserBody, b64d, safetyNumber } from '../cr1/index.js';
+import { AddUserBody, RemoveUserBody, b64d, equal, safetyNumber } from '../cr1/index.js';
 import { checkInvitation, shortCode } from '../cr1/invite.js';
 import { api } from './api.js';
 import { $, errorText, fmtDate, h, replace, say } from './dom.js';
@@ -66,7 +66,8 @@ export class AdmissionView {
     $('#joins-section').hidden = requests.length === 0;
     const items = await Promise.all(requests.map(async (r) => {
       const name = r.display_name || await nameOf(r.user);
-      const why = r.kind === 'claim' ? 'claims this consult' : r.kind === 'patient' ? 'accepted the patient invitation' : 'was invited';
+      const why = r.kind === 'claim' ? 'claims this consult' : r.kind === 'patient' ? 'accepted the patient invitation'
+        : r.kind === 'rejoin' ? 'asks to rejoin with a new identity key' : 'was invited';
       return h('li', { dataset: { join: String(r.id) } }, `${name} ${why}. `,
         manager
           ? h('button', { type: 'button', onclick: () => this.open(r.id) }, `Review ${name}`)
@@ -211,11 +212,25 @@ export class AdmissionView {
     const status = $('#admit-status');
     try {
       say(status, `Admitting ${keys.name}…`);
+      // A rejoin after an identity reset: the roster still lists them under the old key.
+      // CR1 changes no key in place, so remove_user first (before the new key is pinned,
+      // so that sync sees no change), then add_user with the new key and the old role.
+      const previous = this.session.roster.user(r.user);
+      let granted = role;
+      if (previous) {
+        if (r.kind !== 'rejoin' || equal(previous.uikPub, keys.uik)) throw new Error(`${keys.name} is already in this case.`);
+        granted = role === Role.PATIENT ? Role.PATIENT : previous.role;
+        await this.session.commit((head) => {
+          const member = head.roster.user(r.user);
+          if (!member || equal(member.uikPub, keys.uik)) throw new Error(`${keys.name} is no longer listed under the old key.`);
+          return new RemoveUserBody(r.user);
+        }, { removal: true });
+      }
       // The person accepted the changed key explicitly: pin it (withdraws any verification).
       if (pin === 'changed') this.room.pins.accept(r.user, keys.uik);
       await this.session.commit((head) => {
         if (head.roster.user(r.user)) throw new Error(`${keys.name} is already in this case.`);
-        return new AddUserBody(r.user, role, keys.uik, keys.devices);
+        return new AddUserBody(r.user, granted, keys.uik, keys.devices);
       });
       this.close(`${keys.name} was added to the case.`);
       await this.room.afterMembership();

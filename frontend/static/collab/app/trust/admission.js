@@ -6,7 +6,7 @@
 
 import { DeviceCert, Role, b64d, verifyDeviceCert } from '../../cr1/index.js';
 
-export const KINDS = Object.freeze(['claim', 'invite', 'patient']);
+export const KINDS = Object.freeze(['claim', 'invite', 'patient', 'rejoin']);
 export const BINDINGS = Object.freeze(['bound', 'unbound', 'bad_proof']);
 
 /**
@@ -35,6 +35,7 @@ export function reasonText(kind) {
     claim: 'Claimed this consult from the specialty queue',
     invite: 'Invited by name',
     patient: 'Accepted a patient invitation link',
+    rejoin: 'Asks to rejoin after an identity reset: a new identity key',
   }[kind] ?? 'Unknown request';
 }
 
@@ -115,7 +116,9 @@ export function checkDirectAdd(directoryRow, role, name) {
 export function openRequests(joinRequests, roster) {
   const seen = new Set();
   return (joinRequests ?? []).filter((r) => {
-    if (!r || typeof r.user !== 'string' || seen.has(r.user) || roster?.user(r.user)) return false;
+    if (!r || typeof r.user !== 'string' || seen.has(r.user)) return false;
+    // A member asks again only to rejoin after an identity reset (the dialog compares keys).
+    if (roster?.user(r.user) && r.kind !== 'rejoin') return false;
     seen.add(r.user);
     return true;
   });
