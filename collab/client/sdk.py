@@ -1528,21 +1528,24 @@ class CollabClient:
             return sent
         raise ServerRefusedError("the case kept changing epochs; try again", code="wrong_epoch")
 
-    async def _flush(self, case_id: uuid.UUID, room: Room) -> None:
+    async def _flush(self, case_id: uuid.UUID, rooms: list[Room]) -> None:
         """Deliver the case's pending messages oldest first (the server wants sender_seq
-        increasing), reconnecting ``room`` with capped backoff after a lost connection;
-        gives up after SEND_ATTEMPTS failures in a row (the messages stay pending)."""
+        increasing) over ``rooms[0]`` (connected here when empty), reconnecting with
+        capped backoff after a lost connection; gives up after SEND_ATTEMPTS failures in
+        a row (the messages stay pending)."""
         failures = 0
         reopen = False
         while True:
             try:
-                if reopen:
-                    await room.reopen()
-                    reopen = False
+                if not rooms:
+                    rooms.append(await self.connect(case_id))
+                elif reopen:
+                    await rooms[0].reopen()
+                reopen = False
                 pending = self._pending(case_id)
                 if not pending:
                     return
-                await self._deliver(room, pending[0])
+                await self._deliver(rooms[0], pending[0])
                 failures = 0
             except ClientError as error:
                 failures += 1
@@ -1558,16 +1561,12 @@ class CollabClient:
         async with self._send_lock(case_id):
             if not self._pending(case_id):
                 return
-            own = room is None
-            if room is None:
-                room = await self.connect(case_id)
+            rooms = [room] if room is not None else []
             try:
-                await self._flush(case_id, room)
+                await self._flush(case_id, rooms)
             finally:
-                if own:
-                    with contextlib.suppress(Exception):
-                        await room.close()
-                    self.rooms.pop(case_id, None)
+                if room is None:
+                    await self._close_own(case_id, rooms)
 
     def _backoff(self, failures: int) -> float:
         delay = min(self.backoff_max, self.backoff_first * 2.0 ** min(failures, 16))
@@ -1577,7 +1576,6 @@ class CollabClient:
         self, case_id: uuid.UUID, body: dict[str, Any], content_type: str,
         attachments: Sequence[AttachmentRef], room: Room | None, key: str,
     ) -> Sent:
-        own = room is None
         # A message in an epoch whose key a revoked device holds is readable with that
         # device's keys: remove the revoked devices we may remove first (a new epoch).
         await asyncio.to_thread(self._clear_revoked_lately, case_id)
@@ -1588,16 +1586,20 @@ class CollabClient:
             if entry is None:
                 entry = await asyncio.to_thread(self._seal_into_outbox, case_id, key, body,
                                                 content_type, attachments)
+            rooms = [room] if room is not None else []
             try:
-                if room is None:
-                    room = await self.connect(case_id)
-                await self._flush(case_id, room)
+                await self._flush(case_id, rooms)
             finally:
-                if own and room is not None:
-                    with contextlib.suppress(Exception):
-                        await room.close()
-                    self.rooms.pop(case_id, None)
+                if room is None:
+                    await self._close_own(case_id, rooms)
             return self._acked[entry["id"]]
+
+    async def _close_own(self, case_id: uuid.UUID, rooms: list[Room]) -> None:
+        for own in rooms:
+            with contextlib.suppress(Exception):
+                await own.close()
+            if self.rooms.get(case_id) is own:
+                self.rooms.pop(case_id, None)
 
     async def send_text(self, case_id: uuid.UUID, text: str, *, room: Room | None = None,
                         priority: str | None = None) -> Sent:
@@ -1728,7 +1730,7 @@ class CollabClient:
             return
         try:
             async with self._send_lock(case_id):
-                await self._flush(case_id, room)
+                await self._flush(case_id, [room])
         except ClientError as error:
             if is_transient(error):
                 raise
