@@ -1,0 +1,85 @@
+"""A Redis outage never costs a sender its acknowledgement, and when Redis is back
+every socket of the process is told to catch up (``hello`` with ``resync: true``).
+
+Real daphne, a Redis of the test's own (killed with SIGKILL and restarted on its port).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from collab.cases.models import Message
+from tests.conftest import require
+from tests.support.actor import Actor
+from tests.support.live import ROOT, daphne_servers
+from tests.support.services import OwnRedis
+from tests.support.ws import RoomSocket
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.e2e]
+
+
+@pytest.fixture
+def redis() -> Iterator[OwnRedis]:
+    require(shutil.which("redis-server") is not None, "redis-server is not installed")
+    log_dir = ROOT / "test-artifacts"
+    log_dir.mkdir(exist_ok=True)
+    own = OwnRedis(log_dir)
+    own.start()
+    try:
+        yield own
+    finally:
+        own.stop()
+
+
+async def opened(base: str, actor: Actor, case_id: Any) -> RoomSocket:
+    sock = await RoomSocket.open(base, actor.session_id, case_id, actor.device.device_id)
+    await sock.next("hello")
+    return sock
+
+
+def test_send_during_redis_outage_is_acked_and_sockets_resync_after(redis: OwnRedis) -> None:
+    with daphne_servers(1, REDIS_URL=redis.url) as (base,):
+        pcp = Actor("pcp").register().go_live(base)
+        derm = Actor("derm", specialty="Dermatology").register().go_live(base)
+        state = pcp.open_case()
+        assert pcp.add(state, derm).status_code == 201
+        derm.join(state.case_id)
+
+        async def scenario() -> None:
+            a = await opened(base, pcp, state.case_id)
+            b = await opened(base, derm, state.case_id)
+            assert (await a.send_envelope(state.seal({"text": "before"})))["seq"] == 1
+            assert (await b.next("message"))["seq"] == 1
+
+            await asyncio.to_thread(redis.kill)
+            ack = await a.send_envelope(state.seal({"text": "during"}), ref="d")
+            # Stored, so acknowledged: the doorbell failing is not the sender's problem.
+            assert (ack["type"], ack["ref"], ack["seq"]) == ("ack", "d", 2)
+            # The socket is still usable while Redis is down.
+            await a.send({"type": "ping"})
+            await a.next("pong")
+
+            await asyncio.to_thread(redis.start)
+            for sock in (a, b):
+                hello = await sock.next("hello", timeout=30)
+                assert hello["resync"] is True
+                assert hello["last_seq"] == 2
+            # b catches up with what it missed...
+            await b.send({"type": "resume", "after": 1})
+            page = await b.next("messages")
+            assert [i["seq"] for i in page["items"]] == [2] and page["more"] is False
+            # ...and live delivery works again.
+            assert (await a.send_envelope(state.seal({"text": "after"})))["seq"] == 3
+            assert (await b.next("message", timeout=30))["seq"] == 3
+            await a.close()
+            await b.close()
+
+        asyncio.run(scenario())
+    assert sorted(Message.objects.filter(case_id=state.case_id).values_list("seq", flat=True)) == [
+        1, 2, 3
+    ]
