@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
 from typing import Any
 
 import pytest
+from django.db import connection
 
 from collab.accounts import devices
 from collab.accounts.models import Device
 from collab.client.keys import DeviceKeys, Identity
+from collab.crypto.devcert import DeviceCert
 from collab.crypto.wire import b64e
+from collab.errors import Conflict
 from tests.support.actor import Actor
 from tests.support.users import make_user, verified_client
 
@@ -129,3 +133,31 @@ def test_a_user_registers_at_most_max_devices_per_user(settings: Any) -> None:
     devices.device_revoke(actor=pcp.user, device_id=certs[0].device_id)
     assert pcp.call("POST", "/api/devices", {"cert": certs[2].to_wire()}).status_code == 201
     assert Device.objects.filter(user=pcp.user, revoked_at__isnull=True).count() == 3
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_registrations_cannot_both_take_the_last_place(settings: Any) -> None:
+    settings.MAX_DEVICES_PER_USER = 2
+    pcp = Actor("pcp").register()  # one place left
+    certs = [pcp.identity.certify(DeviceKeys.generate(pcp.user.pk)) for _ in range(4)]
+    barrier = threading.Barrier(len(certs))
+    outcomes: list[str] = []
+
+    def register(cert: DeviceCert) -> None:
+        try:
+            barrier.wait()
+            devices.device_register(user=pcp.user, cert=cert)
+            outcomes.append("registered")
+        except Conflict as refused:
+            outcomes.append(refused.code)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=register, args=(c,)) for c in certs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes) == ["registered"] + ["too_many_devices"] * 3
+    assert Device.objects.filter(user=pcp.user, revoked_at__isnull=True).count() == 2
