@@ -6,22 +6,34 @@ import asyncio
 import functools
 import hashlib
 import json
+import re
+import sys
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import IO, Any
 
 from django.conf import settings
-from django.http import HttpRequest, JsonResponse
+from django.core.exceptions import RequestDataTooBig
+from django.db import InterfaceError, OperationalError
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.http.response import HttpResponseBase
+from django.shortcuts import render
+from django.views import defaults
 
 from collab.accounts import proofs
 from collab.accounts.models import Device, User
 from collab.cases.access import access_device
+from collab.cases.services.blobs import MAX_PART_BYTES
 from collab.crypto.errors import CryptoError
 from collab.errors import ServiceError
 
-MAX_JSON_BYTES = 2 * 1024 * 1024
 DEVICE_HEADER = "HTTP_X_COLLAB_DEVICE"
+# Deeper JSON is refused: no legitimate body nests this far, and the parser (and
+# anything walking the result) would otherwise recurse until RecursionError.
+MAX_JSON_DEPTH = 64
+# Blob parts stream through their own bound (collab/cases/services/blobs.py).
+_PART_PATH = re.compile(r"^/api/blobs/[^/]+/parts/\d+$")
+
 
 View = Callable[..., HttpResponseBase]
 
@@ -74,16 +86,147 @@ def user_of(request: HttpRequest) -> User:
     return request.user
 
 
+def _depth_exceeds(value: object, limit: int) -> bool:
+    """Whether ``value`` nests containers deeper than ``limit`` (iterative: no recursion)."""
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: list[object] = list(item.values())
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
 def json_body(request: HttpRequest) -> dict[str, Any]:
-    if len(request.body) > MAX_JSON_BYTES:
-        raise ServiceError("too_large", "The request body is too large.")
+    # request.body raises RequestDataTooBig past DATA_UPLOAD_MAX_MEMORY_SIZE (413).
     try:
         data = json.loads(request.body or b"{}")
-    except ValueError:
+    except (ValueError, RecursionError):
         raise ServiceError("malformed_json", "The body is not valid JSON.") from None
     if not isinstance(data, dict):
         raise ServiceError("malformed_json", "The body must be a JSON object.")
+    if _depth_exceeds(data, MAX_JSON_DEPTH):
+        raise ServiceError("malformed_json", f"The body nests deeper than {MAX_JSON_DEPTH}.")
     return data
+
+
+# --- failures outside the views: every /api/ answer is the JSON error body --------
+
+
+def _is_api(request: HttpRequest) -> bool:
+    return request.path.startswith("/api/")
+
+
+def body_too_large(limit: int) -> JsonResponse:
+    return error(
+        "body_too_large", f"The request body is over {limit} bytes.", 413, max_bytes=limit
+    )
+
+
+def body_limit(path: str) -> int:
+    """The most a request body to ``path`` may hold."""
+    if _PART_PATH.match(path):
+        return MAX_PART_BYTES
+    limit: int = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    return limit
+
+
+def _buffered_size(request: HttpRequest) -> int:
+    """The body the ASGI handler already received (it is spooled before any middleware
+    runs, so a chunked body without Content-Length is measured here)."""
+    stream = getattr(request, "_stream", None)
+    if stream is None or not getattr(stream, "seekable", lambda: False)():
+        return 0
+    here = stream.tell()
+    size = int(stream.seek(0, 2))
+    stream.seek(here)
+    return size
+
+
+def body_limit_middleware(get_response: Callable[[HttpRequest], HttpResponse]) -> Callable[
+    [HttpRequest], HttpResponse
+]:
+    """Refuse an oversized body (413 ``body_too_large``) before any other middleware
+    or view reads it: by its declared Content-Length, then by what was received."""
+
+    def middleware(request: HttpRequest) -> HttpResponse:
+        limit = body_limit(request.path)
+        try:
+            declared = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            declared = 0
+        if declared > limit or _buffered_size(request) > limit:
+            if _is_api(request):
+                return body_too_large(limit)
+            return HttpResponse("Request body too large.", status=413, content_type="text/plain")
+        return get_response(request)
+
+    return middleware
+
+
+def lockout_response(
+    request: HttpRequest, original_response: HttpResponse | None = None,
+    credentials: dict[str, Any] | None = None,
+) -> HttpResponse:
+    """django-axes' answer to a locked-out attempt (AXES_LOCKOUT_CALLABLE): the JSON
+    error body under /api/ (re-authentication there counts like a sign-in), the lockout
+    page elsewhere, as axes would render it."""
+    from axes.helpers import get_client_username, get_cool_off, get_failure_limit
+
+    if _is_api(request):
+        return error("locked_out", "Too many failed attempts; try again later.", 429)
+    context: dict[str, Any] = {
+        "failure_limit": get_failure_limit(request, credentials),
+        "username": get_client_username(request, credentials) or "",
+    }
+    cool_off = get_cool_off(request)
+    if cool_off:
+        context["cooloff_timedelta"] = cool_off
+    return render(request, settings.AXES_LOCKOUT_TEMPLATE, context, status=429)
+
+
+def handler400(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    if isinstance(exception, RequestDataTooBig):
+        limit = body_limit(request.path)
+        if _is_api(request):
+            return body_too_large(limit)
+        return HttpResponse("Request body too large.", status=413, content_type="text/plain")
+    if _is_api(request):
+        return error("bad_request", "The request could not be understood.", 400)
+    return defaults.bad_request(request, exception)  # type: ignore[arg-type]
+
+
+def handler403(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    if _is_api(request):
+        return error("forbidden", "Not allowed.", 403)
+    return defaults.permission_denied(request, exception)  # type: ignore[arg-type]
+
+
+def handler404(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    if _is_api(request):
+        return error("not_found", "No such endpoint.", 404)
+    return defaults.page_not_found(request, exception)
+
+
+def handler500(request: HttpRequest) -> HttpResponse:
+    """Called by Django while it handles the exception (which it has logged), so the
+    exception is still ``sys.exc_info()``. The database being unreachable is 503
+    ``unavailable`` (retry later); anything else is 500 ``internal_error``."""
+    failure = sys.exc_info()[1]
+    unavailable = isinstance(failure, OperationalError | InterfaceError)
+    if not _is_api(request):
+        return defaults.server_error(request)
+    if unavailable:
+        response = error("unavailable", "The service cannot answer now; retry shortly.", 503)
+        response["Retry-After"] = "5"
+        return response
+    return error("internal_error", "The server failed to answer this request.", 500)
 
 
 def _named_device(request: HttpRequest) -> tuple[Device, str | None]:

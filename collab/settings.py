@@ -69,6 +69,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: an oversized body is refused before anything reads it (collab/api.py).
+    "collab.api.body_limit_middleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "csp.middleware.CSPMiddleware",
@@ -164,8 +166,21 @@ AXES_COOLOFF_TIME = timedelta(minutes=int(os.environ.get("COLLAB_LOGIN_COOLOFF_M
 AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "accounts/locked_out.html"
+AXES_LOCKOUT_CALLABLE = "collab.api.lockout_response"  # JSON under /api/, else the page
 AXES_VERBOSE = False
-AXES_IPWARE_PROXY_COUNT = int(os.environ.get("COLLAB_PROXY_COUNT", "0")) or None
+# The client address behind COLLAB_PROXY_COUNT reverse proxies, each appending the
+# address it received from to X-Forwarded-For: django-ipware (which axes uses, and so
+# does the audit's RequestMeta) takes the entry that many hops from the right, so a
+# forged entry a client puts further left is never believed. 0: no proxy, the socket
+# peer address only (X-Forwarded-For ignored). README "Production" tells what to set.
+PROXY_COUNT = int(os.environ.get("COLLAB_PROXY_COUNT", "0"))
+AXES_IPWARE_META_PRECEDENCE_ORDER: tuple[str, ...] = ("REMOTE_ADDR",)
+AXES_IPWARE_PROXY_COUNT: int | None = None
+if PROXY_COUNT > 0:
+    AXES_IPWARE_META_PRECEDENCE_ORDER = ("HTTP_X_FORWARDED_FOR", "REMOTE_ADDR")
+    # ipware counts the proxies listed in the header; the nearest one is the peer.
+    AXES_IPWARE_PROXY_COUNT = PROXY_COUNT - 1
+IPWARE_STRICT = False  # a chain longer than expected: still count from the right
 
 # django-otp: exponential throttling per device after failures; TOTP codes never reused.
 OTP_TOTP_ISSUER = os.environ.get("COLLAB_OTP_ISSUER", "collab")

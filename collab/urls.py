@@ -23,3 +23,9 @@ urlpatterns = [
     path("invite/welcome/", invite_views.welcome_view, name="invite-welcome"),
     path("invite/<str:token>/", invite_views.invite_view, name="invite"),
 ]
+
+# Every /api/ failure answers the JSON error body (protocol.md §2); pages keep Django's.
+handler400 = "collab.api.handler400"
+handler403 = "collab.api.handler403"
+handler404 = "collab.api.handler404"
+handler500 = "collab.api.handler500"

@@ -7,7 +7,7 @@ import uuid
 from django.db.models import Q
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
-from collab.accounts import devices, proofs
+from collab.accounts import backup, devices, proofs
 from collab.accounts.models import Device, IdentityBackup, IdentityKey, IdentityPins, User
 from collab.api import api, json_body, user_of
 from collab.audit.services import RequestMeta
@@ -34,13 +34,17 @@ def identity(request: HttpRequest) -> HttpResponse:
 def identity_backup(request: HttpRequest) -> HttpResponse:
     user = user_of(request)
     if request.method == "PUT":
-        devices.identity_backup_store(
-            user=user, ciphertext=b64d(json_body(request).get("ciphertext"))
+        body = json_body(request)
+        backup.identity_backup_put(
+            request=request,
+            user=user,
+            ciphertext=b64d(body.get("ciphertext")),
+            password=body.get("password"),
         )
-    backup = IdentityBackup.objects.filter(user=user).first()
-    if backup is None:
+    stored = IdentityBackup.objects.filter(user=user).first()
+    if stored is None:
         raise NotFound("no_backup", "No identity backup stored.")
-    return JsonResponse({"ciphertext": b64e(bytes(backup.ciphertext))})
+    return JsonResponse({"ciphertext": b64e(bytes(stored.ciphertext))})
 
 
 @api(("GET", "PUT"))

@@ -95,14 +95,16 @@ class RequestMeta:
 
     @classmethod
     def from_scope(cls, scope: Mapping[str, Any]) -> RequestMeta:
+        """A socket's: resolved from its handshake headers exactly as for HTTP (the
+        scope's client is only the peer, a proxy's address behind one)."""
         client: Sequence[Any] = scope.get("client") or ()
-        address = str(client[0]) if client else ""
-        agent = ""
+        request = HttpRequest()
+        request.META["REMOTE_ADDR"] = str(client[0]) if client else ""
         for name, value in scope.get("headers") or ():
-            if bytes(name).lower() == b"user-agent":
-                agent = bytes(value).decode("latin-1")
-                break
-        return cls(address=_clean_address(address), user_agent=agent[:512])
+            key = bytes(name).decode("latin-1").upper().replace("-", "_")
+            if key in ("USER_AGENT", "X_FORWARDED_FOR"):
+                request.META[f"HTTP_{key}"] = bytes(value).decode("latin-1")
+        return cls.from_request(request)
 
 
 def _checked_details(details: Mapping[str, Any] | None) -> canonical.JsonValue:
