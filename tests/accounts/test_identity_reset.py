@@ -216,31 +216,43 @@ def test_old_identity_can_neither_register_nor_enrol_devices_after_reset(
 # --- rejoin requests -----------------------------------------------------------------
 
 
-def test_a_reset_member_files_a_rejoin_request_and_managers_are_told(
-    pcp: Actor, derm: Actor
-) -> None:
+def test_the_reset_files_rejoin_requests_and_managers_are_told(pcp: Actor, derm: Actor) -> None:
     state = pcp.open_case()
     assert pcp.add(state, derm).status_code == 201
-    reset("derm", "--yes")
+    other = pcp.open_case()  # a case derm is not in gets nothing
+    out = reset("derm", "--yes")
+    assert f"case {state.case_id}" in out and str(other.case_id) not in out
+    (join,) = m.JoinRequest.objects.filter(user=derm.user)
+    assert (join.case_id, join.kind, join.status) == (
+        state.case_id,
+        m.JoinKind.REJOIN,
+        m.JoinStatus.PENDING,
+    )
+    (event,) = AuditEvent.objects.filter(action=AuditAction.JOIN_REQUESTED, case_id=state.case_id)
+    assert event.details == {"kind": "rejoin", "by": "operator"}
+    assert m.Notification.objects.filter(
+        user=pcp.user, kind=m.NotificationKind.JOIN_REQUEST, case_id=state.case_id
+    ).exists()
+    listing = pcp.call("GET", f"/api/cases/{state.case_id}/join-requests", device=False).json()
+    (row,) = listing["join_requests"]
+    assert row["user"] == str(derm.user.pk) and row["kind"] == "rejoin"
+    # Until derm registers a new key, the key directory has none to show for them.
+    keys = pcp.call("GET", f"/api/users/{derm.user.pk}/keys", device=False).json()
+    assert keys["uik_pub"] is None and keys["devices"] == []
+
+    # A manager may decline it like any join request; derm may then ask again, once
+    # the new key is registered.
+    declined = pcp.call("POST", f"/api/join-requests/{row['id']}/decline", {}, device=False)
+    assert declined.status_code == 200 and declined.json()["status"] == "declined"
     derm.client = verified_client(derm.user)
-    # Before the new key is registered there is nothing to readmit.
     response = rejoin(derm, state.case_id)
     assert response.status_code == 409 and response.json()["error"] == "no_identity"
     new_identity(derm)
     response = rejoin(derm, state.case_id)
     assert response.status_code == 201, response.content
     assert response.json()["kind"] == "rejoin"
-    listing = pcp.call("GET", f"/api/cases/{state.case_id}/join-requests", device=False).json()
-    (row,) = listing["join_requests"]
-    assert row["user"] == str(derm.user.pk) and row["kind"] == "rejoin"
-    assert m.Notification.objects.filter(
-        user=pcp.user, kind=m.NotificationKind.JOIN_REQUEST, case_id=state.case_id
-    ).exists()
     again = rejoin(derm, state.case_id)
     assert again.status_code == 409 and again.json()["error"] == "already_requested"
-    # A manager may decline it like any join request.
-    declined = pcp.call("POST", f"/api/join-requests/{row['id']}/decline", {}, device=False)
-    assert declined.status_code == 200 and declined.json()["status"] == "declined"
 
 
 def test_rejoin_is_refused_without_a_reset_or_membership(pcp: Actor, derm: Actor) -> None:
@@ -262,7 +274,7 @@ def test_rejoin_is_refused_without_a_reset_or_membership(pcp: Actor, derm: Actor
         device=False,
     )
     assert response.status_code == 409 and response.json()["error"] == "already_member"
-    assert not m.JoinRequest.objects.filter(case_id=state.case_id).exists()
+    assert not m.JoinRequest.objects.filter(case_id=state.case_id, user=pcp.user).exists()
 
 
 def test_readmission_replaces_the_roster_entry_and_commits_the_request(
@@ -272,7 +284,7 @@ def test_readmission_replaces_the_roster_entry_and_commits_the_request(
     assert pcp.add(state, derm).status_code == 201
     reset("derm", "--yes")
     new_identity(derm)
-    assert rejoin(derm, state.case_id).status_code == 201
+    assert rejoin(derm, state.case_id).json()["error"] == "already_requested"  # the reset's
     # Nothing but the removal of the old entry is accepted while the roster holds it.
     refused = pcp.submit(state, RotateBody())
     assert refused.status_code in (400, 409)
@@ -347,7 +359,7 @@ def test_reset_user_is_readmitted_only_after_a_person_accepts_the_new_key(
     derm.init(device_name="derm-new-laptop", after_reset=True)
     new_uik = derm.identity.uik_pub
     assert new_uik != old_uik
-    assert derm.rejoin_cases() == {case_id: "requested"}
+    # The reset filed the rejoin request already; asking again changes nothing.
     assert derm.rejoin_cases() == {case_id: "already_requested"}
 
     # The admitting owner sees the changed key; nothing is committed without acceptance.

@@ -209,3 +209,40 @@ def join_request_withdraw(
         told.append(join.user_id)
     notify(user_ids=told, kind=m.NotificationKind.JOIN_WITHDRAWN, case_id=join.case_id)
     return join
+
+
+def rejoin_requests_file(*, user: User, actor: User | None = None, by: str = "") -> list[uuid.UUID]:
+    """After an identity reset (in the reset's transaction): a pending ``rejoin`` request
+    in each case the user is a member of, so the case's owners and admins see it (the new
+    key shows once the user registers it) without the user's client filing anything.
+    Cases where a request of theirs is already pending are left as they are."""
+    pending = set(
+        m.JoinRequest.objects.filter(user=user, status=m.JoinStatus.PENDING).values_list(
+            "case_id", flat=True
+        )
+    )
+    filed: list[uuid.UUID] = []
+    for case_id in m.Member.objects.filter(user=user).values_list("case_id", flat=True):
+        if case_id in pending:
+            continue
+        m.JoinRequest.objects.create(
+            case_id=case_id, user=user, kind=m.JoinKind.REJOIN, requested_by=user
+        )
+        audit_record(
+            action=AuditAction.JOIN_REQUESTED,
+            actor=actor,
+            case_id=case_id,
+            target=f"user:{user.pk}",
+            details={"kind": m.JoinKind.REJOIN.value, "by": by},
+        )
+        publish_after_commit(
+            case_group(case_id),
+            {"type": "case.join_request", "user": str(user.pk), "kind": m.JoinKind.REJOIN.value},
+        )
+        notify(
+            user_ids=case_member_ids(case_id, exclude=user.pk, roles=MANAGER_ROLES),
+            kind=m.NotificationKind.JOIN_REQUEST,
+            case_id=case_id,
+        )
+        filed.append(case_id)
+    return filed

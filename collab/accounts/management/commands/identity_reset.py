@@ -11,7 +11,9 @@ from collab.accounts.models import User
 from collab.accounts.services import identity_reset
 
 # The one place accounts reaches into cases: the key backup is sealed under the old
-# identity key, so it goes in the same transaction as the key itself.
+# identity key, and the rejoin requests follow from the reset, so both go in the same
+# transaction as the key itself.
+from collab.cases.services.joins import rejoin_requests_file
 from collab.cases.services.keybackup import key_backup_forget
 
 
@@ -48,6 +50,7 @@ class Command(BaseCommand):
         with transaction.atomic():
             result = identity_reset(user=user, by=by, actor=actor)
             backup_items = key_backup_forget(user=user)
+            rejoins = rejoin_requests_file(user=user, actor=actor, by=by)
         write = self.stdout.write
         write(f"Identity reset for {user.username} ({user.pk}) by {by}:")
         write(f'  devices revoked ({len(result.devices_revoked)}, reason "identity reset"):')
@@ -58,8 +61,11 @@ class Command(BaseCommand):
         write(f"  identity backup deleted: {'yes' if result.identity_backup_deleted else 'none'}")
         write(f"  pin book deleted: {'yes' if result.pins_deleted else 'none'}")
         write(f"  key backup items deleted: {backup_items}")
+        write(f"  rejoin requests filed ({len(rejoins)}):")
+        for case_id in rejoins:
+            write(f"    case {case_id}")
         write(
             "Their next sign-in registers a new identity key. In each of their cases a case "
-            "owner or admin must readmit them (their client files a rejoin request) after "
-            "comparing the new key with them."
+            "owner or admin readmits them (the rejoin request) after comparing the new key "
+            "with them."
         )
