@@ -6,6 +6,12 @@ failed (a CryptoError: a signature, hash, log or decryption check) or a trust re
 (an identity key changed, a patient not bound to the invitation link), 5 unreachable.
 An identity change is the one multi-line error: who, the old and new safety numbers,
 the cases affected and what to do.
+
+Everything printed that came from the server or from other people (message text,
+display names, device names, case fields, error details) goes through ``printable``
+first: terminal control sequences cannot recolour, retitle, move the cursor, rewrite
+earlier lines or reorder text with bidi controls; another line of a message is indented,
+so a message cannot pass for another one.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import sys
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn, TextIO
+from typing import Any, NoReturn, TextIO, cast
 
 from tqdm import tqdm
 
@@ -41,6 +47,45 @@ from collab.crypto.invite import short_code
 from collab.crypto.roster import Role
 
 PROG = "collab-client"
+
+# ESC sequences: CSI (ESC [ or 8-bit 0x9b, parameters, final byte); the string ones
+# (OSC, DCS, SOS, PM, APC: ESC ] P X ^ _ or 0x9d 0x90 0x98 0x9e 0x9f) up to BEL or ST;
+# any other ESC with its intermediate and final bytes.
+_ESCAPES = re.compile(
+    r"(?:\x1b\[|\x9b)[\x30-\x3f]*[\x20-\x2f]*[\x40-\x7e]?"
+    r"|(?:\x1b[\]PX^_]|[\x90\x98\x9d\x9e\x9f])[^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)?"
+    r"|\x1b[\x20-\x2f]*[\x30-\x7e]?"
+)
+# What is left of C0 (but tab and newline) and C1, DEL, and the bidi controls
+# (embeddings, overrides, isolates, marks) that reorder what a terminal shows.
+_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e"
+                       "\u2066-\u2069]")
+
+
+def printable(text: object, *, multiline: bool = False) -> str:
+    """``text`` without terminal control sequences; a line break becomes a space unless
+    ``multiline`` (then later lines are indented by the caller where it matters)."""
+    clean = _ESCAPES.sub("", str(text))
+    clean = clean.replace("\r\n", "\n").replace("\u2028", "\n").replace("\u2029", "\n")
+    clean = _CONTROLS.sub("", clean).replace("\t", " ")
+    return clean if multiline else clean.replace("\n", " ")
+
+
+class _Printable:
+    """A stream that writes only printable text: the last line of defence for anything
+    untrusted a command forgot to pass through ``printable``."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        return self.stream.write(printable(text, multiline=True))
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def isatty(self) -> bool:
+        return self.stream.isatty()
 
 
 class _Parser(argparse.ArgumentParser):
@@ -219,23 +264,25 @@ class _Names:
                 name = str(self.client.call("GET", f"/api/users/{user_id}/keys")["display_name"])
             except ClientError:
                 name = ""
-            self.cache[user_id] = name or str(user_id)[:8]
+            self.cache[user_id] = printable(name) or str(user_id)[:8]
         return self.cache[user_id]
 
 
 def _describe(msg: Received, name: Callable[[uuid.UUID], str]) -> str:
     when = datetime.datetime.fromtimestamp(msg.header.sent_ms / 1000, datetime.UTC)
     stamp = when.strftime("%Y-%m-%d %H:%M:%S")
-    text = msg.text
+    # The sender chose every byte of the text and the manifest: controls out, and each
+    # further line indented so that it cannot pass for another message.
+    text = printable(msg.text, multiline=True).replace("\n", "\n    ")
     image = msg.image()
     if msg.unavailable_author is not None:
         text = (f"[not available on this device: the key in the entry by "
                 f"{name(msg.unavailable_author)} could not be opened]")
     elif msg.unavailable is not None:
-        text = f"[{msg.unavailable}]"
+        text = f"[{printable(msg.unavailable)}]"
     elif image is not None:
-        text = f"[image {image.width}x{image.height} {image.mime}, {image.size} bytes; " \
-               f"fetch-image {msg.header.case_id} {msg.seq}] {text}".rstrip()
+        text = f"[image {image.width}x{image.height} {printable(image.mime)}, " \
+               f"{image.size} bytes; fetch-image {msg.header.case_id} {msg.seq}] {text}".rstrip()
     line = f"#{msg.seq} {stamp} {name(msg.sender_user_id)} (epoch {msg.epoch}): {text}"
     if msg.gap is not None:
         line += (f"\n  (missing messages from this sender: "
@@ -269,22 +316,24 @@ BINDING = {"bound": "bound to this case's invitation link",
 
 
 def _join_request_lines(r: JoinRequest, name: Callable[[uuid.UUID], str]) -> list[str]:
-    who = ", ".join(x for x in (r.role, r.organisation, r.specialty) if x)
-    why = WHY.get(r.kind, r.kind)
+    who = printable(", ".join(x for x in (r.role, r.organisation, r.specialty) if x))
+    why = WHY.get(r.kind) or printable(r.kind)
     if r.kind == "invite" and r.requested_by is not None:
         why += f" by {name(r.requested_by)}"
-    lines = [f"{r.user} {r.display_name or name(r.user)}" + (f" ({who})" if who else ""),
-             f"  why: {why}; requested {r.created_at}",
-             f"  identity key: {PIN_LABELS.get(r.pin, r.pin.upper())}"]
+    lines = [f"{r.user} {printable(r.display_name) or name(r.user)}"
+             + (f" ({who})" if who else ""),
+             f"  why: {why}; requested {printable(r.created_at)}",
+             f"  identity key: {PIN_LABELS.get(r.pin) or printable(r.pin.upper())}"]
     if r.uik is not None:
         lines[-1] += f", code {' '.join(short_code(r.user, r.uik))}"
     if r.pin == "changed":
         lines[-1] += (" (admit only after comparing numbers, with "
                       "--accept-changed-identity and this code)")
     if r.problem:
-        lines.append(f"  cannot be admitted as served: {r.problem}")
+        lines.append(f"  cannot be admitted as served: {printable(r.problem)}")
     if r.patient:
-        lines.append(f"  binding: {BINDING.get(r.binding or 'unbound', r.binding)}")
+        binding = r.binding or "unbound"
+        lines.append(f"  binding: {BINDING.get(binding) or printable(binding)}")
         if r.short_code:
             lines.append(f"  short code: {' '.join(r.short_code)}" + (
                 "" if r.binding == "bound" else
@@ -352,7 +401,7 @@ def _write_enrolment(outcome: dict[uuid.UUID, str], out: TextIO) -> None:
         out.write("this device is in all your cases\n")
 
 
-def run(args: argparse.Namespace, out: TextIO) -> None:
+def run(args: argparse.Namespace, out: TextIO, err: TextIO | None = None) -> None:
     command = args.command
     if command == "login":
         return cmd_login(args, out)
@@ -362,6 +411,7 @@ def run(args: argparse.Namespace, out: TextIO) -> None:
         return cmd_recover(args, out)
     client = open_client(args)
     names = _Names(client)
+    err = err or cast(TextIO, _Printable(sys.stderr))
     if command == "logout":
         client.logout()
         out.write("signed out\n")
@@ -378,16 +428,19 @@ def run(args: argparse.Namespace, out: TextIO) -> None:
             mark = " (this device)" if client.state.device and \
                 d["device_id"] == str(client.state.device.device_id) else ""
             revoked = " revoked" if d.get("revoked_at") else ""
-            out.write(f"{d['device_id']} {d.get('name', '')}{revoked}{mark}\n")
+            out.write(f"{printable(d['device_id'])} {printable(d.get('name', ''))}"
+                      f"{revoked}{mark}\n")
     elif command == "cases":
         for c in client.list_cases():
-            out.write(f"{c['id']} {c['status']} {c['urgency']} {c['specialty'] or '-'} "
-                      f"epoch {c['head']['epoch']} messages {c['last_seq']}\n")
+            fields = (c["id"], c["status"], c["urgency"], c["specialty"] or "-")
+            out.write(" ".join(printable(f) for f in fields)
+                      + f" epoch {printable(c['head']['epoch'])} "
+                        f"messages {printable(c['last_seq'])}\n")
     elif command == "open":
         out.write(f"{client.open_case(args.specialty, args.urgency)}\n")
     else:
         try:
-            _run_client(client, args, out, names)
+            _run_client(client, args, out, names, err)
         except IdentityChangedError as error:
             error.names = names
             raise
@@ -395,7 +448,7 @@ def run(args: argparse.Namespace, out: TextIO) -> None:
 
 
 def _run_client(client: CollabClient, args: argparse.Namespace, out: TextIO,
-                names: _Names) -> None:
+                names: _Names, err: TextIO) -> None:
     command = args.command
     if command == "add":
         entry = client.add_member(args.case, args.user, Role[args.role.upper()],
@@ -441,13 +494,14 @@ def _run_client(client: CollabClient, args: argparse.Namespace, out: TextIO,
                   "compare safety numbers and `verify` when you can)\n")
     elif command == "invite":
         answer, link = client.invite_patient(args.case)
-        out.write(f"invitation {answer.get('id')} (expires {answer.get('expires_at')}); "
+        out.write(f"invitation {printable(answer.get('id'))} "
+                  f"(expires {printable(answer.get('expires_at'))}); "
                   "hand this link to the patient only:\n")
         out.write(f"  {link}\n")
     elif command == "prove-invitation":
         proved = client.prove_invitation(args.link)
-        out.write(f"bound your identity key to invitation {', '.join(proved)}; a member can "
-                  "now admit you\n")
+        out.write(f"bound your identity key to invitation {printable(', '.join(proved))}; a "
+                  "member can now admit you\n")
     elif command == "adopt":
         adopted = client.adopt_devices(args.case)
         out.write("".join(f"added device {d}\n" for d in adopted) or "all your devices are in\n")
@@ -473,7 +527,7 @@ def _run_client(client: CollabClient, args: argparse.Namespace, out: TextIO,
         for msg in client.history(args.case, after=args.after):
             out.write((_as_json(msg) if args.json else _describe(msg, names)) + "\n")
     elif command == "watch":
-        asyncio.run(_watch(client, args, out, names))
+        asyncio.run(_watch(client, args, out, names, err))
     elif command == "fetch-image":
         msg = client.message(args.case, args.seq)
         manifest = msg.image(thumbnail=args.thumbnail)
@@ -508,19 +562,24 @@ def _identities(client: CollabClient, out: TextIO, names: _Names) -> None:
 
 
 async def _watch(client: CollabClient, args: argparse.Namespace, out: TextIO,
-                 names: _Names) -> None:
+                 names: _Names, err: TextIO) -> None:
     def notice(kind: str, detail: dict[str, Any]) -> None:
+        # Frames from the server: every field through printable.
+        field = {k: printable(v) for k, v in detail.items()}
         if kind == "log":
-            sys.stderr.write(f"-- membership changed: epoch {detail.get('epoch')} "
-                             f"({detail.get('action')}), verified\n")
+            err.write(f"-- membership changed: epoch {field.get('epoch')} "
+                      f"({field.get('action')}), verified\n")
         elif kind == "join_request":
-            sys.stderr.write(f"-- join request from {detail.get('user')} "
-                             f"(review: join-requests {args.case})\n")
+            err.write(f"-- join request from {field.get('user')} "
+                      f"(review: join-requests {args.case})\n")
         elif kind == "join_resolved":
-            sys.stderr.write(f"-- join request of {detail.get('user')} "
-                             f"{detail.get('status')}\n")
+            err.write(f"-- join request of {field.get('user')} {field.get('status')}\n")
         elif kind == "reconnecting":
-            sys.stderr.write(f"-- connection lost; resuming after #{detail.get('after')}\n")
+            err.write(f"-- connection lost ({field.get('code')}); resuming after "
+                      f"#{field.get('after')}\n")
+        elif kind == "send_failed":
+            err.write(f"-- a pending message was refused ({field.get('code')}): "
+                      f"{field.get('message')}\n")
 
     count = 0
     stream = client.watch(args.case, args.after, on_notice=notice)
@@ -539,13 +598,15 @@ async def _watch(client: CollabClient, args: argparse.Namespace, out: TextIO,
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None,
          err: TextIO | None = None) -> int:
-    stdout, stderr = out or sys.stdout, err or sys.stderr
+    # Whatever is written, terminal controls are taken out (see printable).
+    stdout = cast(TextIO, _Printable(out or sys.stdout))
+    stderr = cast(TextIO, _Printable(err or sys.stderr))
     try:
         args = build_parser().parse_args(argv)
-        run(args, stdout)
+        run(args, stdout, stderr)
     except CryptoError as failure:
         stderr.write(f"{PROG}: verification failed ({failure.code}): "
-                     f"{failure.message or failure.code}\n")
+                     f"{printable(failure.message or failure.code)}\n")
         return EXIT_VERIFY
     except IdentityChangedError as failure:
         lines = _identity_changed_lines(failure, failure.names)
@@ -554,7 +615,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None,
         stderr.write(f"{PROG}: error (identity_changed): " + "\n".join(lines) + "\n")
         return failure.exit_code
     except ClientError as failure:
-        stderr.write(f"{PROG}: error ({failure.code}): {failure.message}\n")
+        stderr.write(f"{PROG}: error ({printable(failure.code)}): "
+                     f"{printable(failure.message)}\n")
         return failure.exit_code
     except KeyboardInterrupt:
         stderr.write(f"{PROG}: interrupted\n")
