@@ -63,47 +63,78 @@ def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.
     raise RuntimeError(f"daphne did not listen on {port} within {timeout}s")
 
 
+class Daphne:
+    """One daphne process on a fixed port: killable and restartable on the same port
+    (as a process supervisor would restart it)."""
+
+    def __init__(self, extra_env: dict[str, str] | None = None, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.extra_env = dict(extra_env or {})
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def spawn(self) -> None:
+        log_dir = ROOT / "test-artifacts"
+        log_dir.mkdir(exist_ok=True)
+        log = (log_dir / f"daphne-{self.port}.log").open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port),
+             "collab.asgi:application"],
+            cwd=ROOT,
+            env=server_env(**self.extra_env),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        PIDS[self.url] = self.proc.pid
+
+    def wait_ready(self) -> None:
+        assert self.proc is not None
+        wait_for_port(self.port, self.proc)
+
+    def start(self) -> Daphne:
+        self.spawn()
+        self.wait_ready()
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL: the process dies mid-whatever, its sockets reset."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+            self.proc = None
+            PIDS.pop(self.url, None)
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.proc = None
+        PIDS.pop(self.url, None)
+
+
 @contextmanager
 def daphne_servers(count: int = 1, **extra_env: str) -> Iterator[list[str]]:
     """Start ``count`` daphne processes; yields their base URLs (http://127.0.0.1:port)."""
-    procs: list[tuple[subprocess.Popen[bytes], int]] = []
-    log_dir = ROOT / "test-artifacts"
-    log_dir.mkdir(exist_ok=True)
+    servers = [Daphne(extra_env) for _ in range(count)]
     try:
-        for _ in range(count):
-            port = free_port()
-            log = (log_dir / f"daphne-{port}.log").open("wb")
-            proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "daphne",
-                    "-b",
-                    "127.0.0.1",
-                    "-p",
-                    str(port),
-                    "collab.asgi:application",
-                ],
-                cwd=ROOT,
-                env=server_env(**extra_env),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-            procs.append((proc, port))
-        for proc, port in procs:
-            wait_for_port(port, proc)
-        urls = [f"http://127.0.0.1:{port}" for _, port in procs]
-        PIDS.update({url: proc.pid for url, (proc, _) in zip(urls, procs, strict=True)})
-        yield urls
+        for server in servers:
+            server.spawn()
+        for server in servers:
+            server.wait_ready()
+        yield [server.url for server in servers]
     finally:
-        for proc, port in procs:
-            PIDS.pop(f"http://127.0.0.1:{port}", None)
-            proc.terminate()
-        for proc, _ in procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        for server in servers:  # all at once, then each waited for
+            if server.proc is not None:
+                server.proc.terminate()
+        for server in servers:
+            server.stop()
 
 
 def peak_rss_kib(pid: int) -> int:
