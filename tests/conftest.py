@@ -6,14 +6,59 @@ import pytest
 from django.db import connection
 
 ON_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+# Set by CI for its PostgreSQL + Redis pass: the run fails unless it really ran on
+# PostgreSQL and ran postgres-marked tests (and the fault suite) rather than deselecting
+# them all.
+EXPECT_POSTGRES = os.environ.get("COLLAB_EXPECT_POSTGRES", "") == "1"
+POSTGRES_SCHEMES = ("postgres", "postgresql", "pgsql", "postgis")
+# Marks whose tests must have run in a pass that expects PostgreSQL.
+REQUIRED_IN_POSTGRES_PASS = ("postgres", "faults")
+_ran: dict[str, int] = dict.fromkeys(REQUIRED_IN_POSTGRES_PASS, 0)
+
+
+def on_postgres() -> bool:
+    """The pass is decided by the database Django really uses, not by the URL's text."""
+    return connection.vendor == "postgresql"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    url = os.environ.get("DATABASE_URL", "")
+    asks_postgres = EXPECT_POSTGRES or url.split(":", 1)[0].lower() in POSTGRES_SCHEMES
+    if asks_postgres and not on_postgres():
+        raise pytest.UsageError(
+            f"PostgreSQL expected (DATABASE_URL={url!r}) but Django's connection is "
+            f"{connection.vendor}: the PostgreSQL pass would run nothing of its own"
+        )
+    if EXPECT_POSTGRES and not os.environ.get("REDIS_URL"):
+        raise pytest.UsageError("the PostgreSQL pass runs with Redis: set REDIS_URL")
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when == "call" and not report.skipped:
+        for mark in REQUIRED_IN_POSTGRES_PASS:
+            if mark in report.keywords:
+                _ran[mark] += 1
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if not EXPECT_POSTGRES or exitstatus != pytest.ExitCode.OK:
+        return
+    missing = [mark for mark, count in _ran.items() if count == 0]
+    if missing:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(
+                f"FAILED: the PostgreSQL pass ran no test marked {' or '.join(missing)}",
+                red=True,
+            )
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # Tests marked postgres belong to the PostgreSQL pass of the suite, tests marked
     # sqlite to the embedded-default pass; each is deselected in the other pass (a
     # configuration choice, not a missing service).
-    on_postgres = os.environ.get("DATABASE_URL", "").startswith(("postgres", "postgresql"))
-    other = "sqlite" if on_postgres else "postgres"
+    other = "sqlite" if on_postgres() else "postgres"
     keep: list[pytest.Item] = []
     dropped: list[pytest.Item] = []
     for item in items:

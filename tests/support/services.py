@@ -20,7 +20,17 @@ from pathlib import Path
 
 from tests.support.live import free_port
 
-PG_BIN = Path(os.environ.get("COLLAB_PG_BIN", "/usr/lib/postgresql/15/bin"))
+
+def _pg_bin() -> Path:
+    """COLLAB_PG_BIN, else the newest server installed the Debian way."""
+    if os.environ.get("COLLAB_PG_BIN"):
+        return Path(os.environ["COLLAB_PG_BIN"])
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"),
+                   key=lambda p: int(p.parts[-3]) if p.parts[-3].isdigit() else 0)
+    return found[-1].parent if found else Path("/usr/lib/postgresql/15/bin")
+
+
+PG_BIN = _pg_bin()
 PG_USER = "postgres"
 
 
