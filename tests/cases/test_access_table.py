@@ -125,6 +125,7 @@ ROUTES: list[Route] = [
     Route("POST", "/api/blobs/{upload}/complete", (*EVERY_USER, *EVERY_DEVICE),
           {"root": b64e(bytes(64))}, device=True),
     Route("GET", "/api/blobs/{blob}", (*EVERY_USER, *EVERY_DEVICE), device=True),
+    Route("GET", "/api/blobs/{upload}/upload", (*EVERY_USER, *EVERY_DEVICE), device=True),
     Route("GET", "/api/cases/{case}/join-requests", EVERY_USER),
     Route("POST", "/api/cases/{case}/join-requests", EVERY_USER,
           {"kind": "invite", "user": "{pcp}"}),
