@@ -27,16 +27,18 @@ from PIL import Image, ImageChops, ImageStat
 
 from collab.accounts.models import IdentityBackup, User
 from collab.cases import models as m
-from collab.client import cli
-from collab.client.errors import AuthError, ClientError, ServerRefusedError
+from collab.client import cli, sdk
+from collab.client.errors import AuthError, ClientError, ServerRefusedError, UnreachableError
 from collab.client.keys import DeviceKeys
 from collab.client.keystore import Keystore
+from collab.client.room import ConnectionLostError, Room
 from collab.client.sdk import CollabClient, Received
 from collab.crypto.actions import AddDeviceBody
-from collab.crypto.attachment import ciphertext_size
+from collab.crypto.attachment import CT_CHUNK_SIZE, ciphertext_size
 from collab.crypto.envelope import Envelope, Header
 from collab.crypto.errors import CryptoError
 from collab.crypto.log import LogEntry
+from collab.crypto.wire import b64e
 from tests.client.images import assert_no_metadata, jpeg_with_gps, png_bytes, two_tone
 from tests.support.live import daphne_servers
 from tests.support.users import PASSWORD, make_user, totp_code
@@ -445,3 +447,167 @@ def test_cli_login_init_open_send_history_and_recover(server: str, tmp_path: Pat
     assert code == 0, err
     code, out, err = run_cli("--home", home2, "history", case_id)
     assert code == 0 and "for both my machines" in out, err
+
+
+# --- recovering by itself (issue 12) ----------------------------------------------------
+
+def _stored(case_id: uuid.UUID, client_msg_id: bytes) -> int:
+    return m.Message.objects.filter(case_id=case_id, client_msg_id=client_msg_id).count()
+
+
+def _stored_closing(case_id: uuid.UUID, client_msg_id: bytes) -> int:
+    """_stored from a worker thread, which keeps no database connection open."""
+    try:
+        return _stored(case_id, client_msg_id)
+    finally:
+        connection.close()
+
+
+def _cut_before_the_ack(monkeypatch: pytest.MonkeyPatch, case_id: uuid.UUID,
+                        *, after_store: bool = True) -> list[bytes]:
+    """The first send's connection is cut once the server stored the message (its ack
+    is lost with the connection), or before the frame left (``after_store=False``)."""
+    original = Room.send_envelope
+    cut: list[bytes] = []
+
+    async def lossy(self: Room, envelope: Envelope, timeout: float = 30) -> dict[str, Any]:
+        if cut:
+            return await original(self, envelope, timeout)
+        msg_id = envelope.header.client_msg_id
+        cut.append(msg_id)
+        if after_store:
+            await self._send({"type": "send", "ref": "lost", "envelope": envelope.to_wire()})
+            async with asyncio.timeout(20):
+                while await asyncio.to_thread(_stored_closing, case_id, msg_id) != 1:
+                    await asyncio.sleep(0.05)
+        self.drop()
+        raise ConnectionLostError("the connection was cut before the ack")
+
+    monkeypatch.setattr(Room, "send_envelope", lossy)
+    return cut
+
+
+@pytest.mark.parametrize("after_store", [True, False])
+def test_a_send_whose_connection_is_cut_is_retried_and_stored_once(
+        server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, after_store: bool) -> None:
+    pcp = new_member(server, "pcp", tmp_path)
+    derm = new_member(server, "derm", tmp_path)
+    case_id = pcp.open_case()
+    pcp.add_member(case_id, derm.user_id)
+    cut = _cut_before_the_ack(monkeypatch, case_id, after_store=after_store)
+    sent = asyncio.run(pcp.send_text(case_id, "biopsy booked"))
+    # The SDK reconnected by itself and sent the same envelope again.
+    assert cut == [sent.client_msg_id]
+    assert sent.duplicate is after_store  # the server had stored it: it says so
+    assert _stored(case_id, sent.client_msg_id) == 1
+    assert m.Message.objects.filter(case_id=case_id).count() == 1
+    assert [r.text for r in derm.history(case_id)] == ["biopsy booked"]
+    assert pcp.outbox() == []
+
+
+def test_an_app_retrying_after_a_lost_ack_does_not_store_twice(
+        server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pcp = new_member(server, "pcp", tmp_path)
+    derm = new_member(server, "derm", tmp_path)
+    case_id = pcp.open_case()
+    pcp.add_member(case_id, derm.user_id)
+    monkeypatch.setattr(sdk, "SEND_ATTEMPTS", 1)  # the SDK gives up at once: the app retries
+    cut = _cut_before_the_ack(monkeypatch, case_id)
+    with pytest.raises(ConnectionLostError):
+        asyncio.run(pcp.send_text(case_id, "biopsy booked"))
+    assert _stored(case_id, cut[0]) == 1  # stored; the app cannot know
+    # The app (restarted: the outbox is in the keystore) sends the same text again.
+    again = CollabClient(server, keystore=Keystore.load(tmp_path / "pcp" / "keystore.json",
+                                                        PASS))
+    assert [e["id"] for e in again.outbox(case_id)] == [b64e(cut[0])]
+    sent = asyncio.run(again.send_text(case_id, "biopsy booked"))
+    assert sent.duplicate and sent.client_msg_id == cut[0]
+    assert m.Message.objects.filter(case_id=case_id).count() == 1
+    assert again.outbox() == []
+    # Once acknowledged, the same text again is a new message, on purpose.
+    assert not asyncio.run(again.send_text(case_id, "biopsy booked")).duplicate
+    assert [r.text for r in derm.history(case_id)] == ["biopsy booked"] * 2
+
+
+def test_an_upload_continues_from_what_the_server_holds(
+        server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pcp = new_member(server, "pcp", tmp_path)
+    case_id = pcp.open_case()
+    data = os.urandom(3 * 1024 * 1024 + 100_000)  # four parts of up to 16 chunks
+    put, post = pcp.http.put_bytes, pcp.http.json
+    parts: list[str] = []
+    statuses: list[dict[str, Any] | None] = []
+
+    def flaky_put(path: str, body: bytes) -> Any:
+        parts.append(path.rsplit("/", 1)[1])
+        if len(parts) == 2:
+            raise UnreachableError("the connection dropped before the part was sent")
+        if len(parts) == 4:
+            put(path, body)
+            raise UnreachableError("the connection dropped before the answer came")
+        return put(path, body)
+
+    def flaky_json(method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        answer = post(method, path, body)
+        if path.endswith("/upload"):
+            statuses.append(answer.body)
+        if path.endswith("/complete") and not any(s and s["status"] == "complete"
+                                                  for s in statuses):
+            statuses.append(None)
+            raise UnreachableError("the connection dropped before the answer came")
+        return answer
+
+    monkeypatch.setattr(pcp.http, "put_bytes", flaky_put)
+    monkeypatch.setattr(pcp.http, "json", flaky_json)
+    manifest = pcp.upload(case_id, data, "application/octet-stream")
+    mib = 16 * CT_CHUNK_SIZE  # a part: sixteen ciphertext chunks
+    # Part 1 sent again (it never arrived); part 2 arrived, so it is not sent again.
+    assert parts == ["0", str(mib), str(mib), str(2 * mib), str(3 * mib)]
+    assert [s["received_bytes"] for s in statuses if s] == [mib, 3 * mib,
+                                                           ciphertext_size(len(data))]
+    assert statuses[-1] is not None and statuses[-1]["status"] == "complete"
+    monkeypatch.undo()
+    assert pcp.download_bytes(manifest) == data
+
+
+def test_long_messages_are_caught_up_over_byte_capped_pages(tmp_path: Path) -> None:
+    with daphne_servers(1, COLLAB_HISTORY_PAGE_MAX_BYTES=str(64 * 1024)) as (url,):
+        pcp = new_member(url, "pcp", tmp_path)
+        derm = new_member(url, "derm", tmp_path)
+        case_id = pcp.open_case()
+        pcp.add_member(case_id, derm.user_id)
+        texts = [f"{i:02d} " + "x" * 16_000 for i in range(12)]
+
+        async def send() -> None:
+            room = await pcp.connect(case_id)
+            for text in texts:
+                await pcp.send_text(case_id, text, room=room)
+            await room.close()
+
+        asyncio.run(send())
+        assert [r.text for r in derm.history(case_id)] == texts
+        pages: list[int] = []
+        original = Room.resume
+
+        async def counted(self: Room, after: int, limit: int = 50,
+                          timeout: float = 30) -> dict[str, Any]:
+            page = await original(self, after, limit, timeout)
+            pages.append(len(page["items"]))
+            return page
+
+        async def watch() -> list[str]:
+            got: list[str] = []
+            fresh = CollabClient(url, keystore=Keystore.load(
+                tmp_path / "derm" / "keystore.json", PASS))
+            async for msg in fresh.watch(case_id, after=0, reconnect=False):
+                got.append(msg.text)
+                if len(got) == len(texts):
+                    break
+            return got
+
+        Room.resume = counted  # type: ignore[method-assign]
+        try:
+            assert asyncio.run(watch()) == texts
+        finally:
+            Room.resume = original  # type: ignore[method-assign]
+        assert len(pages) > 2 and sum(pages) == len(texts)  # several pages, none too large
