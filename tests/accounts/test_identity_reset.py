@@ -25,6 +25,7 @@ from collab.audit.fhir import event_resource
 from collab.audit.models import AuditAction, AuditEvent
 from collab.audit.verify import chain_verify
 from collab.cases import models as m
+from collab.client.case_state import CaseState
 from collab.client.errors import (
     AuthError,
     ClientError,
@@ -39,9 +40,9 @@ from collab.crypto.pins import seal_pins, sign_pins
 from collab.crypto.roster import Role
 from collab.crypto.wire import b64e
 from tests.support.actor import Actor
-from tests.support.clients import IdentitySwap, new_member
+from tests.support.clients import IdentitySwap, new_member, signed_in
 from tests.support.live import daphne_servers
-from tests.support.users import PASSWORD, totp_code, verified_client
+from tests.support.users import PASSWORD, make_user, totp_code, verified_client
 
 pytestmark = pytest.mark.django_db
 
@@ -182,35 +183,35 @@ def test_old_identity_can_neither_register_nor_enrol_devices_after_reset(
 ) -> None:
     state = pcp.open_case()
     assert pcp.add(state, derm).status_code == 201
-    thief = Identity(derm.user.pk, derm.identity.uik_seed)  # a copy of the old key
+    # Whoever copied the old key made a device of their own while it was still valid.
+    thief = Identity(derm.user.pk, derm.identity.uik_seed)
+    stolen = DeviceKeys.generate(derm.user.pk)
+    stolen_cert = thief.certify(stolen)
+    body = {"cert": stolen_cert.to_wire(), "name": "x"}
+    assert derm.call("POST", "/api/devices", body, device=False).status_code == 201
+    honest_device = derm.device
     reset("derm", "--yes")
     new_identity(derm)
     # A device certified by the old key is not registered for the user any more.
-    stolen = DeviceKeys.generate(derm.user.pk)
-    cert = thief.certify(stolen)
-    response = derm.call(
-        "POST", "/api/devices", {"cert": cert.to_wire(), "name": "x"}, device=False
-    )
+    fresh = DeviceKeys.generate(derm.user.pk)
+    body = {"cert": thief.certify(fresh).to_wire(), "name": "y"}
+    response = derm.call("POST", "/api/devices", body, device=False)
     assert response.status_code == 400 and response.json()["error"] == "bad_certificate"
-    # Nor can the old key enrol a device in a case whose roster still lists it: the
-    # server refuses a roster holding a key the user no longer has registered.
-    Device.objects.create(
-        id=stolen.device_id,
-        user=derm.user,
-        dsk_pub=cert.dsk_pub,
-        dxk_pub=cert.dxk_pub,
-        not_before_ms=cert.not_before_ms,
-        cert_sig=cert.cert_sig,
+    # The device made before the reset was revoked with the others: it cannot enrol
+    # itself with the old key, even through the user's new session.
+    assert Device.objects.get(pk=stolen.device_id).revoke_reason == "identity reset"
+    new_device = derm.device
+    derm.device, derm.cert = stolen, stolen_cert
+    head = state.head
+    enrol = sign_enrol(
+        thief.uik_seed, state.case_id, head.epoch + 1, head.entry_hash(), stolen_cert
     )
-    derm.device, derm.cert = stolen, cert
-    derm.join(state.case_id)
-    body = sign_enrol(
-        thief.uik_seed, state.case_id, state.head.epoch + 1, state.head.entry_hash(), cert
-    )
-    response = derm.submit(derm.cases[state.case_id], body)
-    assert response.status_code in (400, 409), response.content
-    assert response.json()["error"] in ("unregistered_identity", "revoked_device_in_roster")
+    as_thief = CaseState(state.case_id, stolen)
+    as_thief.accept_entries([state.chain[e] for e in sorted(state.chain)])
+    response = derm.submit(as_thief, enrol)
+    assert response.status_code == 403 and response.json()["error"] == "device_revoked"
     assert m.LogEntry.objects.filter(case_id=state.case_id).count() == 2
+    assert honest_device.device_id != new_device.device_id
 
 
 # --- rejoin requests -----------------------------------------------------------------
@@ -434,3 +435,25 @@ def test_a_key_swapped_by_the_server_without_reset_is_refused_as_before(
     sdk_send(neuro, case_id, "still fine")
     member = neuro.sync(case_id).head.roster.user(derm.user_id)
     assert member is not None and member.uik_pub == derm.identity.uik_pub
+
+
+@pytest.mark.e2e
+@pytest.mark.django_db(transaction=True)
+def test_members_keep_sending_after_a_reset_of_a_member_with_two_devices(
+    server: str, tmp_path: Path
+) -> None:
+    pcp = new_member(server, "pcp", tmp_path)
+    derm_user = make_user("derm", specialty="Dermatology")
+    derm = signed_in(server, derm_user, tmp_path)
+    recovery = derm.init(device_name="derm-laptop")
+    case_id = pcp.open_case()
+    pcp.add_member(case_id, derm.user_id)
+    phone = signed_in(server, derm_user, tmp_path / "phone", offset_steps=1)
+    assert phone.recover(recovery) == {case_id: "enrolled"}
+    assert len(pcp.sync(case_id).head.roster.devices_of(derm.user_id)) == 2
+
+    reset("derm", "--yes")
+    # The owner's client removes revoked devices it may remove before sending; the
+    # reset user's roster entry (old key) must not make that, or the send, fail.
+    sdk_send(pcp, case_id, "still here")
+    assert [r.text for r in pcp.history(case_id)][-1] == "still here"

@@ -39,7 +39,13 @@ def _check_roster_registered(roster: Roster, prev: Roster | None) -> None:
         i.user_id: (bytes(i.uik_pub), i.user.role)
         for i in IdentityKey.objects.filter(user_id__in=user_ids).select_related("user")
     }
+    carried = {(u.user_id, u.uik_pub, u.role) for u in prev.users} if prev is not None else set()
     for member in roster.users:
+        if (member.user_id, member.uik_pub, member.role) in carried:
+            # Checked when it entered the roster. A user whose identity was reset since
+            # stays listed under the old key until readmitted; their devices are all
+            # revoked, so only removals pass meanwhile (docs/protocol.md §6).
+            continue
         registered = identities.get(member.user_id)
         if registered is None or registered[0] != member.uik_pub:
             raise ServiceError("unregistered_identity", f"User {member.user_id} has no such key.")
