@@ -330,7 +330,9 @@ class CollabClient:
         self._send_locks: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, dict[uuid.UUID, asyncio.Lock]] = \
             weakref.WeakKeyDictionary()
-        self._acked: dict[str, Sent] = {}
+        # Acks of this run, by client_msg_id: (the message's key, whether a send call
+        # had raised for it before, the ack).
+        self._acked: dict[str, tuple[str, bool, Sent]] = {}
         # Reconnect backoff (seconds): doubles per failure in a row, capped, with jitter.
         self.backoff_first = 0.2
         self.backoff_max = 15.0
@@ -1521,18 +1523,19 @@ class CollabClient:
                 raise
             sent = Sent(int(ack["seq"]), int(ack["epoch"]), bool(ack.get("duplicate")),
                         envelope.header.client_msg_id)
-            self._acked[entry["id"]] = sent
+            self._acked[entry["id"]] = (str(entry.get("key")), bool(entry.get("failed")), sent)
             while len(self._acked) > ACKED_KEPT:
                 self._acked.pop(next(iter(self._acked)))
             await asyncio.to_thread(self._outbox_drop, entry, stored=True)
             return sent
         raise ServerRefusedError("the case kept changing epochs; try again", code="wrong_epoch")
 
-    async def _flush(self, case_id: uuid.UUID, rooms: list[Room]) -> None:
+    async def _flush(self, case_id: uuid.UUID, rooms: list[Room],
+                     until: str | None = None) -> None:
         """Deliver the case's pending messages oldest first (the server wants sender_seq
-        increasing) over ``rooms[0]`` (connected here when empty), reconnecting with
-        capped backoff after a lost connection; gives up after SEND_ATTEMPTS failures in
-        a row (the messages stay pending)."""
+        increasing) over ``rooms[0]`` (connected here when empty), up to the one whose
+        id is ``until`` (default: all), reconnecting with capped backoff after a lost
+        connection; gives up after SEND_ATTEMPTS failures in a row (they stay pending)."""
         failures = 0
         reopen = False
         while True:
@@ -1547,6 +1550,8 @@ class CollabClient:
                     return
                 await self._deliver(rooms[0], pending[0])
                 failures = 0
+                if pending[0]["id"] == until:
+                    return
             except ClientError as error:
                 failures += 1
                 if not is_transient(error) or failures >= SEND_ATTEMPTS:
@@ -1572,27 +1577,51 @@ class CollabClient:
         delay = min(self.backoff_max, self.backoff_first * 2.0 ** min(failures, 16))
         return delay * (0.5 + random.random() / 2)  # noqa: S311 - jitter, not a secret
 
+    def _retried(self, case_id: uuid.UUID, key: str,
+                 consume: bool = True) -> dict[str, Any] | Sent | None:
+        """The same message again after a send of it raised: the pending entry, or its
+        ack when a later flush (a watcher, another send) delivered it meanwhile."""
+        entry = next((e for e in self._pending(case_id) if e.get("key") == key), None)
+        if entry is not None:
+            return entry
+        for msg_id, (acked_key, failed, sent) in reversed(self._acked.items()):
+            if acked_key == key and failed:
+                if consume:
+                    del self._acked[msg_id]  # answered once; the same text later is new
+                return sent
+        return None
+
     async def _send_envelope(
-        self, case_id: uuid.UUID, body: dict[str, Any], content_type: str,
+        self, case_id: uuid.UUID, body: dict[str, Any] | None, content_type: str,
         attachments: Sequence[AttachmentRef], room: Room | None, key: str,
     ) -> Sent:
+        """Send a new message (``body``), or only the pending one with this key (None)."""
         # A message in an epoch whose key a revoked device holds is readable with that
         # device's keys: remove the revoked devices we may remove first (a new epoch).
         await asyncio.to_thread(self._clear_revoked_lately, case_id)
         async with self._send_lock(case_id):
             # The same message again while an earlier attempt is still pending (its ack
             # was lost): that one is retried, not a second one sealed.
-            entry = next((e for e in self._pending(case_id) if e.get("key") == key), None)
+            found = self._retried(case_id, key)
+            if isinstance(found, Sent):
+                return found
+            entry = found
             if entry is None:
+                if body is None:
+                    raise UsageError("nothing pending to send again", code="nothing_pending")
                 entry = await asyncio.to_thread(self._seal_into_outbox, case_id, key, body,
                                                 content_type, attachments)
             rooms = [room] if room is not None else []
             try:
-                await self._flush(case_id, rooms)
+                await self._flush(case_id, rooms, until=entry["id"])
+            except BaseException:
+                entry["failed"] = True  # the app hears it failed; a retry finds it
+                await asyncio.to_thread(self.save)
+                raise
             finally:
                 if room is None:
                     await self._close_own(case_id, rooms)
-            return self._acked[entry["id"]]
+            return self._acked.pop(entry["id"])[2]  # answered: the same text later is new
 
     async def _close_own(self, case_id: uuid.UUID, rooms: list[Room]) -> None:
         for own in rooms:
@@ -1627,8 +1656,8 @@ class CollabClient:
         except OSError as error:
             raise UsageError(f"cannot read {path}: {error.strerror}", code="no_file") from None
         key = _outbox_key(case_id, "image", prim.sha512(data) + caption.encode())
-        if any(e.get("key") == key for e in self._pending(case_id)):
-            return await self._send_envelope(case_id, {}, "image", (), room, key)
+        if self._retried(case_id, key, consume=False) is not None:  # nothing uploaded again
+            return await self._send_envelope(case_id, None, "image", (), room, key)
         image = sanitise_image(data)
         self._check_sendable(await asyncio.to_thread(self.sync, case_id))
         full = await asyncio.to_thread(self.upload, case_id, image.full.data, image.full.mime,

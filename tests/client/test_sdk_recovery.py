@@ -358,6 +358,12 @@ def test_a_watcher_delivers_what_is_pending_after_it_reconnects(
             w = Watcher(client, room.case_id)
             await w.until(lambda: w.texts() == ["while throttled"])
             assert client.outbox() == [] and len(room.stored) == 1
+            # The app, told the send failed, sends it again: delivered meanwhile, so it
+            # gets that ack and nothing is sent twice.
+            again = await client.send_text(room.case_id, "while throttled")
+            assert again.seq == 1 and len(room.stored) == 1 and len(room.sends) == 2
+            # The same text once more is a new message.
+            assert (await client.send_text(room.case_id, "while throttled")).seq == 2
             w.task.cancel()
 
     asyncio.run(flow())
