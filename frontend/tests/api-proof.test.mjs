@@ -120,3 +120,11 @@ test('no device: no proof header', async () => {
   assert.equal(calls[0].init.headers['X-Collab-Proof'], undefined);
   assert.equal(calls[0].init.headers['X-Collab-Device'], undefined);
 });
+
+test('a background request is marked X-Collab-Background: 1; a person\'s is not', async () => {
+  const calls = fakeFetch(() => ({ json: {} }));
+  await api('PUT', '/api/key-backup', { json: { items: [] }, background: true });
+  await api('POST', '/api/cases/c/status', { json: { status: 'accepted' } });
+  assert.equal(calls[0].init.headers['X-Collab-Background'], '1');
+  assert.equal(calls[1].init.headers['X-Collab-Background'], undefined);
+});

@@ -84,7 +84,6 @@ async function freshNonce() {
   const res = await fetch('/api/device-nonce', {
     method: 'GET', headers: { Accept: 'application/json' }, credentials: 'same-origin', cache: 'no-store', redirect: 'error',
   });
-  noteServerActivity();
   if (res.status === 401) {
     let data = {};
     try { data = await res.json(); } catch { /* not JSON */ }
@@ -109,7 +108,9 @@ function fullPath(path) {
  * api('POST', '/api/cases', {json: {...}, device: id})
  * Options: json (object body), bytes (Uint8Array body), device (X-Collab-Device, with
  * X-Collab-Proof when useDevice() gave its keys), headers (extra), raw (return the
- * Response, for binary downloads).
+ * Response, for binary downloads), background (a request the page makes by itself, not
+ * a person's action: sent with X-Collab-Background: 1, so it does not postpone
+ * automatic logoff).
  */
 export async function api(method, path, options = {}) {
   if (ending) throw new ApiError(401, { error: 'signing_out', detail: 'Signing out.' });
@@ -124,6 +125,7 @@ export async function api(method, path, options = {}) {
 
 const inFlight = new Set();
 let ending = false;
+const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
 
 /**
  * Before signing out: start no new request and let those in flight finish (at most
@@ -139,8 +141,12 @@ export async function quiesce(ms = 3000) {
   clearTimeout(timer);
 }
 
-async function request(method, path, { json, bytes, device, headers = {}, raw = false } = {}) {
+async function request(method, path, { json, bytes, device, headers = {}, raw = false, background = false } = {}) {
   const h = { Accept: 'application/json', ...headers };
+  if (background) h['X-Collab-Background'] = '1';
+  // What the server counts as activity (docs/protocol.md): a changing API call that is
+  // not marked background. Reads (GET, HEAD) never postpone automatic logoff.
+  const activity = !background && !SAFE_METHODS.has(method.toUpperCase());
   if (method !== 'GET' && method !== 'HEAD') h['X-CSRFToken'] = csrfToken();
   let body;
   if (json !== undefined) {
@@ -163,7 +169,7 @@ async function request(method, path, { json, bytes, device, headers = {}, raw = 
     const res = await fetch(path, {
       method, headers: { ...h }, body, credentials: 'same-origin', cache: 'no-store', redirect: 'error',
     });
-    noteServerActivity();
+    if (activity) noteServerActivity();
     const next = res.headers?.get?.('X-Collab-Nonce');
     if (next) noteNonce(next);
     if (res.status === 401) {

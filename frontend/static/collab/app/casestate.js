@@ -278,7 +278,7 @@ export class CaseSession {
       const items = chunk.map((epoch) => ({
         case: this.caseId, epoch, item: b64e(sealBackupItem(key, this.caseId, epoch, this.keys.get(epoch))),
       }));
-      await api('PUT', '/api/key-backup', { json: { items }, device: this.device.deviceId });
+      await api('PUT', '/api/key-backup', { json: { items }, device: this.device.deviceId, background: true });
       this.memo.backedUp = chunk.at(-1);
       await this.saveMemo();
     }
@@ -311,7 +311,7 @@ export class CaseSession {
       await this.commit((head) => {
         if (!head.roster.device(d.deviceId)) throw new AlreadyDone();
         return new RemoveDeviceBody(d.userId, d.deviceId);
-      }, { removal: true }).then(() => { removed += 1; }, (err) => {
+      }, { removal: true, background: true }).then(() => { removed += 1; }, (err) => {
         if (!(err instanceof AlreadyDone)) throw err;
       });
     }
@@ -336,7 +336,7 @@ export class CaseSession {
 
   /** Build, sign and submit the next entry; on a lost race re-sync and rebuild.
    * Revoked devices this device may remove go first (not for a removal itself). */
-  async commit(makeBody, { removal = false } = {}) {
+  async commit(makeBody, { removal = false, background = false } = {}) {
     for (let i = 0; i < COMMIT_ATTEMPTS; i++) {
       await this.sync();
       if (!removal && this.removableRevoked().length) {
@@ -351,7 +351,7 @@ export class CaseSession {
       });
       this.trust?.checkCommit(entry.roster, this.caseId); // own key, no unaccepted change
       try {
-        await api('POST', `/api/cases/${this.caseId}/log`, { json: { entry: b64e(entry.encode()) }, device: this.device.deviceId });
+        await api('POST', `/api/cases/${this.caseId}/log`, { json: { entry: b64e(entry.encode()) }, device: this.device.deviceId, background });
       } catch (err) {
         if (err instanceof ApiError && err.status === 409 && err.code === 'stale_head') continue;
         if (err instanceof ApiError && err.status === 409 && err.code === 'revoked_device_in_roster' && !shrinks) {

@@ -885,7 +885,7 @@ class Room {
         await this.session.commit((head) => {
           if (!head.roster.user(r.user)) throw new Error(`${name} has already left.`);
           return new RemoveUserBody(r.user, new LeaveRequest(r.device, r.epoch, b64d(r.signature, 64)));
-        });
+        }, { background: true }); // the page commits it by itself: not this person's action
         say($('#members-status'), `${name} left the case; the case key was changed.`);
       } catch (err) {
         say($('#members-status'), `${name}'s request to leave could not be committed: ${errorText(err)}`, 'error');

@@ -22,7 +22,8 @@ function banner() {
   return document.getElementById('session-banner');
 }
 
-/** Any request the server saw resets its idle clock. */
+/** A request the server counts as a person's action reset its idle clock (API reads and
+ * background requests do not: api.js and socket.js call this only for the others). */
 export function noteServerActivity(at = Date.now()) {
   lastServer = Math.max(lastServer, at);
 }
@@ -55,14 +56,17 @@ export function sessionEnded(reason = 'idle') {
   setTimeout(() => location.assign(reason === 'idle' ? LOGIN_IDLE : LOGIN), 1500);
 }
 
+/** Tell the server this person is here (after their input, or "Stay signed in"). API
+ * reads do not count as activity, opening a page does: a HEAD of the home page is that
+ * request without its body. An ended session answers with a redirect to sign-in. */
 async function touch() {
   if (touching || ended) return;
   touching = true;
   try {
-    const res = await fetch('/api/cases?touch=1', {
-      credentials: 'same-origin', cache: 'no-store', headers: { Accept: 'application/json' },
+    const res = await fetch('/', {
+      method: 'HEAD', credentials: 'same-origin', cache: 'no-store', redirect: 'manual',
     });
-    if (res.status === 401) sessionEnded('idle');
+    if (res.type === 'opaqueredirect' || res.status === 401 || (res.status >= 300 && res.status < 400)) sessionEnded('idle');
     else if (res.ok) noteServerActivity();
   } catch {
     /* offline: the next tick tries again */
