@@ -17,7 +17,7 @@ from django.http import HttpRequest
 from collab.accounts import devices
 from collab.accounts.models import IdentityBackup, User
 from collab.audit.services import AuditAction, Outcome, RequestMeta, audit_record
-from collab.errors import Forbidden
+from collab.errors import Forbidden, ServiceError
 
 
 def _stored(user: User, *, lock: bool = False) -> bytes | None:
@@ -69,6 +69,9 @@ def identity_backup_put(
     failures, as for sign-in), then the backup is
     replaced and ``IDENTITY_BACKUP_REPLACED`` recorded. The password is checked outside
     the storing transaction so that a refusal's failure count and audit are kept."""
+    limit = devices.MAX_BACKUP_BYTES
+    if not 0 < len(ciphertext) <= limit:  # refused for its size before any password
+        raise ServiceError("bad_backup", f"The backup must be 1 to {limit} bytes.")
     before = _stored(user)
     if before is not None and before != ciphertext:
         _reauthenticate(request, user, password)
