@@ -3,6 +3,7 @@ without Content-Length, and client addresses behind a proxy."""
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import secrets
@@ -14,10 +15,13 @@ from collections.abc import Iterable
 from typing import Any
 
 import pytest
+import websockets
 
 from collab.audit.models import AuditAction, AuditEvent
+from tests.support.actor import Actor
 from tests.support.live import PIDS, ROOT, Daphne, free_port, server_env
 from tests.support.users import PASSWORD, make_user
+from tests.support.ws import RoomSocket, prove_frame, room_path
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.e2e]
 
@@ -116,3 +120,34 @@ def test_behind_one_proxy_failures_from_one_client_do_not_lock_out_another(serve
     assert set(failed.values_list("client_address", flat=True)) == {"10.1.1.1"}
     signed_in = AuditEvent.objects.filter(action=AuditAction.SIGN_IN)
     assert set(signed_in.values_list("client_address", flat=True)) <= {"10.2.2.2"}
+
+
+def test_behind_one_proxy_a_socket_is_audited_with_the_client_address() -> None:
+    server = Daphne({"COLLAB_PROXY_COUNT": "1"}).start()
+    try:
+        pcp = Actor("pcp").register().go_live(server.url)
+        state = pcp.open_case()
+
+        async def scenario() -> dict[str, object]:
+            url = server.url.replace("http://", "ws://") + room_path(
+                state.case_id, pcp.device.device_id
+            )
+            ws = await websockets.connect(url, open_timeout=20, additional_headers={
+                "Origin": server.url,
+                "Cookie": f"sessionid={pcp.session_id}",
+                "X-Forwarded-For": "10.7.7.7, 10.5.5.5",  # forged, then the proxy's entry
+            })
+            sock = RoomSocket(ws)
+            challenge = await sock.next("challenge")
+            await sock.send(prove_frame(challenge, state.case_id, pcp.device.device_id))
+            await sock.next("hello")
+            ack = await sock.send_envelope(state.seal({"text": "seen from where?"}))
+            await sock.close()
+            return ack
+
+        ack = asyncio.run(scenario())
+        assert ack["type"] == "ack", ack
+    finally:
+        server.stop()
+    stored = AuditEvent.objects.get(action=AuditAction.MESSAGE_STORED)
+    assert stored.client_address == "10.5.5.5"
