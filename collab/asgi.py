@@ -12,7 +12,11 @@ django_asgi_app = get_asgi_application()
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
-from collab.accounts.ws_auth import OriginMiddleware, SecondFactorMiddleware  # noqa: E402
+from collab.accounts.ws_auth import (  # noqa: E402
+    DatabaseGuard,
+    OriginMiddleware,
+    SecondFactorMiddleware,
+)
 from collab.consumers.outbound import OutboundMeter  # noqa: E402
 from collab.routing import websocket_urlpatterns  # noqa: E402
 
@@ -22,7 +26,9 @@ application = ProtocolTypeRouter(
         # OutboundMeter first: it needs daphne's own send callable (consumers/outbound.py).
         "websocket": OutboundMeter(
             OriginMiddleware(
-                AuthMiddlewareStack(SecondFactorMiddleware(URLRouter(websocket_urlpatterns)))
+                DatabaseGuard(
+                    AuthMiddlewareStack(SecondFactorMiddleware(URLRouter(websocket_urlpatterns)))
+                )
             )
         ),
     }

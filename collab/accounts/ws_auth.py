@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 from channels.db import database_sync_to_async
 from channels.security.websocket import WebsocketDenier
 from django.conf import settings
+from django.db import DatabaseError
 from django.http.request import split_domain_port, validate_host
 
 from collab.accounts import policy
@@ -23,6 +24,7 @@ security_log = logging.getLogger("collab.security")
 
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
+CLOSE_UNAVAILABLE = 4503
 
 Scope = dict[str, Any]
 
@@ -54,11 +56,16 @@ class SecondFactorMiddleware:
         if scope["type"] != "websocket":
             return await self.inner(scope, receive, send)
         user = scope.get("user")
-        if user is not None and hasattr(user, "_wrapped"):
-            # Resolve channels' lazy user outside the event loop.
-            await database_sync_to_async(lambda: user.is_authenticated)()
-            user = user._wrapped
-        code = await database_sync_to_async(socket_verdict)(user, scope.get("session"))
+        try:
+            if user is not None and hasattr(user, "_wrapped"):
+                # Resolve channels' lazy user outside the event loop.
+                await database_sync_to_async(lambda: user.is_authenticated)()
+                user = user._wrapped
+            code = await database_sync_to_async(socket_verdict)(user, scope.get("session"))
+        except DatabaseError:
+            # The session cannot be checked now: the client retries (not an HTTP 500).
+            security_log.warning("socket refused: database unavailable")
+            return await reject(receive, send, CLOSE_UNAVAILABLE)
         if code is not None:
             security_log.info("socket refused code=%s path=%s", code, scope.get("path"))
             return await reject(receive, send, code)
@@ -136,3 +143,39 @@ class OriginMiddleware:
             security_log.info("socket refused: origin path=%s", scope.get("path"))
             return await WebsocketDenier()(scope, receive, send)
         return await self.inner(scope, receive, send)
+
+
+class DatabaseGuard:
+    """A database that fails before the socket is answered (channels' AuthMiddleware
+    loads the session and user eagerly) closes 4503 instead of an HTTP 500, so clients
+    know to retry. A failure after the answer is the consumer's to handle."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> Any:
+        if scope["type"] != "websocket":
+            return await self.inner(scope, receive, send)
+        state = {"answered": False, "connect_taken": False}
+
+        async def tracked_receive() -> Any:
+            message = await receive()
+            if message["type"] == "websocket.connect":
+                state["connect_taken"] = True
+            return message
+
+        async def tracked_send(message: Any) -> None:
+            state["answered"] = True
+            await send(message)
+
+        try:
+            return await self.inner(scope, tracked_receive, tracked_send)
+        except DatabaseError:
+            if state["answered"]:
+                raise
+            security_log.warning("socket refused: database unavailable")
+            if state["connect_taken"]:
+                await send({"type": "websocket.accept"})
+                await send({"type": "websocket.close", "code": CLOSE_UNAVAILABLE})
+                return None
+            return await reject(receive, send, CLOSE_UNAVAILABLE)

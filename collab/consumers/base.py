@@ -19,7 +19,7 @@ from django.db import DatabaseError, connection
 
 from collab.accounts import policy
 from collab.accounts.models import User
-from collab.accounts.ws_auth import CLOSE_UNAUTHENTICATED, socket_verdict
+from collab.accounts.ws_auth import CLOSE_UNAUTHENTICATED, CLOSE_UNAVAILABLE, socket_verdict
 from collab.consumers import outbound
 from collab.realtime import LAYER, session_group, user_group
 
@@ -28,8 +28,8 @@ log = logging.getLogger("collab.realtime")
 # Application close codes must be 1000 or 3000-4999 (autobahn), so mirror HTTP statuses.
 CLOSE_TOO_BIG = 4413
 CLOSE_RATE_LIMITED = 4429
-# The session cannot be checked (database or channel layer unreachable): reconnect later.
-CLOSE_UNAVAILABLE = 4503
+# CLOSE_UNAVAILABLE (4503, from ws_auth): the session cannot be checked (database or
+# channel layer unreachable): reconnect later.
 # More than WS_MAX_OUTBOUND_BYTES queued for a client that does not read: resume later.
 CLOSE_TOO_SLOW = 4507
 # Socket frames count as activity, but the session is written at most this often.
@@ -105,11 +105,23 @@ class AuthenticatedConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             groups.append(session_group(self.session.session_key))
         if not await self.join_groups(groups):
             return
-        if not await self.authorise():
-            return
-        await self.accept()
-        self.watchdog = self.spawn(self.watch_session())
-        await self.on_open()
+        try:
+            if not await self.authorise():
+                return
+            await self.accept()
+            self.watchdog = self.spawn(self.watch_session())
+            await self.on_open()
+        except DatabaseError as error:
+            log.warning("socket open failed, database unavailable: %r", error)
+            await self.accept()
+            await self.end("unavailable", "The server cannot reach its database now; "
+                           "reconnect later.", CLOSE_UNAVAILABLE)
+
+    async def accept(self, subprotocol: str | None = None) -> None:
+        """Idempotent: refusals accept first so that the close code reaches the client."""
+        if not getattr(self, "accepted", False):
+            self.accepted = True
+            await super().accept(subprotocol)
 
     async def join_groups(self, groups: list[str]) -> bool:
         """Subscribe to groups; if the layer is down, close 4503 (a socket that cannot

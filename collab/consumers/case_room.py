@@ -12,8 +12,10 @@ from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from django.conf import settings
+from django.db import DatabaseError
 
 from collab.accounts import proofs
+from collab.accounts.ws_auth import CLOSE_UNAVAILABLE
 from collab.audit.services import AuditAction, RequestMeta, audit_record
 from collab.cases import access, selectors
 from collab.cases.models import Case
@@ -42,7 +44,6 @@ class CaseRoomConsumer(AuthenticatedConsumer):
     activity_frames = frozenset({"send", "typing", "ack_urgent"})
 
     awaiting_proof = False
-    accepted = False
 
     async def authorise(self) -> bool:
         try:
@@ -59,11 +60,6 @@ class CaseRoomConsumer(AuthenticatedConsumer):
         if self.proving:
             return True  # accepted; the challenge goes out in on_open
         return await self._admit()
-
-    async def accept(self, subprotocol: str | None = None) -> None:
-        if not self.accepted:
-            self.accepted = True
-            await super().accept(subprotocol)
 
     async def _refuse(self, code: str, message: str, close_code: int) -> None:
         await self.accept()
@@ -108,14 +104,22 @@ class CaseRoomConsumer(AuthenticatedConsumer):
             return
         try:
             await database_sync_to_async(self._check_proof)(b64d(sig, 64))
+        except DatabaseError:
+            await self._refuse("unavailable", "The server cannot reach its database now; "
+                               "reconnect later.", CLOSE_UNAVAILABLE)
+            return
         except (ServiceError, CryptoError) as error:
             code = error.code if isinstance(error, ServiceError) else "bad_device_proof"
             if code not in ("unknown_device", "device_revoked"):
                 code = "bad_device_proof"
             await self._refuse(code, "The device proof was refused.", CLOSE_NOT_MEMBER)
             return
-        if await self._admit():
-            await self._hello()
+        try:
+            if await self._admit():
+                await self._hello()
+        except DatabaseError:
+            await self._refuse("unavailable", "The server cannot reach its database now; "
+                               "reconnect later.", CLOSE_UNAVAILABLE)
 
     def _check_proof(self, sig: bytes) -> None:
         device = access.access_device(self.user, self.device_id)

@@ -194,3 +194,21 @@ async def test_absolute_session_lifetime_ends_an_open_socket(settings) -> None:
     await again.connect()
     assert (await again.receive_output(timeout=5))["code"] == 4401
     await again.disconnect()
+
+
+async def test_database_down_at_the_handshake_closes_4503_not_http_500(monkeypatch) -> None:
+    user = await sync_to_async(make_user)(f"pcp{time.monotonic_ns()}")
+    client = await sync_to_async(verified_client)(user)
+
+    def load(store: SessionStore) -> dict[str, Any]:
+        raise OperationalError("could not connect to server: Connection refused")
+
+    monkeypatch.setattr(SessionStore, "load", load)
+    headers = [(b"origin", b"http://127.0.0.1"), (b"host", b"127.0.0.1"),
+               (b"cookie", session_cookie(client).encode())]
+    communicator = WebsocketCommunicator(application, "/ws/ping/", headers=headers)
+    connected, code = await communicator.connect()
+    if connected:
+        code = (await communicator.receive_output(timeout=5))["code"]
+    assert code == 4503
+    await communicator.disconnect()
