@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from collab.accounts.models import Device
+from collab.accounts.models import Device, IdentityBackup
 from collab.audit.models import AuditAction, AuditEvent
 from collab.cases import models as m
 from collab.crypto.actions import Action
@@ -460,3 +460,46 @@ def test_a_browser_holding_a_tweetnacl_signing_seed_keeps_working(
     sent = m.Message.objects.filter(case_id=case_id, sender_device_id=legacy)
     assert sent.count() == 2, "the legacy device proved itself and sent, over HTTP and socket"
     problems.assert_none()
+
+
+def test_a_retried_first_setup_sends_the_same_identity_backup(
+    server: str, new_page: Callable[[str], Any], problems: PageProblems
+) -> None:
+    """Replacing a stored identity backup needs the password; the first setup's retry
+    (after a later step failed) must therefore send the very bytes it stored."""
+    user = named("retry_setup", "Dr Rita Oyelaran", "General practice")
+    page = new_page("retry")
+    failed: list[str] = []
+
+    def fail_once(route: Any) -> None:
+        if not failed and route.request.method == "POST":
+            failed.append(route.request.url)
+            route.fulfill(
+                status=503,
+                content_type="application/json",
+                body='{"error": "unavailable", "detail": "Try again in a moment."}',
+            )
+        else:
+            route.continue_()
+
+    page.route(re.compile(r"/api/devices$"), fail_once)
+    sign_in(page, user)
+    page.wait_for_url(re.compile(r"/keys/"))
+    page.locator("#new-identity").wait_for(state="visible")
+    groups = page.locator("#recovery-key").inner_text().strip().split("-")
+    a, b = (int(n) for n in re.findall(r"group (\d+)", page.locator("#confirm-label").inner_text()))
+    page.locator("#confirm-groups").fill(f"{groups[a - 1]} {groups[b - 1]}")
+    finish = page.get_by_role("button", name=re.compile("finish setup"))
+    finish.click()
+    page.locator("#keys-error", has_text="unavailable").wait_for()
+    stored = bytes(IdentityBackup.objects.get(user=user).ciphertext)
+    finish.click()  # the device registration again, and the same backup bytes
+    page.wait_for_url(re.compile(r"/$"))
+    assert bytes(IdentityBackup.objects.get(user=user).ciphertext) == stored
+    assert Device.objects.filter(user=user, revoked_at__isnull=True).count() == 1
+    assert not AuditEvent.objects.filter(
+        action=AuditAction.IDENTITY_BACKUP_REPLACED, actor=user
+    ).exists()
+    # The one expected console line: the 503 this test answered.
+    assert failed and all("status of 503" in p for p in problems.items), problems.items
+    problems.items.clear()

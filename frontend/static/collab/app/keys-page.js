@@ -51,6 +51,7 @@ function newIdentity(userId) {
   $('#new-identity').hidden = false;
   say($('#keys-status'), '');
   const form = $('#confirm-form');
+  let sealed = null;
   form.addEventListener('submit', async (ev) => {
     ev.preventDefault();
     say($('#keys-error'), '');
@@ -65,7 +66,10 @@ function newIdentity(userId) {
     try {
       say($('#keys-status'), 'Registering your identity and this device…');
       await api('POST', '/api/identity', { json: { uik_pub: b64e(uikPublic(uikSeed)) } });
-      await api('PUT', '/api/identity/backup', { json: { ciphertext: b64e(sealIdentityBackup(userId, uikSeed, recovery)) } });
+      // Sealed once: a retry after a later step failed sends the same bytes, which the
+      // server takes as unchanged (replacing a stored backup needs the password).
+      sealed ??= b64e(sealIdentityBackup(userId, uikSeed, recovery));
+      await api('PUT', '/api/identity/backup', { json: { ciphertext: sealed } });
       await register(userId, uikSeed, $('#device-name-new').value.trim());
       recovery.fill(0);
       $('#recovery-key').textContent = '';
