@@ -52,15 +52,15 @@ class ConnectionLostError(ClientError):
 
 
 def is_transient(error: BaseException) -> bool:
-    """Whether reconnecting later can help: a dropped or timed-out connection, 4503/4507,
-    an unreachable server, a handshake answered 500/502/503/504, or rate limiting. Never
-    for 4401 (session ended), 4403/4404 (not a member, no case, device revoked)."""
+    """Whether trying again later can help: a dropped or timed-out connection, 4503/4507,
+    an unreachable server, an answer (socket handshake or HTTP) 500/502/503/504, or rate
+    limiting. Never for 4401 (session ended), 4403/4404 (not a member, no case, device
+    revoked) or any other refusal."""
     if isinstance(error, (ConnectionLostError, UnreachableError)):
         return True
     if isinstance(error, ServerRefusedError):
-        if error.code == "socket_refused":
-            return error.status in TRANSIENT_STATUS
-        return error.status == 4429 or error.code == "rate_limited"
+        return error.status in TRANSIENT_STATUS or error.status in (429, 4429) \
+            or error.code in ("rate_limited", "unavailable")
     return False
 
 

@@ -76,7 +76,13 @@ def test_is_transient_names_exactly_what_resuming_can_mend() -> None:
     for status in (500, 502, 503, 504):
         assert is_transient(ServerRefusedError("x", code="socket_refused", status=status))
     assert is_transient(ServerRefusedError("x", code="rate_limited", status=4429))
+    # HTTP answers on the way (the log sync of a reconnect): a database outage, a proxy.
+    assert is_transient(ServerRefusedError("x", code="unavailable", status=503))
+    assert is_transient(ServerRefusedError("x", code="http_502", status=502))
+    assert is_transient(ServerRefusedError("x", code="internal_error", status=500))
     for refused in (ServerRefusedError("x", code="socket_refused", status=404),
+                    ServerRefusedError("x", code="not_member", status=403),
+                    ServerRefusedError("x", code="too_large", status=413),
                     ServerRefusedError("x", code="not_member", status=4403),
                     ServerRefusedError("x", code="device_revoked", status=4403),
                     ServerRefusedError("x", code="no_case", status=4404),
@@ -124,6 +130,31 @@ def test_watch_retries_a_handshake_refused_with_a_server_error(room: RoomServer,
             assert room.handshakes == 4
             assert [d["code"] for k, d in w.notices if k == "reconnecting"] == \
                 ["socket_refused"] * 3
+            w.task.cancel()
+
+    asyncio.run(flow())
+
+
+def test_watch_waits_out_a_database_outage_seen_over_http(room: RoomServer) -> None:
+    async def flow() -> None:
+        async with room.running():
+            room.post("one")
+            client = room.client()
+            honest = client.call
+            outage = [2]  # the next two log fetches answer 503 unavailable
+
+            def call(method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+                if "/log?" in path and outage[0]:
+                    outage[0] -= 1
+                    raise ServerRefusedError("database unreachable", code="unavailable",
+                                             status=503)
+                return honest(method, path, body)
+
+            client.call = call  # type: ignore[method-assign]
+            w = Watcher(client, room.case_id)
+            await w.until(lambda: w.texts() == ["one"])
+            assert [d["code"] for k, d in w.notices if k == "reconnecting"] == \
+                ["unavailable"] * 2
             w.task.cancel()
 
     asyncio.run(flow())
