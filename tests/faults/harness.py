@@ -24,7 +24,7 @@ from django.db import connection, connections
 
 from collab.audit.models import AuditEvent
 from collab.cases.models import Message
-from collab.client.errors import ClientError
+from collab.client.errors import AuthError, ClientError
 from collab.client.room import Room, is_transient
 from collab.client.sdk import CollabClient, Received, Sent
 from tests.support.clients import new_member
@@ -299,6 +299,14 @@ def end_session(client: CollabClient) -> None:
     Session.objects.filter(session_key=client.state.session).delete()
 
 
+async def session_ends(watcher: Watcher) -> None:
+    """The watcher's session ends behind the channel layer's back; its socket closes and
+    the watch stops with AuthError (it must not reconnect forever)."""
+    await db(lambda: end_session(watcher.client))
+    ended = await watcher.until_ended("the watch ended when its session did")
+    assert isinstance(ended, AuthError), ended
+
+
 def history_reads(device_id: uuid.UUID, case_id: uuid.UUID) -> list[tuple[int, int, int]]:
     """(from_seq, to_seq, count) of every history_read audited for the device."""
     rows = AuditEvent.objects.filter(action="history_read", device_id=device_id,
@@ -316,11 +324,42 @@ async def raw_socket(url: str, client: CollabClient, case_id: uuid.UUID) -> Room
     return sock
 
 
+class PlainSender:
+    """A member's messages sealed with its verified case state and sent on a plain
+    socket, one ack at a time: a fast, simple sender for scenarios about the receivers
+    (the SDK's own send path is what the outage scenarios exercise)."""
+
+    def __init__(self, client: CollabClient, case_id: uuid.UUID) -> None:
+        self.client = client
+        self.case_id = case_id
+        self.sock: RoomSocket | None = None
+
+    async def open(self, url: str) -> PlainSender:
+        self.state = await asyncio.to_thread(self.client.sync, self.case_id)
+        self.sock = await raw_socket(url, self.client, self.case_id)
+        return self
+
+    async def send(self, text: str) -> Sent:
+        assert self.sock is not None
+        envelope = self.state.seal({"text": text})
+        ack = await self.sock.send_envelope(envelope, ref="s")
+        assert ack["type"] == "ack", ack
+        return Sent(int(ack["seq"]), int(ack["epoch"]), bool(ack["duplicate"]),
+                    envelope.header.client_msg_id)
+
+    async def close(self) -> None:
+        if self.sock is not None:
+            await self.sock.close()
+
+
 TCP_ESTABLISHED = 1
+TCP_CLOSED = 7
 
 
 def tcp_state(sock: socket.socket) -> int:
     """The kernel's TCP state of a socket (tcp_info.tcpi_state): whether the peer has
     cut it, readable without reading what the application has not yet consumed."""
+    if sock.fileno() < 0:
+        return TCP_CLOSED  # this side closed it already
     info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)
     return int(struct.unpack("B", info[:1])[0])

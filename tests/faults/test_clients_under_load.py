@@ -17,6 +17,7 @@ from collab.client.sdk import Sent
 from collab.crypto.wire import b64d
 from tests.faults.harness import (
     TCP_ESTABLISHED,
+    PlainSender,
     Stack,
     Watcher,
     assert_audit_verifies,
@@ -26,6 +27,7 @@ from tests.faults.harness import (
     history_reads,
     run,
     send_all,
+    session_ends,
     tcp_state,
     texts,
 )
@@ -134,21 +136,22 @@ def test_reader_stalled_in_a_busy_room_is_cut_off_and_resumes(stack: Stack,
         await reader.until(lambda: reader.connected, "the reading watch connected")
         stalled_ws = derm.rooms[case_id].ws
         wire = stalled_ws.transport.get_extra_info("socket")
-        room = await pcp.connect(case_id)
+        sender = await PlainSender(pcp, case_id).open(one.url)
         count = 0
         while tcp_state(wire) == TCP_ESTABLISHED:
             assert count < MAX_BUSY_MESSAGES, (
                 f"the server kept a reader that stopped reading after "
                 f"{count * LONG // 1024} KiB were sent to it")
-            await send_all(pcp, case_id, [intended[count]], sent, room=room)
+            sent.append(await sender.send(intended[count]))
             count += 1
         # Cut off (too slow); the app starts reading again and the SDK resumes by itself.
         stalled.released.set()
         await stalled.until_seqs(count, "the stalled reader caught up by itself", bound=120)
         await reader.until_seqs(count, "the other member's live delivery")
-        await room.close()
-        await stalled.stop()
-        await reader.stop()
+        await sender.close()
+        print(f"cut off after {count} messages of {LONG // 1024} KiB")
+        await session_ends(stalled)
+        await session_ends(reader)
         return stalled, reader
 
     stalled, reader = run(scenario())
@@ -168,19 +171,21 @@ def test_receiver_offline_through_a_hundred_24kb_messages(stack: Stack,
     sent: list[Sent] = []
 
     async def scenario() -> Watcher:
-        room = await pcp.connect(case_id)
-        await send_all(pcp, case_id, intended, sent, room=room)
-        await room.close()
+        sender = await PlainSender(pcp, case_id).open(one.url)
+        for text in intended:
+            sent.append(await sender.send(text))
+        await sender.close()
         # Back online: 100 x 24 KB is far over one frame; byte-capped pages get there.
         watcher = Watcher(derm, case_id)
         await watcher.until_seqs(100, "the receiver caught up over resume pages")
-        await watcher.stop()
+        # The same over HTTP history pages, following `more`.
+        history = await asyncio.to_thread(derm.history, case_id)
+        assert [m.text for m in history] == intended
+        await session_ends(watcher)
         return watcher
 
     watcher = run(scenario())
     assert_watch_complete(watcher, 100)
-    # The same over HTTP history pages, following `more`.
-    assert [m.text for m in derm.history(case_id)] == intended
     assert_nothing_lost_or_duplicated(case_id, sent, intended, pcp)
     # history_read audits exactly what was delivered: each message once by the socket
     # pages and once by the HTTP pages; a page that never arrived is not audited.

@@ -17,7 +17,6 @@ from typing import Any
 
 import pytest
 
-from collab.client.errors import AuthError
 from collab.client.sdk import CollabClient, Sent
 from tests.faults.harness import (
     BOUND,
@@ -32,6 +31,7 @@ from tests.faults.harness import (
     raw_socket,
     run,
     send_all,
+    session_ends,
     texts,
 )
 
@@ -50,14 +50,6 @@ def api_get(url: str, client: CollabClient, path: str) -> tuple[int, Any]:
             return error.code, json.loads(body)
         except ValueError:
             return error.code, body[:200]
-
-
-async def session_ends(watcher: Watcher) -> None:
-    """The watcher's session ends behind the channel layer's back; its socket closes and
-    the watch stops with AuthError (it must not reconnect forever)."""
-    await db(lambda: end_session(watcher.client))
-    ended = await watcher.until_ended("the watch ended when its session did")
-    assert isinstance(ended, AuthError), ended
 
 
 def test_redis_killed_and_restarted_mid_traffic(stack: Stack, tmp_path: Path) -> None:
