@@ -7,10 +7,10 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from django.db.models import Count, Exists, OuterRef, Q, QuerySet
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Length
 
-from collab.accounts.models import Device, User
+from collab.accounts.models import Device, IdentityKey, User
 from collab.cases.models import (
     Case,
     CaseStatusChange,
@@ -42,10 +42,14 @@ def readable_epochs(*, case_id: uuid.UUID, device_id: uuid.UUID) -> QuerySet[Key
     """Epochs the device may fetch messages of: those some device of its user was given
     a key for (a wrap). A user's new device recovers those keys from the user's key
     backup, so it reads the history its user had, never an epoch the user had no key for.
-    The caller has checked that the device is the caller's own and active."""
-    own_devices = Device.objects.filter(
-        user_id__in=Device.objects.filter(pk=device_id).values("user_id")
-    ).values("pk")
+    Only devices of the user's current identity count (registered since its key was):
+    after an identity reset the old devices' keys are gone with the old key, so their
+    epochs are not served to the new devices. The caller has checked that the device is
+    the caller's own and active."""
+    user = Device.objects.filter(pk=device_id).values("user_id")
+    since = IdentityKey.objects.filter(user_id__in=user).values("created_at")[:1]
+    current = Device.objects.filter(user_id__in=user, created_at__gte=Subquery(since))
+    own_devices = current.values("pk")
     return (
         KeyWrap.objects.filter(case_id=case_id, device_id__in=own_devices)
         .values_list("epoch", flat=True)

@@ -8,13 +8,12 @@ import io
 import re
 import uuid
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 from django.core.management import call_command
 
-from collab.accounts.models import User
+from collab.accounts.models import IdentityKey
 from collab.cases import models as m
 from collab.cases.selectors import head_entry
 from collab.crypto.actions import Action
@@ -26,7 +25,6 @@ from tests.browser.test_case_room_browser import (
     set_up_first_device,
     sign_in,
 )
-from tests.support.clients import new_member, signed_in
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser]
 
@@ -37,7 +35,7 @@ def actions(case_id: uuid.UUID) -> list[str]:
 
 
 def test_manager_readmits_a_reset_member_only_after_accepting_the_new_key(
-    server: str, new_page: Callable[[str], Any], problems: PageProblems, tmp_path: Path
+    server: str, new_page: Callable[[str], Any], problems: PageProblems
 ) -> None:
     gp_user = named("gp_reset", "Dr Gil Park", "General practice")
     gp = new_page("gp")
@@ -51,9 +49,10 @@ def test_manager_readmits_a_reset_member_only_after_accepting_the_new_key(
     gp.locator("#conn-state", has_text="Connected").wait_for()
     case_id = uuid.UUID(gp.url.rstrip("/").rsplit("/", 1)[1])
 
-    derm = new_member(server, "derm_reset", tmp_path, specialty="Dermatology")
-    User.objects.filter(pk=derm.user_id).update(display_name="Dr Dee Rowe")
-    derm_user = User.objects.get(pk=derm.user_id)
+    derm_user = named("derm_reset", "Dr Dee Rowe", "Dermatology")
+    derm = new_page("derm")
+    sign_in(derm, derm_user)
+    set_up_first_device(derm)
     m.JoinRequest.objects.create(
         case_id=case_id, user=derm_user, kind=m.JoinKind.INVITE, requested_by=gp_user
     )
@@ -61,13 +60,25 @@ def test_manager_readmits_a_reset_member_only_after_accepting_the_new_key(
     dialog = admit_from_dialog(gp, "Dr Dee Rowe")
     dialog.get_by_role("button", name="Admit").click()
     gp.locator("#members li", has_text="Dr Dee Rowe").wait_for()
-    old_uik = derm.identity.uik_pub
+    old_uik = bytes(IdentityKey.objects.get(user=derm_user).uik_pub)
+    gp.get_by_label("Message", exact=True).fill("Before the reset")
+    gp.get_by_role("button", name="Send", exact=True).click()
+    gp.locator("li.message.own", has_text="Before the reset").wait_for()
 
+    # The operator resets derm's identity; derm signs in again in the same browser,
+    # which sets up a new identity with the first-use flow.
     call_command("identity_reset", "derm_reset", "--yes", "--by", "ops", stdout=io.StringIO())
-    derm = signed_in(server, derm_user, tmp_path / "new", offset_steps=1)
-    derm.init(device_name="derm-new-laptop")
-    assert derm.rejoin_cases() == {case_id: "already_requested"}  # the reset filed it
-    new_uik = derm.identity.uik_pub
+    derm.goto("/")
+    derm.wait_for_url(re.compile(r"/accounts/login/"))
+    sign_in(derm, derm_user, offset_steps=1)
+    set_up_first_device(derm)
+    new_uik = bytes(IdentityKey.objects.get(user=derm_user).uik_pub)
+    assert new_uik != old_uik
+    # Until readmitted, derm's browser refuses the case: its roster lists derm under a
+    # key that is not theirs.
+    derm.goto(f"/cases/{case_id}/")
+    derm.locator("#room-fatal").wait_for()
+    assert "identity key that is not yours" in derm.locator("#room-fatal").inner_text()
 
     # The rejoin request is listed although the roster holds them (under the old key);
     # the dialog says CHANGED and Admit waits for the explicit acceptance.
@@ -87,10 +98,14 @@ def test_manager_readmits_a_reset_member_only_after_accepting_the_new_key(
     assert member is not None and member.uik_pub == new_uik != old_uik
     assert member.role == Role.MEMBER
 
-    # The readmitted member reads what is sent from now on.
+    # The readmitted member's browser opens the case and reads what is sent from now on.
     gp.get_by_label("Message", exact=True).fill("Welcome back")
     gp.get_by_role("button", name="Send", exact=True).click()
     gp.locator("li.message.own", has_text="Welcome back").wait_for()
-    texts = [r.text for r in derm.history(case_id)]
-    assert texts[-1] == "Welcome back"
+    derm.goto(f"/cases/{case_id}/")
+    derm.locator("#conn-state", has_text="Connected").wait_for()
+    derm.locator("#messages li", has_text="Welcome back").wait_for()
+    # What was sent before the readmission is not served to the new identity's devices:
+    # its keys were only on the old devices (and in the key backup the reset deleted).
+    assert derm.locator("#messages li").count() == 1
     problems.assert_none()
