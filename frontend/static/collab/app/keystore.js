@@ -70,13 +70,14 @@ const ad = (userId) => new TextEncoder().encode(`collab/device-keys/v1/${userId}
  */
 export async function saveDevice(rec) {
   if (!rec.dskKey && !rec.dskSeed) throw new Error('a device record needs its signing key');
+  // Never store a DSK whose bytes script could read back out.
+  if (rec.dskKey && rec.dskKey.extractable !== false) throw new Error('the device signing key must be non-extractable');
   const key = await wrappingKey();
   const iv = crypto.getRandomValues(new Uint8Array(12));
   const plain = new TextEncoder().encode(JSON.stringify({
     userId: rec.userId,
     deviceId: rec.deviceId,
     dskSeed: rec.dskKey ? null : b64e(rec.dskSeed),
-    dskPub: b64e(DeviceCert.fromWire(rec.cert).dskPub),
     dxkSecret: b64e(rec.dxkSecret),
     uikSeed: rec.uikSeed ? b64e(rec.uikSeed) : null,
     cert: rec.cert,
