@@ -11,14 +11,19 @@ import string
 import subprocess
 import sys
 import urllib.parse
+import uuid
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 import websockets
 
 from collab.audit.models import AuditAction, AuditEvent
-from tests.support.actor import Actor
+from collab.crypto.attachment import CT_CHUNK_SIZE
+from collab.crypto.wire import b64e
+from tests.cases.test_blobs import encrypt
+from tests.support.actor import Actor, proving_session
 from tests.support.live import PIDS, ROOT, Daphne, free_port, server_env
 from tests.support.users import PASSWORD, make_user
 from tests.support.ws import RoomSocket, prove_frame, room_path
@@ -151,3 +156,42 @@ def test_behind_one_proxy_a_socket_is_audited_with_the_client_address() -> None:
         server.stop()
     stored = AuditEvent.objects.get(action=AuditAction.MESSAGE_STORED)
     assert stored.client_address == "10.5.5.5"
+
+
+def test_ranges_fetched_in_parallel_record_one_download_per_device() -> None:
+    servers = [Daphne().start(), Daphne().start()]
+    try:
+        pcp = Actor("pcp").register().go_live(servers[0].url)
+        derm = Actor("derm", specialty="Dermatology").register().go_live(servers[0].url)
+        state = pcp.open_case()
+        pcp.add(state, derm)
+        enc, chunks = encrypt(bytes(8 * 65536))
+        size = sum(len(c) for c in chunks)
+        blob_id = pcp.call("POST", f"/api/cases/{state.case_id}/blobs", {"size": size}).json()[
+            "blob_id"
+        ]
+        pcp.web.put_bytes(f"/api/blobs/{blob_id}/parts/0", b"".join(chunks))
+        root = enc.manifest(uuid.UUID(blob_id), mime="x").root
+        done = pcp.call("POST", f"/api/blobs/{blob_id}/complete", {"root": b64e(root)})
+        assert done.status_code == 200
+        # The same device through both processes at once (each runs its views in turn).
+        second = proving_session(servers[1].url, derm.device, derm.signer)
+        second.use_session(derm.session_id)
+        webs = [derm.web, second]
+
+        def fetch(i: int) -> int:
+            start = i * CT_CHUNK_SIZE
+            header = {"Range": f"bytes={start}-{start + CT_CHUNK_SIZE - 1}"}
+            return sum(len(b) for b in webs[i % 2].stream(f"/api/blobs/{blob_id}", header))
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            # Every range but the first: no request starts at byte 0.
+            got = list(pool.map(fetch, range(1, 8)))
+        assert got == [CT_CHUNK_SIZE] * 6 + [size - 7 * CT_CHUNK_SIZE]
+    finally:
+        for server in servers:
+            server.stop()
+    events = AuditEvent.objects.filter(
+        action=AuditAction.ATTACHMENT_DOWNLOADED, target=f"blob:{blob_id}"
+    )
+    assert list(events.values_list("device_id", flat=True)) == [derm.device.device_id]
