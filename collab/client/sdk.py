@@ -101,7 +101,7 @@ from collab.crypto.invite import (
     sign_invite_proof,
 )
 from collab.crypto.keybackup import backup_key, open_backup_item, seal_backup_item
-from collab.crypto.log import LogEntry
+from collab.crypto.log import LogEntry, make_history_body
 from collab.crypto.pins import MAX_BLOB, open_pins, seal_pins, sign_pins, verify_pins
 from collab.crypto.roster import Role, Roster
 from collab.crypto.safety import safety_number
@@ -117,6 +117,7 @@ PINS_MAX_PLAINTEXT = MAX_BLOB - 24 - 16  # the sealed blob: nonce, MAC, document
 MAX_JOIN_REQUESTS = 200
 REVOKED_CHECK_SECONDS = 30.0
 BACKUP_PAGE = 500  # the server's limit per PUT and per GET page
+SHARE_ITEMS = 500  # re-wrapped keys per share_history entry (about 64 KiB of entry)
 # Sending: attempts in a row (each after a reconnect, with capped backoff) before a
 # send raises and its message waits in the outbox; re-seals after the log moved.
 SEND_ATTEMPTS = 6
@@ -1252,6 +1253,44 @@ class CollabClient:
         except UsageError as gone:
             if gone.code != "not_member":  # another admitter removed them first: go on
                 raise
+
+    def share_history(self, case_id: uuid.UUID, user_id: uuid.UUID,
+                      epochs: Sequence[int] | None = None) -> list[LogEntry]:
+        """Hand earlier epoch keys to a user's devices now in the roster (a member readmitted
+        after an identity reset, whose old keys are gone): ``share_history`` entries
+        (owner or admin), re-wrapping each key this device holds to each of the user's
+        roster devices. ``epochs``: those to share; by default every epoch below the head
+        whose roster held the user (under any key), i.e. what they could read before.
+        Keys are taken only from this device's verified chain; the recipients check each
+        against its epoch's key_commit."""
+        state = self.sync(case_id)
+        head = state.head
+        member = head.roster.user(user_id)
+        if member is None:
+            raise UsageError(f"user {user_id} is not in case {case_id}", code="not_member")
+        self._check_sendable(state)  # never wrap keys to a key nobody accepted
+        devices = head.roster.devices_of(user_id)
+        wanted = sorted(epochs) if epochs is not None else [
+            e for e, entry in state.chain.items()
+            if e < head.epoch and entry.roster.user(user_id) is not None]
+        items = [(d, e, state.keys[e]) for e in wanted if e in state.keys and e < head.epoch
+                 for d in devices]
+        if not items:
+            raise UsageError("this device holds none of those epochs' keys", code="no_keys")
+        committed: list[LogEntry] = []
+        for start in range(0, len(items), SHARE_ITEMS):
+            batch = items[start:start + SHARE_ITEMS]
+
+            def body(state: CaseState, batch: list[tuple[DeviceCert, int, bytes]] = batch,
+                     ) -> Body:
+                roster = state.head.roster
+                if any(roster.device(d.device_id) is None for d, _, _ in batch):
+                    raise UsageError("the user's devices changed; share again",
+                                     code="roster_changed")
+                return make_history_body(case_id, batch)
+
+            committed.append(self._commit(case_id, body))
+        return committed
 
     # --- rejoining after an identity reset ----------------------------------------------
     def request_rejoin(self, case_id: uuid.UUID) -> dict[str, Any]:

@@ -36,6 +36,7 @@ from collab.client.errors import (
 from collab.client.keys import DeviceKeys, Identity
 from collab.client.sdk import CollabClient
 from collab.crypto.actions import Action, RotateBody, sign_enrol
+from collab.crypto.errors import CryptoError
 from collab.crypto.pins import seal_pins, sign_pins
 from collab.crypto.roster import Role
 from collab.crypto.wire import b64e
@@ -399,6 +400,16 @@ def test_reset_user_is_readmitted_only_after_a_person_accepts_the_new_key(
     assert before not in seen and min(seen) > before
     assert seen[after].text == "after the readmission"
     assert m.Message.objects.filter(case_id=case_id, seq=before).exists()
+    # Unless a manager hands them the earlier keys (share_history, owner or admin): then
+    # the earlier messages are served and read; the keys were checked against each
+    # epoch's key_commit by derm's client. A plain member may not.
+    with pytest.raises(CryptoError) as refused:
+        neuro.share_history(case_id, derm.user_id)
+    assert refused.value.code == "unauthorized_author"
+    (shared,) = pcp.share_history(case_id, derm.user_id)
+    assert shared.action == Action.SHARE_HISTORY
+    texts = {r.seq: r.text for r in derm.history(case_id)}
+    assert texts[before] == "before the reset" and texts[after] == "after the readmission"
     assert [r.text for r in pcp.history(case_id)][-2:] == ["after the readmission", "back again"]
     assert chain_verify().ok
 
