@@ -442,6 +442,17 @@ def test_a_key_swapped_by_the_server_without_reset_is_refused_as_before(
         with pytest.raises(IdentityChangedError):
             client.user_keys(derm.user_id)
     assert actions(case_id) == ["create", "add_user", "add_user"]
+    # A rejoin injected for a member whose key did not change replaces nothing.
+    m.JoinRequest.objects.create(
+        case_id=case_id,
+        user_id=neuro.user_id,
+        requested_by_id=neuro.user_id,
+        kind=m.JoinKind.REJOIN,
+    )
+    with pytest.raises(UsageError) as refused:
+        pcp.admit(case_id, neuro.user_id)
+    assert refused.value.code == "already_member"
+    assert actions(case_id) == ["create", "add_user", "add_user"]
     # The roster is untouched, so members carry on with the key they verified.
     assert neuro.blocking(case_id) == []
     sdk_send(neuro, case_id, "still fine")
