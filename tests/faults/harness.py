@@ -76,7 +76,7 @@ class Stack:
         self.pg = pg
         self.redis = redis
         self.servers: list[Daphne] = []
-        self._names = collections.Counter[str]()
+        self._log_from: dict[int, int] = {}
 
     def daphne(self, **env: str) -> Daphne:
         server = Daphne({
@@ -88,6 +88,8 @@ class Stack:
             **env,
         })
         self.servers.append(server)
+        log = LOG_DIR / f"daphne-{server.port}.log"
+        self._log_from[server.port] = log.stat().st_size if log.exists() else 0
         return server.start()
 
     def stop_servers(self) -> None:
@@ -95,12 +97,16 @@ class Stack:
             server.stop()
 
     def logs(self) -> str:
-        return "".join((LOG_DIR / f"daphne-{s.port}.log").read_text(errors="replace")
-                       for s in self.servers)
+        """What this test's servers logged (a reused port's file holds older runs too)."""
+        out = []
+        for server in self.servers:
+            with (LOG_DIR / f"daphne-{server.port}.log").open("rb") as log:
+                log.seek(self._log_from[server.port])
+                out.append(log.read().decode(errors="replace"))
+        return "".join(out)
 
     def name(self, base: str) -> str:
         """A username unique in the suite's database (every test shares it)."""
-        self._names[base] += 1
         return f"{base}{uuid.uuid4().hex[:6]}"
 
     def member(self, url: str, base: str, home: Path, specialty: str = "") -> CollabClient:

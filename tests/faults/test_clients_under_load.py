@@ -111,6 +111,7 @@ def test_app_restarted_after_a_lost_ack_sends_the_pending_message_once(
     assert sent[0].duplicate and sent[0].seq == thief.stolen[0]["seq"]
     assert_nothing_lost_or_duplicated(case_id, sent, ["sent before the crash"], derm)
     assert reload(again).outbox(case_id) == []
+    assert_audit_verifies()
 
 
 # A stalled reader: its server buffers what the kernel will not take until the bound.
