@@ -33,7 +33,7 @@ import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from collab.client.admission import AdmissionReview, review_admission
 from collab.client.case_state import CaseState, VerifiedHead
@@ -129,6 +129,7 @@ UPLOAD_ATTEMPTS = 6  # per part and for complete
 # Entries that may still hold a revoked device (they shrink the roster).
 SHRINKING = (RemoveDeviceBody, RemoveUserBody)
 Progress = Callable[[int, int], None]  # (bytes just done, total bytes)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -1612,6 +1613,20 @@ class CollabClient:
                 if room is None:
                     await self._close_own(case_id, rooms)
 
+    async def _patiently(self, step: Callable[[], T]) -> T:
+        """A blocking step of a send (HTTP: the log sync, an upload) in a thread, tried
+        again with backoff while the server is unreachable or down (SEND_ATTEMPTS in
+        all), so a restarting server costs a send some seconds, not the message."""
+        failures = 0
+        while True:
+            try:
+                return await asyncio.to_thread(step)
+            except ClientError as error:
+                failures += 1
+                if not is_transient(error) or failures >= SEND_ATTEMPTS:
+                    raise
+                await asyncio.sleep(self._backoff(failures))
+
     def _backoff(self, failures: int) -> float:
         delay = min(self.backoff_max, self.backoff_first * 2.0 ** min(failures, 16))
         return delay * (0.5 + random.random() / 2)  # noqa: S311 - jitter, not a secret
@@ -1637,7 +1652,7 @@ class CollabClient:
         """Send a new message (``body``), or only the pending one with this key (None)."""
         # A message in an epoch whose key a revoked device holds is readable with that
         # device's keys: remove the revoked devices we may remove first (a new epoch).
-        await asyncio.to_thread(self._clear_revoked_lately, case_id)
+        await self._patiently(lambda: self._clear_revoked_lately(case_id))
         async with self._send_lock(case_id):
             # The same message again while an earlier attempt is still pending (its ack
             # was lost): that one is retried, not a second one sealed.
@@ -1648,8 +1663,8 @@ class CollabClient:
             if entry is None:
                 if body is None:
                     raise UsageError("nothing pending to send again", code="nothing_pending")
-                entry = await asyncio.to_thread(self._seal_into_outbox, case_id, key, body,
-                                                content_type, attachments)
+                entry = await self._patiently(lambda: self._seal_into_outbox(
+                    case_id, key, body, content_type, attachments))
             rooms = [room] if room is not None else []
             try:
                 await self._flush(case_id, rooms, until=entry["id"])
@@ -1698,13 +1713,13 @@ class CollabClient:
         if self._retried(case_id, key, consume=False) is not None:  # nothing uploaded again
             return await self._send_envelope(case_id, None, "image", (), room, key)
         image = sanitise_image(data)
-        self._check_sendable(await asyncio.to_thread(self.sync, case_id))
-        full = await asyncio.to_thread(self.upload, case_id, image.full.data, image.full.mime,
-                                       image.full.width, image.full.height, progress)
-        thumb = await asyncio.to_thread(
-            self.upload, case_id, image.thumbnail.data, image.thumbnail.mime,
-            image.thumbnail.width, image.thumbnail.height, None,
-        )
+        self._check_sendable(await self._patiently(lambda: self.sync(case_id)))
+        full = await self._patiently(lambda: self.upload(
+            case_id, image.full.data, image.full.mime, image.full.width, image.full.height,
+            progress))
+        thumb = await self._patiently(lambda: self.upload(
+            case_id, image.thumbnail.data, image.thumbnail.mime, image.thumbnail.width,
+            image.thumbnail.height, None))
         body = {"text": caption, "attachments": [full.to_wire(), thumb.to_wire()],
                 "image": {"full": 0, "thumbnail": 1}}
         refs = [AttachmentRef(full.blob_id, full.root), AttachmentRef(thumb.blob_id, thumb.root)]

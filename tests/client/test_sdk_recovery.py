@@ -286,6 +286,26 @@ def test_a_lost_ack_is_retried_with_the_same_envelope_and_stored_once(room: Room
     asyncio.run(flow())
 
 
+def test_a_send_waits_out_a_server_restarting_under_its_http_calls(room: RoomServer) -> None:
+    async def flow() -> None:
+        async with room.running():
+            client = room.client()
+            honest = client.call
+            down = [3]  # the next three HTTP calls find nobody listening
+
+            def call(method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+                if down[0]:
+                    down[0] -= 1
+                    raise UnreachableError("connection refused")
+                return honest(method, path, body)
+
+            client.call = call  # type: ignore[method-assign]
+            sent = await client.send_text(room.case_id, "during the restart")
+            assert down == [0] and sent.seq == 1 and len(room.stored) == 1
+
+    asyncio.run(flow())
+
+
 def test_an_app_sending_again_after_a_failure_sends_the_pending_message(
         room: RoomServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sdk, "SEND_ATTEMPTS", 1)
