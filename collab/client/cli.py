@@ -26,7 +26,7 @@ import os
 import re
 import sys
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TextIO, cast
 
@@ -41,6 +41,7 @@ from collab.client.errors import (
     UsageError,
 )
 from collab.client.keystore import Keystore
+from collab.client.room import is_transient
 from collab.client.sdk import CollabClient, JoinRequest, Progress, Received
 from collab.crypto.errors import CryptoError
 from collab.crypto.invite import short_code
@@ -513,13 +514,15 @@ def _run_client(client: CollabClient, args: argparse.Namespace, out: TextIO,
                                      code="enrol_incomplete")
     elif command == "send":
         text = sys.stdin.read() if args.text == "-" else args.text
-        sent = asyncio.run(client.send_text(args.case, text))
+        with _pending_hint(client, args.case):
+            sent = asyncio.run(client.send_text(args.case, text))
         out.write(f"sent #{sent.seq} (epoch {sent.epoch})\n")
     elif command == "send-image":
         update, close = _progress("upload")
         try:
-            sent = asyncio.run(client.send_image(args.case, args.path, caption=args.caption,
-                                                 progress=update))
+            with _pending_hint(client, args.case):
+                sent = asyncio.run(client.send_image(args.case, args.path,
+                                                     caption=args.caption, progress=update))
         finally:
             close()
         out.write(f"sent image #{sent.seq} (epoch {sent.epoch})\n")
@@ -545,6 +548,19 @@ def _run_client(client: CollabClient, args: argparse.Namespace, out: TextIO,
     elif command == "safety-number":
         groups = client.safety_number(args.user, args.case)
         out.write(" ".join(groups[:6]) + "\n" + " ".join(groups[6:]) + "\n")
+
+
+@contextlib.contextmanager
+def _pending_hint(client: CollabClient, case_id: uuid.UUID) -> Iterator[None]:
+    """A send that failed for a reason that passes leaves its message in the outbox:
+    say so, and how to send it (the same command again sends that one, not a copy)."""
+    try:
+        yield
+    except ClientError as error:
+        if is_transient(error) and client.outbox(case_id):
+            error.message += ("; the message waits in the outbox: run the same command "
+                              "again to send it")
+        raise
 
 
 def _identities(client: CollabClient, out: TextIO, names: _Names) -> None:

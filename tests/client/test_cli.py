@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from collab.client import cli
-from collab.client.errors import IdentityChange, IdentityChangedError
+from collab.client.errors import IdentityChange, IdentityChangedError, UnreachableError
 from collab.client.keys import DeviceKeys, Identity
 from collab.client.keystore import Keystore
 from collab.client.sdk import CollabClient
@@ -211,3 +211,19 @@ def test_join_requests_are_reviewed_not_bulk_committed(home: Path) -> None:
     code, _, err = run("admit", str(uuid.uuid4()))
     assert code == 1
     one_error_line(err, "usage")
+
+
+def test_a_send_that_failed_in_passing_says_the_message_waits(
+        home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    make_keystore(home, "http://127.0.0.1:9")
+    case = uuid.uuid4()
+
+    async def lost(self: CollabClient, case_id: uuid.UUID, text: str, **kwargs: object) -> None:
+        self.state.outbox.append({"case": str(case_id), "id": "x", "body": {"text": text}})
+        raise UnreachableError("cannot reach http://127.0.0.1:9: connection refused")
+
+    monkeypatch.setattr(CollabClient, "send_text", lost)
+    code, out, err = run("send", str(case), "biopsy booked")
+    assert code == 5 and out == ""
+    one_error_line(err, "unreachable")
+    assert "waits in the outbox: run the same command again" in err
