@@ -122,7 +122,7 @@ export class CaseSession {
     const trusted = linked.at(-1) ?? this.head;
     for (const e of entries) {
       const known = this.chain.get(Number(e.epoch));
-      if (known && !known.equals(e)) throw new CryptoError('fork', `two different entries for epoch ${e.epoch}`);
+      if (known && known !== e && !known.equals(e)) throw new CryptoError('fork', `two different entries for epoch ${e.epoch}`);
     }
     const fresh = entries.filter((e) => trusted === null || e.epoch > trusted.epoch);
     const checked = verifyChain(fresh, { trustedHead: trusted });
