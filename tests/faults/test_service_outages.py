@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -129,9 +130,10 @@ def test_one_of_two_daphne_processes_killed_mid_send(stack: Stack, tmp_path: Pat
 
 
 def test_postgres_restarted_under_traffic(stack: Stack, tmp_path: Path) -> None:
-    # A restart shorter than the watchdog's grace (2 x 2 s): sockets may stay open, and
-    # their watchdogs must outlive the errors they meet while it is down.
-    check = 2.0
+    # A restart shorter than one session-check period (4 s; the grace before 4503 is two):
+    # every watchdog meets at most one failed check and its socket stays open, and it
+    # must outlive that error (before the fix it died, and the socket outlived its session).
+    check = 4.0
     one = stack.daphne(COLLAB_SESSION_CHECK_SECONDS=str(check))
     two = stack.daphne(COLLAB_SESSION_CHECK_SECONDS=str(check))
     case_id, (pcp, derm, nurse) = stack.room(tmp_path, one.url, two.url, two.url)
@@ -141,20 +143,23 @@ def test_postgres_restarted_under_traffic(stack: Stack, tmp_path: Path) -> None:
     async def scenario() -> Watcher:
         watcher = Watcher(derm, case_id)
         await watcher.until(lambda: watcher.connected, "the watch connected")
-        observer = await raw_socket(two.url, nurse, case_id)
         room = await pcp.connect(case_id)
         await send_all(pcp, case_id, intended[:4], sent, room=room)
         await watcher.until_seqs(4, "delivery before the restart")
 
+        # The observer's watchdog checks about every `check` seconds from its opening:
+        # the database is down across its first check, and back well before its second.
+        observer = await raw_socket(two.url, nurse, case_id)
+        opened = time.monotonic()
+        await asyncio.sleep(0.6 * check)
         await asyncio.to_thread(stack.pg.stop, "fast")
-        # The outage lasts a little over one check period, so every watchdog meets it.
-        await asyncio.sleep(check * 1.1)
+        await asyncio.sleep(opened + 1.4 * check - time.monotonic())
         await asyncio.to_thread(stack.pg.start)
 
         await send_all(pcp, case_id, intended[4:], sent, room=room)
         await watcher.until_seqs(8, "delivery after the restart")
-        # The observer's watchdog survived: a session ended behind the channel layer's
-        # back still closes its socket (before the fix it died, and the socket lived on).
+        # A session ended behind the channel layer's back still closes the observer's
+        # socket: its watchdog survived the failed check.
         await db(lambda: end_session(nurse))
         code = await observer.closed_with(timeout=BOUND)
         assert code == 4401, f"the observer's socket closed with {code}, not 4401"
