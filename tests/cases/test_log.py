@@ -13,9 +13,10 @@ from collab.cases import selectors
 from collab.cases.models import Case, KeyWrap, LogEntry, Member
 from collab.cases.selectors import log_entry_size
 from collab.cases.wire import log_entry_wire
-from collab.client.case_state import CaseState
+from collab.client.case_state import CaseState, VerifiedHead
 from collab.client.keys import DeviceKeys
 from collab.crypto.actions import AddUserBody, RotateBody
+from collab.crypto.errors import CryptoError
 from collab.crypto.log import LogEntry as CryptoLogEntry
 from collab.crypto.log import build_entry
 from collab.crypto.roster import Role
@@ -301,3 +302,29 @@ def test_log_pages_are_capped_by_count_and_more_is_false_on_the_last(pcp: Actor)
     assert ([e.epoch for e in page], more) == ([0, 1], False)  # exactly full, nothing after
     stored = LogEntry.objects.get(case_id=state.case_id, epoch=1)
     assert len(json.dumps(log_entry_wire(stored))) <= log_entry_size(len(bytes(stored.raw)))
+
+
+def test_a_server_rewriting_history_below_a_kept_head_is_caught(pcp: Actor, derm: Actor) -> None:
+    """The server swaps stored entries for another branch, every one validly signed by
+    the owner: a client that kept its verified head refuses it (fork); one that kept
+    nothing would verify it, so the kept head is what catches it."""
+    state = pcp.open_case()
+    pcp.add(state, derm)
+    branch = CaseState(state.case_id, pcp.device)
+    branch.accept_entries([state.chain[0], state.chain[1]])
+    for _ in range(2):
+        pcp.submit(state, RotateBody())
+        branch.accept_entries([branch.next_entry(RotateBody())])
+    joined = derm.join(state.case_id)
+    kept = VerifiedHead(joined.head.epoch, joined.head.entry_hash())
+    for epoch in (2, 3):
+        other = branch.chain[epoch]
+        LogEntry.objects.filter(case_id=state.case_id, epoch=epoch).update(
+            raw=other.encode(), entry_hash=other.entry_hash())
+    Case.objects.filter(pk=state.case_id).update(head_hash=branch.head.entry_hash())
+    served = [CryptoLogEntry.decode(b64d(e["entry"]))
+              for p in _log_pages(derm, state.case_id) for e in p["entries"]]
+    CaseState(state.case_id, derm.device).accept_entries(served)  # verifies without the head
+    with pytest.raises(CryptoError) as caught:
+        CaseState(state.case_id, derm.device).accept_entries(served, verified=kept)
+    assert caught.value.code == "fork"
