@@ -1555,10 +1555,13 @@ class CollabClient:
             try:
                 ack = await room.send_envelope(envelope)
             except ServerRefusedError as refused:
-                if refused.code in RESEAL_CODES:
+                # An error frame answering this send proves it was not stored; a socket
+                # closed meanwhile (4401/4403/...) proves nothing: the message stays.
+                answered = refused.status is None
+                if answered and refused.code in RESEAL_CODES:
                     await asyncio.to_thread(self._reseal, entry, refused)
                     continue
-                if not is_transient(refused):
+                if answered and not is_transient(refused):
                     await asyncio.to_thread(self._outbox_drop, entry, stored=False)
                 raise
             sent = Sent(int(ack["seq"]), int(ack["epoch"]), bool(ack.get("duplicate")),

@@ -42,7 +42,8 @@ class RoomServer:
         self.resumes: list[tuple[int, int]] = []  # (after, limit)
         self.handshakes = 0
         self.refuse_next: list[int] = []  # HTTP statuses for the next handshakes
-        self.send_script: list[str] = []  # per send frame: "drop_after_store", "refuse:<code>"
+        # Per send frame: "drop_after_store", "refuse:<code>", "hold" (no answer).
+        self.send_script: list[str] = []
         self.page_limit_ok: int | None = None  # resume with a larger limit: the page "never
         # arrives" (the socket closes 1011, as a frame over daphne's limit did)
         self.sockets: list[ServerConnection] = []
@@ -138,6 +139,8 @@ class RoomServer:
             wire = frame["envelope"]
             self.sends.append(wire)
             step = self.send_script.pop(0) if self.send_script else "ack"
+            if step == "hold":
+                return  # no answer at all
             if step.startswith("refuse:"):
                 code = step.split(":", 1)[1]
                 await ws.send(json.dumps({"type": "error", "ref": ref, "code": code,

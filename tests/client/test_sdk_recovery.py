@@ -395,6 +395,25 @@ def test_a_message_refused_for_good_leaves_the_outbox(room: RoomServer) -> None:
     asyncio.run(flow())
 
 
+def test_a_socket_closed_during_a_send_keeps_the_message(room: RoomServer) -> None:
+    async def flow() -> None:
+        async with room.running():
+            client = room.client()
+            room.send_script = ["hold"]  # the server takes the frame and answers nothing
+            task = asyncio.create_task(client.send_text(room.case_id, "maybe stored"))
+            async with asyncio.timeout(20):
+                while not room.sends:
+                    await asyncio.sleep(0.01)
+            await room.close_all(4403, "not_member")
+            with pytest.raises(ServerRefusedError) as refused:
+                await task
+            assert refused.value.status == 4403
+            # Not an answer to the send: it may have been stored, so it is not dropped.
+            assert len(client.outbox(room.case_id)) == 1
+
+    asyncio.run(flow())
+
+
 def test_a_watcher_delivers_what_is_pending_after_it_reconnects(
         room: RoomServer, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sdk, "SEND_ATTEMPTS", 1)
