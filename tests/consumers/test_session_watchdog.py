@@ -120,6 +120,8 @@ async def test_disconnect_after_watchdog_errors_still_leaves_the_groups(
     settings, monkeypatch
 ) -> None:
     settings.SESSION_CHECK_SECONDS = 0.05
+    # The in-memory layer, whose group table this test reads (also in the Redis pass).
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
     flaky = FlakyDatabase(monkeypatch)
     communicator, _, user = await open_ping()
     flaky.failures = -1
