@@ -36,6 +36,11 @@ def identity_register(
     try:
         with transaction.atomic():
             identity = IdentityKey.objects.create(user=user, uik_pub=uik_pub)
+            # A new identity starts with no pin book or backup: any left is a late write
+            # under an identity an operator reset (services.identity_reset), which the
+            # new key could never open or verify.
+            IdentityPins.objects.filter(user=user).delete()
+            IdentityBackup.objects.filter(user=user).delete()
             audit_record(action=AuditAction.IDENTITY_REGISTERED, actor=user, meta=meta)
     except IntegrityError:
         existing = IdentityKey.objects.get(user=user)

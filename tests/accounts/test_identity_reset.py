@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from django.contrib.sessions.models import Session
 from django.core.management import CommandError, call_command
+from django.utils import timezone
 
 from collab.accounts.models import Device, IdentityBackup, IdentityKey, IdentityPins, User
 from collab.audit.fhir import event_resource
@@ -174,6 +175,21 @@ def test_the_next_sign_in_registers_a_new_identity_with_the_first_use_flow(derm:
     other = Identity.generate(derm.user.pk)
     response = derm.call("POST", "/api/identity", {"uik_pub": b64e(other.uik_pub)}, device=False)
     assert response.status_code == 409 and response.json()["error"] == "identity_exists"
+
+
+def test_a_late_write_under_the_old_identity_does_not_outlive_the_reset(derm: Actor) -> None:
+    """A pin book or backup stored by a request of the old identity still in flight when
+    the reset committed would be unverifiable for the new key (and block its backup)."""
+    reset("derm", "--yes")
+    IdentityPins.objects.create(
+        user=derm.user, version=1, blob=b"old", sig=bytes(64), updated_at=timezone.now()
+    )
+    IdentityBackup.objects.create(user=derm.user, ciphertext=b"old backup")
+    new_identity(derm)
+    assert not IdentityPins.objects.filter(user=derm.user).exists()
+    assert not IdentityBackup.objects.filter(user=derm.user).exists()
+    store_backups(derm)  # the new identity's own, as its first use stores them
+    assert IdentityPins.objects.get(user=derm.user).version == 1
 
 
 # --- the holder of the old identity key gets nothing -------------------------------------
