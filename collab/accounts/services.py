@@ -242,6 +242,7 @@ def identity_reset(*, user: User, by: str, actor: User | None = None) -> Identit
     User.objects.select_for_update().filter(pk=user.pk).first()
     now = timezone.now()
     revoked: list[str] = []
+    ended = 0
     for device in UserDevice.objects.select_for_update().filter(user=user, revoked_at__isnull=True):
         device.revoked_at, device.revoked_by = now, actor
         device.revoke_reason = IDENTITY_RESET_REASON
@@ -255,9 +256,10 @@ def identity_reset(*, user: User, by: str, actor: User | None = None) -> Identit
             details={"by": by},
         )
         publish_after_commit(device_group(device.pk), {"type": "device.revoked"})
-        proofs.device_sessions_end(device_id=device.pk)
+        ended += proofs.device_sessions_end(device_id=device.pk)
         revoked.append(str(device.pk))
     keys = _user_session_keys(user)
+    ended += len(keys)
     Session.objects.filter(session_key__in=keys).delete()
     for key in keys:
         publish_after_commit(session_group(key), {"type": "session.ended", "reason": "reset"})
@@ -266,7 +268,7 @@ def identity_reset(*, user: User, by: str, actor: User | None = None) -> Identit
     result = IdentityResetResult(
         user_id=str(user.pk),
         devices_revoked=revoked,
-        sessions_ended=len(keys),
+        sessions_ended=ended,
         identity_deleted=IdentityKey.objects.filter(user=user).delete()[0] > 0,
         identity_backup_deleted=IdentityBackup.objects.filter(user=user).delete()[0] > 0,
         pins_deleted=IdentityPins.objects.filter(user=user).delete()[0] > 0,
@@ -279,7 +281,7 @@ def identity_reset(*, user: User, by: str, actor: User | None = None) -> Identit
         details={
             "by": by,
             "devices_revoked": len(revoked),
-            "sessions_ended": len(keys),
+            "sessions_ended": ended,
             "identity_deleted": result.identity_deleted,
         },
     )
