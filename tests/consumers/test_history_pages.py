@@ -64,6 +64,9 @@ async def resume_all(server: str, pcp: Actor, state: Any, limit: int) -> list[di
         if not page["more"]:
             break
         after = page["items"][-1]["seq"]
+    # Frames are handled in order: the pong means the last page's audit is written.
+    await sock.send({"type": "ping"})
+    await sock.next("pong")
     await sock.close()
     return pages
 
