@@ -27,6 +27,7 @@ log = logging.getLogger("collab.realtime")
 PUBLISH_TIMEOUT_SECONDS = 2.0
 # How often each process checks the layer with a round trip through it (Redis only).
 PROBE_SECONDS = 1.0
+PROBE_PREFIX = "collab.probe."
 
 
 def session_group(session_key: str) -> str:
@@ -129,9 +130,7 @@ class _Probe:
         self.counter += 1
         try:
             if self.channel is None:
-                self.channel = await asyncio.wait_for(
-                    layer.new_channel("collab.probe."), PUBLISH_TIMEOUT_SECONDS
-                )
+                self.channel = await self._new_channel(layer)
             await asyncio.wait_for(
                 layer.send(self.channel, {"type": "probe", "n": self.counter}),
                 PUBLISH_TIMEOUT_SECONDS,
@@ -144,6 +143,23 @@ class _Probe:
             # A timed-out receive unsubscribes the channel: start over with a new one.
             self.channel = None
             return False
+
+
+    @staticmethod
+    async def _new_channel(layer: Any) -> str:
+        known = set(getattr(layer, "channels", None) or ())
+        try:
+            return str(await asyncio.wait_for(layer.new_channel(PROBE_PREFIX),
+                                              PUBLISH_TIMEOUT_SECONDS))
+        except BaseException:
+            # channels_redis registers the channel before subscribing: forget a probe
+            # channel that never subscribed, or every second of an outage leaves one.
+            table = getattr(layer, "channels", None)
+            if isinstance(table, dict):
+                for name in set(table) - known:
+                    if PROBE_PREFIX in name:
+                        table.pop(name, None)
+            raise
 
 
 def _is_remote_layer() -> bool:

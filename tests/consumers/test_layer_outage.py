@@ -83,3 +83,24 @@ def test_send_during_redis_outage_is_acked_and_sockets_resync_after(redis: OwnRe
     assert sorted(Message.objects.filter(case_id=state.case_id).values_list("seq", flat=True)) == [
         1, 2, 3
     ]
+
+
+async def test_a_failed_probe_leaves_no_channel_behind(monkeypatch: pytest.MonkeyPatch) -> None:
+    """channels_redis registers a new channel before subscribing it; a probe during an
+    outage must not leave one behind each second."""
+    from collab import realtime
+
+    class DownLayer:
+        def __init__(self) -> None:
+            self.channels: dict[str, object] = {"specific.someone-else": object()}
+
+        async def new_channel(self, prefix: str) -> str:
+            self.channels[f"specific.{prefix}abc"] = object()
+            raise ConnectionError("Redis is down")
+
+    layer = DownLayer()
+    monkeypatch.setattr(realtime, "get_channel_layer", lambda: layer)
+    probe = realtime._Probe()
+    assert await probe.round_trip() is False
+    assert await probe.round_trip() is False
+    assert list(layer.channels) == ["specific.someone-else"]
