@@ -214,3 +214,33 @@ async def test_database_down_at_the_handshake_closes_4503_not_http_500(monkeypat
         code = (await communicator.receive_output(timeout=5))["code"]
     assert code == 4503
     await communicator.disconnect()
+
+
+async def test_a_send_while_the_database_is_down_is_refused_and_the_socket_stays(
+    monkeypatch,
+) -> None:
+    from collab.cases.services import messages
+    from tests.support.rooms import build_room
+    from tests.support.ws import answer_challenge, room_path
+
+    (member,) = await sync_to_async(build_room)(1)
+    case_id, device_id = member.state.case_id, member.device.device_id
+    headers = [(b"origin", b"http://127.0.0.1"), (b"host", b"127.0.0.1"),
+               (b"cookie", f"sessionid={member.session}".encode())]
+    communicator = WebsocketCommunicator(application, room_path(case_id, device_id),
+                                         headers=headers)
+    assert (await communicator.connect())[0]
+    await answer_challenge(communicator, case_id, device_id)
+    assert (await communicator.receive_json_from(timeout=5))["type"] == "hello"
+
+    def down(**kwargs: Any) -> None:
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(messages, "message_send", down)
+    envelope = member.state.seal({"text": "while the database is down"})
+    await communicator.send_json_to({"type": "send", "ref": "s1", "envelope": envelope.to_wire()})
+    error = await communicator.receive_json_from(timeout=5)
+    assert (error["type"], error["code"], error["ref"]) == ("error", "unavailable", "s1")
+    await communicator.send_json_to({"type": "ping"})
+    assert await communicator.receive_json_from(timeout=5) == {"type": "pong"}
+    await communicator.disconnect()
