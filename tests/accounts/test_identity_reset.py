@@ -419,9 +419,9 @@ def test_reset_user_is_readmitted_only_after_a_person_accepts_the_new_key(
     # Unless a manager hands them the earlier keys (share_history, owner or admin): then
     # the earlier messages are served and read; the keys were checked against each
     # epoch's key_commit by derm's client. A plain member may not.
-    with pytest.raises(CryptoError) as refused:
+    with pytest.raises(CryptoError) as not_allowed:
         neuro.share_history(case_id, derm.user_id)
-    assert refused.value.code == "unauthorized_author"
+    assert not_allowed.value.code == "unauthorized_author"
     (shared,) = pcp.share_history(case_id, derm.user_id)
     assert shared.action == Action.SHARE_HISTORY
     texts = {r.seq: r.text for r in derm.history(case_id)}
