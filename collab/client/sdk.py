@@ -15,6 +15,11 @@ only ever committed by an explicit ``admit``. The pin book follows the user to t
 other devices, sealed and signed with the UIK (collab.crypto.pins).
 
 Blocking calls use HTTP; sending and watching use the case socket (async).
+
+It recovers by itself: ``watch`` reconnects with capped backoff and resumes from the last
+seq after anything resuming can mend (collab.client.room.is_transient); a message is
+sealed once into the outbox (kept in the keystore) and the same envelope is retried until
+acknowledged, so it is stored once; uploads continue from what the server holds.
 """
 
 from __future__ import annotations
