@@ -57,18 +57,6 @@ def readable_epochs(*, case_id: uuid.UUID, device_id: uuid.UUID) -> QuerySet[Key
     )
 
 
-def messages_for_device(
-    *, case_id: uuid.UUID, device_id: uuid.UUID, after: int, limit: int
-) -> list[Message]:
-    return list(
-        Message.objects.filter(
-            case_id=case_id,
-            seq__gt=after,
-            epoch__in=readable_epochs(case_id=case_id, device_id=device_id),
-        ).order_by("seq")[:limit]
-    )
-
-
 @dataclass(frozen=True)
 class HistoryPage:
     items: list[dict[str, Any]]  # message_wire form, in seq order
