@@ -34,7 +34,8 @@ CSRF = "".join(secrets.choice(string.ascii_letters + string.digits) for _ in ran
 
 
 class ProxiedDaphne(Daphne):
-    """Daphne started as README "Production" says: with ``--proxy-headers``."""
+    """Daphne started with ``--proxy-headers`` (README says not to): at a count of 1 the
+    application's own resolution still ignores the client-written entries."""
 
     def spawn(self) -> None:
         log = (ROOT / "test-artifacts").joinpath(f"daphne-{self.port}.log")
