@@ -103,7 +103,11 @@ class RequestMeta:
         for name, value in scope.get("headers") or ():
             key = bytes(name).decode("latin-1").upper().replace("-", "_")
             if key in ("USER_AGENT", "X_FORWARDED_FOR"):
-                request.META[f"HTTP_{key}"] = bytes(value).decode("latin-1")
+                meta_key, text = f"HTTP_{key}", bytes(value).decode("latin-1")
+                # Repeated header lines are joined with "," as Django's ASGIRequest does,
+                # so the proxy count picks the same address for sockets as for HTTP.
+                previous = request.META.get(meta_key)
+                request.META[meta_key] = f"{previous},{text}" if previous else text
         return cls.from_request(request)
 
 
