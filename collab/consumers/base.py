@@ -249,7 +249,7 @@ class AuthenticatedConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             handler = getattr(self, "handle_" + frame["type"].replace(".", "_"), None)
             if handler is None:
                 raise FrameError("unknown_type", f"Unknown frame type {frame['type']!r}.")
-            if frame["type"] in self.activity_frames:
+            if self.is_activity(frame):
                 await self.note_activity()
             await handler(frame)
         except FrameError as error:
@@ -263,6 +263,10 @@ class AuthenticatedConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             extra = {"ref": frame_ref} if (frame_ref := _ref(text_data)) else {}
             await self.send_error("unavailable", "The server cannot reach its database "
                                   "now; try again.", **extra)
+
+    def is_activity(self, frame: dict[str, Any]) -> bool:
+        """Does this frame postpone automatic logoff? Subclasses refine per frame."""
+        return frame["type"] in self.activity_frames
 
     def parse(self, text_data: str | None, bytes_data: bytes | None) -> dict[str, Any]:
         if bytes_data is not None:

@@ -45,6 +45,13 @@ class CaseRoomConsumer(AuthenticatedConsumer):
 
     awaiting_proof = False
 
+    def is_activity(self, frame: dict[str, Any]) -> bool:
+        # typing {active: false} is sent when a draft is cleared or the page loses focus,
+        # often without a person's action: only starting to type counts.
+        if frame["type"] == "typing" and frame.get("active", True) is not True:
+            return False
+        return super().is_activity(frame)
+
     async def authorise(self) -> bool:
         try:
             self.case_id = uuid.UUID(str(self.scope["url_route"]["kwargs"]["case_id"]))

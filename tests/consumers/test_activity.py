@@ -36,7 +36,7 @@ def set_last_activity(session_key: str, when: float) -> None:
     session.save()
 
 
-async def test_read_receipts_are_not_activity_but_typing_and_sending_are(monkeypatch) -> None:
+async def test_read_receipts_and_typing_stopped_are_not_activity_but_typing_is(monkeypatch) -> None:
     monkeypatch.setattr(base, "ACTIVITY_WRITE_SECONDS", 0.0)  # write on every counted frame
     (member,) = await sync_to_async(build_room)(1)
     case_id, device_id = member.state.case_id, member.device.device_id
@@ -62,6 +62,7 @@ async def test_read_receipts_are_not_activity_but_typing_and_sending_are(monkeyp
 
     await frame_then_ping({"type": "read", "up_to": 1})
     await frame_then_ping({"type": "resume", "after": 0})
+    await frame_then_ping({"type": "typing", "active": False})  # a draft cleared, a blur
     assert await sync_to_async(last_activity)(member.session) == earlier
     await frame_then_ping({"type": "typing", "active": True})
     assert await sync_to_async(last_activity)(member.session) > earlier
