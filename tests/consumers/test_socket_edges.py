@@ -1,5 +1,5 @@
 """Hostile handshakes and frames against a real daphne: Origin by scheme, host and port;
-a malformed case id; JSON nested too deep."""
+a malformed case id; an unknown path; JSON nested too deep."""
 
 from __future__ import annotations
 
@@ -101,6 +101,19 @@ async def test_non_uuid_case_id_closes_4400_not_http_500(server: str) -> None:
                 frames.append(json.loads(await asyncio.wait_for(sock.recv(), timeout=10)))
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 4400
     assert frames[-1]["code"] == "bad_request"
+
+
+@pytest.mark.parametrize("path", ["/ws/nothing/", "/ws/cases/", "/ws/ping", "/"])
+async def test_unknown_socket_path_closes_4404_not_http_500(server: str, path: str) -> None:
+    headers = await signed_in_headers(server)
+    async with websockets.connect(ws(server, path), additional_headers=headers) as sock:
+        frames = []
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                frames.append(json.loads(await asyncio.wait_for(sock.recv(), timeout=10)))
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4404
+    assert frames == [{"type": "error", "code": "no_such_socket",
+                       "message": "No socket at this path."}]
 
 
 async def test_deeply_nested_json_is_malformed_and_the_socket_stays_usable(server: str) -> None:
