@@ -41,7 +41,6 @@ from collab.client.errors import (
     UsageError,
 )
 from collab.client.keystore import Keystore
-from collab.client.room import is_transient
 from collab.client.sdk import CollabClient, JoinRequest, Progress, Received
 from collab.crypto.errors import CryptoError
 from collab.crypto.invite import short_code
@@ -177,13 +176,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("case", type=_uuid)
     sub.add_parser("enrol", help="enrol this device in every case of yours it is not in yet "
                                  "(done by `recover`)")
+    retry_help = ("the id a failed send printed: send that waiting message, not a new one "
+                  "(without it the same text is a second message)")
     p = sub.add_parser("send", help="send a text message ('-' reads stdin)")
     p.add_argument("case", type=_uuid)
     p.add_argument("text")
+    p.add_argument("--retry", default=None, metavar="ID", help=retry_help)
     p = sub.add_parser("send-image", help="sanitise, encrypt and send an image")
     p.add_argument("case", type=_uuid)
     p.add_argument("path", type=Path)
     p.add_argument("--caption", default="")
+    p.add_argument("--retry", default=None, metavar="ID", help=retry_help)
     p = sub.add_parser("watch", help="live, verified and decrypted messages")
     p.add_argument("case", type=_uuid)
     p.add_argument("--after", type=int, default=None,
@@ -515,14 +518,15 @@ def _run_client(client: CollabClient, args: argparse.Namespace, out: TextIO,
     elif command == "send":
         text = sys.stdin.read() if args.text == "-" else args.text
         with _pending_hint(client, args.case):
-            sent = asyncio.run(client.send_text(args.case, text))
+            sent = asyncio.run(client.send_text(args.case, text, retry=args.retry))
         out.write(f"sent #{sent.seq} (epoch {sent.epoch})\n")
     elif command == "send-image":
         update, close = _progress("upload")
         try:
             with _pending_hint(client, args.case):
                 sent = asyncio.run(client.send_image(args.case, args.path,
-                                                     caption=args.caption, progress=update))
+                                                     caption=args.caption, progress=update,
+                                                     retry=args.retry))
         finally:
             close()
         out.write(f"sent image #{sent.seq} (epoch {sent.epoch})\n")
@@ -552,14 +556,15 @@ def _run_client(client: CollabClient, args: argparse.Namespace, out: TextIO,
 
 @contextlib.contextmanager
 def _pending_hint(client: CollabClient, case_id: uuid.UUID) -> Iterator[None]:
-    """A send that failed for a reason that passes leaves its message in the outbox:
-    say so, and how to send it (the same command again sends that one, not a copy)."""
+    """A send that failed while its message still waits in the outbox: say so, and how
+    to send that one (``--retry ID``; the same command without it sends a second copy)."""
     try:
         yield
     except ClientError as error:
-        if is_transient(error) and client.outbox(case_id):
-            error.message += ("; the message waits in the outbox: run the same command "
-                              "again to send it")
+        if error.pending_id is not None:
+            error.message += (f"; the message waits in the outbox as {error.pending_id}: run "
+                              f"the same command with --retry {error.pending_id} to send it "
+                              "(without --retry it is sent as a new message)")
         raise
 
 

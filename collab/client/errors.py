@@ -20,6 +20,9 @@ class ClientError(Exception):
     """Base of the client's own errors; ``exit_code`` is what the CLI exits with."""
 
     exit_code = EXIT_USAGE
+    # Set on an error a send raised while its message still waits in the outbox: the
+    # message's id, to send that one with ``send_text(..., retry=id)`` (collab.client.sdk).
+    pending_id: str | None = None
 
     def __init__(self, message: str, *, code: str = "client_error") -> None:
         super().__init__(message)

@@ -84,6 +84,9 @@ class KeystoreState:
     # Messages sealed but not yet acknowledged by the server, oldest first (the SDK's
     # outbox, collab.client.sdk): retried with the same envelope until acked.
     outbox: list[dict[str, Any]] = field(default_factory=list)
+    # What became of the latest messages that left the outbox (acked or refused), so an
+    # explicit retry of one (``retry=id``) answers the same after a restart.
+    sent: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -104,6 +107,7 @@ class KeystoreState:
             "pins": self.pins.to_json(),
             "pins_version": self.pins_version,
             "outbox": self.outbox,
+            "sent": self.sent,
         }
 
     @classmethod
@@ -127,6 +131,7 @@ class KeystoreState:
         state.pins = PinBook.from_json(d.get("pins") or {})
         state.pins_version = int(d.get("pins_version") or 0)
         state.outbox = [x for x in d.get("outbox") or [] if isinstance(x, dict)]
+        state.sent = [x for x in d.get("sent") or [] if isinstance(x, dict)]
         return state
 
 

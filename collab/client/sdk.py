@@ -19,7 +19,10 @@ Blocking calls use HTTP; sending and watching use the case socket (async).
 It recovers by itself: ``watch`` reconnects with capped backoff and resumes from the last
 seq after anything resuming can mend (collab.client.room.is_transient); a message is
 sealed once into the outbox (kept in the keystore) and the same envelope is retried until
-acknowledged, so it is stored once; uploads continue from what the server holds.
+acknowledged, so it is stored once; a send that still raises names its pending message
+(``error.pending_id``), which the app retries explicitly (``retry=``) or leaves to
+``flush_outbox``/``watch`` — a plain send is always a new message, even with the same text;
+uploads continue from what the server holds.
 """
 
 from __future__ import annotations
@@ -129,7 +132,7 @@ SEND_ATTEMPTS = 6
 RESEAL_ATTEMPTS = 3
 RESEAL_CODES = ("wrong_epoch", "stale_log_head", "sender_seq_not_increasing")
 OUTBOX_MAX = 500  # messages waiting, all cases together
-ACKED_KEPT = 256  # acks remembered in memory (a concurrent flush may deliver ours)
+SENT_KEPT = 256  # outcomes of messages that left the outbox, kept for explicit retries
 UPLOAD_ATTEMPTS = 6  # per part and for complete
 # Entries that may still hold a revoked device (they shrink the roster).
 SHRINKING = (RemoveDeviceBody, RemoveUserBody)
@@ -299,7 +302,8 @@ def parse_invite_secret(text: str) -> bytes:
 
 
 def _outbox_key(case_id: uuid.UUID, content_type: str, what: bytes) -> str:
-    """Names a message's content, to recognise an app sending it again."""
+    """Names a message's content, to check an explicit retry is of the same message (the
+    message is named by its id: two identical texts are two messages)."""
     return prim.sha512(case_id.bytes + content_type.encode() + b"\0" + what)[:32].hex()
 
 
@@ -339,7 +343,6 @@ class CollabClient:
             weakref.WeakKeyDictionary()
         # Acks of this run, by client_msg_id: (the message's key, whether a send call
         # had raised for it before, the ack).
-        self._acked: dict[str, tuple[str, bool, Sent]] = {}
         # Reconnect backoff (seconds): doubles per failure in a row, capped, with jitter.
         self.backoff_first = 0.2
         self.backoff_max = 15.0
@@ -1541,8 +1544,12 @@ class CollabClient:
         memo.sender_seq = max(memo.sender_seq, envelope.header.sender_seq)
         self.save()
 
-    def _outbox_drop(self, entry: dict[str, Any], *, stored: bool) -> None:
+    def _outbox_drop(self, entry: dict[str, Any], *, stored: bool,
+                     outcome: dict[str, Any]) -> None:
         self.state.outbox[:] = [e for e in self.state.outbox if e.get("id") != entry["id"]]
+        self.state.sent.append({"case": entry["case"], "id": entry["id"],
+                                "key": entry.get("key"), **outcome})
+        del self.state.sent[:-SENT_KEPT]
         case_id = uuid.UUID(entry["case"])
         state = self.cases.get(case_id)
         seq = int(entry["envelope"]["sender_seq"])
@@ -1567,14 +1574,15 @@ class CollabClient:
                     await asyncio.to_thread(self._reseal, entry, refused)
                     continue
                 if answered and not is_transient(refused):
-                    await asyncio.to_thread(self._outbox_drop, entry, stored=False)
+                    await asyncio.to_thread(self._outbox_drop, entry, stored=False,
+                                            outcome={"refused": refused.code,
+                                                     "message": refused.message})
                 raise
             sent = Sent(int(ack["seq"]), int(ack["epoch"]), bool(ack.get("duplicate")),
                         envelope.header.client_msg_id)
-            self._acked[entry["id"]] = (str(entry.get("key")), bool(entry.get("failed")), sent)
-            while len(self._acked) > ACKED_KEPT:
-                self._acked.pop(next(iter(self._acked)))
-            await asyncio.to_thread(self._outbox_drop, entry, stored=True)
+            await asyncio.to_thread(self._outbox_drop, entry, stored=True,
+                                    outcome={"seq": sent.seq, "epoch": sent.epoch,
+                                             "duplicate": sent.duplicate})
             return sent
         raise ServerRefusedError("the case kept changing epochs; try again", code="wrong_epoch")
 
@@ -1639,51 +1647,65 @@ class CollabClient:
         delay = min(self.backoff_max, self.backoff_first * 2.0 ** min(failures, 16))
         return delay * (0.5 + random.random() / 2)  # noqa: S311 - jitter, not a secret
 
-    def _retried(self, case_id: uuid.UUID, key: str,
-                 consume: bool = True) -> dict[str, Any] | Sent | None:
-        """The same message again after a send of it raised: the pending entry, or its
-        ack when a later flush (a watcher, another send) delivered it meanwhile."""
-        entry = next((e for e in self._pending(case_id) if e.get("key") == key), None)
-        if entry is not None:
-            return entry
-        for msg_id, (acked_key, failed, sent) in reversed(self._acked.items()):
-            if acked_key == key and failed:
-                if consume:
-                    del self._acked[msg_id]  # answered once; the same text later is new
-                return sent
-        return None
+    def _retried(self, case_id: uuid.UUID, msg_id: str, key: str) -> dict[str, Any] | Sent:
+        """The message ``msg_id`` (named by a send that raised) again: its pending entry,
+        or what became of it when a flush (a watcher, another send) finished it meanwhile.
+        ``key`` (the content) must match: a retry is of that message, not another."""
+        entry = next((e for e in self._pending(case_id) if e.get("id") == msg_id), None)
+        done = None if entry is not None else next(
+            (d for d in reversed(self.state.sent)
+             if d.get("id") == msg_id and d.get("case") == str(case_id)), None)
+        found = entry or done
+        if found is None:
+            raise UsageError("no message with that id waits in this case's outbox",
+                             code="not_pending")
+        if found.get("key") != key:
+            raise UsageError("the retry is not of the same message (its content differs)",
+                             code="retry_mismatch")
+        if done is None:
+            return found
+        if "refused" in done:
+            raise ServerRefusedError(str(done.get("message") or done["refused"]),
+                                     code=str(done["refused"]))
+        return Sent(int(done["seq"]), int(done["epoch"]), bool(done.get("duplicate")),
+                    b64d(msg_id))
+
+    def _outcome(self, msg_id: str) -> Sent:
+        done = next(d for d in reversed(self.state.sent) if d.get("id") == msg_id)
+        return Sent(int(done["seq"]), int(done["epoch"]), bool(done.get("duplicate")),
+                    b64d(msg_id))
 
     async def _send_envelope(
         self, case_id: uuid.UUID, body: dict[str, Any] | None, content_type: str,
         attachments: Sequence[AttachmentRef], room: Room | None, key: str,
+        retry: str | None,
     ) -> Sent:
-        """Send a new message (``body``), or only the pending one with this key (None)."""
+        """Send a new message (``body``), or, with ``retry``, the pending one of that id."""
         # A message in an epoch whose key a revoked device holds is readable with that
         # device's keys: remove the revoked devices we may remove first (a new epoch).
         await self._patiently(lambda: self._clear_revoked_lately(case_id))
         async with self._send_lock(case_id):
-            # The same message again while an earlier attempt is still pending (its ack
-            # was lost): that one is retried, not a second one sealed.
-            found = self._retried(case_id, key)
-            if isinstance(found, Sent):
-                return found
-            entry = found
-            if entry is None:
-                if body is None:
-                    raise UsageError("nothing pending to send again", code="nothing_pending")
+            if retry is not None:
+                found = self._retried(case_id, retry, key)
+                if isinstance(found, Sent):
+                    return found  # a flush delivered it meanwhile: that ack
+                entry = found
+            elif body is None:
+                raise UsageError("nothing to send", code="empty_message")
+            else:
                 entry = await self._patiently(lambda: self._seal_into_outbox(
                     case_id, key, body, content_type, attachments))
             rooms = [room] if room is not None else []
             try:
                 await self._flush(case_id, rooms, until=entry["id"])
-            except BaseException:
-                entry["failed"] = True  # the app hears it failed; a retry finds it
-                await asyncio.to_thread(self.save)
+            except ClientError as error:
+                if any(e.get("id") == entry["id"] for e in self._pending(case_id)):
+                    error.pending_id = entry["id"]  # the app retries it by this id
                 raise
             finally:
                 if room is None:
                     await self._close_own(case_id, rooms)
-            return self._acked.pop(entry["id"])[2]  # answered: the same text later is new
+            return self._outcome(entry["id"])
 
     async def _close_own(self, case_id: uuid.UUID, rooms: list[Room]) -> None:
         for own in rooms:
@@ -1693,33 +1715,35 @@ class CollabClient:
                 self.rooms.pop(case_id, None)
 
     async def send_text(self, case_id: uuid.UUID, text: str, *, room: Room | None = None,
-                        priority: str | None = None) -> Sent:
-        """Seal and send; retried over reconnects until acknowledged. If it raises, the
-        message stays in the outbox: calling again with the same text sends that one
-        (stored once), and so does any later send or ``flush_outbox`` in the case."""
+                        priority: str | None = None, retry: str | None = None) -> Sent:
+        """Seal and send a new message; retried over reconnects until acknowledged. If it
+        raises while the message still waits in the outbox, the error's ``pending_id``
+        names it: ``send_text(case, text, retry=pending_id)`` sends that one (stored once;
+        its ack if a flush delivered it meanwhile), and so does any later send, watch or
+        ``flush_outbox`` in the case. Without ``retry`` the same text is a second message."""
         if not text:
             raise UsageError("the message is empty", code="empty_message")
         body: dict[str, Any] = {"text": text}
         if priority:
             body["priority"] = priority
         key = _outbox_key(case_id, "text", json.dumps(body, sort_keys=True).encode())
-        return await self._send_envelope(case_id, body, "text", (), room, key)
+        return await self._send_envelope(case_id, body, "text", (), room, key, retry)
 
     async def send_image(
         self, case_id: uuid.UUID, path: Path | str, *, caption: str = "",
-        room: Room | None = None, progress: Progress | None = None,
+        room: Room | None = None, progress: Progress | None = None, retry: str | None = None,
     ) -> Sent:
         """Sanitise (orientation applied, metadata stripped), encrypt and upload the image
         and its thumbnail as two blobs, then send the message that carries both manifests.
-        Called again for the same file and caption while that message is pending, it
-        sends the pending one (nothing uploaded again)."""
+        With ``retry`` (a failed send's ``pending_id``, same file and caption) it sends
+        that pending message (nothing uploaded again); without, always a new one."""
         try:
             data = Path(path).read_bytes()
         except OSError as error:
             raise UsageError(f"cannot read {path}: {error.strerror}", code="no_file") from None
         key = _outbox_key(case_id, "image", prim.sha512(data) + caption.encode())
-        if self._retried(case_id, key, consume=False) is not None:  # nothing uploaded again
-            return await self._send_envelope(case_id, None, "image", (), room, key)
+        if retry is not None:  # nothing uploaded again
+            return await self._send_envelope(case_id, None, "image", (), room, key, retry)
         image = sanitise_image(data)
         self._check_sendable(await self._patiently(lambda: self.sync(case_id)))
         full = await self._patiently(lambda: self.upload(
@@ -1731,7 +1755,7 @@ class CollabClient:
         body = {"text": caption, "attachments": [full.to_wire(), thumb.to_wire()],
                 "image": {"full": 0, "thumbnail": 1}}
         refs = [AttachmentRef(full.blob_id, full.root), AttachmentRef(thumb.blob_id, thumb.root)]
-        return await self._send_envelope(case_id, body, "image", refs, room, key)
+        return await self._send_envelope(case_id, body, "image", refs, room, key, None)
 
     async def watch(
         self, case_id: uuid.UUID, after: int | None = None, *, reconnect: bool = True,

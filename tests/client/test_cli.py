@@ -218,12 +218,19 @@ def test_a_send_that_failed_in_passing_says_the_message_waits(
     make_keystore(home, "http://127.0.0.1:9")
     case = uuid.uuid4()
 
+    retries: list[object] = []
+
     async def lost(self: CollabClient, case_id: uuid.UUID, text: str, **kwargs: object) -> None:
-        self.state.outbox.append({"case": str(case_id), "id": "x", "body": {"text": text}})
-        raise UnreachableError("cannot reach http://127.0.0.1:9: connection refused")
+        retries.append(kwargs.get("retry"))
+        error = UnreachableError("cannot reach http://127.0.0.1:9: connection refused")
+        error.pending_id = "bXNnLWlk"
+        raise error
 
     monkeypatch.setattr(CollabClient, "send_text", lost)
     code, out, err = run("send", str(case), "biopsy booked")
     assert code == 5 and out == ""
     one_error_line(err, "unreachable")
-    assert "waits in the outbox: run the same command again" in err
+    assert "waits in the outbox as bXNnLWlk: run the same command with --retry bXNnLWlk" in err
+    # The retry the message names reaches the SDK as that id; a plain send, none.
+    run("send", str(case), "biopsy booked", "--retry", "bXNnLWlk")
+    assert retries == [None, "bXNnLWlk"]

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from collab.client import sdk
-from collab.client.errors import AuthError, ServerRefusedError, UnreachableError
+from collab.client.errors import AuthError, ServerRefusedError, UnreachableError, UsageError
 from collab.client.keystore import Keystore
 from collab.client.room import ConnectionLostError, is_transient
 from collab.client.sdk import CollabClient, Received
@@ -306,7 +306,7 @@ def test_a_send_waits_out_a_server_restarting_under_its_http_calls(room: RoomSer
     asyncio.run(flow())
 
 
-def test_an_app_sending_again_after_a_failure_sends_the_pending_message(
+def test_an_app_retrying_a_failed_send_by_its_id_sends_the_pending_message(
         room: RoomServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sdk, "SEND_ATTEMPTS", 1)
 
@@ -317,9 +317,10 @@ def test_an_app_sending_again_after_a_failure_sends_the_pending_message(
             store.state = client.state
             client.store = store
             room.send_script = ["drop_after_store"]
-            with pytest.raises(ConnectionLostError):
+            with pytest.raises(ConnectionLostError) as lost:
                 await client.send_text(room.case_id, "biopsy booked")
             (pending,) = client.outbox(room.case_id)
+            assert lost.value.pending_id == pending["id"]  # the error names it
             assert len(room.stored) == 1  # stored; the app does not know
             # A restart: the outbox is in the keystore.
             again = room.client()
@@ -327,13 +328,59 @@ def test_an_app_sending_again_after_a_failure_sends_the_pending_message(
             again.state = again.store.state
             again.state.server = room.url
             assert again.outbox(room.case_id) == [pending]
-            sent = await again.send_text(room.case_id, "biopsy booked")
+            # A retry must be of the same message.
+            with pytest.raises(UsageError) as mismatch:
+                await again.send_text(room.case_id, "biopsy cancelled", retry=pending["id"])
+            assert mismatch.value.code == "retry_mismatch" and len(room.sends) == 1
+            sent = await again.send_text(room.case_id, "biopsy booked", retry=pending["id"])
             assert sent.duplicate and sent.seq == 1 and len(room.stored) == 1
             assert room.sends[0] == room.sends[1]
             assert again.outbox() == []
-            # Sent again on purpose, once acknowledged: a new message.
+            # Retried once more (the app lost this answer too): the same ack, nothing sent.
+            assert await again.send_text(room.case_id, "biopsy booked",
+                                         retry=pending["id"]) == sent
+            assert len(room.sends) == 2
+            # Sent again on purpose: a new message.
             second = await again.send_text(room.case_id, "biopsy booked")
             assert (second.seq, second.duplicate, len(room.stored)) == (2, False, 2)
+
+    asyncio.run(flow())
+
+
+def test_the_same_text_sent_while_an_identical_one_is_pending_is_a_second_message(
+        room: RoomServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Clinical: "Yes" twice is two answers. A plain send never stands in for a pending
+    message with the same content, nor returns its ack."""
+    monkeypatch.setattr(sdk, "SEND_ATTEMPTS", 1)
+
+    async def flow() -> None:
+        async with room.running():
+            client = room.client()
+            room.send_script = ["refuse:rate_limited"]
+            with pytest.raises(ServerRefusedError) as first:
+                await client.send_text(room.case_id, "Yes")
+            assert first.value.pending_id is not None
+            second = await client.send_text(room.case_id, "Yes")  # flushes the first too
+            texts = [client.open_item(room.case_id, i).text for i in room.stored]
+            assert texts == ["Yes", "Yes"] and second.seq == 2 and not second.duplicate
+            ids = {i["envelope"]["client_msg_id"] for i in room.stored}
+            assert len(ids) == 2 and client.outbox() == []
+            # The first, retried by its id, gets its own ack (delivered by that flush).
+            again = await client.send_text(room.case_id, "Yes", retry=first.value.pending_id)
+            assert again.seq == 1 and len(room.stored) == 2
+            # A third identical text is a third message.
+            assert (await client.send_text(room.case_id, "Yes")).seq == 3
+
+    asyncio.run(flow())
+
+
+def test_a_retry_of_an_unknown_id_sends_nothing(room: RoomServer) -> None:
+    async def flow() -> None:
+        async with room.running():
+            client = room.client()
+            with pytest.raises(UsageError) as unknown:
+                await client.send_text(room.case_id, "hello", retry="bm90LWFuLWlk")
+            assert unknown.value.code == "not_pending" and room.sends == []
 
     asyncio.run(flow())
 
@@ -386,6 +433,7 @@ def test_a_message_refused_for_good_leaves_the_outbox(room: RoomServer) -> None:
             with pytest.raises(ServerRefusedError) as refused:
                 await client.send_text(room.case_id, "hello")
             assert refused.value.code == "not_member"
+            assert refused.value.pending_id is None  # nothing waits
             assert client.outbox() == [] and room.stored == []
             # Its sender_seq is free again: no false gap for the next message.
             sent = await client.send_text(room.case_id, "hello again")
@@ -409,7 +457,8 @@ def test_a_socket_closed_during_a_send_keeps_the_message(room: RoomServer) -> No
                 await task
             assert refused.value.status == 4403
             # Not an answer to the send: it may have been stored, so it is not dropped.
-            assert len(client.outbox(room.case_id)) == 1
+            (pending,) = client.outbox(room.case_id)
+            assert refused.value.pending_id == pending["id"]
 
     asyncio.run(flow())
 
@@ -422,15 +471,16 @@ def test_a_watcher_delivers_what_is_pending_after_it_reconnects(
         async with room.running():
             client = room.client()
             room.send_script = ["refuse:rate_limited"]
-            with pytest.raises(ServerRefusedError):
+            with pytest.raises(ServerRefusedError) as failed:
                 await client.send_text(room.case_id, "while throttled")
             assert len(client.outbox()) == 1 and room.stored == []
             w = Watcher(client, room.case_id)
             await w.until(lambda: w.texts() == ["while throttled"])
             assert client.outbox() == [] and len(room.stored) == 1
-            # The app, told the send failed, sends it again: delivered meanwhile, so it
-            # gets that ack and nothing is sent twice.
-            again = await client.send_text(room.case_id, "while throttled")
+            # The app, told the send failed, retries it by its id: delivered meanwhile, so
+            # it gets that ack and nothing is sent twice.
+            again = await client.send_text(room.case_id, "while throttled",
+                                           retry=failed.value.pending_id)
             assert again.seq == 1 and len(room.stored) == 1 and len(room.sends) == 2
             # The same text once more is a new message.
             assert (await client.send_text(room.case_id, "while throttled")).seq == 2

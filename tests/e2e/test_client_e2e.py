@@ -513,14 +513,15 @@ def test_an_app_retrying_after_a_lost_ack_does_not_store_twice(
     pcp.add_member(case_id, derm.user_id)
     monkeypatch.setattr(sdk, "SEND_ATTEMPTS", 1)  # the SDK gives up at once: the app retries
     cut = _cut_before_the_ack(monkeypatch, case_id)
-    with pytest.raises(ConnectionLostError):
+    with pytest.raises(ConnectionLostError) as lost:
         asyncio.run(pcp.send_text(case_id, "biopsy booked"))
+    assert lost.value.pending_id == b64e(cut[0])  # the error names the waiting message
     assert _stored(case_id, cut[0]) == 1  # stored; the app cannot know
-    # The app (restarted: the outbox is in the keystore) sends the same text again.
+    # The app (restarted: the outbox is in the keystore) retries that message by its id.
     again = CollabClient(server, keystore=Keystore.load(tmp_path / "pcp" / "keystore.json",
                                                         PASS))
     assert [e["id"] for e in again.outbox(case_id)] == [b64e(cut[0])]
-    sent = asyncio.run(again.send_text(case_id, "biopsy booked"))
+    sent = asyncio.run(again.send_text(case_id, "biopsy booked", retry=lost.value.pending_id))
     assert sent.duplicate and sent.client_msg_id == cut[0]
     assert m.Message.objects.filter(case_id=case_id).count() == 1
     assert again.outbox() == []

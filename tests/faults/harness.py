@@ -228,7 +228,7 @@ def run(scenario: Coroutine[Any, Any, T]) -> T:
         connections.close_all()
 
 
-# How often the app may call send_text again after it raised a transient error.
+# How often the app may retry a send_text after it raised a transient error.
 APP_RETRIES = 5
 
 
@@ -237,15 +237,18 @@ async def send_all(client: CollabClient, case_id: uuid.UUID, texts: list[str],
                    on_sent: Callable[[int], None] | None = None,
                    retries: list[str] | None = None) -> None:
     """The app: one ``send_text`` per message. The SDK retries over reconnects; when it
-    still raises a transient error the message waits in its outbox, and the app calls
-    again with the same text (the SDK's contract: that sends the pending one, stored
-    once). Each such call is noted in ``retries``; anything else fails the scenario."""
+    still raises a transient error the message waits in its outbox and the error names
+    it (``pending_id``); the app retries that one explicitly (``retry=``: the pending
+    message, stored once; a plain send would be a new message). Each such retry is noted
+    in ``retries``; anything else fails the scenario."""
     for i, text in enumerate(texts):
+        retry: str | None = None
         for attempt in range(APP_RETRIES + 1):
             try:
-                sent.append(await client.send_text(case_id, text, room=room))
+                sent.append(await client.send_text(case_id, text, room=room, retry=retry))
                 break
             except ClientError as error:
+                retry = error.pending_id or retry  # None: nothing was sealed yet
                 if not is_transient(error) or attempt == APP_RETRIES:
                     raise AssertionError(
                         f"send_text of message {i} gave up: {error!r}") from error

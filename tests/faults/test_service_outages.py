@@ -95,7 +95,7 @@ def test_one_of_two_daphne_processes_killed_mid_send(stack: Stack, tmp_path: Pat
     case_id, (pcp, derm, nurse) = stack.room(tmp_path, one.url, two.url, one.url)
     intended = texts("kill", 16)
     sent: list[Sent] = []
-    retries: list[str] = []  # the app called send_text again after a transient error
+    retries: list[str] = []  # the app retried a send_text after a transient error
 
     async def scenario() -> tuple[Watcher, Watcher]:
         far, near = Watcher(derm, case_id), Watcher(nurse, case_id)
