@@ -38,6 +38,7 @@ CSRF_COOKIES = ("csrftoken", "__Host-csrftoken")
 NONCE_PATH = "/api/device-nonce"
 NONCE_HEADER = "X-Collab-Nonce"
 PROOF_HEADER = "X-Collab-Proof"
+BACKGROUND_HEADER = "X-Collab-Background"  # an automatic write (protocol §2 activity)
 # The server honours a nonce for 300 s; fetch a new one well before that.
 NONCE_MAX_AGE = 240.0
 # 401 codes after which one retry with the fresh nonce the answer carries can succeed.
@@ -254,10 +255,14 @@ class HttpSession:
             return failure.status, ""
         return response.status, response.headers.get("Location", "")
 
-    def json(self, method: str, path: str, body: dict[str, Any] | None = None) -> Response:
+    def json(self, method: str, path: str, body: dict[str, Any] | None = None, *,
+             background: bool = False) -> Response:
+        """``background``: a write the client makes by itself, not a person's action
+        (``X-Collab-Background: 1``: it does not postpone automatic logoff)."""
         data = json.dumps(body).encode() if body is not None else None
         content_type = "application/json" if data else None
-        with self._reading(), self._exchange(method, path, data, content_type) as r:
+        headers = {BACKGROUND_HEADER: "1"} if background else None
+        with self._reading(), self._exchange(method, path, data, content_type, headers) as r:
             return Response(r.status, json.loads(r.read() or b"{}"))
 
     def put_bytes(self, path: str, data: bytes) -> Response:

@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import contextvars
 import io
 import json
 import os
@@ -138,6 +139,21 @@ UPLOAD_ATTEMPTS = 6  # per part and for complete
 SHRINKING = (RemoveDeviceBody, RemoveUserBody)
 Progress = Callable[[int, int], None]  # (bytes just done, total bytes)
 T = TypeVar("T")
+# Set while the client writes by itself (key backup, pin sync, revoked-device removals,
+# enrolment): those requests carry X-Collab-Background, so they are no person's activity.
+# A context variable: asyncio.to_thread copies the context, so one thread's automatic
+# step never marks another's request.
+_AUTOMATIC: contextvars.ContextVar[bool] = contextvars.ContextVar("collab_automatic",
+                                                                 default=False)
+
+
+@contextlib.contextmanager
+def _automatic() -> Iterator[None]:
+    token = _AUTOMATIC.set(True)
+    try:
+        yield
+    finally:
+        _AUTOMATIC.reset(token)
 
 
 @dataclass(frozen=True)
@@ -341,8 +357,6 @@ class CollabClient:
         self._send_locks: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, dict[uuid.UUID, asyncio.Lock]] = \
             weakref.WeakKeyDictionary()
-        # Acks of this run, by client_msg_id: (the message's key, whether a send call
-        # had raised for it before, the ack).
         # Reconnect backoff (seconds): doubles per failure in a row, capped, with jitter.
         self.backoff_first = 0.2
         self.backoff_max = 15.0
@@ -362,7 +376,7 @@ class CollabClient:
     # --- plumbing -------------------------------------------------------------------
     def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         try:
-            return self.http.json(method, path, body).body
+            return self.http.json(method, path, body, background=_AUTOMATIC.get()).body
         except ApiError as error:
             raise _refusal(error) from None
 
@@ -701,8 +715,9 @@ class CollabClient:
             blob = seal_pins(identity.uik_seed, document_bytes(synced))
             sig = sign_pins(identity.uik_seed, identity.user_id, version + 1, blob)
             try:
-                self.call("PUT", "/api/identity/pins",
-                          {"version": version + 1, "blob": b64e(blob), "sig": b64e(sig)})
+                with _automatic():
+                    self.call("PUT", "/api/identity/pins",
+                              {"version": version + 1, "blob": b64e(blob), "sig": b64e(sig)})
             except ServerRefusedError as refused:
                 if refused.status == 409 and refused.code == "stale_pins":
                     continue
@@ -843,7 +858,8 @@ class CollabClient:
                       "item": b64e(seal_backup_item(key, state.case_id, e, state.keys[e]))}
                      for e in batch]
             try:
-                self.call("PUT", "/api/key-backup", {"items": items})
+                with _automatic():
+                    self.call("PUT", "/api/key-backup", {"items": items})
             except ServerRefusedError:
                 self.save()
                 return
@@ -978,7 +994,8 @@ class CollabClient:
                 return RemoveDeviceBody(user_id, device_id)
 
             try:
-                self._commit(case_id, body)
+                with _automatic():  # the client's own clean-up, not a person's action
+                    self._commit(case_id, body)
             except UsageError as gone:
                 if gone.code != "not_in_roster":
                     raise
@@ -1008,7 +1025,8 @@ class CollabClient:
                               state.head.entry_hash(), cert)
 
         try:
-            self._commit(case_id, body)
+            with _automatic():  # the device joins by itself
+                self._commit(case_id, body)
         except UsageError as already:
             if already.code != "already_enrolled":
                 raise
