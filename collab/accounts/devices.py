@@ -10,7 +10,14 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from collab.accounts import proofs
-from collab.accounts.models import Device, IdentityBackup, IdentityKey, IdentityPins, User
+from collab.accounts.models import (
+    Device,
+    IdentityBackup,
+    IdentityKey,
+    IdentityPins,
+    RetiredIdentityKey,
+    User,
+)
 from collab.accounts.policy import is_admin
 from collab.audit.services import AuditAction, RequestMeta, audit_record
 from collab.crypto import primitives
@@ -28,13 +35,19 @@ MAX_BACKUP_BYTES = 4096
 def identity_register(
     *, user: User, uik_pub: bytes, meta: RequestMeta | None = None
 ) -> IdentityKey:
-    """Once per user: replacing a UIK would let the server swap identities."""
+    """Once per user: replacing a UIK would let the server swap identities. A key an
+    identity reset retired is refused (409 ``identity_retired``), for anyone: its
+    holder could otherwise take the user's place in every roster still naming it."""
     try:
         primitives.check_ed25519_public(uik_pub)
     except CryptoError as error:
         raise ServiceError(error.code, error.message or "Not an Ed25519 public key.") from None
     try:
         with transaction.atomic():
+            # Under the user's row lock, which identity_reset holds while retiring.
+            User.objects.select_for_update().filter(pk=user.pk).first()
+            if is_retired(uik_pub):
+                raise Conflict("identity_retired", "That identity key was retired by a reset.")
             identity = IdentityKey.objects.create(user=user, uik_pub=uik_pub)
             # A new identity starts with no pin book or backup: any left is a late write
             # under an identity an operator reset (services.identity_reset), which the
@@ -48,6 +61,10 @@ def identity_register(
             return existing
         raise Conflict("identity_exists", "An identity key is already registered.") from None
     return identity
+
+
+def is_retired(uik_pub: bytes) -> bool:
+    return RetiredIdentityKey.objects.filter(uik_pub=uik_pub).exists()
 
 
 def identity_backup_store(*, user: User, ciphertext: bytes) -> None:
@@ -127,8 +144,12 @@ def device_register(
     identity = IdentityKey.objects.filter(user=user).first()
     if identity is None:
         raise ServiceError("no_identity", "Register the identity key first.")
+    uik_pub = bytes(identity.uik_pub)
+    if is_retired(uik_pub):
+        # Not reachable through identity_register; a key put back some other way.
+        raise Conflict("identity_retired", "The registered identity key was retired.")
     try:
-        verify_device_cert(cert, bytes(identity.uik_pub))
+        verify_device_cert(cert, uik_pub)
         primitives.check_x25519_public(cert.dxk_pub)
     except CryptoError as error:
         raise ServiceError(error.code, error.message or "Invalid device certificate.") from None
@@ -146,6 +167,7 @@ def device_register(
         dxk_pub=cert.dxk_pub,
         not_before_ms=cert.not_before_ms,
         cert_sig=cert.cert_sig,
+        uik_pub=uik_pub,
     )
     audit_record(
         action=AuditAction.DEVICE_REGISTERED,

@@ -57,6 +57,16 @@ class IdentityKey(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
 
+class RetiredIdentityKey(models.Model):
+    """A UIK an operator's identity reset retired: never registered again, for anyone.
+    Whoever holds its secret could otherwise register it before the real user sets up and
+    be back in every roster that still names it."""
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="retired_identities")
+    uik_pub = models.BinaryField(max_length=32)
+    retired_at = models.DateTimeField(auto_now_add=True)
+
+
 class IdentityBackup(models.Model):
     """The UIK secret, encrypted on the client under a recovery key only the user holds."""
 
@@ -88,6 +98,10 @@ class Device(models.Model):
     dxk_pub = models.BinaryField(max_length=32)
     not_before_ms = models.BigIntegerField()
     cert_sig = models.BinaryField(max_length=64)
+    # The UIK that certified the device, recorded at registration: which identity of the
+    # user it belongs to, without comparing clocks. None: certified by an identity that
+    # was reset before this was recorded.
+    uik_pub = models.BinaryField(max_length=32, null=True)
     created_at = models.DateTimeField(auto_now_add=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
     revoked_by = models.ForeignKey(

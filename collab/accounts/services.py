@@ -20,7 +20,13 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from collab.accounts import proofs
 from collab.accounts.models import Device as UserDevice
-from collab.accounts.models import IdentityBackup, IdentityKey, IdentityPins, User
+from collab.accounts.models import (
+    IdentityBackup,
+    IdentityKey,
+    IdentityPins,
+    RetiredIdentityKey,
+    User,
+)
 from collab.accounts.policy import LAST_ACTIVITY_KEY, second_factor_satisfied
 from collab.audit.services import AuditAction, Outcome, RequestMeta, audit_record
 from collab.realtime import device_group, publish_after_commit, session_group, user_group
@@ -232,10 +238,11 @@ def _user_session_keys(user: User) -> list[str]:
 def identity_reset(*, user: User, by: str, actor: User | None = None) -> IdentityResetResult:
     """Forget the user's identity key so their next sign-in registers a new one with the
     first-use flow: every device revoked (reason "identity reset"; its sockets close),
-    the registered UIK, its backup and the pin book deleted (sealed under the old key,
-    useless to the new one), every session of the user ended. Case rosters keep the old
-    key: peers' clients see an identity change, and a case owner or admin readmits the
-    user after a person accepts the new key. Audited as ``IDENTITY_RESET`` naming ``by``.
+    the registered UIK retired (never registered again), its backup and the pin book
+    deleted (sealed under the old key, useless to the new one), every session of the
+    user ended. Case rosters keep the old key: peers' clients see an identity change,
+    and a case owner or admin readmits the user after a person accepts the new key.
+    Audited as ``IDENTITY_RESET`` naming ``by``.
 
     The user's key backup (cases' epoch keys) is forgotten by the caller in the same
     transaction: accounts knows nothing of cases."""
@@ -265,6 +272,10 @@ def identity_reset(*, user: User, by: str, actor: User | None = None) -> Identit
         publish_after_commit(session_group(key), {"type": "session.ended", "reason": "reset"})
     # Sockets of sessions already gone (or never recorded) close through the user group.
     publish_after_commit(user_group(user.pk), {"type": "session.ended", "reason": "reset"})
+    # Retired, not only forgotten: whoever holds the old secret must not register it
+    # again before the user sets up (devices.identity_register refuses it).
+    for identity in IdentityKey.objects.filter(user=user):
+        RetiredIdentityKey.objects.create(user=user, uik_pub=bytes(identity.uik_pub))
     result = IdentityResetResult(
         user_id=str(user.pk),
         devices_revoked=revoked,

@@ -42,13 +42,14 @@ def readable_epochs(*, case_id: uuid.UUID, device_id: uuid.UUID) -> QuerySet[Key
     """Epochs the device may fetch messages of: those some device of its user was given
     a key for (a wrap). A user's new device recovers those keys from the user's key
     backup, so it reads the history its user had, never an epoch the user had no key for.
-    Only devices of the user's current identity count (registered since its key was):
-    after an identity reset the old devices' keys are gone with the old key, so their
-    epochs are not served to the new devices. The caller has checked that the device is
-    the caller's own and active."""
+    Only devices of the user's current identity count (certified by the key registered
+    now, as recorded at their registration; no clocks compared): after an identity reset
+    the old devices' keys are gone with the old key, so their epochs are not served to
+    the new devices. The caller has checked that the device is the caller's own and
+    active."""
     user = Device.objects.filter(pk=device_id).values("user_id")
-    since = IdentityKey.objects.filter(user_id__in=user).values("created_at")[:1]
-    current = Device.objects.filter(user_id__in=user, created_at__gte=Subquery(since))
+    uik = IdentityKey.objects.filter(user_id__in=user).values("uik_pub")[:1]
+    current = Device.objects.filter(user_id__in=user, uik_pub=Subquery(uik))
     own_devices = current.values("pk")
     return (
         KeyWrap.objects.filter(case_id=case_id, device_id__in=own_devices)
