@@ -13,6 +13,7 @@ import { uikPublic } from './identity.js';
 import { deleteInviteSecret, listInviteSecrets, saveInviteSecret } from './keystore.js';
 
 const STALE_MS = 30 * 24 * 3600 * 1000;
+const IO = { api, listInviteSecrets, deleteInviteSecret };
 
 /** RFC 4648 base64url without padding. */
 export function base64url(bytes) {
@@ -54,10 +55,13 @@ export async function keepFragmentSecret(hash) {
 /**
  * For every kept secret whose invitation this patient accepted: sign and post the
  * proof, then forget the secret. Returns the invitations proved. Needs the identity
- * seed on this device (device.uikSeed).
+ * seed on this device (device.uikSeed). The page does this by itself, so the proofs
+ * are background requests (no person's activity). io: {api, listInviteSecrets,
+ * deleteInviteSecret} (api.js and keystore.js; replaced in node tests).
  */
-export async function postInviteProofs(device) {
+export async function postInviteProofs(device, io = IO) {
   if (!device?.uikSeed) return [];
+  const { api, listInviteSecrets, deleteInviteSecret } = io;
   const secrets = await listInviteSecrets();
   if (!secrets.length) return [];
   const { invitations } = await api('GET', '/api/invitations/mine');
@@ -76,7 +80,7 @@ export async function postInviteProofs(device) {
     }
     const sig = signInviteProof(seed, inv.case, pub, device.userId, uik);
     try {
-      await api('POST', `/api/invitations/${inv.id}/proof`, { json: { proof_sig: b64e(sig) } });
+      await api('POST', `/api/invitations/${inv.id}/proof`, { json: { proof_sig: b64e(sig) }, background: true });
       proved.push(inv);
     } catch (err) {
       // Refused for good (bad proof, not pending): the secret is of no further use.

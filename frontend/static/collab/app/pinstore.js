@@ -216,7 +216,8 @@ export class PinStore {
       const next = version + 1;
       const sig = signPins(seed, this.me, next, blob);
       try {
-        await this.io.api('PUT', '/api/identity/pins', { json: { version: next, blob: b64e(blob), sig: b64e(sig) } });
+        // The page syncs by itself: background, so it does not postpone automatic logoff.
+        await this.io.api('PUT', '/api/identity/pins', { json: { version: next, blob: b64e(blob), sig: b64e(sig) }, background: true });
       } catch (err) {
         if (err instanceof ApiError && err.status === 409 && err.code === 'stale_pins') continue;
         throw err;
