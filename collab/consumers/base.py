@@ -36,6 +36,10 @@ CLOSE_TOO_SLOW = 4507
 ACTIVITY_WRITE_SECONDS = 30.0
 
 
+# Why the server closes a socket: (error code, message, close code).
+Refusal = tuple[str, str, int]
+
+
 class FrameError(Exception):
     """A frame that is refused; the socket stays open unless ``close_code`` is set."""
 
@@ -155,15 +159,16 @@ class AuthenticatedConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
                 LAYER.note_failure(error)
 
     async def watch_session(self) -> None:
-        """Every SESSION_CHECK_SECONDS: is the session still valid? A database that
-        cannot answer is retried; past twice the interval unchecked, close 4503."""
+        """Every SESSION_CHECK_SECONDS: may the socket stay open (check_still_allowed)?
+        A database that cannot answer is retried; past twice the interval unchecked,
+        close 4503."""
         interval = settings.SESSION_CHECK_SECONDS
         last_checked = time.monotonic()
         try:
             while not self.closing:
                 await asyncio.sleep(interval)
                 try:
-                    valid = await database_sync_to_async(self._session_still_valid)()
+                    refusal = await database_sync_to_async(self._still_allowed)()
                 except Exception as error:  # DatabaseError and friends
                     unchecked = time.monotonic() - last_checked
                     log.warning("session check failed (%.1fs unchecked): %r", unchecked, error)
@@ -173,9 +178,8 @@ class AuthenticatedConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
                         return
                     continue
                 last_checked = time.monotonic()
-                if not valid:
-                    await self.end("session_ended", "Your session has ended.",
-                                   CLOSE_UNAUTHENTICATED)
+                if refusal is not None:
+                    await self.end(*refusal)
                     return
         except asyncio.CancelledError:
             raise
@@ -184,20 +188,30 @@ class AuthenticatedConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             with contextlib.suppress(Exception):
                 await self.end("unavailable", "Reconnect.", CLOSE_UNAVAILABLE)
 
-    def _session_still_valid(self) -> bool:
+    def _still_allowed(self) -> Refusal | None:
+        """The watchdog's check (in a thread): None while the socket may stay open."""
         try:
-            key = self.session.session_key
-            if not key or not self.session.exists(key):
-                return False
-            fresh = self.session.__class__(session_key=key)
-            # The user row itself: a deactivated user's sockets close.
-            user = User.objects.filter(pk=self.user.pk).first()
-            return user is not None and socket_verdict(user, fresh) is None
+            return self.check_still_allowed()
         except DatabaseError:
             # A broken connection must not be reused by the next check.
             with contextlib.suppress(Exception):
                 connection.close()
             raise
+
+    def check_still_allowed(self) -> Refusal | None:
+        """Subclasses add their own checks (a case room: device and roster)."""
+        if not self._session_still_valid():
+            return ("session_ended", "Your session has ended.", CLOSE_UNAUTHENTICATED)
+        return None
+
+    def _session_still_valid(self) -> bool:
+        key = self.session.session_key
+        if not key or not self.session.exists(key):
+            return False
+        fresh = self.session.__class__(session_key=key)
+        # The user row itself: a deactivated user's sockets close.
+        user = User.objects.filter(pk=self.user.pk).first()
+        return user is not None and socket_verdict(user, fresh) is None
 
     async def session_ended(self, event: dict[str, Any]) -> None:
         await self.end("session_ended", "Your session has ended.", CLOSE_UNAUTHENTICATED)

@@ -6,13 +6,15 @@ Thin: each frame type has one handler that validates, calls one service, answers
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import uuid
 from typing import Any
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from django.conf import settings
-from django.db import DatabaseError
+from django.db import DatabaseError, connection
 
 from collab.accounts import proofs
 from collab.accounts.ws_auth import CLOSE_UNAVAILABLE
@@ -20,7 +22,7 @@ from collab.audit.services import AuditAction, RequestMeta, audit_record
 from collab.cases import access, selectors
 from collab.cases.models import Case
 from collab.cases.services import consults, messages
-from collab.consumers.base import AuthenticatedConsumer, FrameError
+from collab.consumers.base import AuthenticatedConsumer, FrameError, Refusal
 from collab.crypto.envelope import Envelope
 from collab.crypto.errors import CryptoError
 from collab.crypto.wire import b64d, b64e
@@ -30,6 +32,11 @@ from collab.realtime import LAYER, case_group, device_group, publish
 CLOSE_NOT_MEMBER = 4403
 CLOSE_NO_CASE = 4404
 CLOSE_BAD_REQUEST = 4400
+# A live message whose epoch the database could not check is asked about again this often
+# (the watchdog closes the socket 4503 if the database stays away).
+EPOCH_RETRY_SECONDS = 1.0
+
+log = logging.getLogger("collab.realtime")
 
 
 def _int(frame: dict[str, Any], name: str, low: int = 0, high: int = 2**62) -> int:
@@ -44,6 +51,8 @@ class CaseRoomConsumer(AuthenticatedConsumer):
     activity_frames = frozenset({"send", "typing", "ack_urgent"})
 
     awaiting_proof = False
+    # Device and roster checked and the room's groups joined.
+    admitted = False
 
     def is_activity(self, frame: dict[str, Any]) -> bool:
         # typing {active: false} is sent when a draft is cleared or the page loses focus,
@@ -80,7 +89,44 @@ class CaseRoomConsumer(AuthenticatedConsumer):
             close = CLOSE_NO_CASE if refusal.code == "no_case" else CLOSE_NOT_MEMBER
             await self._refuse(refusal.code, refusal.message, close)
             return False
-        return await self.join_groups([case_group(self.case_id), device_group(self.device_id)])
+        self.admitted = await self.join_groups(
+            [case_group(self.case_id), device_group(self.device_id)]
+        )
+        return self.admitted
+
+    def check_still_allowed(self) -> Refusal | None:
+        # The doorbells that close a revoked or removed device's socket (device.revoked,
+        # case.log) are lost while the channel layer is down: the watchdog asks too.
+        refusal = super().check_still_allowed()
+        if refusal is None and self.admitted:
+            refusal = self._admission_refusal()
+        return refusal
+
+    def _admission_refusal(self) -> Refusal | None:
+        """None while the device is active and in the case's head roster."""
+        try:
+            access.access_roster_device(self.user, self.case_id, self.device_id)
+        except ServiceError:
+            try:
+                access.access_device(self.user, self.device_id)
+            except ServiceError:
+                return ("device_revoked", "This device has been revoked.", CLOSE_NOT_MEMBER)
+            return ("removed", "This device was removed from the case.", CLOSE_NOT_MEMBER)
+        return None
+
+    async def still_admitted(self) -> bool:
+        """Re-check device and roster now; close (4403, or 4503 without a database) and
+        return False when the socket must not go on."""
+        try:
+            refusal = await database_sync_to_async(self._still_allowed)()
+        except DatabaseError:
+            await self.end("unavailable", "The server cannot check your device now; "
+                           "reconnect later.", CLOSE_UNAVAILABLE)
+            return False
+        if refusal is not None:
+            await self.end(*refusal)
+            return False
+        return True
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if self.awaiting_proof and not self.closing:
@@ -174,8 +220,15 @@ class CaseRoomConsumer(AuthenticatedConsumer):
             LAYER.register(self)
 
     async def layer_recovered(self) -> None:
-        """The channel layer was down and works again: frames may have been missed."""
-        await self._hello(resync=True)
+        """The channel layer was down and works again: frames may have been missed,
+        among them the ones that would have closed this socket."""
+        if self.closing or not await self.still_admitted():
+            return
+        try:
+            await self._hello(resync=True)
+        except DatabaseError:
+            await self.end("unavailable", "The server cannot reach its database now; "
+                           "reconnect and resume.", CLOSE_UNAVAILABLE)
 
     # --- frames from the client -------------------------------------------------
 
@@ -214,6 +267,10 @@ class CaseRoomConsumer(AuthenticatedConsumer):
     async def handle_resume(self, frame: dict[str, Any]) -> None:
         after = _int(frame, "after")
         limit = _int(frame, "limit", 1, settings.HISTORY_PAGE_MAX) if "limit" in frame else 100
+        # History only for a device still in the roster (a lost doorbell must not leave
+        # a removed device reading).
+        if not await self.still_admitted():
+            return
         page = await database_sync_to_async(selectors.history_page)(
             case_id=self.case_id,
             device_id=self.device_id,
@@ -297,19 +354,41 @@ class CaseRoomConsumer(AuthenticatedConsumer):
 
     async def case_message(self, event: dict[str, Any]) -> None:
         message = event["message"]
-        epoch = message["envelope"]["epoch"]
+        try:
+            readable = await self._readable(message["envelope"]["epoch"])
+        except DatabaseError as error:
+            # Not a reason to close the socket (1011): ask again until the database
+            # answers. Live frames are not ordered anyway; seqs tell the client.
+            log.warning("live message held, database unavailable: %r", error)
+            self.spawn(self._deliver_later(message))
+            return
+        if readable:
+            await self.send_json({"type": "message", **message})
+
+    async def _readable(self, epoch: int) -> bool:
         if epoch not in self.epochs:
-            # A key this device may have gained since connecting: ask the database once.
-            self.epochs = set(
-                await database_sync_to_async(
-                    lambda: list(
-                        selectors.readable_epochs(case_id=self.case_id, device_id=self.device_id)
-                    )
-                )()
-            )
-            if epoch not in self.epochs:
-                return
-        await self.send_json({"type": "message", **message})
+            # A key this device may have gained since connecting: ask the database.
+            self.epochs = set(await database_sync_to_async(self._readable_epochs)())
+        return epoch in self.epochs
+
+    def _readable_epochs(self) -> list[int]:
+        try:
+            return list(selectors.readable_epochs(case_id=self.case_id, device_id=self.device_id))
+        except DatabaseError:
+            with contextlib.suppress(Exception):
+                connection.close()  # not reused broken by the next attempt
+            raise
+
+    async def _deliver_later(self, message: dict[str, Any]) -> None:
+        while not self.closing:
+            await asyncio.sleep(EPOCH_RETRY_SECONDS)
+            try:
+                readable = await self._readable(message["envelope"]["epoch"])
+            except DatabaseError:
+                continue
+            if readable:
+                await self.send_json({"type": "message", **message})
+            return
 
     async def case_log(self, event: dict[str, Any]) -> None:
         if str(self.device_id) not in event["devices"]:

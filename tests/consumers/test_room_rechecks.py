@@ -1,0 +1,167 @@
+"""A revoked or removed device's socket closes even when the doorbell that says so
+(``device.revoked``, ``case.log``) was lost, e.g. during a channel-layer outage: the
+watchdog, the resync after the outage and ``resume`` all check device and roster again.
+And a database error while relaying a live message does not close the socket.
+
+In process (channels' communicator): the lost doorbell is the change made in the
+database without ringing it, exactly what a Redis outage leaves behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+from channels.db import database_sync_to_async as sync_to_async
+from channels.layers import get_channel_layer
+from channels.testing import WebsocketCommunicator
+from django.db import OperationalError
+from django.utils import timezone
+
+from collab.accounts.models import Device
+from collab.asgi import application
+from collab.cases import selectors
+from collab.cases.models import MemberDevice
+from collab.consumers import case_room
+from collab.realtime import LAYER, case_group
+from tests.support.rooms import Member, build_room
+from tests.support.ws import answer_challenge, room_path
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+async def open_room(member: Member) -> WebsocketCommunicator:
+    case_id, device_id = member.state.case_id, member.device.device_id
+    headers = [(b"origin", b"http://127.0.0.1"), (b"host", b"127.0.0.1"),
+               (b"cookie", f"sessionid={member.session}".encode())]
+    communicator = WebsocketCommunicator(application, room_path(case_id, device_id),
+                                         headers=headers)
+    assert (await communicator.connect())[0]
+    await answer_challenge(communicator, case_id, device_id)
+    assert (await communicator.receive_json_from(timeout=5))["type"] == "hello"
+    return communicator
+
+
+def revoke_silently(member: Member) -> None:
+    """Revoked in the database; the device.revoked doorbell never rang."""
+    Device.objects.filter(pk=member.device.device_id).update(revoked_at=timezone.now())
+
+
+def remove_silently(member: Member) -> None:
+    """Out of the head roster; the case.log doorbell never rang."""
+    MemberDevice.objects.filter(device_id=member.device.device_id).delete()
+
+
+async def closed_with(communicator: WebsocketCommunicator) -> tuple[list[dict[str, Any]], int]:
+    """The frames up to the close, and its code."""
+    frames: list[dict[str, Any]] = []
+    while True:
+        output = await communicator.receive_output(timeout=5)
+        if output["type"] == "websocket.close":
+            return frames, output["code"]
+        frames.append(json.loads(output["text"]))
+
+
+@pytest.mark.parametrize(
+    ("change", "code"), [(revoke_silently, "device_revoked"), (remove_silently, "removed")]
+)
+async def test_watchdog_closes_a_socket_whose_doorbell_was_lost(settings, change, code) -> None:
+    settings.SESSION_CHECK_SECONDS = 0.1
+    _, member = await sync_to_async(build_room)(2)
+    communicator = await open_room(member)
+    await sync_to_async(change)(member)
+    frames, close = await closed_with(communicator)
+    assert close == 4403
+    assert [f["code"] for f in frames if f["type"] == "error"] == [code]
+    await communicator.disconnect()
+
+
+async def test_the_watchdog_leaves_an_admitted_device_open(settings, monkeypatch) -> None:
+    settings.SESSION_CHECK_SECONDS = 0.01
+    checks: list[object] = []
+    real = case_room.CaseRoomConsumer._admission_refusal
+
+    def counted(consumer: case_room.CaseRoomConsumer) -> object:
+        verdict = real(consumer)
+        checks.append(verdict)
+        return verdict
+
+    monkeypatch.setattr(case_room.CaseRoomConsumer, "_admission_refusal", counted)
+    owner, member = await sync_to_async(build_room)(2)
+    communicator = await open_room(member)
+    await sync_to_async(remove_silently)(owner)  # someone else's change
+    async with asyncio.timeout(10):
+        while len(checks) < 3:  # three ticks of the watchdog, each one checking the roster
+            await asyncio.sleep(0.01)
+    assert checks[:3] == [None, None, None]
+    await communicator.send_json_to({"type": "ping"})
+    assert await communicator.receive_json_from(timeout=5) == {"type": "pong"}
+    await communicator.disconnect()
+
+
+@pytest.mark.parametrize(
+    ("change", "code"), [(revoke_silently, "device_revoked"), (remove_silently, "removed")]
+)
+async def test_resync_after_an_outage_rechecks_admission(settings, change, code) -> None:
+    settings.SESSION_CHECK_SECONDS = 3600  # the watchdog is not what closes it here
+    owner, member = await sync_to_async(build_room)(2)
+    kept, lost = await open_room(owner), await open_room(member)
+    await sync_to_async(change)(member)
+    await LAYER._resync()  # what the probe does once the layer works again
+    frames, close = await closed_with(lost)
+    assert close == 4403
+    assert [f["type"] for f in frames] == ["error"] and frames[0]["code"] == code
+    hello = await kept.receive_json_from(timeout=5)
+    assert hello["type"] == "hello" and hello["resync"] is True
+    for communicator in (kept, lost):
+        await communicator.disconnect()
+
+
+@pytest.mark.parametrize(
+    ("change", "code"), [(revoke_silently, "device_revoked"), (remove_silently, "removed")]
+)
+async def test_resume_refuses_history_to_a_device_no_longer_admitted(
+    settings, change, code
+) -> None:
+    settings.SESSION_CHECK_SECONDS = 3600
+    _, member = await sync_to_async(build_room)(2)
+    communicator = await open_room(member)
+    await sync_to_async(change)(member)
+    await communicator.send_json_to({"type": "resume", "after": 0})
+    frames, close = await closed_with(communicator)
+    assert close == 4403
+    assert [f["type"] for f in frames] == ["error"] and frames[0]["code"] == code
+    await communicator.disconnect()
+
+
+async def test_database_error_relaying_a_live_message_holds_it_and_keeps_the_socket(
+    settings, monkeypatch
+) -> None:
+    settings.SESSION_CHECK_SECONDS = 3600
+    monkeypatch.setattr(case_room, "EPOCH_RETRY_SECONDS", 0.01)
+    _, member = await sync_to_async(build_room)(2)
+    communicator = await open_room(member)
+    new_epoch = 77  # an epoch the socket has not seen: the relay asks the database
+    real = selectors.readable_epochs
+    failures = {"left": 3}
+
+    def flaky(**kwargs: Any) -> list[int]:
+        if failures["left"]:
+            failures["left"] -= 1
+            raise OperationalError("could not connect to server: Connection refused")
+        return [*real(**kwargs), new_epoch]  # the key arrived meanwhile
+
+    monkeypatch.setattr(selectors, "readable_epochs", flaky)
+    message = {"seq": 5, "stored_at": "2026-01-01T00:00:00Z", "envelope": {"epoch": new_epoch}}
+    await get_channel_layer().group_send(
+        case_group(member.state.case_id), {"type": "case.message", "message": message}
+    )
+    # Not closed 1011: the message comes once the database answers again...
+    assert await communicator.receive_json_from(timeout=5) == {"type": "message", **message}
+    assert failures["left"] == 0
+    # ...and the socket goes on.
+    await communicator.send_json_to({"type": "ping"})
+    assert await communicator.receive_json_from(timeout=5) == {"type": "pong"}
+    await communicator.disconnect()
