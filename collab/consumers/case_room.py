@@ -268,8 +268,10 @@ class CaseRoomConsumer(AuthenticatedConsumer):
         after = _int(frame, "after")
         limit = _int(frame, "limit", 1, settings.HISTORY_PAGE_MAX) if "limit" in frame else 100
         # History only for a device still in the roster (a lost doorbell must not leave
-        # a removed device reading).
-        if not await self.still_admitted():
+        # a removed device reading). A database error: error unavailable, socket open.
+        refusal = await database_sync_to_async(self._still_allowed)()
+        if refusal is not None:
+            await self.end(*refusal)
             return
         page = await database_sync_to_async(selectors.history_page)(
             case_id=self.case_id,

@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from collab.accounts.models import Device
 from collab.asgi import application
-from collab.cases import selectors
+from collab.cases import access, selectors
 from collab.cases.models import MemberDevice
 from collab.consumers import case_room
 from collab.realtime import LAYER, case_group
@@ -164,4 +164,29 @@ async def test_database_error_relaying_a_live_message_holds_it_and_keeps_the_soc
     # ...and the socket goes on.
     await communicator.send_json_to({"type": "ping"})
     assert await communicator.receive_json_from(timeout=5) == {"type": "pong"}
+    await communicator.disconnect()
+
+
+async def test_resume_without_a_database_answers_unavailable_and_stays_open(
+    settings, monkeypatch
+) -> None:
+    settings.SESSION_CHECK_SECONDS = 3600
+    _, member = await sync_to_async(build_room)(2)
+    communicator = await open_room(member)
+    real = access.access_roster_device
+    failures = {"left": 1}
+
+    def flaky(*args: Any, **kwargs: Any) -> Any:
+        if failures["left"]:
+            failures["left"] -= 1
+            raise OperationalError("could not connect to server: Connection refused")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(access, "access_roster_device", flaky)
+    await communicator.send_json_to({"type": "resume", "after": 0, "ref": "r1"})
+    error = await communicator.receive_json_from(timeout=5)
+    assert (error["type"], error["code"], error["ref"]) == ("error", "unavailable", "r1")
+    await communicator.send_json_to({"type": "resume", "after": 0, "ref": "r2"})
+    page = await communicator.receive_json_from(timeout=5)
+    assert (page["type"], page["ref"]) == ("messages", "r2")
     await communicator.disconnect()
