@@ -1,10 +1,12 @@
 // This browser's keys, in IndexedDB. The device signing key (DSK) is a WebCrypto
 // Ed25519 CryptoKey generated with extractable: false and stored as that object:
-// script can sign with it, nobody can read its bytes. The other secrets (key-wrap
-// secret, identity seed, and the DSK seed of a browser set up before WebCrypto keys
-// or without WebCrypto Ed25519) are stored only AES-GCM-encrypted under a WebCrypto
-// AES key, also non-extractable and kept in IndexedDB. Nothing secret goes to
-// localStorage, sessionStorage or URLs.
+// script can sign with it, nobody can read its bytes. Only the DSK is such a key. The
+// other secrets (key-wrap secret, identity seed, and the DSK seed of a browser set up
+// before WebCrypto keys or without WebCrypto Ed25519) are stored AES-GCM-encrypted
+// under a non-extractable WebCrypto AES key kept in IndexedDB, and decrypted into page
+// memory when loadDevice runs: script running in the page (an XSS) can read them
+// then. The encryption keeps them out of plain sight in the profile's files, not from
+// the page. Nothing secret goes to localStorage, sessionStorage or URLs.
 //
 // Also kept here (not secret): per-case memos, so a reload keeps sender_seq
 // increasing and notices a server that rolls the membership log back.
@@ -61,6 +63,26 @@ async function wrappingKey() {
 
 const ad = (userId) => new TextEncoder().encode(`collab/device-keys/v1/${userId}`);
 
+const SELF_CHECK = new TextEncoder().encode('collab/dsk-self-check/v1\0');
+
+/**
+ * Whether a stored DSK CryptoKey is the key of the certificate's dsk_pub. A
+ * non-extractable key shows no public bytes, so it signs a random challenge (never
+ * sent anywhere) that must verify under dsk_pub.
+ */
+export async function dskMatches(privateKey, dskPub) {
+  const challenge = new Uint8Array(SELF_CHECK.length + 32);
+  challenge.set(SELF_CHECK);
+  challenge.set(crypto.getRandomValues(new Uint8Array(32)), SELF_CHECK.length);
+  try {
+    const sig = await crypto.subtle.sign({ name: 'Ed25519' }, privateKey, challenge);
+    const pub = await crypto.subtle.importKey('raw', dskPub, { name: 'Ed25519' }, false, ['verify']);
+    return await crypto.subtle.verify({ name: 'Ed25519' }, pub, sig, challenge);
+  } catch {
+    return false; // not an Ed25519 signing key
+  }
+}
+
 /**
  * Device record: {userId, deviceId, signer, dskKey, dskSeed, dxkSecret, uikSeed, cert
  * (wire), name}. The DSK is `dskKey` (a non-extractable CryptoKey, stored as is) or,
@@ -108,6 +130,9 @@ export async function loadDevice(userId) {
   let signer;
   let dskSeed = null;
   if (stored.dsk) {
+    // A key swapped into the record (or a record mixed up with another device's)
+    // would sign under a public key the certificate does not name: refuse it.
+    if (!(await dskMatches(stored.dsk, certDsk))) return null;
     signer = webCryptoSigner(stored.dsk, certDsk);
   } else if (d.dskSeed) {
     // Set up before DSKs were WebCrypto keys (or without WebCrypto Ed25519): the seed
