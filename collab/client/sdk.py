@@ -445,37 +445,73 @@ class CollabClient:
         self.http = self._new_http()
         return device
 
-    def init(self, device_name: str = "collab-client", *, after_reset: bool = False) -> str:
+    def init(self, device_name: str = "collab-client", *, after_reset: bool = False,
+             password: str | None = None) -> str:
         """First device of a user: identity key, its backup, this device. Returns the
         recovery key (shown to the user once; the server never sees it).
 
         ``after_reset``: an operator reset this user's identity (the server has no
         identity key for them any more) and this keystore still holds the old one and
         its revoked device: replace them with a new identity. The pins of other people
-        and the verified log heads stay; then ``rejoin_cases``."""
+        and the verified log heads stay; then ``rejoin_cases``.
+
+        Calling it again after a failure goes on with the identity this keystore already
+        registered (no ``has_identity``). A backup stored by the failed call, whose
+        answer was lost, was sealed under a recovery key nobody saw: replacing it needs
+        the account's ``password`` (``init_incomplete`` without)."""
         if self.state.device is not None and not after_reset:
             raise UsageError("this keystore already has a device", code="device_exists")
+        registered: dict[str, Any] | None
         try:
-            self.call("GET", "/api/identity")
+            registered = self.call("GET", "/api/identity")
         except ServerRefusedError as refused:
             if refused.code != "no_identity":
                 raise
-        else:
+            registered = None
+        identity = self._unfinished_identity(registered)
+        if registered is not None and identity is None:
             raise UsageError("this account already has an identity key: use "
                              "`collab-client recover` with your recovery key", code="has_identity")
-        if self.state.device is not None:
-            self._forget_reset_identity()
-        seed = prim.random_bytes(32)
-        answer = self.call("POST", "/api/identity", {"uik_pub": b64e(prim.ed25519_public(seed))})
-        identity = Identity(uuid.UUID(answer["user_id"]), seed)
-        self.state.user_id, self.state.identity = identity.user_id, identity
-        self.save()
+        if identity is None:
+            if self.state.device is not None:
+                self._forget_reset_identity()
+            seed = prim.random_bytes(32)
+            answer = self.call("POST", "/api/identity",
+                               {"uik_pub": b64e(prim.ed25519_public(seed))})
+            identity = Identity(uuid.UUID(answer["user_id"]), seed)
+            self.state.user_id, self.state.identity = identity.user_id, identity
+            self.save()
         recovery = new_recovery_key()
-        self.call("PUT", "/api/identity/backup",
-                  {"ciphertext": b64e(seal_identity_backup(identity, recovery))})
+        body: dict[str, Any] = {"ciphertext": b64e(seal_identity_backup(identity, recovery))}
+        if registered is not None and self._has_identity_backup():
+            if password is None:
+                raise UsageError("an earlier init stored an identity backup whose recovery key "
+                                 "was never shown: give the account password to replace it",
+                                 code="init_incomplete")
+            body["password"] = password
+        self.call("PUT", "/api/identity/backup", body)
         self._register_device(identity, device_name)
         self.save()
         return format_recovery_key(recovery)
+
+    def _unfinished_identity(self, registered: dict[str, Any] | None) -> Identity | None:
+        """The identity an interrupted init of this keystore registered (it has no
+        device yet), if it is the one the server holds."""
+        identity = self.state.identity
+        if registered is None or identity is None or self.state.device is not None:
+            return None
+        if uuid.UUID(registered["user_id"]) != identity.user_id:
+            return None
+        return identity if b64d(registered["uik_pub"], 32) == identity.uik_pub else None
+
+    def _has_identity_backup(self) -> bool:
+        try:
+            self.call("GET", "/api/identity/backup")
+        except ServerRefusedError as refused:
+            if refused.code != "no_backup":
+                raise
+            return False
+        return True
 
     def _forget_reset_identity(self) -> None:
         """Drop what belonged to the identity the operator reset: its key, the revoked
