@@ -85,6 +85,36 @@ def test_send_during_redis_outage_is_acked_and_sockets_resync_after(redis: OwnRe
     ]
 
 
+def test_a_removal_during_an_outage_closes_the_removed_socket_when_redis_is_back(
+    redis: OwnRedis,
+) -> None:
+    """The case.log doorbell that would close the removed member's socket is lost while
+    Redis is down; the resync re-checks the roster and closes it instead of saying hello."""
+    # A session check every hour: the resync, not the watchdog, is what is tested here.
+    with daphne_servers(1, REDIS_URL=redis.url, COLLAB_SESSION_CHECK_SECONDS="3600") as (base,):
+        pcp = Actor("pcp").register().go_live(base)
+        derm = Actor("derm", specialty="Dermatology").register().go_live(base)
+        state = pcp.open_case()
+        assert pcp.add(state, derm).status_code == 201
+        derm.join(state.case_id)
+
+        async def scenario() -> None:
+            a = await opened(base, pcp, state.case_id)
+            b = await opened(base, derm, state.case_id)
+            await asyncio.to_thread(redis.kill)
+            removed = await asyncio.to_thread(pcp.remove, state, derm)
+            assert removed.status_code == 201, removed.json()
+            await asyncio.to_thread(redis.start)
+            hello = await a.next("hello", timeout=30)
+            assert hello["resync"] is True
+            assert await b.closed_with(timeout=30) == 4403
+            assert [f for f in b.seen if f.get("resync") or f["type"] == "messages"] == []
+            assert [f.get("code") for f in b.seen if f["type"] == "error"] == ["removed"]
+            await a.close()
+
+        asyncio.run(scenario())
+
+
 async def test_a_failed_probe_leaves_no_channel_behind(monkeypatch: pytest.MonkeyPatch) -> None:
     """channels_redis registers a new channel before subscribing it; a probe during an
     outage must not leave one behind each second."""
