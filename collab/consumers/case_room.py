@@ -35,6 +35,9 @@ CLOSE_BAD_REQUEST = 4400
 # A live message whose epoch the database could not check is asked about again this often
 # (the watchdog closes the socket 4503 if the database stays away).
 EPOCH_RETRY_SECONDS = 1.0
+# More live messages than this held for a database that does not answer: close 4503 (the
+# client resumes) rather than hold more.
+HELD_MAX = 200
 
 log = logging.getLogger("collab.realtime")
 
@@ -62,6 +65,7 @@ class CaseRoomConsumer(AuthenticatedConsumer):
         return super().is_activity(frame)
 
     async def authorise(self) -> bool:
+        self.held: list[dict[str, Any]] = []  # live messages waiting for the database
         try:
             self.case_id = uuid.UUID(str(self.scope["url_route"]["kwargs"]["case_id"]))
             query = parse_qs(self.scope.get("query_string", b"").decode())
@@ -356,16 +360,28 @@ class CaseRoomConsumer(AuthenticatedConsumer):
 
     async def case_message(self, event: dict[str, Any]) -> None:
         message = event["message"]
+        if self.held:  # the database is away: queue behind the held ones
+            await self._hold(message)
+            return
         try:
             readable = await self._readable(message["envelope"]["epoch"])
         except DatabaseError as error:
-            # Not a reason to close the socket (1011): ask again until the database
-            # answers. Live frames are not ordered anyway; seqs tell the client.
+            # Not a reason to close the socket (1011): hold it and ask again until the
+            # database answers. The client orders by seq and fills gaps with resume.
             log.warning("live message held, database unavailable: %r", error)
-            self.spawn(self._deliver_later(message))
+            await self._hold(message)
+            self.spawn(self._deliver_held())
             return
         if readable:
             await self.send_json({"type": "message", **message})
+
+    async def _hold(self, message: dict[str, Any]) -> None:
+        if len(self.held) >= HELD_MAX:
+            self.held.clear()
+            await self.end("unavailable", "The server cannot reach its database now; "
+                           "reconnect and resume.", CLOSE_UNAVAILABLE)
+            return
+        self.held.append(message)
 
     async def _readable(self, epoch: int) -> bool:
         if epoch not in self.epochs:
@@ -381,16 +397,19 @@ class CaseRoomConsumer(AuthenticatedConsumer):
                 connection.close()  # not reused broken by the next attempt
             raise
 
-    async def _deliver_later(self, message: dict[str, Any]) -> None:
-        while not self.closing:
-            await asyncio.sleep(EPOCH_RETRY_SECONDS)
-            try:
-                readable = await self._readable(message["envelope"]["epoch"])
-            except DatabaseError:
-                continue
-            if readable:
-                await self.send_json({"type": "message", **message})
-            return
+    async def _deliver_held(self) -> None:
+        """One retry loop for all held messages, in the order they came."""
+        try:
+            while self.held and not self.closing:
+                await asyncio.sleep(EPOCH_RETRY_SECONDS)
+                with contextlib.suppress(DatabaseError):
+                    while self.held:
+                        message = self.held[0]
+                        if await self._readable(message["envelope"]["epoch"]):
+                            await self.send_json({"type": "message", **message})
+                        self.held.pop(0)
+        finally:
+            self.held.clear()  # however this ends, later messages are not queued forever
 
     async def case_log(self, event: dict[str, Any]) -> None:
         if str(self.device_id) not in event["devices"]:

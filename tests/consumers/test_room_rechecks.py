@@ -136,6 +136,33 @@ async def test_resume_refuses_history_to_a_device_no_longer_admitted(
     await communicator.disconnect()
 
 
+class FlakyEpochs:
+    """selectors.readable_epochs raising OperationalError ``failures`` times (-1: always),
+    then answering with ``extra`` epochs too (keys that arrived meanwhile)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, failures: int, extra: int) -> None:
+        self.failures = failures
+        real = selectors.readable_epochs
+
+        def flaky(**kwargs: Any) -> list[int]:
+            if self.failures:
+                self.failures -= 1
+                raise OperationalError("could not connect to server: Connection refused")
+            return [*real(**kwargs), extra]
+
+        monkeypatch.setattr(selectors, "readable_epochs", flaky)
+
+
+def live(seq: int, epoch: int) -> dict[str, Any]:
+    return {"seq": seq, "stored_at": "2026-01-01T00:00:00Z", "envelope": {"epoch": epoch}}
+
+
+async def ring(member: Member, message: dict[str, Any]) -> None:
+    await get_channel_layer().group_send(
+        case_group(member.state.case_id), {"type": "case.message", "message": message}
+    )
+
+
 async def test_database_error_relaying_a_live_message_holds_it_and_keeps_the_socket(
     settings, monkeypatch
 ) -> None:
@@ -144,26 +171,35 @@ async def test_database_error_relaying_a_live_message_holds_it_and_keeps_the_soc
     _, member = await sync_to_async(build_room)(2)
     communicator = await open_room(member)
     new_epoch = 77  # an epoch the socket has not seen: the relay asks the database
-    real = selectors.readable_epochs
-    failures = {"left": 3}
-
-    def flaky(**kwargs: Any) -> list[int]:
-        if failures["left"]:
-            failures["left"] -= 1
-            raise OperationalError("could not connect to server: Connection refused")
-        return [*real(**kwargs), new_epoch]  # the key arrived meanwhile
-
-    monkeypatch.setattr(selectors, "readable_epochs", flaky)
-    message = {"seq": 5, "stored_at": "2026-01-01T00:00:00Z", "envelope": {"epoch": new_epoch}}
-    await get_channel_layer().group_send(
-        case_group(member.state.case_id), {"type": "case.message", "message": message}
-    )
-    # Not closed 1011: the message comes once the database answers again...
-    assert await communicator.receive_json_from(timeout=5) == {"type": "message", **message}
-    assert failures["left"] == 0
-    # ...and the socket goes on.
+    flaky = FlakyEpochs(monkeypatch, failures=3, extra=new_epoch)
+    first, second = live(5, new_epoch), live(6, new_epoch)
+    await ring(member, first)
+    await ring(member, second)
+    # Not closed 1011: the messages come, in order, once the database answers again...
+    assert await communicator.receive_json_from(timeout=5) == {"type": "message", **first}
+    assert await communicator.receive_json_from(timeout=5) == {"type": "message", **second}
+    assert flaky.failures == 0
+    # ...and the socket goes on, live messages delivered at once again.
+    third = live(7, new_epoch)
+    await ring(member, third)
+    assert await communicator.receive_json_from(timeout=5) == {"type": "message", **third}
     await communicator.send_json_to({"type": "ping"})
     assert await communicator.receive_json_from(timeout=5) == {"type": "pong"}
+    await communicator.disconnect()
+
+
+async def test_too_many_held_live_messages_close_4503(settings, monkeypatch) -> None:
+    settings.SESSION_CHECK_SECONDS = 3600
+    monkeypatch.setattr(case_room, "EPOCH_RETRY_SECONDS", 3600)
+    monkeypatch.setattr(case_room, "HELD_MAX", 2)
+    _, member = await sync_to_async(build_room)(2)
+    communicator = await open_room(member)
+    FlakyEpochs(monkeypatch, failures=-1, extra=77)
+    for seq in (5, 6, 7):
+        await ring(member, live(seq, 77))
+    frames, close = await closed_with(communicator)
+    assert close == 4503
+    assert [(f["type"], f.get("code")) for f in frames] == [("error", "unavailable")]
     await communicator.disconnect()
 
 
