@@ -141,6 +141,9 @@ def device_register(
     device of a user lands in the roster of each of the user's cases."""
     if cert.user_id != user.pk:
         raise Forbidden("wrong_user", "The certificate names another user.")
+    # The user's row lock first (identity_reset holds it): a registration racing a reset
+    # either lands before it (and is revoked by it) or sees the key gone.
+    User.objects.select_for_update().filter(pk=user.pk).first()
     identity = IdentityKey.objects.filter(user=user).first()
     if identity is None:
         raise ServiceError("no_identity", "Register the identity key first.")
