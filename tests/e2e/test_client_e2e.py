@@ -530,6 +530,36 @@ def test_an_app_retrying_after_a_lost_ack_does_not_store_twice(
     assert [r.text for r in derm.history(case_id)] == ["biopsy booked"] * 2
 
 
+def test_an_image_retried_by_its_id_is_not_uploaded_again_and_a_plain_resend_is_new(
+        server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pcp = new_member(server, "pcp", tmp_path)
+    derm = new_member(server, "derm", tmp_path)
+    case_id = pcp.open_case()
+    pcp.add_member(case_id, derm.user_id)
+    image = tmp_path / "forearm.png"
+    image.write_bytes(png_bytes(two_tone(40, 30, mode="RGBA")))
+    monkeypatch.setattr(sdk, "SEND_ATTEMPTS", 1)
+    cut = _cut_before_the_ack(monkeypatch, case_id)
+    with pytest.raises(ConnectionLostError) as lost:
+        asyncio.run(pcp.send_image(case_id, image, caption="day 3"))
+    blobs = m.Blob.objects.filter(case_id=case_id).count()
+    assert blobs == 2 and lost.value.pending_id == b64e(cut[0])
+    # A retry of another image under that id is refused before anything is sent.
+    other = tmp_path / "other.png"
+    other.write_bytes(png_bytes(two_tone(41, 30, mode="RGBA")))
+    with pytest.raises(ClientError) as mismatch:
+        asyncio.run(pcp.send_image(case_id, other, caption="day 3",
+                                   retry=lost.value.pending_id))
+    assert mismatch.value.code == "retry_mismatch"
+    sent = asyncio.run(pcp.send_image(case_id, image, caption="day 3",
+                                      retry=lost.value.pending_id))
+    assert sent.duplicate and sent.client_msg_id == cut[0]
+    assert m.Blob.objects.filter(case_id=case_id).count() == blobs  # nothing uploaded again
+    # The same image sent again without retry: a second message, on purpose.
+    assert not asyncio.run(pcp.send_image(case_id, image, caption="day 3")).duplicate
+    assert [r.text for r in derm.history(case_id)] == ["day 3", "day 3"]
+
+
 def test_an_upload_continues_from_what_the_server_holds(
         server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pcp = new_member(server, "pcp", tmp_path)
