@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import importlib
 import io
+import threading
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.apps import apps
 from django.core.management import call_command
+from django.db import connection, transaction
 from django.utils import timezone
 
+from collab.accounts import devices, services
 from collab.accounts.models import Device, IdentityKey, RetiredIdentityKey
 from collab.cases import models as m
 from collab.cases import selectors
@@ -24,6 +27,7 @@ from collab.client.case_state import CaseState
 from collab.client.keys import DeviceKeys, Identity
 from collab.crypto.actions import sign_enrol
 from collab.crypto.wire import b64e
+from collab.errors import ServiceError
 from tests.support.actor import Actor
 from tests.support.users import verified_client
 
@@ -161,3 +165,59 @@ def test_the_migration_records_the_key_of_devices_that_chain_to_it(derm: Actor) 
     recorded = Device.objects.get(pk=derm.device.device_id).uik_pub
     assert recorded is not None and bytes(recorded) == derm.identity.uik_pub
     assert Device.objects.get(pk=orphan_device).uik_pub is None
+
+
+def _blocked_by(pid: int) -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))", [pid]
+        )
+        (count,) = cursor.fetchone()
+    return int(count)
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_registration_racing_the_reset_lands_no_device_under_the_retired_key() -> None:
+    """The thief registers a device certified by the old key while the reset is under
+    way: it must wait for the reset and then find no identity, not slip in after it."""
+    derm = Actor("derm", specialty="Dermatology").register()
+    thief = Identity(derm.user.pk, derm.identity.uik_seed)
+    stolen = thief.certify(DeviceKeys.generate(derm.user.pk))
+    reset_done, release = threading.Event(), threading.Event()
+    outcome: list[str] = []
+    resetter_pid: list[int] = []
+
+    def reset_slowly() -> None:
+        try:
+            with transaction.atomic():
+                services.identity_reset(user=derm.user, by="test")
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT pg_backend_pid()")
+                    resetter_pid.append(cursor.fetchone()[0])
+                reset_done.set()
+                assert release.wait(30)
+        finally:
+            connection.close()
+
+    def register() -> None:
+        try:
+            devices.device_register(user=derm.user, cert=stolen)
+            outcome.append("registered")
+        except ServiceError as refused:
+            outcome.append(refused.code)
+        finally:
+            connection.close()
+
+    resetter = threading.Thread(target=reset_slowly)
+    resetter.start()
+    assert reset_done.wait(30)
+    registrar = threading.Thread(target=register)
+    registrar.start()
+    while _blocked_by(resetter_pid[0]) < 1 and registrar.is_alive():
+        pass  # the registration is queued behind the reset's row lock
+    release.set()
+    resetter.join()
+    registrar.join()
+    assert outcome == ["no_identity"]
+    assert not Device.objects.filter(pk=stolen.device_id).exists()
