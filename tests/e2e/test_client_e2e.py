@@ -578,8 +578,9 @@ def test_an_upload_continues_from_what_the_server_holds(
             raise UnreachableError("the connection dropped before the answer came")
         return put(path, body)
 
-    def flaky_json(method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        answer = post(method, path, body)
+    def flaky_json(method: str, path: str, body: dict[str, Any] | None = None,
+                   **options: Any) -> Any:
+        answer = post(method, path, body, **options)
         if path.endswith("/upload"):
             statuses.append(answer.body)
         if path.endswith("/complete") and not any(s and s["status"] == "complete"
