@@ -57,7 +57,7 @@ class Command(BaseCommand):
         for device_id in result.devices_revoked:
             write(f"    {device_id}")
         write(f"  sessions ended: {result.sessions_ended}")
-        write(f"  identity key retired (never accepted again): {'yes' if result.identity_deleted else 'none'}")
+        write(f"  identity key retired: {'yes' if result.identity_deleted else 'none'}")
         write(f"  identity backup deleted: {'yes' if result.identity_backup_deleted else 'none'}")
         write(f"  pin book deleted: {'yes' if result.pins_deleted else 'none'}")
         write(f"  key backup items deleted: {backup_items}")
