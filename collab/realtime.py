@@ -20,6 +20,12 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
 
+try:
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+except ImportError:  # pragma: no cover - the in-memory layer needs no redis
+    RedisConnectionError = RedisTimeoutError = OSError  # type: ignore[assignment,misc]
+
 log = logging.getLogger("collab.realtime")
 
 # A publish that cannot reach the layer within this is abandoned (a partitioned Redis
@@ -28,6 +34,10 @@ PUBLISH_TIMEOUT_SECONDS = 2.0
 # How often each process checks the layer with a round trip through it (Redis only).
 PROBE_SECONDS = 1.0
 PROBE_PREFIX = "collab.probe."
+# What an unreachable layer raises (builtin TimeoutError also covers a bound that ran out).
+LAYER_ERRORS: tuple[type[BaseException], ...] = (
+    OSError, RedisConnectionError, RedisTimeoutError,
+)
 
 
 def session_group(session_key: str) -> str:
@@ -168,6 +178,44 @@ def _is_remote_layer() -> bool:
 
 
 LAYER = LayerWatch()
+
+_channel_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+async def open_channel(layer: Any, prefix: str = "specific.") -> str:
+    """A consumer's own channel name. While the layer is down (or does not answer within
+    PUBLISH_TIMEOUT_SECONDS) the outage is noted and the name is still returned:
+    channels_redis's pub/sub layer registers a channel's local queue before subscribing,
+    so group frames reach it once its groups are joined. Other errors propagate."""
+    if not _is_remote_layer():
+        return str(await layer.new_channel(prefix))
+    loop = asyncio.get_running_loop()
+    lock = _channel_locks.setdefault(loop, asyncio.Lock())
+    async with lock:  # one at a time, so the name a failed subscribe left is ours alone
+        known = set(getattr(layer, "channels", None) or ())
+        try:
+            return str(await asyncio.wait_for(layer.new_channel(prefix),
+                                              PUBLISH_TIMEOUT_SECONDS))
+        except LAYER_ERRORS as error:
+            table = getattr(layer, "channels", None)
+            fresh = [name for name in set(table or ()) - known if prefix in name]
+            if len(fresh) != 1:
+                raise
+            LAYER.note_failure(error)
+            return str(fresh[0])
+
+
+async def group_join(layer: Any, group: str, channel: str) -> bool:
+    """group_add bounded by PUBLISH_TIMEOUT_SECONDS; False (outage noted) when the layer
+    cannot be reached. Other errors propagate."""
+    try:
+        await asyncio.wait_for(layer.group_add(group, channel), PUBLISH_TIMEOUT_SECONDS)
+    except LAYER_ERRORS as error:
+        LAYER.note_failure(error)
+        return False
+    return True
 
 
 async def publish(group: str, event: dict[str, Any]) -> bool:

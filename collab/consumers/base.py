@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import time
@@ -12,7 +13,10 @@ from collections.abc import Coroutine
 from typing import Any
 
 from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.layers import get_channel_layer
+from channels.utils import await_many_dispatch
 from django.conf import settings
 from django.contrib.sessions.backends.base import SessionBase
 from django.db import DatabaseError, connection
@@ -21,15 +25,22 @@ from collab.accounts import policy
 from collab.accounts.models import User
 from collab.accounts.ws_auth import CLOSE_UNAUTHENTICATED, CLOSE_UNAVAILABLE, socket_verdict
 from collab.consumers import outbound
-from collab.realtime import LAYER, session_group, user_group
+from collab.realtime import (
+    LAYER,
+    PUBLISH_TIMEOUT_SECONDS,
+    group_join,
+    open_channel,
+    session_group,
+    user_group,
+)
 
 log = logging.getLogger("collab.realtime")
 
 # Application close codes must be 1000 or 3000-4999 (autobahn), so mirror HTTP statuses.
 CLOSE_TOO_BIG = 4413
 CLOSE_RATE_LIMITED = 4429
-# CLOSE_UNAVAILABLE (4503, from ws_auth): the session cannot be checked (database or
-# channel layer unreachable): reconnect later.
+# CLOSE_UNAVAILABLE (4503, from ws_auth): the session cannot be checked (database
+# unreachable): reconnect later. A channel layer that is down does not close sockets.
 # More than WS_MAX_OUTBOUND_BYTES queued for a client that does not read: resume later.
 CLOSE_TOO_SLOW = 4507
 # Socket frames count as activity, but the session is written at most this often.
@@ -79,11 +90,31 @@ class AuthenticatedConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         self.tasks: set[asyncio.Task[Any]] = set()
+        # Groups joined, and groups the channel layer could not take yet (joined when it
+        # recovers: join_missing_groups).
+        self.joined_groups: list[str] = []
+        self.missing_groups: list[str] = []
         try:
-            await super().__call__(scope, receive, send)
+            await self._run(scope, receive, send)
         finally:
             # Also when a handler crashed: no watchdog may outlive its connection.
             self.stop_tasks()
+
+    async def _run(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """AsyncConsumer.__call__, but a channel layer that is down when the socket opens
+        does not refuse it (HTTP 500): its own channel comes from open_channel."""
+        self.scope = scope
+        self.channel_layer = get_channel_layer(self.channel_layer_alias)
+        self.base_send = send
+        sources = [receive]
+        if self.channel_layer is not None:
+            self.channel_name = await open_channel(self.channel_layer)
+            self.channel_receive = functools.partial(
+                self.channel_layer.receive, self.channel_name
+            )
+            sources.append(self.channel_receive)
+        with contextlib.suppress(StopConsumer):
+            await await_many_dispatch(sources, self.dispatch)
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         """A background task of this connection, cancelled when it ends."""
@@ -103,12 +134,10 @@ class AuthenticatedConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         self.meter = self.scope.get(outbound.SCOPE_KEY)
         self.bucket = TokenBucket(settings.WS_RATE_PER_SECOND, settings.WS_RATE_BURST)
         self.last_activity_write = time.monotonic()
-        self.personal_groups: list[str] = []
         groups = [user_group(self.user.pk)]
         if self.session.session_key:
             groups.append(session_group(self.session.session_key))
-        if not await self.join_groups(groups):
-            return
+        await self.join_groups(groups)
         try:
             if not await self.authorise():
                 return
@@ -127,20 +156,40 @@ class AuthenticatedConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             self.accepted = True
             await super().accept(subprotocol)
 
-    async def join_groups(self, groups: list[str]) -> bool:
-        """Subscribe to groups; if the layer is down, close 4503 (a socket that cannot
-        hear its session end must not stay open) and return False."""
-        try:
-            for group in groups:
-                await self.channel_layer.group_add(group, self.channel_name)
-                self.personal_groups.append(group)
-        except Exception as error:  # any layer failure
-            LAYER.note_failure(error)
-            await self.accept()
-            await self.end("unavailable", "The server cannot serve sockets now; retry.",
-                           CLOSE_UNAVAILABLE)
-            return False
+    async def join_groups(self, groups: list[str]) -> None:
+        """Subscribe to groups. Groups the layer cannot take now (Redis down, or not
+        answering within the publish timeout) are kept in missing_groups and the socket
+        opens anyway: its frames are answered over the socket, and what it misses is
+        covered by the session watchdog (it also re-checks device and roster) and, once
+        the layer recovers, by joining them and the resync hello."""
+        for group in groups:
+            if group in self.joined_groups or group in self.missing_groups:
+                continue
+            # Once the layer has failed this socket, do not wait on it again now.
+            if not self.missing_groups and await group_join(
+                self.channel_layer, group, self.channel_name
+            ):
+                self.joined_groups.append(group)
+            else:
+                self.missing_groups.append(group)
+        if self.missing_groups:
+            LAYER.register(self)  # layer_recovered joins them
+            if LAYER.healthy:  # it recovered meanwhile: no resync will come for us
+                await self.join_missing_groups()
+
+    async def join_missing_groups(self) -> bool:
+        """Join the groups the layer could not take; True once none is missing."""
+        for group in list(self.missing_groups):
+            if not await group_join(self.channel_layer, group, self.channel_name):
+                return False
+            self.missing_groups.remove(group)
+            self.joined_groups.append(group)
         return True
+
+    async def layer_recovered(self) -> None:
+        """The channel layer works again (LAYER's probe): join what is missing."""
+        if not self.closing:
+            await self.join_missing_groups()
 
     async def authorise(self) -> bool:
         """Subclass hook: close with a code and return False to refuse."""
@@ -152,9 +201,12 @@ class AuthenticatedConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     async def disconnect(self, code: int) -> None:
         # Never await the watchdog: a stored error must not stop the clean-up below.
         self.stop_tasks()
-        for group in getattr(self, "personal_groups", []):
+        LAYER.unregister(self)
+        # Missing ones too: the layer may hold this channel in its local group table.
+        for group in getattr(self, "joined_groups", []) + getattr(self, "missing_groups", []):
             try:
-                await self.channel_layer.group_discard(group, self.channel_name)
+                await asyncio.wait_for(self.channel_layer.group_discard(group, self.channel_name),
+                                       PUBLISH_TIMEOUT_SECONDS)
             except Exception as error:  # the layer forgets us when it restarts
                 LAYER.note_failure(error)
 

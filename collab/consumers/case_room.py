@@ -54,8 +54,11 @@ class CaseRoomConsumer(AuthenticatedConsumer):
     activity_frames = frozenset({"send", "typing", "ack_urgent"})
 
     awaiting_proof = False
-    # Device and roster checked and the room's groups joined.
+    # Device and roster checked (the room's groups joined, or waiting in missing_groups
+    # for the channel layer to recover).
     admitted = False
+    # The first hello went out (and the socket is registered for resync hellos).
+    greeted = False
 
     def is_activity(self, frame: dict[str, Any]) -> bool:
         # typing {active: false} is sent when a draft is cleared or the page loses focus,
@@ -93,10 +96,9 @@ class CaseRoomConsumer(AuthenticatedConsumer):
             close = CLOSE_NO_CASE if refusal.code == "no_case" else CLOSE_NOT_MEMBER
             await self._refuse(refusal.code, refusal.message, close)
             return False
-        self.admitted = await self.join_groups(
-            [case_group(self.case_id), device_group(self.device_id)]
-        )
-        return self.admitted
+        self.admitted = True
+        await self.join_groups([case_group(self.case_id), device_group(self.device_id)])
+        return True
 
     def check_still_allowed(self) -> Refusal | None:
         # The doorbells that close a revoked or removed device's socket (device.revoked,
@@ -221,13 +223,18 @@ class CaseRoomConsumer(AuthenticatedConsumer):
         hello = {"type": "hello", "case": str(self.case_id), **head}
         await self.send_json({**hello, "resync": True} if resync else hello)
         if not resync:
+            self.greeted = True
             LAYER.register(self)
 
     async def layer_recovered(self) -> None:
         """The channel layer was down and works again: frames may have been missed,
-        among them the ones that would have closed this socket."""
-        if self.closing or not await self.still_admitted():
+        among them the ones that would have closed this socket. Groups it could not join
+        when it opened are joined first; if that fails again, no hello (the layer is noted
+        down, and the next recovery tries again)."""
+        if self.closing or not await self.join_missing_groups():
             return
+        if not self.greeted or not await self.still_admitted():
+            return  # not yet proven: its first hello follows admission
         try:
             await self._hello(resync=True)
         except DatabaseError:

@@ -134,3 +134,49 @@ async def test_a_failed_probe_leaves_no_channel_behind(monkeypatch: pytest.Monke
     assert await probe.round_trip() is False
     assert await probe.round_trip() is False
     assert list(layer.channels) == ["specific.someone-else"]
+
+
+def test_a_socket_opened_during_an_outage_sends_and_joins_its_groups_when_redis_is_back(
+    redis: OwnRedis,
+) -> None:
+    """Redis down when the socket opens: it is accepted anyway (not HTTP 500), may send,
+    and when Redis is back it joins the room's groups before its resync hello, so live
+    frames reach it again."""
+    import json
+
+    import websockets
+
+    with daphne_servers(1, REDIS_URL=redis.url) as (base,):
+        pcp = Actor("pcp").register().go_live(base)
+        derm = Actor("derm", specialty="Dermatology").register().go_live(base)
+        state = pcp.open_case()
+        assert pcp.add(state, derm).status_code == 201
+        derm.join(state.case_id)
+
+        async def scenario() -> None:
+            await asyncio.to_thread(redis.kill)
+            a = await opened(base, pcp, state.case_id)  # proved, then hello
+            ack = await a.send_envelope(state.seal({"text": "during"}), ref="d")
+            assert (ack["type"], ack["ref"], ack["seq"]) == ("ack", "d", 1)
+            # The ping socket opens too.
+            ping = await websockets.connect(
+                base.replace("http://", "ws://") + "/ws/ping/",
+                additional_headers={"Origin": base, "Cookie": f"sessionid={pcp.session_id}"},
+                open_timeout=20,
+            )
+            assert json.loads(await asyncio.wait_for(ping.recv(), 15))["type"] == "hello"
+            await ping.send(json.dumps({"type": "ping"}))
+            assert json.loads(await asyncio.wait_for(ping.recv(), 15))["type"] == "pong"
+
+            await asyncio.to_thread(redis.start)
+            hello = await a.next("hello", timeout=30)
+            assert hello["resync"] is True and hello["last_seq"] == 1
+            # Another socket (the same device's, so the test's sealing state serves) sends.
+            b = await opened(base, pcp, state.case_id)
+            assert (await b.send_envelope(state.seal({"text": "after"})))["seq"] == 2
+            assert (await a.next("message", timeout=30))["seq"] == 2
+            await ping.close()
+            await a.close()
+            await b.close()
+
+        asyncio.run(scenario())
