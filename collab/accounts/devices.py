@@ -219,20 +219,7 @@ def device_revoke(
     if device.user_id != actor.pk and not reason.strip():
         raise ServiceError("reason_required", "An administrator must give a reason.")
     if device.revoked_at is None:
-        device.revoked_at = timezone.now()
-        device.revoked_by = actor
-        device.revoke_reason = reason.strip()[:200]
-        device.save(update_fields=["revoked_at", "revoked_by", "revoke_reason"])
-        audit_record(
-            action=AuditAction.DEVICE_REVOKED,
-            actor=actor,
-            device_id=device.pk,
-            meta=meta,
-            target=f"device:{device.pk}",
-            reason=device.revoke_reason,
-        )
-        publish_after_commit(device_group(device.pk), {"type": "device.revoked"})
-        ended = proofs.device_sessions_end(device_id=device.pk)
+        ended = device_revoke_locked(device, actor=actor, reason=reason, meta=meta)
         if ended:
             audit_record(
                 action=AuditAction.DEVICE_SESSIONS_ENDED,
@@ -243,6 +230,33 @@ def device_revoke(
                 details={"sessions": ended},
             )
     return device
+
+
+def device_revoke_locked(
+    device: Device,
+    *,
+    actor: User | None,
+    reason: str,
+    meta: RequestMeta | None = None,
+    details: dict[str, Any] | None = None,
+) -> int:
+    """Revoke a device the caller has locked and checked: stamped and audited, its
+    sockets told, the sessions it proved itself in ended (their count returned)."""
+    device.revoked_at = timezone.now()
+    device.revoked_by = actor
+    device.revoke_reason = reason.strip()[:200]
+    device.save(update_fields=["revoked_at", "revoked_by", "revoke_reason"])
+    audit_record(
+        action=AuditAction.DEVICE_REVOKED,
+        actor=actor,
+        device_id=device.pk,
+        meta=meta,
+        target=f"device:{device.pk}",
+        reason=device.revoke_reason,
+        details=details,
+    )
+    publish_after_commit(device_group(device.pk), {"type": "device.revoked"})
+    return proofs.device_sessions_end(device_id=device.pk)
 
 
 def device_wire(device: Device) -> dict[str, Any]:

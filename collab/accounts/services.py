@@ -18,7 +18,7 @@ from django_otp.models import Device
 from django_otp.plugins.otp_static.models import StaticDevice, StaticToken
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from collab.accounts import proofs
+from collab.accounts.devices import device_revoke_locked
 from collab.accounts.models import Device as UserDevice
 from collab.accounts.models import (
     IdentityBackup,
@@ -29,7 +29,7 @@ from collab.accounts.models import (
 )
 from collab.accounts.policy import LAST_ACTIVITY_KEY, second_factor_satisfied
 from collab.audit.services import AuditAction, Outcome, RequestMeta, audit_record
-from collab.realtime import device_group, publish_after_commit, session_group, user_group
+from collab.realtime import publish_after_commit, session_group, user_group
 
 security_log = logging.getLogger("collab.security")
 
@@ -247,23 +247,12 @@ def identity_reset(*, user: User, by: str, actor: User | None = None) -> Identit
     The user's key backup (cases' epoch keys) is forgotten by the caller in the same
     transaction: accounts knows nothing of cases."""
     User.objects.select_for_update().filter(pk=user.pk).first()
-    now = timezone.now()
     revoked: list[str] = []
     ended = 0
     for device in UserDevice.objects.select_for_update().filter(user=user, revoked_at__isnull=True):
-        device.revoked_at, device.revoked_by = now, actor
-        device.revoke_reason = IDENTITY_RESET_REASON
-        device.save(update_fields=["revoked_at", "revoked_by", "revoke_reason"])
-        audit_record(
-            action=AuditAction.DEVICE_REVOKED,
-            actor=actor,
-            device_id=device.pk,
-            target=f"device:{device.pk}",
-            reason=IDENTITY_RESET_REASON,
-            details={"by": by},
+        ended += device_revoke_locked(
+            device, actor=actor, reason=IDENTITY_RESET_REASON, details={"by": by}
         )
-        publish_after_commit(device_group(device.pk), {"type": "device.revoked"})
-        ended += proofs.device_sessions_end(device_id=device.pk)
         revoked.append(str(device.pk))
     keys = _user_session_keys(user)
     ended += len(keys)
