@@ -770,6 +770,16 @@ class CollabClient:
         cases: list[dict[str, Any]] = self.call("GET", "/api/cases")["cases"]
         return cases
 
+    def _case_ids(self) -> list[uuid.UUID]:
+        """The ids of ``list_cases``; a row without a valid id is skipped."""
+        ids = []
+        for row in self.list_cases():
+            try:
+                ids.append(uuid.UUID(str(row.get("id"))))
+            except (ValueError, AttributeError):
+                continue
+        return ids
+
     def case_detail(self, case_id: uuid.UUID) -> dict[str, Any]:
         return self.call("GET", f"/api/cases/{case_id}")
 
@@ -1076,11 +1086,7 @@ class CollabClient:
         / ``not_in_roster``, or ``failed (<code>)`` for a case that could not be
         enrolled (the others still are)."""
         outcome: dict[uuid.UUID, str] = {}
-        for row in self.list_cases():
-            try:
-                case_id = uuid.UUID(str(row.get("id")))
-            except (ValueError, AttributeError):
-                continue
+        for case_id in self._case_ids():
             try:
                 outcome[case_id] = self.enrol(case_id)
             except (ClientError, CryptoError) as error:
@@ -1368,11 +1374,7 @@ class CollabClient:
         or the server's refusal code (``already_member`` where the roster already holds
         the new key, ``already_requested`` where a request is pending)."""
         outcome: dict[uuid.UUID, str] = {}
-        for row in self.list_cases():
-            try:
-                case_id = uuid.UUID(str(row.get("id")))
-            except (ValueError, AttributeError):
-                continue
+        for case_id in self._case_ids():
             try:
                 self.request_rejoin(case_id)
             except ServerRefusedError as refused:
