@@ -19,7 +19,7 @@ from channels.layers import get_channel_layer
 from channels.utils import await_many_dispatch
 from django.conf import settings
 from django.contrib.sessions.backends.base import SessionBase
-from django.db import DatabaseError, connection
+from django.db import DatabaseError, InterfaceError, OperationalError, connection
 
 from collab.accounts import policy
 from collab.accounts.models import User
@@ -323,12 +323,19 @@ class AuthenticatedConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             await self.send_error(error.code, error.message, **extra)
             if error.close_code is not None:
                 await self.close(code=error.close_code)
-        except DatabaseError as error:
+        except (OperationalError, InterfaceError) as error:
             # Nothing was stored (or the retry will say so): the client may send again.
-            log.warning("frame failed, database unavailable: %r", error)
+            log.warning("frame failed, database unavailable: %r (cause %r)",
+                        error, error.__cause__)
             extra = {"ref": frame_ref} if (frame_ref := _ref(text_data)) else {}
             await self.send_error("unavailable", "The server cannot reach its database "
                                   "now; try again.", **extra)
+        except DatabaseError:
+            # Not an outage (a constraint, bad data): a fault of ours, logged in full.
+            log.exception("frame failed on a database error")
+            extra = {"ref": frame_ref} if (frame_ref := _ref(text_data)) else {}
+            await self.send_error("internal_error", "The server could not do that; "
+                                  "try again.", **extra)
 
     def is_activity(self, frame: dict[str, Any]) -> bool:
         """Does this frame postpone automatic logoff? Subclasses refine per frame."""

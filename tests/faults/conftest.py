@@ -43,6 +43,9 @@ def stack(fault_services: tuple[OwnPostgres, OwnRedis],
             yield fault_stack
         finally:
             fault_stack.stop_servers()
+            # Shown by pytest only when the test failed: what its servers logged.
+            print("--- daphne logs of this test (tail) ---")
+            print(fault_stack.logs()[-8000:])
             # A test that failed mid-outage leaves the services as the next one needs them.
             if not pg.running:
                 pg.start()
