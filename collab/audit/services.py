@@ -41,11 +41,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AuditAction",
+    "AuditRecord",
     "Outcome",
     "RequestMeta",
     "audit_archive",
     "audit_export",
     "audit_record",
+    "audit_record_many",
     "checkpoint_sign",
 ]
 
@@ -142,6 +144,21 @@ def _locked_head() -> AuditHead:
     return AuditHead.objects.select_for_update().get(pk=1)
 
 
+@dataclass(frozen=True)
+class AuditRecord:
+    """One event to append: exactly the keyword arguments of ``audit_record``."""
+
+    action: AuditAction
+    actor: User | None = None
+    device_id: uuid.UUID | None = None
+    outcome: Outcome = Outcome.SUCCESS
+    reason: str = ""
+    case_id: uuid.UUID | None = None
+    target: str = ""
+    meta: RequestMeta | None = None
+    details: Mapping[str, Any] | None = None
+
+
 def audit_record(
     *,
     action: AuditAction,
@@ -155,48 +172,79 @@ def audit_record(
     details: Mapping[str, Any] | None = None,
 ) -> AuditEvent:
     """Append one event to the chain. Never pass message content, tokens or secrets."""
-    meta = meta or RequestMeta()
-    clean_details = _checked_details(details)
+    record = AuditRecord(
+        action=action,
+        actor=actor,
+        device_id=device_id,
+        outcome=outcome,
+        reason=reason,
+        case_id=case_id,
+        target=target,
+        meta=meta,
+        details=details,
+    )
+    return audit_record_many([record])[0]
+
+
+def audit_record_many(records: Sequence[AuditRecord]) -> list[AuditEvent]:
+    """Append events in order under ONE head lock: chained in Python, one insert, one
+    head update, a periodic checkpoint at every multiple of checkpoint_every() crossed.
+    The chain is sealed in the caller's transaction, so a commit never leaves it open."""
+    if not records:
+        return []
+    # Refused details raise before the lock is taken and before anything is written.
+    cleaned = [_checked_details(record.details) for record in records]
     with transaction.atomic():
         head = _locked_head()
-        fields = canonical.EventFields(
-            seq=head.seq + 1,
-            prev_hash=head.hash,
-            recorded_at=timezone.now(),
-            actor_id=actor.pk if actor is not None else None,
-            device_id=device_id,
-            action=AuditAction(action).value,
-            outcome=Outcome(outcome).value,
-            reason=reason[:255],
-            case_id=case_id,
-            target=target[:255],
-            client_address=_clean_address(meta.address),
-            user_agent=meta.user_agent[:512],
-            details=clean_details,
-        )
-        event = AuditEvent(
-            seq=fields.seq,
-            prev_hash=fields.prev_hash,
-            recorded_at=fields.recorded_at,
-            actor=actor,
-            device_id=device_id,
-            action=fields.action,
-            outcome=fields.outcome,
-            reason=fields.reason,
-            case_id=case_id,
-            target=fields.target,
-            client_address=fields.client_address,
-            user_agent=fields.user_agent,
-            details=clean_details,
-            hash=canonical.event_hash(fields),
-        )
-        event.save()
-        head.seq, head.hash = event.seq, event.hash
+        recorded_at = timezone.now()
+        seq, prev_hash = head.seq, head.hash
+        events = []
+        for record, clean_details in zip(records, cleaned, strict=True):
+            meta = record.meta or RequestMeta()
+            seq += 1
+            fields = canonical.EventFields(
+                seq=seq,
+                prev_hash=prev_hash,
+                recorded_at=recorded_at,
+                actor_id=record.actor.pk if record.actor is not None else None,
+                device_id=record.device_id,
+                action=AuditAction(record.action).value,
+                outcome=Outcome(record.outcome).value,
+                reason=record.reason[:255],
+                case_id=record.case_id,
+                target=record.target[:255],
+                client_address=_clean_address(meta.address),
+                user_agent=meta.user_agent[:512],
+                details=clean_details,
+            )
+            prev_hash = canonical.event_hash(fields)
+            events.append(
+                AuditEvent(
+                    seq=fields.seq,
+                    prev_hash=fields.prev_hash,
+                    recorded_at=fields.recorded_at,
+                    actor=record.actor,
+                    device_id=record.device_id,
+                    action=fields.action,
+                    outcome=fields.outcome,
+                    reason=fields.reason,
+                    case_id=record.case_id,
+                    target=fields.target,
+                    client_address=fields.client_address,
+                    user_agent=fields.user_agent,
+                    details=clean_details,
+                    hash=prev_hash,
+                )
+            )
+        AuditEvent.objects.bulk_create(events)
+        head.seq, head.hash = seq, prev_hash
         head.save(update_fields=["seq", "hash"])
         every = conf.checkpoint_every()
-        if every > 0 and event.seq % every == 0:
-            _periodic_checkpoint(event)
-    return event
+        if every > 0:
+            for event in events:
+                if event.seq % every == 0:
+                    _periodic_checkpoint(event)
+    return events
 
 
 def _periodic_checkpoint(event: AuditEvent) -> None:

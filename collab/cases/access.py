@@ -20,6 +20,7 @@ site; they grant nothing in the API.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 
 from collab.accounts.models import Device, Role, User
 from collab.accounts.policy import is_admin
@@ -38,6 +39,7 @@ __all__ = [
     "access_provider",
     "access_provider_member",
     "access_roster_device",
+    "access_roster_devices",
     "is_admin",
     "is_case_manager",
     "is_case_member",
@@ -124,3 +126,33 @@ def access_roster_device(user: User, case_id: uuid.UUID, device_id: uuid.UUID) -
     if device is None:
         raise Forbidden("not_in_roster", "Your device is not in this case's roster.")
     return device
+
+
+def access_roster_devices(
+    checks: Iterable[tuple[User, uuid.UUID, uuid.UUID]],
+) -> dict[tuple[uuid.UUID, uuid.UUID, uuid.UUID], Device | Forbidden]:
+    """``access_roster_device`` for many ``(user, case_id, device_id)`` in one query.
+
+    Keyed by ``(user id, case id, device id)``: the user's active device in that case's
+    head roster, or the same ``not_in_roster`` refusal. Read afresh on every call, so a
+    revocation or removal committed before it counts at once.
+    """
+    wanted = list(checks)
+    if not wanted:
+        return {}
+    rows = m.MemberDevice.objects.filter(
+        case_id__in={case_id for _, case_id, _ in wanted},
+        device_id__in={device_id for _, _, device_id in wanted},
+        device__revoked_at__isnull=True,
+    ).select_related("device")
+    found = {(row.case_id, row.device_id): row.device for row in rows}
+    answers: dict[tuple[uuid.UUID, uuid.UUID, uuid.UUID], Device | Forbidden] = {}
+    for user, case_id, device_id in wanted:
+        device = found.get((case_id, device_id))
+        if device is None or device.user_id != user.pk:
+            answers[(user.pk, case_id, device_id)] = Forbidden(
+                "not_in_roster", "Your device is not in this case's roster."
+            )
+        else:
+            answers[(user.pk, case_id, device_id)] = device
+    return answers

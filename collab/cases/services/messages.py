@@ -1,26 +1,41 @@
-"""Storing a message: every envelope check, a gapless per-case sequence, idempotent retries."""
+"""Storing messages: every envelope check, a gapless per-case sequence, idempotent retries.
+
+Sends are stored in batches (``message_send_batch``): one transaction and a constant
+number of queries per batch, whatever its size and the rooms' sizes. ``message_send`` is
+a batch of one.
+"""
 
 from __future__ import annotations
 
+import json
+import logging
 import uuid
-from dataclasses import dataclass
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import DatabaseError, IntegrityError, transaction
+from django.db.models import OuterRef, Q, Subquery
 from django.utils import timezone
 
-from collab.accounts.models import User
-from collab.audit.services import AuditAction, RequestMeta, audit_record
+from collab.accounts.models import Device, User
+from collab.audit.services import (
+    AuditAction,
+    AuditRecord,
+    RequestMeta,
+    audit_record_many,
+)
 from collab.cases import models as m
-from collab.cases.access import access_case, access_roster_device
+from collab.cases.access import access_case, access_roster_devices
 from collab.cases.services import consults
-from collab.cases.services._common import crypto_failure, locked_case
+from collab.cases.services._common import crypto_failure
 from collab.cases.wire import message_wire
 from collab.crypto.envelope import Envelope, verify_envelope
 from collab.crypto.errors import CryptoError
 from collab.crypto.primitives import sha512
-from collab.errors import Forbidden, ServiceError
+from collab.errors import Forbidden, NotFound, ServiceError
 from collab.realtime import case_group, publish_after_commit
 
 
@@ -32,25 +47,39 @@ class Ack:
     duplicate: bool
 
 
+log = logging.getLogger("collab.cases.messages")
+
+# A deadlock or serialization failure (SQLSTATE class 40) is retried this many times.
+RETRIES_ON_CONFLICT = 3
+
+
+@dataclass(frozen=True)
+class SendRequest:
+    user: User
+    device_id: uuid.UUID
+    case_id: uuid.UUID
+    envelope: Envelope
+    meta: RequestMeta | None = None
+    urgent: bool = False
+
+
 def _same_message(stored: m.Message, envelope: Envelope) -> bool:
     return bytes(stored.header) == envelope.header.encode() and sha512(
         bytes(stored.ciphertext)
     ) == sha512(envelope.ct)
 
 
-def _check_epoch(case: m.Case, envelope: Envelope) -> None:
+def _check_epoch(
+    case: m.Case, envelope: Envelope, previous: dict[tuple[uuid.UUID, int], list[bytes]]
+) -> None:
     """Head epoch, or the one before it for a short grace after a rotation."""
     h = envelope.header
     if h.epoch == case.head_epoch:
         if h.log_head != bytes(case.head_hash):
             raise ServiceError("stale_log_head", "log_head is not the hash of the current epoch.")
         return
-    grace = timedelta(seconds=settings.EPOCH_GRACE_SECONDS)
-    if h.epoch == case.head_epoch - 1 and timezone.now() - case.head_at <= grace:
-        previous = m.LogEntry.objects.filter(case=case, epoch=h.epoch).values_list(
-            "entry_hash", flat=True
-        )
-        if [bytes(x) for x in previous] == [h.log_head]:
+    if _in_grace(case, h.epoch):
+        if previous.get((case.pk, h.epoch), []) == [h.log_head]:
             return
         raise ServiceError("stale_log_head", "log_head is not the hash of that epoch.")
     raise ServiceError(
@@ -58,7 +87,11 @@ def _check_epoch(case: m.Case, envelope: Envelope) -> None:
     )
 
 
-@transaction.atomic
+def _in_grace(case: m.Case, epoch: int) -> bool:
+    grace = timedelta(seconds=settings.EPOCH_GRACE_SECONDS)
+    return epoch == case.head_epoch - 1 and timezone.now() - case.head_at <= grace
+
+
 def message_send(
     *,
     user: User,
@@ -68,87 +101,261 @@ def message_send(
     meta: RequestMeta | None = None,
     urgent: bool = False,
 ) -> Ack:
-    """Check, number and store one envelope; the channel layer hears of it after commit.
+    """Check, number and store one envelope (a batch of one); raises its refusal."""
+    request = SendRequest(user, device_id, case_id, envelope, meta, urgent)
+    result = message_send_batch([request])[0]
+    if isinstance(result, ServiceError):
+        raise result
+    return result
 
-    A constant number of queries whatever the room size: one fan-out to the case group.
+
+def message_send_batch(requests: Sequence[SendRequest]) -> list[Ack | ServiceError]:
+    """Check, number and store many envelopes in ONE transaction; results in request order.
+
+    A refused item (ServiceError, incl. Forbidden/NotFound) is returned in its slot and
+    changes nothing; the others are stored. Raises DatabaseError only when the whole
+    transaction failed (then nothing of the batch is stored). After commit, each case in
+    the batch hears of its new messages in one ``case.messages`` event, in seq order.
     """
+    if not requests:
+        return []
+    for attempt in range(RETRIES_ON_CONFLICT + 1):
+        try:
+            return _store_batch(requests)
+        except IntegrityError:
+            # A race with another process (the same client_msg_id in another case's
+            # batch): alone, each item re-reads what is stored and answers for itself.
+            if len(requests) > 1:
+                return [item for request in requests for item in _store_alone(request)]
+            if attempt > 0:
+                raise
+        except DatabaseError as error:
+            if attempt == RETRIES_ON_CONFLICT or not _is_conflict(error):
+                raise
+            log.info("message batch retried after %r", error)
+    raise AssertionError("unreachable")  # pragma: no cover - every path returns or raises
+
+
+def _store_alone(request: SendRequest) -> list[Ack | ServiceError]:
+    return message_send_batch([request])
+
+
+def _is_conflict(error: DatabaseError) -> bool:
+    """A PostgreSQL deadlock or serialization failure: the batch may simply run again."""
+    sqlstate = getattr(error.__cause__, "sqlstate", None)
+    return isinstance(sqlstate, str) and sqlstate.startswith("40")
+
+
+@dataclass
+class _Batch:
+    """What one batch read up front, and what it has accepted so far."""
+
+    cases: dict[uuid.UUID, m.Case]
+    stored: dict[tuple[uuid.UUID, bytes], m.Message]
+    roster: dict[tuple[uuid.UUID, uuid.UUID, uuid.UUID], Device | Forbidden]
+    last_sender_seq: dict[tuple[uuid.UUID, uuid.UUID], int]
+    previous_heads: dict[tuple[uuid.UUID, int], list[bytes]]
+    blobs: dict[uuid.UUID, tuple[uuid.UUID, bytes]]
+    accepted: list[tuple[SendRequest, m.Message]] = field(default_factory=list)
+
+
+@transaction.atomic
+def _store_batch(requests: Sequence[SendRequest]) -> list[Ack | ServiceError]:
+    results: list[Ack | ServiceError | None] = [None] * len(requests)
+    for i, request in enumerate(requests):
+        results[i] = _sender_refusal(request)
+    live = [r for r, result in zip(requests, results, strict=True) if result is None]
+    batch = _batch_read(live)
+    for i, request in enumerate(requests):
+        if results[i] is not None:
+            continue
+        try:
+            results[i] = _accept(batch, request)
+        except ServiceError as refusal:
+            results[i] = refusal
+    if batch.accepted:
+        _batch_write(batch)
+    return [result for result in results if result is not None]
+
+
+def _sender_refusal(request: SendRequest) -> ServiceError | None:
+    h = request.envelope.header
+    if h.case_id != request.case_id:
+        return ServiceError("wrong_case", "The envelope names another case.")
+    if h.sender_user_id != request.user.pk or h.sender_device_id != request.device_id:
+        return Forbidden("wrong_sender", "The envelope must name your signed-in device.")
+    return None
+
+
+def _batch_read(requests: Sequence[SendRequest]) -> _Batch:
+    """Everything the checks need, in one query each (a few only when needed)."""
+    if not requests:
+        return _Batch({}, {}, {}, {}, {}, {})
+    case_ids = sorted({r.case_id for r in requests})
+    device_ids = {r.device_id for r in requests}
+    # Locked in id order, so two processes locking overlapping batches never deadlock.
+    cases = {
+        c.pk: c for c in m.Case.objects.select_for_update().filter(pk__in=case_ids).order_by("pk")
+    }
+    stored = {
+        (msg.sender_device_id, bytes(msg.client_msg_id)): msg
+        for msg in m.Message.objects.filter(
+            sender_device_id__in=device_ids,
+            client_msg_id__in=[r.envelope.header.client_msg_id for r in requests],
+        )
+    }
+    roster = access_roster_devices(
+        [(r.user, r.case_id, r.device_id) for r in requests if r.case_id in cases]
+    )
+    latest = (
+        m.Message.objects.filter(
+            case_id=OuterRef("case_id"), sender_device_id=OuterRef("device_id")
+        )
+        .order_by("-sender_seq")
+        .values("sender_seq")[:1]
+    )
+    last_sender_seq = {
+        (case_id, device_id): last
+        for case_id, device_id, last in m.MemberDevice.objects.filter(
+            case_id__in=list(cases), device_id__in=device_ids
+        )
+        .annotate(last=Subquery(latest))
+        .values_list("case_id", "device_id", "last")
+        if last is not None
+    }
+    return _Batch(
+        cases=cases,
+        stored=stored,
+        roster=roster,
+        last_sender_seq=last_sender_seq,
+        previous_heads=_previous_heads(cases, requests),
+        blobs=_blobs(requests),
+    )
+
+
+def _previous_heads(
+    cases: dict[uuid.UUID, m.Case], requests: Sequence[SendRequest]
+) -> dict[tuple[uuid.UUID, int], list[bytes]]:
+    """Entry hashes of the epochs still in their grace, read only when a send names one."""
+    wanted = {
+        (case.pk, r.envelope.header.epoch)
+        for r in requests
+        if (case := cases.get(r.case_id)) is not None and _in_grace(case, r.envelope.header.epoch)
+    }
+    if not wanted:
+        return {}
+    which = Q()
+    for case_id, epoch in wanted:
+        which |= Q(case_id=case_id, epoch=epoch)
+    found: dict[tuple[uuid.UUID, int], list[bytes]] = defaultdict(list)
+    for case_id, epoch, entry_hash in m.LogEntry.objects.filter(which).values_list(
+        "case_id", "epoch", "entry_hash"
+    ):
+        found[(case_id, epoch)].append(bytes(entry_hash))
+    return found
+
+
+def _blobs(requests: Sequence[SendRequest]) -> dict[uuid.UUID, tuple[uuid.UUID, bytes]]:
+    """Every complete blob the batch's headers name: one query, only when any."""
+    ids = {ref.blob_id for r in requests for ref in r.envelope.header.attachments}
+    if not ids:
+        return {}
+    return {
+        pk: (case_id, bytes(root or b""))
+        for pk, case_id, root in m.Blob.objects.filter(
+            pk__in=ids, status=m.BlobStatus.COMPLETE
+        ).values_list("pk", "case_id", "root")
+    }
+
+
+def _accept(batch: _Batch, request: SendRequest) -> Ack:
+    """One item's checks, in the order protocol.md lists them; numbered if they pass."""
+    envelope, device_id = request.envelope, request.device_id
     h = envelope.header
-    if h.case_id != case_id:
-        raise ServiceError("wrong_case", "The envelope names another case.")
-    if h.sender_user_id != user.pk or h.sender_device_id != device_id:
-        raise Forbidden("wrong_sender", "The envelope must name your signed-in device.")
-    case = locked_case(case_id)
-    stored = m.Message.objects.filter(
-        sender_device_id=device_id, client_msg_id=h.client_msg_id
-    ).first()
+    case = batch.cases.get(request.case_id)
+    if case is None:
+        raise NotFound("no_case", "No such case.")
+    stored = batch.stored.get((device_id, h.client_msg_id))
     if stored is not None:
         if stored.case_id != case.pk or not _same_message(stored, envelope):
             raise ServiceError(
                 "client_msg_id_reused", "That client message id was used for other content."
             )
         return Ack(stored.seq, h.client_msg_id, stored.epoch, duplicate=True)
-    device = access_roster_device(user, case.pk, device_id)
-    _check_epoch(case, envelope)
+    device = batch.roster[(request.user.pk, case.pk, device_id)]
+    if isinstance(device, ServiceError):
+        raise device
+    _check_epoch(case, envelope, batch.previous_heads)
     try:
         verify_envelope(envelope, bytes(device.dsk_pub), max_ct_len=settings.MAX_MESSAGE_CT_BYTES)
     except CryptoError as error:
         raise crypto_failure(error) from None
-    last = (
-        m.Message.objects.filter(case=case, sender_device_id=device_id)
-        .order_by("-sender_seq")
-        .values_list("sender_seq", flat=True)
-        .first()
-    )
+    last = batch.last_sender_seq.get((case.pk, device_id))
     if last is not None and h.sender_seq <= last:
-        raise ServiceError("sender_seq_not_increasing", f"sender_seq must exceed {last}.")
-    _check_attachments(case, envelope)
+        raise ServiceError(
+            "sender_seq_not_increasing", f"sender_seq must exceed {last}.", last_sender_seq=last
+        )
+    for ref in h.attachments:
+        if batch.blobs.get(ref.blob_id) != (case.pk, ref.root):
+            raise ServiceError(
+                "bad_attachment", f"Attachment {ref.blob_id} is not a complete blob of this case."
+            )
     case.last_seq += 1
-    case.save(update_fields=["last_seq"])
-    message = m.Message.objects.create(
+    message = m.Message(
         case=case,
         seq=case.last_seq,
         epoch=h.epoch,
-        sender=user,
+        sender=request.user,
         sender_device_id=device_id,
         client_msg_id=h.client_msg_id,
         sender_seq=h.sender_seq,
         header=h.encode(),
         signature=envelope.sig,
         ciphertext=envelope.ct,
-        urgent=urgent,
+        urgent=request.urgent,
     )
-    audit_record(
-        action=AuditAction.MESSAGE_STORED,
-        actor=user,
-        device_id=device_id,
-        case_id=case.pk,
-        target=f"message:{message.seq}",
-        meta=meta,
-        details={"seq": message.seq, "size": len(envelope.ct), "epoch": h.epoch},
-    )
-    publish_after_commit(
-        case_group(case.pk), {"type": "case.message", "message": message_wire(message)}
-    )
-    if urgent:
-        consults.urgent_sent(message=message)
+    # Later items of this batch see this one as stored and as the device's last.
+    batch.stored[(device_id, h.client_msg_id)] = message
+    batch.last_sender_seq[(case.pk, device_id)] = h.sender_seq
+    batch.accepted.append((request, message))
     return Ack(message.seq, h.client_msg_id, h.epoch, duplicate=False)
 
 
-def _check_attachments(case: m.Case, envelope: Envelope) -> None:
-    refs = envelope.header.attachments
-    if not refs:
-        return
-    blobs = {
-        b.pk: bytes(b.root or b"")
-        for b in m.Blob.objects.filter(
-            case=case, pk__in=[r.blob_id for r in refs], status=m.BlobStatus.COMPLETE
-        )
-    }
-    for ref in refs:
-        if blobs.get(ref.blob_id) != ref.root:
-            raise ServiceError(
-                "bad_attachment", f"Attachment {ref.blob_id} is not a complete blob of this case."
+def _batch_write(batch: _Batch) -> None:
+    """One update of the cases' last_seq, one insert of messages, one audit append."""
+    accepted = batch.accepted
+    touched = {message.case_id for _, message in accepted}
+    m.Case.objects.bulk_update([batch.cases[pk] for pk in sorted(touched)], ["last_seq"])
+    m.Message.objects.bulk_create([message for _, message in accepted])
+    audit_record_many(
+        [
+            AuditRecord(
+                action=AuditAction.MESSAGE_STORED,
+                actor=request.user,
+                device_id=request.device_id,
+                case_id=message.case_id,
+                target=f"message:{message.seq}",
+                meta=request.meta,
+                details={
+                    "seq": message.seq,
+                    "size": len(request.envelope.ct),
+                    "epoch": message.epoch,
+                },
             )
+            for request, message in accepted
+        ]
+    )
+    frames: dict[uuid.UUID, list[list[int | str]]] = defaultdict(list)
+    for _, message in sorted(accepted, key=lambda pair: (str(pair[1].case_id), pair[1].seq)):
+        text = json.dumps({"type": "message", **message_wire(message)}, separators=(",", ":"))
+        frames[message.case_id].append([message.epoch, text])
+    for case_id, case_frames in frames.items():
+        publish_after_commit(
+            case_group(case_id), {"type": "case.messages", "frames": case_frames}
+        )
+    for _, message in accepted:
+        if message.urgent:
+            consults.urgent_sent(message=message)
 
 
 @transaction.atomic

@@ -1,0 +1,321 @@
+"""message_send_batch: many sends in one transaction, each item answered in its slot.
+
+A refused item changes nothing; the others are stored with gapless seqs; each case
+hears of its new messages once per batch, in seq order; the query count per batch does
+not depend on the batch's size or the room's size.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import uuid
+from typing import Any
+
+import pytest
+from django.db import DatabaseError, IntegrityError, connection
+from django.test.utils import CaptureQueriesContext
+
+from collab import realtime
+from collab.audit.models import AuditEvent
+from collab.audit.verify import chain_verify
+from collab.cases.models import Case, Message
+from collab.cases.services import consults, messages
+from collab.cases.services.messages import Ack, SendRequest, message_send, message_send_batch
+from collab.crypto.envelope import Envelope
+from collab.errors import ServiceError
+from tests.support.rooms import Member, build_room
+
+pytestmark = pytest.mark.django_db
+
+
+def request(member: Member, envelope: Envelope, *, urgent: bool = False) -> SendRequest:
+    return SendRequest(
+        user=member.user,
+        device_id=member.device.device_id,
+        case_id=envelope.header.case_id,
+        envelope=envelope,
+        urgent=urgent,
+    )
+
+
+def sealed(member: Member, text: str, **kwargs: Any) -> SendRequest:
+    return request(member, member.state.seal({"text": text}, **kwargs))
+
+
+def codes(results: list[Ack | ServiceError]) -> list[str | int]:
+    """A refusal's code, or the seq an ack names (negative when a duplicate)."""
+    out: list[str | int] = []
+    for result in results:
+        if isinstance(result, ServiceError):
+            out.append(result.code)
+        else:
+            out.append(-result.seq if result.duplicate else result.seq)
+    return out
+
+
+def seqs(case_id: uuid.UUID) -> list[int]:
+    stored = Message.objects.filter(case_id=case_id).order_by("seq")
+    return list(stored.values_list("seq", flat=True))
+
+
+@pytest.fixture
+def published(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict[str, Any]]]:
+    """What reaches the channel layer (after commit)."""
+    sent: list[tuple[str, dict[str, Any]]] = []
+    monkeypatch.setattr(realtime, "publish_now", lambda group, event: sent.append((group, event)))
+    return sent
+
+
+def test_mixed_batch_answers_each_slot_and_stores_only_the_good_ones(
+    published, django_capture_on_commit_callbacks
+) -> None:
+    a, b, _ = room = build_room(3, "mix")
+    (other,) = build_room(1, "out")
+    second = build_room(2, "two")
+    case_id, second_id = a.state.case_id, second[0].state.case_id
+    epoch = a.state.head.epoch
+    earlier = sealed(a, "stored before")
+    with django_capture_on_commit_callbacks(execute=True):
+        assert message_send_batch([earlier]) == [
+            Ack(1, earlier.envelope.header.client_msg_id, epoch, duplicate=False)
+        ]
+    published.clear()
+
+    later_seq = b.state.seal({"text": "sealed first, sent second"})
+    high = sealed(b, "sealed second, sent first")
+    good = sealed(a, "fine")
+    reused = request(a, a.state.seal({"text": "other"},
+                                     client_msg_id=earlier.envelope.header.client_msg_id))
+    outsider = other.state.seal({"text": "not mine"})
+    outsider = dataclasses.replace(
+        outsider, header=dataclasses.replace(outsider.header, case_id=case_id)
+    )
+    outsider_req = SendRequest(other.user, other.device.device_id, case_id, outsider)
+    wrong_epoch_env = a.state.seal({"text": "old"})
+    wrong_epoch = request(a, dataclasses.replace(
+        wrong_epoch_env, header=dataclasses.replace(wrong_epoch_env.header, epoch=7)))
+    bad_sig_env = a.state.seal({"text": "forged"})
+    bad_sig = request(a, dataclasses.replace(bad_sig_env, sig=bytes(64)))
+    in_second = sealed(second[1], "another case")
+    in_second_too = sealed(second[0], "another case again")
+    twice = sealed(a, "twice")
+    twice_other = request(a, a.state.seal(
+        {"text": "twice, other content"}, client_msg_id=twice.envelope.header.client_msg_id))
+    no_case = dataclasses.replace(good.envelope, header=dataclasses.replace(
+        good.envelope.header, case_id=uuid.uuid4()))
+    batch = [
+        good,                                  # 2
+        earlier,                               # duplicate of 1
+        reused,                                # client_msg_id_reused
+        outsider_req,                          # not_in_roster
+        in_second,                             # case two: 1
+        high,                                  # 3
+        request(b, later_seq),                 # lower sender_seq after a higher one
+        wrong_epoch,                           # wrong_epoch
+        bad_sig,                               # bad_signature
+        twice,                                 # 4
+        twice,                                 # duplicate of 4 within the batch
+        twice_other,                           # reused within the batch
+        in_second_too,                         # case two: 2
+        SendRequest(a.user, a.device.device_id, no_case.header.case_id, no_case),
+    ]
+    before = AuditEvent.objects.count()
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        results = message_send_batch(batch)
+    assert codes(results) == [
+        2, -1, "client_msg_id_reused", "not_in_roster", 1, 3, "sender_seq_not_increasing",
+        "wrong_epoch", "bad_signature", 4, -4, "client_msg_id_reused", 2, "no_case",
+    ]
+    refusal = results[6]
+    assert isinstance(refusal, ServiceError)
+    assert refusal.extra == {"last_sender_seq": high.envelope.header.sender_seq}
+    assert refusal.as_dict()["last_sender_seq"] == high.envelope.header.sender_seq
+    assert isinstance(results[7], ServiceError) and results[7].extra == {"head_epoch": epoch}
+    assert seqs(case_id) == [1, 2, 3, 4]
+    assert seqs(second_id) == [1, 2]
+    assert Case.objects.get(pk=case_id).last_seq == 4
+    assert Case.objects.get(pk=second_id).last_seq == 2
+    stored = Message.objects.get(case_id=case_id, seq=3)
+    assert stored.sender_seq == high.envelope.header.sender_seq
+    assert bytes(stored.ciphertext) == high.envelope.ct
+    assert AuditEvent.objects.count() == before + 5
+    assert chain_verify().ok
+
+    # Nothing reaches the layer before commit; then one event per case, in seq order.
+    assert published == []
+    for callback in callbacks:
+        callback()
+    events = {group: event for group, event in published}
+    assert len(published) == 2
+    assert set(events) == {realtime.case_group(case_id), realtime.case_group(second_id)}
+    first = events[realtime.case_group(case_id)]
+    assert first["type"] == "case.messages"
+    frames = [json.loads(text) for _, text in first["frames"]]
+    assert [f["seq"] for f in frames] == [2, 3, 4]
+    assert [e for e, _ in first["frames"]] == [epoch] * 3
+    assert all(f["type"] == "message" for f in frames)
+    assert frames[1]["envelope"] == high.envelope.to_wire()
+    assert first["frames"][0][1] == json.dumps(frames[0], separators=(",", ":"))
+    assert [json.loads(t)["seq"] for _, t in events[realtime.case_group(second_id)]["frames"]] \
+        == [1, 2]
+    assert room  # the third member only widens the roster
+
+
+def test_a_batch_of_refusals_writes_nothing_and_publishes_nothing(
+    published, django_capture_on_commit_callbacks
+) -> None:
+    a, _ = build_room(2, "none")
+    env = a.state.seal({"text": "x"})
+    with django_capture_on_commit_callbacks(execute=True):
+        results = message_send_batch([request(a, dataclasses.replace(env, sig=bytes(64)))])
+    assert codes(results) == ["bad_signature"]
+    assert Message.objects.count() == 0
+    assert published == []
+
+
+def test_message_send_raises_the_refusal_with_last_sender_seq() -> None:
+    a, _ = build_room(2, "one")
+    first = a.state.seal({"text": "a"})
+    message_send(user=a.user, device_id=a.device.device_id, case_id=a.state.case_id,
+                 envelope=first)
+    a.state.sender_seq -= 1
+    with pytest.raises(ServiceError) as error:
+        message_send(user=a.user, device_id=a.device.device_id, case_id=a.state.case_id,
+                     envelope=a.state.seal({"text": "b"}))
+    assert error.value.code == "sender_seq_not_increasing"
+    assert error.value.extra["last_sender_seq"] == first.header.sender_seq
+    assert Message.objects.count() == 1
+
+
+def test_urgent_messages_each_notify(monkeypatch: pytest.MonkeyPatch) -> None:
+    a, _ = build_room(2, "urg")
+    told: list[int] = []
+    monkeypatch.setattr(
+        consults, "urgent_sent", lambda *, message: told.append(message.seq)
+    )
+    results = message_send_batch([
+        request(a, a.state.seal({"text": "1"}), urgent=True),
+        sealed(a, "2"),
+        request(a, a.state.seal({"text": "3"}), urgent=True),
+    ])
+    assert codes(results) == [1, 2, 3]
+    assert told == [1, 3]
+    assert list(Message.objects.order_by("seq").values_list("urgent", flat=True)) == [
+        True, False, True
+    ]
+
+
+def test_a_race_on_the_unique_id_reruns_each_item_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another process stores the same (device, client_msg_id) between the read and the
+    insert: the batch fails on the constraint, and each item then answers for itself."""
+    a, _ = build_room(2, "race")
+    raced = sealed(a, "stored by the other process")
+    message_send_batch([raced])
+    real_read = messages._batch_read
+    calls: list[int] = []
+
+    def read_missing_the_race(requests):
+        batch = real_read(requests)
+        if not calls:
+            batch.stored.clear()  # as if read just before the other process committed
+            batch.last_sender_seq.clear()
+        calls.append(len(requests))
+        return batch
+
+    monkeypatch.setattr(messages, "_batch_read", read_missing_the_race)
+    fresh = sealed(a, "mine")
+    results = message_send_batch([raced, fresh])
+    assert calls == [2, 1, 1]
+    assert codes(results) == [-1, 2]
+    assert seqs(a.state.case_id) == [1, 2]
+    assert chain_verify().ok
+
+
+def _conflict() -> DatabaseError:
+    cause = Exception("deadlock detected")
+    cause.sqlstate = "40P01"  # type: ignore[attr-defined]
+    error = DatabaseError("deadlock detected")
+    error.__cause__ = cause
+    return error
+
+
+def test_a_deadlock_retries_the_whole_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    a, _ = build_room(2, "dead")
+    real_store = messages._store_batch
+    failures = [_conflict(), _conflict()]
+
+    def store(requests):
+        if failures:
+            raise failures.pop()
+        return real_store(requests)
+
+    monkeypatch.setattr(messages, "_store_batch", store)
+    results = message_send_batch([sealed(a, "1"), sealed(a, "2")])
+    assert codes(results) == [1, 2]
+
+
+def test_a_lasting_conflict_or_another_database_error_is_raised(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    a, _ = build_room(2, "fail")
+    attempts: list[int] = []
+
+    def always(requests):
+        attempts.append(1)
+        raise _conflict()
+
+    monkeypatch.setattr(messages, "_store_batch", always)
+    with pytest.raises(DatabaseError):
+        message_send_batch([sealed(a, "1")])
+    assert len(attempts) == 1 + messages.RETRIES_ON_CONFLICT
+
+    attempts.clear()
+
+    def broken(requests):
+        attempts.append(1)
+        raise DatabaseError("disk full")
+
+    monkeypatch.setattr(messages, "_store_batch", broken)
+    with pytest.raises(DatabaseError):
+        message_send_batch([sealed(a, "1")])
+    assert len(attempts) == 1
+    assert Message.objects.count() == 0
+
+
+def test_an_integrity_error_that_persists_alone_is_raised(monkeypatch: pytest.MonkeyPatch) -> None:
+    a, _ = build_room(2, "integ")
+    attempts: list[int] = []
+
+    def always(requests):
+        attempts.append(len(requests))
+        raise IntegrityError("constraint")
+
+    monkeypatch.setattr(messages, "_store_batch", always)
+    with pytest.raises(IntegrityError):
+        message_send_batch([sealed(a, "1")])
+    assert attempts == [1, 1]
+
+
+def _batch_queries(room: list[Member], size: int) -> int:
+    batch = [sealed(room[i % len(room)], f"n{i}") for i in range(size)]
+    with CaptureQueriesContext(connection) as ctx:
+        results = message_send_batch(batch)
+    assert all(isinstance(r, Ack) and not r.duplicate for r in results), codes(results)
+    return len(ctx.captured_queries)
+
+
+def test_queries_per_batch_are_constant_whatever_the_batch_and_room_size(settings) -> None:
+    settings.AUDIT_CHECKPOINT_EVERY = 0  # a checkpoint is one more insert when one is due
+    small, large = build_room(2, "small"), build_room(20, "large")
+    for room in (small, large):
+        _batch_queries(room, 1)  # warm-up: the audit head row exists from here on
+    counts = {
+        (len(room), size): _batch_queries(room, size)
+        for room in (small, large)
+        for size in (1, 10, 50)
+    }
+    assert len(set(counts.values())) == 1, counts
+    for room in (small, large):
+        assert seqs(room[0].state.case_id) == list(range(1, 1 + 1 + 1 + 10 + 50))
+    assert chain_verify().ok
