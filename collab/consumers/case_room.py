@@ -7,21 +7,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import json
 import logging
 import uuid
 from typing import Any
 from urllib.parse import parse_qs
 
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import DatabaseError, connection
 
 from collab.accounts import proofs
 from collab.accounts.ws_auth import CLOSE_UNAVAILABLE
-from collab.audit.services import AuditAction, RequestMeta, audit_record
+from collab.audit.services import RequestMeta
 from collab.cases import access, selectors
 from collab.cases.models import Case
-from collab.cases.services import consults, messages
+from collab.cases.services import consults, history, messages
+from collab.cases.services.messages import SendRequest
+from collab.consumers import send_pipeline
 from collab.consumers.base import AuthenticatedConsumer, FrameError, Refusal
 from collab.crypto.envelope import Envelope
 from collab.crypto.errors import CryptoError
@@ -59,6 +64,17 @@ class CaseRoomConsumer(AuthenticatedConsumer):
     admitted = False
     # The first hello went out (and the socket is registered for resync hellos).
     greeted = False
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """AsyncConsumer.dispatch without its close_old_connections before every handler:
+        that is a hop to the one thread-sensitive thread for each frame and each live
+        message, queued behind whatever holds that thread (a batch being stored). Every
+        database call here goes through database_sync_to_async, which closes stale
+        connections itself, in the thread that uses them."""
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
 
     def is_activity(self, frame: dict[str, Any]) -> bool:
         # typing {active: false} is sent when a draft is cleared or the page loses focus,
@@ -251,19 +267,26 @@ class CaseRoomConsumer(AuthenticatedConsumer):
         urgent = frame.get("urgent", False)
         if not isinstance(urgent, bool):
             raise FrameError("bad_field", "urgent must be true or false.")
+        request = SendRequest(
+            user=self.user,
+            device_id=self.device_id,
+            case_id=self.case_id,
+            envelope=envelope,
+            meta=self.meta,
+            urgent=urgent,
+        )
         try:
-            ack = await database_sync_to_async(
-                messages.message_send, thread_sensitive=settings.DB_SINGLE_WRITER
-            )(
-                user=self.user,
-                device_id=self.device_id,
-                case_id=self.case_id,
-                envelope=envelope,
-                meta=RequestMeta.from_scope(self.scope),
-                urgent=urgent,
-            )
+            # Stored with the process's other waiting sends, in one transaction.
+            ack = await send_pipeline.submit(request)
         except ServiceError as error:
-            raise FrameError(error.code, error.message) from None
+            # Its fields too (e.g. head_epoch): clients act on fields, not on prose.
+            ref = frame.get("ref")
+            echo = {"ref": ref} if isinstance(ref, str) and len(ref) <= 64 else {}
+            await self.send_json(
+                {**error.extra, "type": "error", "code": error.code, "message": error.message,
+                 **echo}
+            )
+            return
         await self.send_json(
             {
                 "type": "ack",
@@ -274,6 +297,11 @@ class CaseRoomConsumer(AuthenticatedConsumer):
                 "duplicate": ack.duplicate,
             }
         )
+
+    @functools.cached_property
+    def meta(self) -> RequestMeta:
+        """Where this socket came from (its handshake does not change)."""
+        return RequestMeta.from_scope(self.scope)
 
     async def handle_resume(self, frame: dict[str, Any]) -> None:
         after = _int(frame, "after")
@@ -305,18 +333,13 @@ class CaseRoomConsumer(AuthenticatedConsumer):
         # Audited once the frame is handed to the server, so a page that never left
         # (the socket closed first) is not recorded as read.
         if page.seqs:
-            await database_sync_to_async(self._history_read)(page)
-
-    def _history_read(self, page: selectors.HistoryPage) -> None:
-        assert page.seqs is not None  # noqa: S101 - the caller checked
-        audit_record(
-            action=AuditAction.HISTORY_READ,
-            actor=self.user,
-            device_id=self.device_id,
-            case_id=self.case_id,
-            meta=RequestMeta.from_scope(self.scope),
-            details={"from_seq": page.seqs[0], "to_seq": page.seqs[1], "count": len(page.items)},
-        )
+            await database_sync_to_async(history.history_read_record)(
+                user=self.user,
+                device_id=self.device_id,
+                case_id=self.case_id,
+                page=page,
+                meta=self.meta,
+            )
 
     async def handle_typing(self, frame: dict[str, Any]) -> None:
         active = frame.get("active", True)
@@ -366,29 +389,49 @@ class CaseRoomConsumer(AuthenticatedConsumer):
     # --- events from the channel layer ------------------------------------------
 
     async def case_message(self, event: dict[str, Any]) -> None:
+        """One live message (the event of one send; case.messages carries a batch)."""
         message = event["message"]
-        if self.held:  # the database is away: queue behind the held ones
-            await self._hold(message)
-            return
-        try:
-            readable = await self._readable(message["envelope"]["epoch"])
-        except DatabaseError as error:
-            # Not a reason to close the socket (1011): hold it and ask again until the
-            # database answers. The client orders by seq and fills gaps with resume.
-            log.warning("live message held, database unavailable: %r", error)
-            await self._hold(message)
-            self.spawn(self._deliver_held())
-            return
-        if readable:
-            await self.send_json({"type": "message", **message})
+        text = json.dumps({"type": "message", **message}, separators=(",", ":"))
+        await self._relay([(message["envelope"]["epoch"], text)])
 
-    async def _hold(self, message: dict[str, Any]) -> None:
-        if len(self.held) >= HELD_MAX:
-            self.held.clear()
-            await self.end("unavailable", "The server cannot reach its database now; "
-                           "reconnect and resume.", CLOSE_UNAVAILABLE)
-            return
-        self.held.append(message)
+    async def case_messages(self, event: dict[str, Any]) -> None:
+        """The messages of one stored batch, in seq order, each already serialised."""
+        await self._relay([(epoch, text) for epoch, text in event["frames"]])
+
+    async def _relay(self, frames: list[tuple[int, str]]) -> None:
+        """Send the frames this device can read, in order; none overtakes a held one."""
+        sent = False
+        for index, (epoch, text) in enumerate(frames):
+            if self.closing:
+                return
+            if self.held:  # the database is away: queue behind the held ones
+                await self._hold(frames[index:])
+                break
+            try:
+                readable = await self._readable(epoch)
+            except DatabaseError as error:
+                # Not a reason to close the socket (1011): hold it and ask again until
+                # the database answers. The client orders by seq and fills gaps with resume.
+                log.warning("live message held, database unavailable: %r", error)
+                await self._hold(frames[index:])
+                self.spawn(self._deliver_held())
+                break
+            if readable:
+                await self.send(text_data=text)  # serialised once for every socket
+                sent = True
+        if sent:
+            await self.check_outbound()
+
+    async def _hold(self, frames: list[tuple[int, str]]) -> None:
+        for epoch, text in frames:
+            if self.closing:
+                return
+            if len(self.held) >= HELD_MAX:
+                self.held.clear()
+                await self.end("unavailable", "The server cannot reach its database now; "
+                               "reconnect and resume.", CLOSE_UNAVAILABLE)
+                return
+            self.held.append({"epoch": epoch, "text": text})
 
     async def _readable(self, epoch: int) -> bool:
         if epoch not in self.epochs:
@@ -405,15 +448,16 @@ class CaseRoomConsumer(AuthenticatedConsumer):
             raise
 
     async def _deliver_held(self) -> None:
-        """One retry loop for all held messages, in the order they came."""
+        """One retry loop for all held messages ({epoch, text}), in the order they came."""
         try:
             while self.held and not self.closing:
                 await asyncio.sleep(EPOCH_RETRY_SECONDS)
                 with contextlib.suppress(DatabaseError):
-                    while self.held:
-                        message = self.held[0]
-                        if await self._readable(message["envelope"]["epoch"]):
-                            await self.send_json({"type": "message", **message})
+                    while self.held and not self.closing:
+                        held = self.held[0]
+                        if await self._readable(held["epoch"]):
+                            await self.send(text_data=held["text"])
+                            await self.check_outbound()
                         self.held.pop(0)
         finally:
             self.held.clear()  # however this ends, later messages are not queued forever
