@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
+import threading
 import uuid
 from typing import Any
 
@@ -21,7 +23,9 @@ from collab.audit.models import AuditEvent
 from collab.audit.verify import chain_verify
 from collab.cases.models import Case, Message
 from collab.cases.services import consults, messages
+from collab.cases.services.membership import log_entry_submit
 from collab.cases.services.messages import Ack, SendRequest, message_send, message_send_batch
+from collab.crypto.actions import RemoveUserBody
 from collab.crypto.envelope import Envelope
 from collab.errors import ServiceError
 from tests.support.rooms import Member, build_room
@@ -318,4 +322,73 @@ def test_queries_per_batch_are_constant_whatever_the_batch_and_room_size(setting
     assert len(set(counts.values())) == 1, counts
     for room in (small, large):
         assert seqs(room[0].state.case_id) == list(range(1, 1 + 1 + 1 + 10 + 50))
+    assert chain_verify().ok
+
+
+def test_the_previous_epoch_is_accepted_for_its_grace_only(settings) -> None:
+    settings.AUDIT_CHECKPOINT_EVERY = 0
+    owner, member, leaver = build_room(3, "grace")
+    case_id = owner.state.case_id
+    message_send_batch([sealed(owner, "warm-up")])
+    old = [sealed(member, f"old {i}") for i in range(3)]
+    stale_env = member.state.seal({"text": "stale"})
+    stale = request(member, dataclasses.replace(
+        stale_env, header=dataclasses.replace(stale_env.header, log_head=bytes(64))))
+    by_leaver = sealed(leaver, "from the removed member")
+    late = sealed(member, "late")
+    entry = owner.state.next_entry(RemoveUserBody(leaver.user.pk))
+    log_entry_submit(user=owner.user, device_id=owner.device.device_id, case_id=case_id,
+                     entry=entry)
+    assert Case.objects.get(pk=case_id).head_epoch == old[0].envelope.header.epoch + 1
+
+    with CaptureQueriesContext(connection) as one:
+        assert codes(message_send_batch(old[:1])) == [2]
+    with CaptureQueriesContext(connection) as many:
+        results = message_send_batch([*old[1:], stale, by_leaver])
+    assert codes(results) == [3, 4, "stale_log_head", "not_in_roster"]
+    # The previous epoch's entry is read once per batch, whatever the number naming it.
+    assert len(one.captured_queries) == len(many.captured_queries)
+
+    settings.EPOCH_GRACE_SECONDS = 0
+    assert codes(message_send_batch([late])) == ["wrong_epoch"]
+    assert seqs(case_id) == [1, 2, 3, 4]
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_batches_over_the_same_cases_stay_gapless(caplog) -> None:
+    """Two writers, each batch touching both cases, named in opposite orders: the rows
+    are locked in id order, so neither waits on the other in a cycle."""
+    first, second = build_room(2, "c1"), build_room(2, "c2")
+    rounds = 15
+    batches = {
+        "x": [[sealed(first[0], f"x{i}"), sealed(second[0], f"x{i}")] for i in range(rounds)],
+        "y": [[sealed(second[1], f"y{i}"), sealed(first[1], f"y{i}")] for i in range(rounds)],
+    }
+    barrier = threading.Barrier(2)
+    answers: dict[str, list[Ack | ServiceError]] = {"x": [], "y": []}
+    errors: list[BaseException] = []
+
+    def writer(name: str) -> None:
+        try:
+            barrier.wait()
+            for batch in batches[name]:
+                answers[name].extend(message_send_batch(batch))
+        except BaseException as error:  # reported below, in the test's thread
+            errors.append(error)
+        finally:
+            connection.close()
+
+    with caplog.at_level(logging.INFO, logger="collab.cases.messages"):
+        threads = [threading.Thread(target=writer, args=(n,)) for n in batches]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert errors == []
+    assert all(isinstance(a, Ack) and not a.duplicate for a in answers["x"] + answers["y"])
+    for room in (first, second):
+        assert seqs(room[0].state.case_id) == list(range(1, 2 * rounds + 1))
+    assert not [r for r in caplog.records if "retried" in r.getMessage()]
+    assert AuditEvent.objects.filter(action="message_stored").count() == 4 * rounds
     assert chain_verify().ok

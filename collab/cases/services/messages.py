@@ -13,7 +13,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, transaction
@@ -70,7 +70,10 @@ def _same_message(stored: m.Message, envelope: Envelope) -> bool:
 
 
 def _check_epoch(
-    case: m.Case, envelope: Envelope, previous: dict[tuple[uuid.UUID, int], list[bytes]]
+    case: m.Case,
+    envelope: Envelope,
+    previous: dict[tuple[uuid.UUID, int], list[bytes]],
+    now: datetime,
 ) -> None:
     """Head epoch, or the one before it for a short grace after a rotation."""
     h = envelope.header
@@ -78,7 +81,7 @@ def _check_epoch(
         if h.log_head != bytes(case.head_hash):
             raise ServiceError("stale_log_head", "log_head is not the hash of the current epoch.")
         return
-    if _in_grace(case, h.epoch):
+    if _in_grace(case, h.epoch, now):
         if previous.get((case.pk, h.epoch), []) == [h.log_head]:
             return
         raise ServiceError("stale_log_head", "log_head is not the hash of that epoch.")
@@ -87,9 +90,9 @@ def _check_epoch(
     )
 
 
-def _in_grace(case: m.Case, epoch: int) -> bool:
+def _in_grace(case: m.Case, epoch: int, now: datetime) -> bool:
     grace = timedelta(seconds=settings.EPOCH_GRACE_SECONDS)
-    return epoch == case.head_epoch - 1 and timezone.now() - case.head_at <= grace
+    return epoch == case.head_epoch - 1 and now - case.head_at <= grace
 
 
 def message_send(
@@ -156,6 +159,8 @@ class _Batch:
     last_sender_seq: dict[tuple[uuid.UUID, uuid.UUID], int]
     previous_heads: dict[tuple[uuid.UUID, int], list[bytes]]
     blobs: dict[uuid.UUID, tuple[uuid.UUID, bytes]]
+    # One clock reading for the batch: the grace read and the grace check agree.
+    now: datetime = field(default_factory=timezone.now)
     accepted: list[tuple[SendRequest, m.Message]] = field(default_factory=list)
 
 
@@ -189,8 +194,9 @@ def _sender_refusal(request: SendRequest) -> ServiceError | None:
 
 def _batch_read(requests: Sequence[SendRequest]) -> _Batch:
     """Everything the checks need, in one query each (a few only when needed)."""
+    now = timezone.now()
     if not requests:
-        return _Batch({}, {}, {}, {}, {}, {})
+        return _Batch({}, {}, {}, {}, {}, {}, now)
     case_ids = sorted({r.case_id for r in requests})
     device_ids = {r.device_id for r in requests}
     # Locked in id order, so two processes locking overlapping batches never deadlock.
@@ -228,19 +234,21 @@ def _batch_read(requests: Sequence[SendRequest]) -> _Batch:
         stored=stored,
         roster=roster,
         last_sender_seq=last_sender_seq,
-        previous_heads=_previous_heads(cases, requests),
+        previous_heads=_previous_heads(cases, requests, now),
         blobs=_blobs(requests),
+        now=now,
     )
 
 
 def _previous_heads(
-    cases: dict[uuid.UUID, m.Case], requests: Sequence[SendRequest]
+    cases: dict[uuid.UUID, m.Case], requests: Sequence[SendRequest], now: datetime
 ) -> dict[tuple[uuid.UUID, int], list[bytes]]:
     """Entry hashes of the epochs still in their grace, read only when a send names one."""
     wanted = {
-        (case.pk, r.envelope.header.epoch)
+        (case.pk, epoch)
         for r in requests
-        if (case := cases.get(r.case_id)) is not None and _in_grace(case, r.envelope.header.epoch)
+        if (case := cases.get(r.case_id)) is not None
+        and _in_grace(case, epoch := r.envelope.header.epoch, now)
     }
     if not wanted:
         return {}
@@ -285,7 +293,7 @@ def _accept(batch: _Batch, request: SendRequest) -> Ack:
     device = batch.roster[(request.user.pk, case.pk, device_id)]
     if isinstance(device, ServiceError):
         raise device
-    _check_epoch(case, envelope, batch.previous_heads)
+    _check_epoch(case, envelope, batch.previous_heads, batch.now)
     try:
         verify_envelope(envelope, bytes(device.dsk_pub), max_ct_len=settings.MAX_MESSAGE_CT_BYTES)
     except CryptoError as error:
