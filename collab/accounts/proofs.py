@@ -154,6 +154,16 @@ def session_device_record(*, session_key: str | None, device_id: uuid.UUID, prov
         DeviceSession.objects.filter(pk=row.pk).update(proven=True)
 
 
+def session_device_proven(
+    *, session_key: str | None, device_id: uuid.UUID, recorded: bool | None
+) -> None:
+    """session_device_record(proven=True) for a socket whose handshake already read the
+    record (``recorded``, selectors.room_admission): a reconnect writes nothing."""
+    if recorded is True:
+        return
+    session_device_record(session_key=session_key, device_id=device_id, proven=True)
+
+
 def device_sessions_end(*, device_id: uuid.UUID) -> int:
     """Delete every session the device acted in and close their sockets (4401)."""
     keys = list(

@@ -40,6 +40,16 @@ def socket_verdict(user: Any, session: Any) -> int | None:
     return None
 
 
+def _scope_verdict(scope: Scope) -> tuple[Any, int | None]:
+    """The scope's user (channels' lazy user resolved, outside the event loop) and
+    socket_verdict for it."""
+    user = scope.get("user")
+    if user is not None and hasattr(user, "_wrapped"):
+        user.is_authenticated  # noqa: B018 - resolves the lazy object
+        user = user._wrapped
+    return user, socket_verdict(user, scope.get("session"))
+
+
 async def reject(receive: Any, send: Any, code: int) -> None:
     message = await receive()
     if message["type"] != "websocket.connect":
@@ -55,13 +65,9 @@ class SecondFactorMiddleware:
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> Any:
         if scope["type"] != "websocket":
             return await self.inner(scope, receive, send)
-        user = scope.get("user")
         try:
-            if user is not None and hasattr(user, "_wrapped"):
-                # Resolve channels' lazy user outside the event loop.
-                await database_sync_to_async(lambda: user.is_authenticated)()
-                user = user._wrapped
-            code = await database_sync_to_async(socket_verdict)(user, scope.get("session"))
+            # One trip to the sync thread per socket: the user and the verdict.
+            user, code = await database_sync_to_async(_scope_verdict)(scope)
         except DatabaseError:
             # The session cannot be checked now: the client retries (not an HTTP 500).
             security_log.warning("socket refused: database unavailable")
