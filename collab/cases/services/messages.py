@@ -117,8 +117,11 @@ def message_send_batch(requests: Sequence[SendRequest]) -> list[Ack | ServiceErr
 
     A refused item (ServiceError, incl. Forbidden/NotFound) is returned in its slot and
     changes nothing; the others are stored. Raises DatabaseError only when the whole
-    transaction failed (then nothing of the batch is stored). After commit, each case in
-    the batch hears of its new messages in one ``case.messages`` event, in seq order.
+    transaction failed (then nothing of the batch is stored), with one exception: after
+    a race (IntegrityError) the items run again one by one, and if one of those fails,
+    the items before it may be stored; a retry of them answers ``duplicate=True``.
+    After commit, each case in the batch hears of its new messages in one
+    ``case.messages`` event, in seq order.
     """
     if not requests:
         return []
