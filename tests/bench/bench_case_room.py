@@ -161,7 +161,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=None,
                         help="length of each measured run (default: closed 8, others 5)")
     parser.add_argument(
-        "--max-rate", type=float, default=30.0,
+        "--max-rate", type=float, default=20.0,
         help="sends/s per socket to pre-seal envelopes for (more are sealed during the run, "
              "and counted, if a run goes faster)",
     )

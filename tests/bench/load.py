@@ -33,6 +33,9 @@ BARE_APP = "tests.bench.bare_asgi:application"
 COLLAB_APP = "collab.asgi:application"
 TEXT = "x" * 150  # ~200-byte frames on both paths
 DRAIN_SECONDS = 3.0
+# Closed loop: a sender whose answer has not come by then counts it lost and goes on (the
+# bare chat drops group messages when a consumer's channel is full).
+ANSWER_TIMEOUT = 10.0
 
 
 def env_setup() -> str:
@@ -252,6 +255,7 @@ class Result:
     unanswered_at_end: int = 0  # open loop: sent, not yet answered when sending stopped
     unanswered_after_drain: int = 0
     sealed_in_run: int = 0  # full path: envelopes sealed during the run (pre-sealed ran out)
+    lost: int = 0  # closed loop: answers that never came within ANSWER_TIMEOUT
 
     @property
     def per_second(self) -> float:
@@ -275,6 +279,8 @@ class Result:
         )
         if self.sealed_in_run:
             text += f"  ({self.sealed_in_run} envelopes sealed during the run)"
+        if self.lost:
+            text += f"  ({self.lost} answers never came within {ANSWER_TIMEOUT:.0f} s)"
         return text
 
 
@@ -337,7 +343,11 @@ async def closed_loop(
             mine["frame"] = frame
             t0 = time.monotonic()
             await ws.send(frame)
-            await answered.wait()
+            try:
+                await asyncio.wait_for(answered.wait(), ANSWER_TIMEOUT)
+            except TimeoutError:
+                result.lost += 1
+                continue
             result.sent += 1
             result.latencies.append(time.monotonic() - t0)
 
