@@ -14,8 +14,10 @@ the in-memory layer. ~200-byte messages; the client runs on the same box.
   paths get fixed arrival rates of 50%, 80% and 100% of it, each socket on its own
   schedule whatever the answers: p50/p99 (scheduled send -> own ack / own echo) and
   how many sends were unanswered when sending stopped and after a drain.
-- sizes: rooms of 2, 10, 50 and 200 with the number of sockets held constant
-  (``--sockets``, rooms = sockets / size), closed loop: deliveries/s and ratio per size.
+- sizes: rooms of 2, 10, 50 and 200 (``--sizes``) with the number of sockets held
+  constant (``--sockets``, rooms = sockets / size), closed loop: deliveries/s and ratio
+  per size. Most of its time is set-up: a room of 200 is 200 log entries, each verified
+  and stored by the server with its whole roster.
 - processes: one daphne process, then two (sockets alternate between them, so every
   room spans both), through Redis; ratio two/one for each path. Needs PostgreSQL +
   Redis (SQLite and the in-memory layer cannot be shared by two processes).
@@ -98,7 +100,7 @@ def mode_open(args: argparse.Namespace) -> None:
 
 def mode_sizes(args: argparse.Namespace) -> None:
     rows = []
-    for size in (2, 10, 50, 200):
+    for size in args.sizes:
         rooms = max(1, args.sockets // size)
         # A send in a bigger room is more deliveries, so fewer sends: fewer pre-sealed.
         per_seat = args.seconds * args.max_rate * min(1.0, 5 / size)
@@ -158,6 +160,10 @@ def main() -> None:
     parser.add_argument("--rooms", type=int, default=20)
     parser.add_argument("--size", type=int, default=5)
     parser.add_argument("--sockets", type=int, default=200, help="sizes: sockets in each run")
+    parser.add_argument(
+        "--sizes", type=lambda v: [int(x) for x in v.split(",")], default=[2, 10, 50, 200],
+        help="sizes: room sizes, comma-separated (default 2,10,50,200)",
+    )
     parser.add_argument("--seconds", type=float, default=None,
                         help="length of each measured run (default: closed 8, others 5)")
     parser.add_argument(
