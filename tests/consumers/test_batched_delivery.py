@@ -14,11 +14,12 @@ import pytest
 from channels.db import database_sync_to_async as sync_to_async
 from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
+from django.db import transaction
 
 from collab.asgi import application
 from collab.cases import selectors
 from collab.consumers import case_room
-from collab.realtime import case_group
+from collab.realtime import case_group, publish_many_after_commit
 from tests.consumers.test_room_rechecks import FlakyEpochs
 from tests.support.rooms import Member, build_room
 from tests.support.ws import answer_challenge, room_path
@@ -141,3 +142,29 @@ async def test_frames_held_for_the_database_keep_their_order_before_new_ones(
     assert flaky.failures == 0
     await nothing_more(communicator)
     await communicator.disconnect()
+
+
+async def test_doorbells_of_one_transaction_ring_together_once_committed(settings) -> None:
+    settings.SESSION_CHECK_SECONDS = 3600
+    owner, member = await sync_to_async(build_room)(2)
+    sockets = [await open_room(owner), await open_room(member)]
+    epoch = await head_epoch(member)
+
+    def events(*seqs: int) -> list[tuple[str, dict[str, Any]]]:
+        return [
+            (case_group(member.state.case_id),
+             {"type": "case.messages", "frames": [[epoch, text(seq, epoch)]]})
+            for seq in seqs
+        ]
+
+    def commit(seqs: tuple[int, ...], rollback: bool) -> None:
+        with transaction.atomic():
+            publish_many_after_commit(events(*seqs))
+            transaction.set_rollback(rollback)
+
+    await sync_to_async(commit)((8, 9), True)  # rolled back: never rung
+    await sync_to_async(commit)((1, 2, 3), False)
+    for communicator in sockets:
+        assert await texts(communicator, 3) == [text(seq, epoch) for seq in (1, 2, 3)]
+        await nothing_more(communicator)
+        await communicator.disconnect()
