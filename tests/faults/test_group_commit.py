@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.db import connection
 from websockets.exceptions import WebSocketException
 
 from collab.audit.models import AuditAction, AuditEvent
@@ -179,6 +180,16 @@ def assert_stored_once(case_id: uuid.UUID, acks: list[Sent], ids: set[bytes]) ->
                                  f"extra {targets - expected}")
 
 
+def transactions(case_id: uuid.UUID) -> tuple[int, int]:
+    """(rows, transactions that stored them) of the case: rows written by one
+    transaction share its xmin, so fewer transactions than rows means batches."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT count(*), count(DISTINCT xmin::text) FROM "  # noqa: S608
+                       f"{Message._meta.db_table} WHERE case_id = %s", [case_id])
+        rows, xacts = cursor.fetchone()
+    return int(rows), int(xacts)
+
+
 def assert_sender_order(sender: PipelinedSender) -> None:
     """A sender's messages got increasing seqs in the order it sealed them."""
     seqs = [ack.seq for ack in sender.sent()]
@@ -247,6 +258,8 @@ def test_concurrent_pipelined_senders_on_two_processes_store_each_message_once(
         return watchers
 
     watchers = run(scenario())
+    # Not asserted (a server that does not batch passes too): how much it batched.
+    print("rows, transactions per case:", [transactions(case_id) for case_id, _, _ in cases])
     for (case_id, senders, _), case_watchers in zip(cases, watchers, strict=True):
         acks = [ack for s in senders for ack in s.sent()]
         assert len(acks) == sum(len(s.intended) for s in senders)
@@ -357,7 +370,8 @@ def test_crash_between_commit_and_seal_loses_no_acked_message_and_the_chain_veri
     resent = sum(len(s.resent) for s in senders)
     duplicates = sum(1 for s in senders for _, f in s.acks.values() if f["duplicate"])
     print(f"at the kill: {at_kill}; sent again: {resent}, of which already stored "
-          f"(duplicate): {duplicates}; SDK app retries: {retries}")
+          f"(duplicate): {duplicates}; SDK app retries: {retries}; rows, transactions: "
+          f"{transactions(case_id)}")
     assert at_kill, "the server was never killed: the scenario did not happen"
     assert all(s.connection >= 1 for s in senders), "a sender never lost its connection"
     for sender in senders:
