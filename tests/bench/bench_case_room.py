@@ -177,6 +177,9 @@ def main() -> None:
     load.env_setup()
     {"closed": mode_closed, "open": mode_open, "sizes": mode_sizes,
      "processes": mode_processes}[args.mode](args)
+    if load.RETRIED_HANDSHAKES:
+        print(f"{len(load.RETRIED_HANDSHAKES)} handshakes failed and were retried "
+              "(server closed before answering)")
 
 
 if __name__ == "__main__":
