@@ -26,13 +26,14 @@ from collab.api import (
     stream_file,
     user_of,
 )
-from collab.audit.services import AuditAction, RequestMeta, audit_record
+from collab.audit.services import RequestMeta
 from collab.cases import models as m
 from collab.cases import selectors
 from collab.cases.access import access_case, access_case_device, access_provider
 from collab.cases.services import (
     blobs,
     consults,
+    history,
     invitations,
     joins,
     keybackup,
@@ -246,15 +247,10 @@ def case_messages(request: HttpRequest, case_id: uuid.UUID) -> HttpResponse:
         limit=limit,
         max_bytes=settings.HISTORY_PAGE_MAX_BYTES,
     )
-    if page.seqs:
-        audit_record(
-            action=AuditAction.HISTORY_READ,
-            actor=user,
-            device_id=device_id,
-            case_id=case_id,
-            meta=RequestMeta.from_request(request),
-            details={"from_seq": page.seqs[0], "to_seq": page.seqs[1], "count": len(page.items)},
-        )
+    history.history_read_record(
+        user=user, device_id=device_id, case_id=case_id, page=page,
+        meta=RequestMeta.from_request(request),
+    )
     return JsonResponse({"messages": page.items, "more": page.more})
 
 

@@ -68,6 +68,11 @@ def published(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict[str, Any]
     """What reaches the channel layer (after commit)."""
     sent: list[tuple[str, dict[str, Any]]] = []
     monkeypatch.setattr(realtime, "publish_now", lambda group, event: sent.append((group, event)))
+
+    async def publish_many(events: Any) -> None:
+        sent.extend(events)
+
+    monkeypatch.setattr(realtime, "publish_many", publish_many)
     return sent
 
 

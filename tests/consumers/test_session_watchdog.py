@@ -233,10 +233,10 @@ async def test_a_send_while_the_database_is_down_is_refused_and_the_socket_stays
     await answer_challenge(communicator, case_id, device_id)
     assert (await communicator.receive_json_from(timeout=5))["type"] == "hello"
 
-    def down(**kwargs: Any) -> None:
+    def down(requests: Any) -> None:
         raise OperationalError("server closed the connection unexpectedly")
 
-    monkeypatch.setattr(messages, "message_send", down)
+    monkeypatch.setattr(messages, "message_send_batch", down)
     envelope = member.state.seal({"text": "while the database is down"})
     await communicator.send_json_to({"type": "send", "ref": "s1", "envelope": envelope.to_wire()})
     error = await communicator.receive_json_from(timeout=5)

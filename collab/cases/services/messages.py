@@ -36,7 +36,7 @@ from collab.crypto.envelope import Envelope, verify_envelope
 from collab.crypto.errors import CryptoError
 from collab.crypto.primitives import sha512
 from collab.errors import Forbidden, NotFound, ServiceError
-from collab.realtime import case_group, publish_after_commit
+from collab.realtime import case_group, publish_after_commit, publish_many_after_commit
 
 
 @dataclass(frozen=True)
@@ -360,10 +360,13 @@ def _batch_write(batch: _Batch) -> None:
     for _, message in sorted(accepted, key=lambda pair: (str(pair[1].case_id), pair[1].seq)):
         text = json.dumps({"type": "message", **message_wire(message)}, separators=(",", ":"))
         frames[message.case_id].append([message.epoch, text])
-    for case_id, case_frames in frames.items():
-        publish_after_commit(
-            case_group(case_id), {"type": "case.messages", "frames": case_frames}
-        )
+    # One hop to the event loop for the whole batch, not one round trip per case.
+    publish_many_after_commit(
+        [
+            (case_group(case_id), {"type": "case.messages", "frames": case_frames})
+            for case_id, case_frames in frames.items()
+        ]
+    )
     for _, message in accepted:
         if message.urgent:
             consults.urgent_sent(message=message)
