@@ -158,7 +158,7 @@ def session_device_proven(
     *, session_key: str | None, device_id: uuid.UUID, recorded: bool | None
 ) -> None:
     """session_device_record(proven=True) for a socket whose handshake already read the
-    record (``recorded``, selectors.room_admission): a reconnect writes nothing."""
+    record (``recorded``, access.room_admission): a reconnect writes nothing."""
     if recorded is True:
         return
     session_device_record(session_key=session_key, device_id=device_id, proven=True)

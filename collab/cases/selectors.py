@@ -10,7 +10,7 @@ from typing import Any
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Length
 
-from collab.accounts.models import Device, DeviceSession, IdentityKey, User
+from collab.accounts.models import Device, IdentityKey, User
 from collab.cases.models import (
     Case,
     CaseStatusChange,
@@ -21,14 +21,12 @@ from collab.cases.models import (
     LeaveRequest,
     LogEntry,
     Member,
-    MemberDevice,
     Message,
     Notification,
     UrgentAck,
 )
 from collab.crypto.envelope import Envelope, Header
 from collab.crypto.log import LogEntry as CryptoLogEntry
-from collab.errors import Forbidden, NotFound, ServiceError
 
 
 def cases_for_user(*, user: User) -> QuerySet[Case]:
@@ -58,74 +56,6 @@ def readable_epochs(*, case_id: uuid.UUID, device_id: uuid.UUID) -> QuerySet[Key
         .values_list("epoch", flat=True)
         .distinct()
     )
-
-
-@dataclass(frozen=True)
-class RoomAdmission:
-    """What a case-room handshake needs to know, read at once (room_admission)."""
-
-    device: Device | None  # the user's device by that id (revoked or not), else None
-    case_exists: bool
-    in_roster: bool  # the device is in the case's head roster
-    # This session's record of acting as the device: True proven, False recorded
-    # unproven, None no record (proofs.session_device_record writes it).
-    session_proven: bool | None
-    epochs: tuple[int, ...]  # readable_epochs, when admitted (else empty)
-
-    def device_refusal(self) -> ServiceError | None:
-        """The device rules of access.access_device: unknown_device, device_revoked."""
-        if self.device is None:
-            return Forbidden("unknown_device", "That device is not registered to you.")
-        if self.device.revoked_at is not None:
-            return Forbidden("device_revoked", "That device has been revoked.")
-        return None
-
-    def refusal(self) -> ServiceError | None:
-        """None when the socket may open: the case exists (no_case), the device is the
-        user's and active, and in the head roster (not_member), as in
-        access.access_roster_device."""
-        if not self.case_exists:
-            return NotFound("no_case", "No such case.")
-        device = self.device_refusal()
-        if device is not None:
-            return device
-        if not self.in_roster:
-            return Forbidden("not_member", "This device is not in the case's roster.")
-        return None
-
-
-def room_admission(
-    *, user: User, case_id: uuid.UUID, device_id: uuid.UUID, session_key: str | None
-) -> RoomAdmission:
-    """Device, case, roster and this session's device record in one query, and the
-    readable epochs in a second one when the device is admitted: the handshake's reads,
-    the same whatever the room size or the number of sockets open."""
-    recorded = DeviceSession.objects.filter(
-        session_key=session_key or "", device_id=OuterRef("pk")
-    ).values("proven")[:1]
-    device = (
-        Device.objects.filter(pk=device_id, user=user)
-        .annotate(
-            case_exists=Exists(Case.objects.filter(pk=case_id)),
-            in_roster=Exists(
-                MemberDevice.objects.filter(case_id=case_id, device_id=OuterRef("pk"))
-            ),
-            session_proven=Subquery(recorded),
-        )
-        .first()
-    )
-    if device is None:
-        exists = Case.objects.filter(pk=case_id).exists()  # refusals only
-        return RoomAdmission(None, exists, False, None, ())
-    admission = RoomAdmission(
-        device, device.case_exists, device.in_roster,
-        None if not session_key else device.session_proven,
-        (),
-    )
-    if admission.refusal() is not None:
-        return admission
-    epochs = tuple(readable_epochs(case_id=case_id, device_id=device_id))
-    return RoomAdmission(device, True, True, admission.session_proven, epochs)
 
 
 @dataclass(frozen=True)

@@ -105,9 +105,11 @@ class CaseRoomConsumer(AuthenticatedConsumer):
         await self.send_error(code, message)
         await self.close(code=close_code)
 
-    async def _admit(self) -> bool:
-        """Membership and roster (collab.cases.access); then join the room's groups."""
-        refusal = await database_sync_to_async(self._membership_verdict)()
+    async def _admit(self, checked: bool = False, refusal: ServiceError | None = None) -> bool:
+        """Membership and roster (access.room_admission), unless the proof's check
+        already gave the verdict (``checked``); then join the room's groups."""
+        if not checked:
+            refusal = await database_sync_to_async(self._membership_verdict)()
         if refusal is not None:
             close = CLOSE_NO_CASE if refusal.code == "no_case" else CLOSE_NOT_MEMBER
             await self._refuse(refusal.code, refusal.message, close)
@@ -178,7 +180,7 @@ class CaseRoomConsumer(AuthenticatedConsumer):
                                CLOSE_NOT_MEMBER)
             return
         try:
-            await database_sync_to_async(self._check_proof)(b64d(sig, 64))
+            verdict = await database_sync_to_async(self._check_proof)(b64d(sig, 64))
         except DatabaseError:
             await self._refuse("unavailable", "The server cannot reach its database now; "
                                "reconnect later.", CLOSE_UNAVAILABLE)
@@ -190,34 +192,44 @@ class CaseRoomConsumer(AuthenticatedConsumer):
             await self._refuse(code, "The device proof was refused.", CLOSE_NOT_MEMBER)
             return
         try:
-            if await self._admit():
+            if await self._admit(checked=True, refusal=verdict):
                 await self._hello()
         except DatabaseError:
             await self._refuse("unavailable", "The server cannot reach its database now; "
                                "reconnect later.", CLOSE_UNAVAILABLE)
 
-    def _check_proof(self, sig: bytes) -> None:
-        device = access.access_device(self.user, self.device_id)
+    def _check_proof(self, sig: bytes) -> ServiceError | None:
+        """Verify the proof (a refused device raises), record the session as the
+        device's, and return the admission verdict: device, case, roster and the
+        session's record read at once (access.room_admission)."""
+        admission = access.room_admission(
+            user=self.user, case_id=self.case_id, device_id=self.device_id,
+            session_key=self.session.session_key,
+        )
+        refusal = admission.device_refusal()
+        if refusal is not None:
+            raise refusal
+        assert admission.device is not None  # noqa: S101 - device_refusal checked it
         proofs.ws_proof_check(
-            device=device, challenge=self.challenge, case_id=self.case_id, sig=sig
+            device=admission.device, challenge=self.challenge, case_id=self.case_id, sig=sig
         )
-        proofs.session_device_record(
-            session_key=self.session.session_key, device_id=device.pk, proven=True
+        proofs.session_device_proven(
+            session_key=self.session.session_key, device_id=self.device_id,
+            recorded=admission.session_proven,
         )
+        return self._verdict(admission)
 
     def _membership_verdict(self) -> ServiceError | None:
-        """None when the socket may open, else the refusal (collab.cases.access)."""
-        if not Case.objects.filter(pk=self.case_id).exists():
-            return ServiceError("no_case", "No such case.")
-        try:
-            access.access_device(self.user, self.device_id)
-            access.access_roster_device(self.user, self.case_id, self.device_id)
-        except ServiceError as refusal:
-            if refusal.code == "not_in_roster":
-                return ServiceError("not_member", "This device is not in the case's roster.")
-            return refusal
-        self.epochs = set(selectors.readable_epochs(case_id=self.case_id, device_id=self.device_id))
-        return None
+        """None when the socket may open, else the refusal (access.room_admission)."""
+        return self._verdict(access.room_admission(
+            user=self.user, case_id=self.case_id, device_id=self.device_id, session_key=None
+        ))
+
+    def _verdict(self, admission: access.RoomAdmission) -> ServiceError | None:
+        refusal = admission.refusal()
+        if refusal is None:
+            self.epochs = set(admission.epochs)
+        return refusal
 
     async def on_open(self) -> None:
         if self.proving:
@@ -308,28 +320,18 @@ class CaseRoomConsumer(AuthenticatedConsumer):
         limit = _int(frame, "limit", 1, settings.HISTORY_PAGE_MAX) if "limit" in frame else 100
         # History only for a device still in the roster (a lost doorbell must not leave
         # a removed device reading). A database error: error unavailable, socket open.
-        refusal = await database_sync_to_async(self._still_allowed)()
-        if refusal is not None:
-            await self.end(*refusal)
+        answer = await database_sync_to_async(self._resume_page)(after, limit)
+        if not isinstance(answer, selectors.HistoryPage):
+            await self.end(*answer)
             return
-        page = await database_sync_to_async(selectors.history_page)(
-            case_id=self.case_id,
-            device_id=self.device_id,
-            after=after,
-            limit=limit,
-            max_bytes=settings.HISTORY_PAGE_MAX_BYTES,
-        )
+        page = answer
         if self.closing:
             return
-        await self.send_json(
-            {
-                "type": "messages",
-                "ref": frame.get("ref"),
-                "after": after,
-                "items": page.items,
-                "more": page.more,
-            }
-        )
+        # The items were serialised by the selector: the frame is assembled, not re-encoded.
+        head = json.dumps({"type": "messages", "ref": frame.get("ref"), "after": after,
+                           "more": page.more}, separators=(",", ":"))
+        await self.send(text_data=head[:-1] + ',"items":' + page.items_json + "}")
+        await self.check_outbound()
         # Audited once the frame is handed to the server, so a page that never left
         # (the socket closed first) is not recorded as read.
         if page.seqs:
@@ -340,6 +342,19 @@ class CaseRoomConsumer(AuthenticatedConsumer):
                 page=page,
                 meta=self.meta,
             )
+
+    def _resume_page(self, after: int, limit: int) -> Refusal | selectors.HistoryPage:
+        """The roster re-check and the page in one trip to the database thread."""
+        refusal = self._still_allowed()
+        if refusal is not None:
+            return refusal
+        return selectors.history_page(
+            case_id=self.case_id,
+            device_id=self.device_id,
+            after=after,
+            limit=limit,
+            max_bytes=settings.HISTORY_PAGE_MAX_BYTES,
+        )
 
     async def handle_typing(self, frame: dict[str, Any]) -> None:
         active = frame.get("active", True)

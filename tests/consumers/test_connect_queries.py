@@ -63,9 +63,9 @@ async def handshake_queries(member: Member, counter: Counter) -> list[str]:
 
 
 # Session, user and second factor (ws_auth); device, case, roster and the session's
-# device record; readable epochs; the hello's head. With selectors.room_admission in the
+# device record; readable epochs; the hello's head. With access.room_admission in the
 # consumer: 6 (before: 11).
-MAX_HANDSHAKE_QUERIES = 11
+MAX_HANDSHAKE_QUERIES = 6
 
 
 def writes(sql: list[str]) -> list[str]:
