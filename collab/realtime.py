@@ -12,13 +12,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import time
 import uuid
 import weakref
 from collections.abc import Sequence
 from typing import Any, Protocol
 
 from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
+from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.db import transaction
 
 try:
@@ -39,6 +40,22 @@ PROBE_PREFIX = "collab.probe."
 LAYER_ERRORS: tuple[type[BaseException], ...] = (
     OSError, RedisConnectionError, RedisTimeoutError,
 )
+
+
+class InMemoryLayer(InMemoryChannelLayer):  # type: ignore[misc]
+    """channels' in-memory layer (the embedded default), its expiry sweep run at most
+    once a second: upstream it walks every channel and group on every receive and
+    group_send, so each delivery cost grew with the number of open sockets. Expiry is
+    a minute; a sweep up to a second late changes nothing."""
+
+    SWEEP_SECONDS = 1.0
+    _swept = 0.0
+
+    def _clean_expired(self) -> None:
+        now = time.monotonic()
+        if now - self._swept >= self.SWEEP_SECONDS:
+            self._swept = now
+            super()._clean_expired()
 
 
 def session_group(session_key: str) -> str:
