@@ -1585,10 +1585,7 @@ class CollabClient:
             # Another run of this device sent more than the keystore remembers.
             last = refused.body.get("last_sender_seq")
             if isinstance(last, bool) or not isinstance(last, int):
-                found = re.search(r"(\d+)", str(refused.body.get("message", "")))
-                if found is None:
-                    raise refused
-                last = int(found.group(1))
+                raise refused  # the structured field is the contract, never the prose
             state = self.sync(case_id)
             state.sender_seq = max(state.sender_seq, last)
             sender_seq = None

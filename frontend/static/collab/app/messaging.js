@@ -31,9 +31,9 @@ export async function sendMessage(socket, session, body, contentType = 'text', a
       await session.sync();
       continue;
     }
-    if (answer.code === 'sender_seq_not_increasing') {
-      const found = /(\d+)/.exec(String(answer.message ?? ''));
-      await session.bumpSenderSeq(found ? Number(found[1]) : envelope.header.senderSeq + 10);
+    if (answer.code === 'sender_seq_not_increasing' && Number.isSafeInteger(answer.last_sender_seq)) {
+      // The structured field, never the message text.
+      await session.bumpSenderSeq(answer.last_sender_seq);
       continue;
     }
     throw new SendRefused(answer);
