@@ -113,9 +113,10 @@ class Gate:
 
 
 async def test_concurrent_sends_are_batched_gapless_and_each_sender_is_answered(
-    settings,
+    settings, monkeypatch
 ) -> None:
     settings.SESSION_CHECK_SECONDS = 3600
+    gate = Gate(monkeypatch)
     senders, each = 8, 5
     members = await sync_to_async(build_room)(senders)
     sockets = [await open_room(member) for member in members]
@@ -124,10 +125,17 @@ async def test_concurrent_sends_are_batched_gapless_and_each_sender_is_answered(
     before = send_pipeline.pipeline()
     batches, items = before.batches, before.items
     seen: list[list[dict[str, Any]]] = [[] for _ in sockets]
+    # The first sender's first send is held in the database; every other sender's first
+    # send arrives meanwhile, so they must go together as the next batch.
+    await sockets[0].send_to(text_data=frames[0][0])
+    await gate.hold_first()
+    for i in range(1, senders):
+        await sockets[i].send_to(text_data=frames[i][0])
+    await gate.fill(senders - 1)
 
     async def sender(i: int) -> list[dict[str, Any]]:
-        acks = []
-        for frame in frames[i]:  # closed loop: the next send once this one is acked
+        acks = [await answer(sockets[i], seen[i])]  # its first send, already on its way
+        for frame in frames[i][1:]:  # closed loop: the next send once this one is acked
             await sockets[i].send_to(text_data=frame)
             acks.append(await answer(sockets[i], seen[i]))
         return acks
@@ -154,10 +162,16 @@ async def test_concurrent_sends_are_batched_gapless_and_each_sender_is_answered(
         assert [f["seq"] for f in got] == list(range(1, total + 1))
         assert [f["envelope"]["client_msg_id"] for f in got] == [rows[s] for s in sorted(rows)]
     assert (await sync_to_async(chain_verify)()).ok
-    # Batching happened: fewer transactions than messages.
+    # Batching happened: the sends queued behind the held batch went as ONE batch, so
+    # there were fewer transactions than messages.
+    sizes = [len(b) for b in gate.batches]
+    assert sizes[:2] == [1, senders - 1], sizes
+    assert {r.envelope.header.sender_device_id for r in gate.batches[1]} == {
+        m.device.device_id for m in members[1:]
+    }
     after = send_pipeline.pipeline()
-    assert after.items - items == total
-    assert after.batches - batches < total
+    assert after.items - items == total == sum(sizes)
+    assert after.batches - batches == len(sizes) < total
     for communicator in [*sockets, listener]:
         await communicator.disconnect()
 
