@@ -15,13 +15,13 @@ import uuid
 from typing import Any
 
 import pytest
-from django.db import DatabaseError, IntegrityError, connection
+from django.db import DatabaseError, IntegrityError, OperationalError, connection
 from django.test.utils import CaptureQueriesContext
 
 from collab import realtime
 from collab.audit.models import AuditEvent
 from collab.audit.verify import chain_verify
-from collab.cases.models import Case, Message
+from collab.cases.models import Case, Message, Notification
 from collab.cases.services import consults, messages
 from collab.cases.services.membership import log_entry_submit
 from collab.cases.services.messages import Ack, SendRequest, message_send, message_send_batch
@@ -249,19 +249,64 @@ def _conflict() -> DatabaseError:
     return error
 
 
-def test_a_deadlock_retries_the_whole_batch(monkeypatch: pytest.MonkeyPatch) -> None:
-    a, _ = build_room(2, "dead")
-    real_store = messages._store_batch
-    failures = [_conflict(), _conflict()]
+@pytest.mark.parametrize("where", ["audit", "urgent"])
+def test_a_deadlock_retries_the_whole_batch(
+    where: str, monkeypatch: pytest.MonkeyPatch, published, django_capture_on_commit_callbacks
+) -> None:
+    """The conflict strikes after the batch wrote: its messages and case rows (and, for
+    ``audit``, its audit events; for ``urgent``, its doorbells too) are in the rolled-back
+    attempt. The retry stores every item once, gapless, with a chain that verifies, and
+    each case hears of them once."""
+    a, b = build_room(2, "dead")
+    (other,) = build_room(1, "dead2")
+    before = AuditEvent.objects.count()
+    failed: list[str] = []
+    real_audit, real_urgent = messages.audit_record_many, consults.urgent_sent
 
-    def store(requests):
-        if failures:
-            raise failures.pop()
-        return real_store(requests)
+    def audit_then_deadlock(records):
+        events = real_audit(records)
+        if where == "audit" and not failed:
+            failed.append(where)
+            raise OperationalError("deadlock detected") from _conflict().__cause__
+        return events
 
-    monkeypatch.setattr(messages, "_store_batch", store)
-    results = message_send_batch([sealed(a, "1"), sealed(a, "2")])
-    assert codes(results) == [1, 2]
+    def urgent_then_deadlock(*, message):
+        real_urgent(message=message)
+        if where == "urgent" and not failed:
+            failed.append(where)  # after the batch's doorbells were registered
+            raise OperationalError("deadlock detected") from _conflict().__cause__
+
+    monkeypatch.setattr(messages, "audit_record_many", audit_then_deadlock)
+    monkeypatch.setattr(consults, "urgent_sent", urgent_then_deadlock)
+    batch = [
+        request(a, a.state.seal({"text": "1"}), urgent=True),
+        sealed(b, "2"),
+        sealed(other, "elsewhere"),
+        sealed(a, "3"),
+    ]
+    with django_capture_on_commit_callbacks(execute=True):
+        results = message_send_batch(batch)
+    assert failed == [where]
+    assert codes(results) == [1, 2, 1, 3]
+    assert seqs(a.state.case_id) == [1, 2, 3]
+    assert seqs(other.state.case_id) == [1]
+    assert Message.objects.count() == 4
+    assert Case.objects.get(pk=a.state.case_id).last_seq == 3
+    stored = AuditEvent.objects.filter(action="message_stored")
+    assert sorted(stored.values_list("target", flat=True)) == sorted(
+        ["message:1", "message:2", "message:3", "message:1"]
+    )
+    assert AuditEvent.objects.count() - before == 4
+    assert chain_verify().ok
+    # The urgent notice once (the rolled-back attempt's notice went with it).
+    assert list(Notification.objects.values_list("user_id", flat=True)) == [b.user.pk]
+    # One publish per case and one notice, from the attempt that committed.
+    assert sorted(group for group, _ in published) == sorted([
+        realtime.case_group(a.state.case_id), realtime.case_group(other.state.case_id),
+        realtime.user_group(b.user.pk),
+    ])
+    first = dict(published)[realtime.case_group(a.state.case_id)]
+    assert [json.loads(t)["seq"] for _, t in first["frames"]] == [1, 2, 3]
 
 
 def test_a_lasting_conflict_or_another_database_error_is_raised(
