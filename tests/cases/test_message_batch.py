@@ -20,6 +20,7 @@ from django.test.utils import CaptureQueriesContext
 
 from collab import realtime
 from collab.audit.models import AuditEvent
+from collab.audit.services import audit_record_many
 from collab.audit.verify import chain_verify
 from collab.cases.models import Case, Message, Notification
 from collab.cases.services import consults, messages
@@ -261,10 +262,10 @@ def test_a_deadlock_retries_the_whole_batch(
     (other,) = build_room(1, "dead2")
     before = AuditEvent.objects.count()
     failed: list[str] = []
-    real_audit, real_urgent = messages.audit_record_many, consults.urgent_sent
+    real_urgent = consults.urgent_sent
 
     def audit_then_deadlock(records):
-        events = real_audit(records)
+        events = audit_record_many(records)
         if where == "audit" and not failed:
             failed.append(where)
             raise OperationalError("deadlock detected") from _conflict().__cause__
@@ -276,7 +277,7 @@ def test_a_deadlock_retries_the_whole_batch(
             failed.append(where)  # after the batch's doorbells were registered
             raise OperationalError("deadlock detected") from _conflict().__cause__
 
-    monkeypatch.setattr(messages, "audit_record_many", audit_then_deadlock)
+    monkeypatch.setattr(f"{messages.__name__}.audit_record_many", audit_then_deadlock)
     monkeypatch.setattr(consults, "urgent_sent", urgent_then_deadlock)
     batch = [
         request(a, a.state.seal({"text": "1"}), urgent=True),
