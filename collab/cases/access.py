@@ -121,19 +121,16 @@ def access_blob(user: User, blob_id: uuid.UUID, device_id: uuid.UUID) -> m.Blob:
 
 
 def access_roster_device(user: User, case_id: uuid.UUID, device_id: uuid.UUID) -> Device:
-    """The user's active device, in the case's head roster (``not_in_roster``)."""
-    device = (
-        Device.objects.filter(pk=device_id, user=user, revoked_at__isnull=True)
-        .filter(pk__in=m.MemberDevice.objects.filter(case_id=case_id).values("device_id"))
-        .first()
-    )
-    if device is None:
-        raise Forbidden("not_in_roster", "Your device is not in this case's roster.")
-    return device
+    """The user's active device, in the case's head roster (``not_in_roster``): the
+    batch rule below for one device, so the rule has one home."""
+    answer = access_roster_devices([(user, case_id, device_id)])[(user.pk, case_id, device_id)]
+    if isinstance(answer, Forbidden):
+        raise answer
+    return answer
 
 
 def access_roster_devices(
-    checks: Iterable[tuple[User, uuid.UUID, uuid.UUID]],
+    checks: Iterable[tuple[User, uuid.UUID, uuid.UUID]], *, lock: bool = False
 ) -> dict[tuple[uuid.UUID, uuid.UUID, uuid.UUID], Device | Forbidden]:
     """``access_roster_device`` for many ``(user, case_id, device_id)`` in one query.
 
@@ -149,6 +146,8 @@ def access_roster_devices(
         device_id__in={device_id for _, _, device_id in wanted},
         device__revoked_at__isnull=True,
     ).select_related("device")
+    if lock:  # inside the caller's transaction; the device rows only
+        rows = rows.select_for_update(of=("device",), no_key=True)
     found = {(row.case_id, row.device_id): row.device for row in rows}
     answers: dict[tuple[uuid.UUID, uuid.UUID, uuid.UUID], Device | Forbidden] = {}
     for user, case_id, device_id in wanted:

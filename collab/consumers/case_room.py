@@ -217,6 +217,16 @@ class CaseRoomConsumer(AuthenticatedConsumer):
             session_key=self.session.session_key, device_id=self.device_id,
             recorded=admission.session_proven,
         )
+        if admission.session_proven is not True:
+            # The record was just written: a revocation that committed after the read
+            # found no session of this device to end, so read the verdict again.
+            admission = access.room_admission(
+                user=self.user, case_id=self.case_id, device_id=self.device_id,
+                session_key=self.session.session_key,
+            )
+            refusal = admission.device_refusal()
+            if refusal is not None:
+                raise refusal
         return self._verdict(admission)
 
     def _membership_verdict(self) -> ServiceError | None:
@@ -415,7 +425,6 @@ class CaseRoomConsumer(AuthenticatedConsumer):
 
     async def _relay(self, frames: list[tuple[int, str]]) -> None:
         """Send the frames this device can read, in order; none overtakes a held one."""
-        sent = False
         for index, (epoch, text) in enumerate(frames):
             if self.closing:
                 return
@@ -433,9 +442,7 @@ class CaseRoomConsumer(AuthenticatedConsumer):
                 break
             if readable:
                 await self.send(text_data=text)  # serialised once for every socket
-                sent = True
-        if sent:
-            await self.check_outbound()
+                await self.check_outbound()  # per frame: a batch may hold many long ones
 
     async def _hold(self, frames: list[tuple[int, str]]) -> None:
         for epoch, text in frames:

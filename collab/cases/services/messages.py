@@ -148,8 +148,8 @@ def _store_alone(request: SendRequest) -> list[Ack | ServiceError]:
 
 def _is_conflict(error: DatabaseError) -> bool:
     """A PostgreSQL deadlock or serialization failure: the batch may simply run again."""
-    sqlstate = getattr(error.__cause__, "sqlstate", None)
-    return isinstance(sqlstate, str) and sqlstate.startswith("40")
+    # Only these two: 40003 (outcome unknown) may have committed, so it is not retried.
+    return getattr(error.__cause__, "sqlstate", None) in ("40P01", "40001")
 
 
 @dataclass
@@ -183,7 +183,10 @@ def _store_batch(requests: Sequence[SendRequest]) -> list[Ack | ServiceError]:
             results[i] = refusal
     if batch.accepted:
         _batch_write(batch)
-    return [result for result in results if result is not None]
+    answered = [result for result in results if result is not None]
+    if len(answered) != len(requests):  # a slot left empty would shift every later answer
+        raise AssertionError("every item of a batch is answered")
+    return answered
 
 
 def _sender_refusal(request: SendRequest) -> ServiceError | None:
@@ -213,8 +216,10 @@ def _batch_read(requests: Sequence[SendRequest]) -> _Batch:
             client_msg_id__in=[r.envelope.header.client_msg_id for r in requests],
         )
     }
+    # Device rows locked too (cases, then devices, then the audit head): a revocation
+    # commits before this batch reads them, or waits until the batch has committed.
     roster = access_roster_devices(
-        [(r.user, r.case_id, r.device_id) for r in requests if r.case_id in cases]
+        [(r.user, r.case_id, r.device_id) for r in requests if r.case_id in cases], lock=True
     )
     latest = (
         m.Message.objects.filter(
@@ -295,7 +300,7 @@ def _accept(batch: _Batch, request: SendRequest) -> Ack:
         return Ack(stored.seq, h.client_msg_id, stored.epoch, duplicate=True)
     device = batch.roster[(request.user.pk, case.pk, device_id)]
     if isinstance(device, ServiceError):
-        raise device
+        raise Forbidden(device.code, device.message)  # one instance per refusal raised
     _check_epoch(case, envelope, batch.previous_heads, batch.now)
     try:
         verify_envelope(envelope, bytes(device.dsk_pub), max_ct_len=settings.MAX_MESSAGE_CT_BYTES)
