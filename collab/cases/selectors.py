@@ -25,7 +25,7 @@ from collab.cases.models import (
     Notification,
     UrgentAck,
 )
-from collab.crypto.envelope import Envelope, Header
+from collab.cases.wire import message_wire_row
 from collab.crypto.log import LogEntry as CryptoLogEntry
 
 
@@ -81,18 +81,6 @@ class HistoryPage:
 _WIRE_COLUMNS = ("seq", "stored_at", "header", "ciphertext", "signature", "urgent")
 
 
-def _wire_row(seq: int, stored_at: Any, header: Any, ct: Any, sig: Any,
-              urgent: bool) -> dict[str, Any]:
-    """wire.message_wire of a row given as its columns."""
-    envelope = Envelope(Header.decode(bytes(header)), bytes(ct), bytes(sig))
-    return {
-        "seq": seq,
-        "stored_at": stored_at.isoformat(),
-        "envelope": envelope.to_wire(),
-        "urgent": urgent,
-    }
-
-
 def history_page(
     *, case_id: uuid.UUID, device_id: uuid.UUID, after: int, limit: int, max_bytes: int
 ) -> HistoryPage:
@@ -114,7 +102,7 @@ def history_page(
     for row in rows:
         if len(items) == limit:
             return HistoryPage(items, True, size, tuple(texts))  # one more exists
-        item = _wire_row(*row)
+        item = message_wire_row(*row)
         text = _compact(item)
         # Each item's bytes plus its separator in the JSON array.
         if items and size + len(text) + 1 > max_bytes:

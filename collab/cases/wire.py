@@ -10,14 +10,19 @@ from collab.crypto.wire import b64e
 
 
 def message_wire(message: Message) -> dict[str, Any]:
-    envelope = Envelope(
-        Header.decode(bytes(message.header)), bytes(message.ciphertext), bytes(message.signature)
-    )
+    return message_wire_row(message.seq, message.stored_at, message.header,
+                            message.ciphertext, message.signature, message.urgent)
+
+
+def message_wire_row(seq: int, stored_at: Any, header: Any, ct: Any, sig: Any,
+                     urgent: bool) -> dict[str, Any]:
+    """message_wire of a message given as its columns (a history page reads tuples)."""
+    envelope = Envelope(Header.decode(bytes(header)), bytes(ct), bytes(sig))
     return {
-        "seq": message.seq,
-        "stored_at": message.stored_at.isoformat(),
+        "seq": seq,
+        "stored_at": stored_at.isoformat(),
         "envelope": envelope.to_wire(),
-        "urgent": message.urgent,
+        "urgent": urgent,
     }
 
 
