@@ -54,11 +54,13 @@ Refusal = tuple[str, str, int]
 class FrameError(Exception):
     """A frame that is refused; the socket stays open unless ``close_code`` is set."""
 
-    def __init__(self, code: str, message: str, close_code: int | None = None) -> None:
+    def __init__(self, code: str, message: str, close_code: int | None = None,
+                 **extra: Any) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.close_code = close_code
+        self.extra = extra  # structured fields a client acts on (e.g. last_sender_seq)
 
 
 class TokenBucket:
@@ -320,7 +322,7 @@ class AuthenticatedConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             await handler(frame)
         except FrameError as error:
             extra = {"ref": frame_ref} if (frame_ref := _ref(text_data)) else {}
-            await self.send_error(error.code, error.message, **extra)
+            await self.send_error(error.code, error.message, **error.extra, **extra)
             if error.close_code is not None:
                 await self.close(code=error.close_code)
         except (OperationalError, InterfaceError) as error:

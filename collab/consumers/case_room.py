@@ -202,10 +202,7 @@ class CaseRoomConsumer(AuthenticatedConsumer):
         """Verify the proof (a refused device raises), record the session as the
         device's, and return the admission verdict: device, case, roster and the
         session's record read at once (access.room_admission)."""
-        admission = access.room_admission(
-            user=self.user, case_id=self.case_id, device_id=self.device_id,
-            session_key=self.session.session_key,
-        )
+        admission = self._admission(self.session.session_key)
         refusal = admission.device_refusal()
         if refusal is not None:
             raise refusal
@@ -220,10 +217,7 @@ class CaseRoomConsumer(AuthenticatedConsumer):
         if admission.session_proven is not True:
             # The record was just written: a revocation that committed after the read
             # found no session of this device to end, so read the verdict again.
-            admission = access.room_admission(
-                user=self.user, case_id=self.case_id, device_id=self.device_id,
-                session_key=self.session.session_key,
-            )
+            admission = self._admission(self.session.session_key)
             refusal = admission.device_refusal()
             if refusal is not None:
                 raise refusal
@@ -231,9 +225,13 @@ class CaseRoomConsumer(AuthenticatedConsumer):
 
     def _membership_verdict(self) -> ServiceError | None:
         """None when the socket may open, else the refusal (access.room_admission)."""
-        return self._verdict(access.room_admission(
-            user=self.user, case_id=self.case_id, device_id=self.device_id, session_key=None
-        ))
+        return self._verdict(self._admission(None))
+
+    def _admission(self, session_key: str | None) -> access.RoomAdmission:
+        return access.room_admission(
+            user=self.user, case_id=self.case_id, device_id=self.device_id,
+            session_key=session_key,
+        )
 
     def _verdict(self, admission: access.RoomAdmission) -> ServiceError | None:
         refusal = admission.refusal()
@@ -302,13 +300,7 @@ class CaseRoomConsumer(AuthenticatedConsumer):
             ack = await send_pipeline.submit(request)
         except ServiceError as error:
             # Its fields too (e.g. head_epoch): clients act on fields, not on prose.
-            ref = frame.get("ref")
-            echo = {"ref": ref} if isinstance(ref, str) and len(ref) <= 64 else {}
-            await self.send_json(
-                {**error.extra, "type": "error", "code": error.code, "message": error.message,
-                 **echo}
-            )
-            return
+            raise FrameError(error.code, error.message, **error.extra) from None
         await self.send_json(
             {
                 "type": "ack",
@@ -414,7 +406,8 @@ class CaseRoomConsumer(AuthenticatedConsumer):
     # --- events from the channel layer ------------------------------------------
 
     async def case_message(self, event: dict[str, Any]) -> None:
-        """One live message (the event of one send; case.messages carries a batch)."""
+        """One live message: the event processes of an earlier release publish per send,
+        still heard during a rolling upgrade (this release sends case.messages)."""
         message = event["message"]
         text = json.dumps({"type": "message", **message}, separators=(",", ":"))
         await self._relay([(message["envelope"]["epoch"], text)])
