@@ -48,6 +48,12 @@ class AuditAction(models.TextChoices):
     IDENTITY_RESET = "identity_reset", "Identity reset by an operator"
     IDENTITY_BACKUP_REPLACED = "identity_backup_replaced", "Identity backup replaced"
     UPLOAD_EXPIRED = "upload_expired", "Abandoned upload expired"
+    LEAVE_REQUESTED = "leave_requested", "Leave requested"
+    URGENT_ACKNOWLEDGED = "urgent_acknowledged", "Urgent message acknowledged"
+    WRAPS_READ = "wraps_read", "Key wraps read"
+    LOG_READ = "log_read", "Membership log read"
+    IDENTITY_BACKUP_READ = "identity_backup_read", "Identity backup read"
+    MESSAGES_DELIVERED = "messages_delivered", "Messages delivered live"
 
 
 class Outcome(models.TextChoices):
