@@ -2,8 +2,9 @@ from django.contrib import admin
 from django.urls import include, path
 
 from collab import views
-from collab.audit import views as audit_views
-from collab.cases import invite_views
+from collab.accounts import views as accounts_views
+from collab.cases import access_log_views, invite_views
+from collab.schema import views as schema_views
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -11,14 +12,18 @@ urlpatterns = [
     path("devices/", views.devices_page, name="devices"),
     path("keys/", views.keys_page, name="keys"),
     path("accounts/", include("collab.accounts.urls")),
+    # The admin signs in through accounts:login (audited, second factor), never its own form.
+    path("admin/login/", accounts_views.admin_login_view, name="admin-login"),
     path("admin/", admin.site.urls),
     path("api/audit/", include("collab.audit.urls")),
     path(
         "api/cases/<uuid:case_id>/access-log",
-        audit_views.access_log_view,
-        {"member_check": "collab.cases.access.is_case_member"},
+        access_log_views.case_access_log,
         name="case-access-log",
     ),
+    # Public descriptions of the API, before the api/ include (docs/protocol.md §3).
+    path("api/openapi.json", schema_views.openapi_view, name="openapi"),
+    path("api/asyncapi.json", schema_views.asyncapi_view, name="asyncapi"),
     path("api/", include("collab.cases.urls")),
     path("invite/welcome/", invite_views.welcome_view, name="invite-welcome"),
     path("invite/<str:token>/", invite_views.invite_view, name="invite"),

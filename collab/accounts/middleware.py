@@ -12,7 +12,15 @@ from django.urls import reverse
 from collab.accounts import policy, services
 
 # Paths a signed-in user may reach before passing the second factor.
-_OPEN_PREFIXES = ("/static/", "/accounts/otp/", "/accounts/enrol/", "/accounts/logout/")
+_OPEN_PREFIXES = (
+    "/static/",
+    "/accounts/otp/",
+    "/accounts/enrol/",
+    "/accounts/logout/",
+    # The API descriptions are public (collab/schema/views.py).
+    "/api/openapi.json",
+    "/api/asyncapi.json",
+)
 
 
 def _wants_json(request: HttpRequest) -> bool:
@@ -33,7 +41,9 @@ class InactivityLogoutMiddleware:
             if idle or policy.lifetime_expired(session):
                 services.sign_out(request=request, reason="inactivity" if idle else "lifetime")
                 if _wants_json(request):
-                    return JsonResponse({"error": "session_expired"}, status=401)
+                    return JsonResponse(
+                        {"error": "session_expired", "detail": "Sign in again."}, status=401
+                    )
                 query = urlencode({"reason": "idle" if idle else "expired"})
                 return HttpResponseRedirect(f"{reverse('accounts:login')}?{query}")
             if policy.SIGNED_IN_KEY not in session:
@@ -56,7 +66,10 @@ class RequireSecondFactorMiddleware:
             and not policy.second_factor_satisfied(user, request.session)
         ):
             if _wants_json(request):
-                return JsonResponse({"error": "second_factor_required"}, status=403)
+                return JsonResponse(
+                    {"error": "second_factor_required", "detail": "Verify the second factor."},
+                    status=403,
+                )
             needs_enrolment = policy.requires_totp(user) and not policy.has_confirmed_totp(user)
             target = "accounts:enrol" if needs_enrolment else "accounts:otp"
             return HttpResponseRedirect(reverse(target))
