@@ -17,7 +17,7 @@ from django.http import HttpRequest
 from collab.accounts import devices
 from collab.accounts.models import IdentityBackup, User
 from collab.audit.services import AuditAction, Outcome, RequestMeta, audit_record
-from collab.errors import Forbidden, ServiceError
+from collab.errors import Forbidden, NotFound, ServiceError
 
 
 def _stored(user: User, *, lock: bool = False) -> bytes | None:
@@ -92,3 +92,20 @@ def identity_backup_put(
                 details={"size": len(ciphertext)},
             )
     return replaced
+
+
+def identity_backup_read(*, user: User, meta: RequestMeta | None) -> bytes:
+    """The user's stored identity backup, recorded as ``IDENTITY_BACKUP_READ`` (its size
+    only: the sealed bytes are secret). No backup: ``404 no_backup`` and nothing recorded
+    (nothing was served)."""
+    stored = _stored(user)
+    if stored is None:
+        raise NotFound("no_backup", "No identity backup stored.")
+    audit_record(
+        action=AuditAction.IDENTITY_BACKUP_READ,
+        actor=user,
+        target=f"user:{user.pk}",
+        meta=meta,
+        details={"size": len(stored)},
+    )
+    return stored

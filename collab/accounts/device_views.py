@@ -41,10 +41,13 @@ def identity_backup(request: HttpRequest) -> HttpResponse:
             ciphertext=b64d(body.get("ciphertext")),
             password=body.get("password"),
         )
-    stored = IdentityBackup.objects.filter(user=user).first()
-    if stored is None:
-        raise NotFound("no_backup", "No identity backup stored.")
-    return JsonResponse({"ciphertext": b64e(bytes(stored.ciphertext))})
+        stored = IdentityBackup.objects.filter(user=user).first()
+        if stored is None:
+            raise NotFound("no_backup", "No identity backup stored.")
+        # The bytes the caller just stored, echoed back: not a read of the backup.
+        return JsonResponse({"ciphertext": b64e(bytes(stored.ciphertext))})
+    ciphertext = backup.identity_backup_read(user=user, meta=RequestMeta.from_request(request))
+    return JsonResponse({"ciphertext": b64e(ciphertext)})
 
 
 @api(("GET", "PUT"))

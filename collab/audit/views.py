@@ -6,13 +6,12 @@ import uuid
 from typing import Any
 
 from django.http import HttpRequest, JsonResponse
-from django.utils.module_loading import import_string
 from django.views.decorators.http import require_GET
 
 from collab.accounts.models import User
 from collab.audit import canonical, selectors, services
 from collab.audit.filters import FilterError, parse_filter
-from collab.audit.models import AuditAction, AuditEvent, Outcome
+from collab.audit.models import AuditAction, Outcome
 from collab.audit.services import RequestMeta
 
 FHIR_JSON = "application/fhir+json"
@@ -88,51 +87,3 @@ def checkpoints_view(request: HttpRequest) -> JsonResponse:
         details={"count": len(checkpoints)},
     )
     return JsonResponse({"checkpoints": [_checkpoint_wire(cp) for cp in checkpoints]})
-
-
-def _access_wire(event: AuditEvent) -> dict[str, Any]:
-    actor = None
-    if event.actor_id is not None:
-        name = str(event.actor) if event.actor is not None else ""
-        actor = {"id": str(event.actor_id), "display": name}
-    return {
-        "seq": event.seq,
-        "time": canonical.timestamp(event.recorded_at),
-        "action": event.action,
-        "outcome": event.outcome,
-        "actor": actor,
-        "device_id": str(event.device_id) if event.device_id else None,
-    }
-
-
-@require_GET
-def access_log_view(request: HttpRequest, case_id: uuid.UUID, *, member_check: str) -> JsonResponse:
-    """``member_check`` is the dotted path of the membership rule, given by the URL
-    configuration (``collab.cases.access.is_case_member``): audit stays a leaf and never
-    imports the cases app."""
-    user = _signed_in(request)
-    if user is None:
-        return _unauthenticated()
-    if not import_string(member_check)(user=user, case_id=case_id):
-        return _deny(request, user, target="case:access-log", case_id=case_id)
-    raw_page = request.GET.get("page", "1")
-    if not raw_page.isdigit() or int(raw_page) < 1:
-        return _error("bad_page", "page must be a positive integer", 400)
-    log = selectors.case_access_log(case_id=case_id, page=int(raw_page))
-    services.audit_record(
-        action=AuditAction.AUDIT_VIEWED,
-        actor=user,
-        case_id=case_id,
-        target="case:access-log",
-        meta=RequestMeta.from_request(request),
-        details={"page": log.page},
-    )
-    return JsonResponse(
-        {
-            "case": str(case_id),
-            "page": log.page,
-            "pages": log.pages,
-            "count": log.count,
-            "entries": [_access_wire(event) for event in log.entries],
-        }
-    )

@@ -119,6 +119,13 @@ def case_log(request: HttpRequest, case_id: uuid.UUID) -> HttpResponse:
     entries, more = selectors.log_page(
         case_id=case_id, after=after, max_bytes=settings.LOG_PAGE_MAX_BYTES
     )
+    history.log_read_record(
+        user=user,
+        case_id=case_id,
+        after=after,
+        epochs=[e.epoch for e in entries],
+        meta=RequestMeta.from_request(request),
+    )
     return JsonResponse({"entries": [log_entry_wire(e) for e in entries], "more": more})
 
 
@@ -128,7 +135,9 @@ def case_wraps(request: HttpRequest, case_id: uuid.UUID) -> HttpResponse:
     user = user_of(request)
     device_id = proven_device(request)
     access_case_device(user, case_id, device_id)
-    wraps = m.KeyWrap.objects.filter(case_id=case_id, device_id=device_id).order_by("epoch")
+    wraps = history.wraps_read(
+        user=user, device_id=device_id, case_id=case_id, meta=RequestMeta.from_request(request)
+    )
     return JsonResponse(
         {
             "wraps": [
@@ -564,6 +573,7 @@ def case_leave(request: HttpRequest, case_id: uuid.UUID) -> HttpResponse:
         device_id=parse_uuid(body.get("device"), "device"),
         epoch=epoch,
         signature=b64d(body.get("signature"), 64),
+        meta=RequestMeta.from_request(request),
     )
     return JsonResponse(_leave_wire(leave), status=201)
 

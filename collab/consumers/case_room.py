@@ -10,6 +10,7 @@ import contextlib
 import functools
 import json
 import logging
+import re
 import uuid
 from typing import Any
 from urllib.parse import parse_qs
@@ -43,6 +44,11 @@ EPOCH_RETRY_SECONDS = 1.0
 # More live messages than this held for a database that does not answer: close 4503 (the
 # client resumes) rather than hold more.
 HELD_MAX = 200
+# A live frame is {"type":"message","seq":N,...,"envelope":{...,"sender_device_id":...,
+# then the ciphertext}: the sender is found in this much of its text without parsing it.
+_HEADER_SPAN = 1024
+_SENDER_KEY = '"sender_device_id":"'
+_FRAME_SEQ = re.compile(r'\{"type":"message","seq":(\d+),')
 
 log = logging.getLogger("collab.realtime")
 
@@ -64,6 +70,8 @@ class CaseRoomConsumer(AuthenticatedConsumer):
     admitted = False
     # The first hello went out (and the socket is registered for resync hellos).
     greeted = False
+    # MESSAGES_DELIVERED was recorded (or is being) for this socket: once per socket.
+    delivery_noted = False
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         """AsyncConsumer.dispatch without its close_old_connections before every handler:
@@ -385,7 +393,11 @@ class CaseRoomConsumer(AuthenticatedConsumer):
         seq = _int(frame, "seq", 1)
         try:
             result = await database_sync_to_async(consults.urgent_ack)(
-                user=self.user, case_id=self.case_id, seq=seq, device_id=self.device_id
+                user=self.user,
+                case_id=self.case_id,
+                seq=seq,
+                device_id=self.device_id,
+                meta=self.meta,
             )
         except ServiceError as error:
             raise FrameError(error.code, error.message) from None
@@ -435,7 +447,48 @@ class CaseRoomConsumer(AuthenticatedConsumer):
                 break
             if readable:
                 await self.send(text_data=text)  # serialised once for every socket
+                if not self.delivery_noted:
+                    self._note_delivery(text)
                 await self.check_outbound()  # per frame: a batch may hold many long ones
+
+    def _note_delivery(self, text: str) -> None:
+        """The first live message from another device that went out on this socket is
+        audited (history.messages_delivered_record), by a task of its own: the relay
+        never waits for the audit chain. This device's own messages echoed back are not
+        deliveries."""
+        seq = self._delivered_seq(text)
+        if seq is None:
+            return
+        self.delivery_noted = True
+        self.spawn(self._record_delivery(seq))
+
+    def _delivered_seq(self, text: str) -> int | None:
+        """The seq of a live frame from another device; None for this device's own."""
+        head = text[:_HEADER_SPAN]
+        found = _FRAME_SEQ.match(head)
+        if found is not None and _SENDER_KEY in head:
+            return None if self._own_sender in head else int(found.group(1))
+        frame = json.loads(text)  # an unexpected layout: read it properly
+        if frame["envelope"]["sender_device_id"] == str(self.device_id):
+            return None
+        return int(frame["seq"])
+
+    @functools.cached_property
+    def _own_sender(self) -> str:
+        return f'{_SENDER_KEY}{self.device_id}"'
+
+    async def _record_delivery(self, seq: int) -> None:
+        try:
+            await database_sync_to_async(history.messages_delivered_record)(
+                user=self.user,
+                device_id=self.device_id,
+                case_id=self.case_id,
+                first_seq=seq,
+                meta=self.meta,
+            )
+        except DatabaseError as error:
+            log.warning("delivery not audited, database unavailable: %r", error)
+            self.delivery_noted = False  # the next delivery on this socket tries again
 
     async def _hold(self, frames: list[tuple[int, str]]) -> None:
         for epoch, text in frames:
@@ -472,6 +525,8 @@ class CaseRoomConsumer(AuthenticatedConsumer):
                         held = self.held[0]
                         if await self._readable(held["epoch"]):
                             await self.send(text_data=held["text"])
+                            if not self.delivery_noted:
+                                self._note_delivery(held["text"])
                             await self.check_outbound()
                         self.held.pop(0)
         finally:

@@ -253,9 +253,17 @@ class UrgentAckResult:
 
 @transaction.atomic
 def urgent_ack(
-    *, user: User, case_id: uuid.UUID, seq: int, device_id: uuid.UUID | None = None
+    *,
+    user: User,
+    case_id: uuid.UUID,
+    seq: int,
+    device_id: uuid.UUID | None = None,
+    meta: RequestMeta | None = None,
 ) -> UrgentAckResult:
-    """Acknowledge an urgent message once (a repeat returns the first acknowledgement)."""
+    """Acknowledge an urgent message once (a repeat returns the first acknowledgement).
+
+    ``URGENT_ACKNOWLEDGED`` is recorded for the first acknowledgement only: a repeat
+    changes nothing and records nothing (the first event already says who and when)."""
     access_member(user, case_id)
     message = m.Message.objects.filter(case_id=case_id, seq=seq).only("pk", "urgent").first()
     if message is None:
@@ -271,6 +279,15 @@ def urgent_ack(
     except IntegrityError:
         ack = m.UrgentAck.objects.get(message=message, user=user)
         return UrgentAckResult(seq, user.pk, ack.at, duplicate=True)
+    audit_record(
+        action=AuditAction.URGENT_ACKNOWLEDGED,
+        actor=user,
+        device_id=device_id,
+        case_id=case_id,
+        target=f"message:{seq}",
+        meta=meta,
+        details={"seq": seq},
+    )
     publish_after_commit(
         case_group(case_id),
         {
@@ -304,9 +321,13 @@ def leave_request_create(
     device_id: uuid.UUID,
     epoch: int,
     signature: bytes,
+    meta: RequestMeta | None = None,
 ) -> m.LeaveRequest:
     """Store a member's signed CR1 leave request for another member's client to commit
-    as remove_user with ``leave`` (the leaver never authors their own removal)."""
+    as remove_user with ``leave`` (the leaver never authors their own removal).
+
+    A stored request records ``LEAVE_REQUESTED``; a refused one records nothing (the
+    caller is answered; nothing changed)."""
     case = locked_case(case_id)
     access_member(user, case_id)
     device = (
@@ -332,6 +353,15 @@ def leave_request_create(
             )
     except IntegrityError:
         raise Conflict("already_requested", "Your leave request is already pending.") from None
+    audit_record(
+        action=AuditAction.LEAVE_REQUESTED,
+        actor=user,
+        device_id=device_id,
+        case_id=case.pk,
+        target=f"leave:{leave.pk}",
+        meta=meta,
+        details={"epoch": epoch},
+    )
     publish_after_commit(case_group(case.pk), {"type": "case.leave_request", "user": str(user.pk)})
     notify(
         user_ids=case_member_ids(case.pk, exclude=user.pk),
