@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 
 
 def _value(name: str, env: str) -> str | None:
@@ -33,6 +34,17 @@ def trusted_public_keys() -> list[str]:
     """Public keys of earlier (rotated) signing keys whose checkpoints still count."""
     raw = _value("AUDIT_TRUSTED_KEYS", "COLLAB_AUDIT_TRUSTED_KEYS") or ""
     return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def signer_external() -> bool:
+    """COLLAB_AUDIT_SIGNER=external: the application holds no checkpoint key; a job
+    run as another user signs with ``--key-file`` (docs/audit.md)."""
+    value = (_value("AUDIT_SIGNER", "COLLAB_AUDIT_SIGNER") or "app").strip().lower()
+    if value not in ("app", "external"):
+        raise ImproperlyConfigured(
+            f"COLLAB_AUDIT_SIGNER must be 'app' or 'external', not {value!r}"
+        )
+    return value == "external"
 
 
 def installation_name() -> str:

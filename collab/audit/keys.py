@@ -2,7 +2,9 @@
 
 From COLLAB_AUDIT_SIGNING_KEY (base64 32-byte seed) or a key file (base64 seed,
 mode 0600). Outside production a missing file is generated on first use; in
-production a missing key is a configuration error, never a silent new key.
+production a missing key is a configuration error, never a silent new key. With
+COLLAB_AUDIT_SIGNER=external the application holds no key at all: only a signing
+job given ``--key-file`` signs (key_from_file).
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import stat
+from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 from nacl.exceptions import BadSignatureError
@@ -28,7 +32,37 @@ def _seed_from_b64(text: str, source: str) -> bytes:
     return seed
 
 
+def _read_private(path: Path) -> str:
+    """A key file's text, refused (as ssh refuses a private key) when group or others
+    may read or write it: such a key may already be in someone else's hands."""
+    info = os.stat(path)
+    if not stat.S_ISREG(info.st_mode):
+        raise ImproperlyConfigured(f"audit key file {path} is not a regular file")
+    if info.st_mode & 0o077:
+        raise ImproperlyConfigured(
+            f"audit key file {path} is accessible by group or others "
+            f"(mode {stat.S_IMODE(info.st_mode):04o}); run chmod 600 {path}"
+        )
+    text = path.read_text().strip()
+    if not text:
+        raise ImproperlyConfigured(f"audit key file {path} is empty")
+    return text
+
+
+def key_from_file(path: Path) -> SigningKey:
+    """The key of a signing job run as another user (``--key-file``); never generated."""
+    if not path.exists():
+        raise ImproperlyConfigured(f"audit key file {path} does not exist")
+    return SigningKey(_seed_from_b64(_read_private(path), str(path)))
+
+
 def signing_key() -> SigningKey:
+    """The application's own key; refused in external-signer mode."""
+    if conf.signer_external():
+        raise ImproperlyConfigured(
+            "COLLAB_AUDIT_SIGNER=external: the application holds no audit signing key; "
+            "sign with audit_checkpoint --key-file (docs/audit.md)"
+        )
     env_seed = conf.signing_seed_b64()
     if env_seed:
         return SigningKey(_seed_from_b64(env_seed, "COLLAB_AUDIT_SIGNING_KEY"))
@@ -37,8 +71,9 @@ def signing_key() -> SigningKey:
         if not conf.may_generate_key():
             raise ImproperlyConfigured(
                 "No audit signing key: set COLLAB_AUDIT_SIGNING_KEY (base64 Ed25519 seed) or "
-                f"COLLAB_AUDIT_KEY_FILE, or place the key at {path}. Production never "
-                "generates one, so checkpoints stay verifiable against a key you hold."
+                f"COLLAB_AUDIT_KEY_FILE, or place the key at {path}, or sign outside the "
+                "application (COLLAB_AUDIT_SIGNER=external). Production never generates "
+                "one, so checkpoints stay verifiable against a key you hold."
             )
         seed = SigningKey.generate().encode()
         try:
@@ -49,14 +84,19 @@ def signing_key() -> SigningKey:
         else:
             with os.fdopen(fd, "w") as handle:
                 handle.write(base64.b64encode(seed).decode() + "\n")
-    text = path.read_text().strip()
-    if not text:
-        raise ImproperlyConfigured(f"audit key file {path} is empty")
-    return SigningKey(_seed_from_b64(text, str(path)))
+    return SigningKey(_seed_from_b64(_read_private(path), str(path)))
 
 
 def public_key_b64(key: SigningKey) -> str:
     return base64.b64encode(key.verify_key.encode()).decode()
+
+
+def public_key_valid(text: str) -> bool:
+    try:
+        VerifyKey(base64.b64decode(text, validate=True))
+    except (binascii.Error, ValueError, TypeError):
+        return False
+    return True
 
 
 def sign(key: SigningKey, message: bytes) -> str:

@@ -24,7 +24,8 @@ from django.http import HttpRequest
 from django.utils import timezone
 from nacl.signing import SigningKey
 
-from collab.audit import canonical, conf, fhir, keys, selectors
+from collab.audit import archives, canonical, conf, fhir, keys, selectors
+from collab.audit.anchors import checkpoint_statement
 from collab.audit.filters import AuditFilter
 from collab.audit.models import (
     GENESIS_HASH,
@@ -35,6 +36,7 @@ from collab.audit.models import (
     CheckpointReason,
     Outcome,
 )
+from collab.audit.verify import event_fields
 
 if TYPE_CHECKING:
     from collab.accounts.models import User
@@ -248,6 +250,8 @@ def audit_record_many(records: Sequence[AuditRecord]) -> list[AuditEvent]:
 
 
 def _periodic_checkpoint(event: AuditEvent) -> None:
+    if conf.signer_external():
+        return  # the application holds no key; the external signing job signs the head
     try:
         key = keys.signing_key()
     except ImproperlyConfigured as exc:
@@ -279,10 +283,14 @@ def _checkpoint_create(
 
 
 def checkpoint_sign(
-    *, reason: CheckpointReason = CheckpointReason.MANUAL, at_seq: int | None = None
+    *,
+    reason: CheckpointReason = CheckpointReason.MANUAL,
+    at_seq: int | None = None,
+    key: SigningKey | None = None,
 ) -> AuditCheckpoint:
-    """Sign the chain head (or the event at ``at_seq``). Refuses without a key."""
-    key = keys.signing_key()
+    """Sign the chain head (or the event at ``at_seq``) with ``key`` (an external
+    signer's, from --key-file) or the application's own. Refuses without a key."""
+    key = key if key is not None else keys.signing_key()
     with transaction.atomic():
         head = _locked_head()
         if at_seq is None or at_seq == head.seq:
@@ -312,26 +320,6 @@ def audit_export(
     return fhir.bundle(events)
 
 
-def _archive_line(event: AuditEvent) -> dict[str, Any]:
-    return {
-        "type": "event",
-        "seq": event.seq,
-        "prev_hash": event.prev_hash,
-        "hash": event.hash,
-        "recorded_at": canonical.timestamp(event.recorded_at),
-        "actor_id": str(event.actor_id) if event.actor_id else None,
-        "device_id": str(event.device_id) if event.device_id else None,
-        "action": event.action,
-        "outcome": event.outcome,
-        "reason": event.reason,
-        "case_id": str(event.case_id) if event.case_id else None,
-        "target": event.target,
-        "client_address": event.client_address,
-        "user_agent": event.user_agent,
-        "details": event.details,
-    }
-
-
 @dataclass(frozen=True)
 class ArchiveResult:
     count: int
@@ -340,41 +328,35 @@ class ArchiveResult:
     checkpoint: AuditCheckpoint | None
 
 
-def audit_archive(*, before: datetime, output: Path) -> ArchiveResult:
-    """Copy events older than ``before`` to a new JSON-lines file with a signed anchor.
+def audit_archive(
+    *, before: datetime, output: Path, key: SigningKey | None = None
+) -> ArchiveResult:
+    """Copy events older than ``before`` to a new JSON-lines file with a signed anchor
+    (format in collab.audit.archives; signed with ``key`` or the application's own).
 
     Rows stay in the database: removing them needs the trigger disabled by a DBA,
     after which audit_verify starts from the anchor checkpoint signed here.
     """
+    if key is None and conf.signer_external():
+        # Refuse before writing: an archive without its signed anchor line is incomplete.
+        key = keys.signing_key()
     events = AuditEvent.objects.filter(recorded_at__lt=before).order_by("seq")
     with output.open("x", encoding="utf-8") as handle:
-        handle.write(
-            json.dumps(
-                {
-                    "type": "header",
-                    "format": "collab-audit-archive-v1",
-                    "before": canonical.timestamp(before),
-                }
-            )
-            + "\n"
-        )
+        handle.write(json.dumps(archives.header_line(before=before)) + "\n")
         count, last_seq, last_hash = 0, 0, GENESIS_HASH
         for event in events.iterator(chunk_size=2000):
-            handle.write(json.dumps(_archive_line(event), sort_keys=True) + "\n")
+            line = archives.event_line(event_fields(event), event_hash=event.hash)
+            handle.write(json.dumps(line, sort_keys=True) + "\n")
             count, last_seq, last_hash = count + 1, event.seq, event.hash
         checkpoint = None
         if count:
-            checkpoint = checkpoint_sign(reason=CheckpointReason.ARCHIVE, at_seq=last_seq)
-        anchor = {"type": "anchor", "seq": last_seq, "hash": last_hash, "count": count}
-        if checkpoint is not None:
-            anchor["checkpoint"] = {
-                "seq": checkpoint.seq,
-                "hash": checkpoint.event_hash,
-                "signed_at": canonical.timestamp(checkpoint.signed_at),
-                "reason": checkpoint.reason,
-                "public_key": checkpoint.public_key,
-                "signature": checkpoint.signature,
-            }
+            checkpoint = checkpoint_sign(reason=CheckpointReason.ARCHIVE, at_seq=last_seq, key=key)
+        anchor = archives.anchor_line(
+            seq=last_seq,
+            event_hash=last_hash,
+            count=count,
+            checkpoint=None if checkpoint is None else checkpoint_statement(checkpoint),
+        )
         handle.write(json.dumps(anchor, sort_keys=True) + "\n")
         handle.flush()
         os.fsync(handle.fileno())

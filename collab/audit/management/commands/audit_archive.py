@@ -9,9 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from collab.audit import conf, keys
 from collab.audit.filters import FilterError, parse_filter
+from collab.audit.management.commands.audit_checkpoint import key_from_options, key_option
 from collab.audit.services import audit_archive
 from collab.audit.verify import chain_verify
 
@@ -22,6 +25,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--before", required=True, help="ISO 8601 date or date-time")
         parser.add_argument("--output", "-o", required=True, help="new file to write")
+        key_option(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
@@ -32,10 +36,15 @@ class Command(BaseCommand):
         output = Path(options["output"])
         if output.exists():
             raise CommandError(f"{output} exists; archives are never overwritten")
-        report = chain_verify()
+        key = key_from_options(options)
+        trusted = None if key is None else [*conf.trusted_public_keys(), keys.public_key_b64(key)]
+        report = chain_verify(trusted=trusted)
         if not report.ok:
             raise CommandError(f"the chain does not verify, not archiving: {report.problems[0]}")
-        result = audit_archive(before=before, output=output)
+        try:
+            result = audit_archive(before=before, output=output, key=key)
+        except ImproperlyConfigured as exc:
+            raise CommandError(str(exc)) from exc
         self.stdout.write(
             f"archived {result.count} events up to seq {result.last_seq} "
             f"(hash {result.last_hash}) to {output}"
