@@ -208,7 +208,9 @@ def consult_claim(
 # --- after a membership-log entry is stored -----------------------------------------
 
 
-def on_entry_stored(*, case: m.Case, entry: LogEntry, actor: User) -> None:
+def on_entry_stored(
+    *, case: m.Case, entry: LogEntry, actor: User, meta: RequestMeta | None = None
+) -> None:
     """Called by log_entry_submit in the same transaction, after the entry is stored.
 
     Committing a claimed specialist (or a named colleague) accepts a requested consult;
@@ -237,6 +239,7 @@ def on_entry_stored(*, case: m.Case, entry: LogEntry, actor: User) -> None:
             by_id=joined.user_id,
             reason=f"{joined.kind}_committed",
             actor=actor,
+            meta=meta,  # the committing request's address, as on its log event
         )
 
 

@@ -283,7 +283,7 @@ def log_entry_submit(
     _check_no_revoked_devices(entry)
     invitations.check_patient_add(case=case, entry=entry)
     record = _store_entry(case, entry)
-    consults.on_entry_stored(case=case, entry=entry, actor=user)
+    consults.on_entry_stored(case=case, entry=entry, actor=user, meta=meta)
     audit_record(
         action=AuditAction.LOG_ENTRY_COMMITTED,
         actor=user,
