@@ -105,14 +105,17 @@ def case_log(request: HttpRequest, case_id: uuid.UUID) -> HttpResponse:
     if request.method == "POST":
         device_id = proven_device(request)
         access_case(user, case_id)  # before the body is parsed: no probing for cases
-        record = membership.log_entry_submit(
+        submitted = membership.log_entry_submit(
             user=user,
             device_id=device_id,
             case_id=case_id,
             entry=_entry(json_body(request)),
             meta=RequestMeta.from_request(request),
         )
-        return JsonResponse(log_entry_wire(record), status=201)
+        return JsonResponse(
+            {**log_entry_wire(submitted.record), "duplicate": submitted.duplicate},
+            status=200 if submitted.duplicate else 201,
+        )
     access_case(user, case_id)
     after = int_param(request, "after", -1, -1, 2**62)
     # Paged by count and by bytes: every entry carries the whole roster.

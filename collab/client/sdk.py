@@ -131,7 +131,7 @@ SHARE_ITEMS = 500  # re-wrapped keys per share_history entry (about 64 KiB of en
 # send raises and its message waits in the outbox; re-seals after the log moved.
 SEND_ATTEMPTS = 6
 RESEAL_ATTEMPTS = 3
-RESEAL_CODES = ("wrong_epoch", "stale_log_head", "sender_seq_not_increasing")
+RESEAL_CODES = ("wrong_epoch", "stale_head", "sender_seq_not_increasing")
 OUTBOX_MAX = 500  # messages waiting, all cases together
 SENT_KEPT = 256  # outcomes of messages that left the outbox, kept for explicit retries
 UPLOAD_ATTEMPTS = 6  # per part and for complete
@@ -1577,7 +1577,7 @@ class CollabClient:
 
     def _reseal(self, entry: dict[str, Any], refused: ServerRefusedError) -> None:
         """Seal a pending message again after a refusal that proves it was not stored
-        (the log moved: wrong_epoch / stale_log_head; or sender_seq_not_increasing)."""
+        (the log moved: wrong_epoch / stale_head; or sender_seq_not_increasing)."""
         case_id = uuid.UUID(entry["case"])
         old = Envelope.from_wire(entry["envelope"]).header
         sender_seq: int | None = old.sender_seq

@@ -306,6 +306,12 @@ class AuthenticatedConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             await self.end("too_slow", "You are not reading fast enough; reconnect and "
                            "resume from your last seq.", CLOSE_TOO_SLOW)
 
+    async def handle_ping(self, frame: dict[str, Any]) -> None:
+        """Liveness, on every socket: ``pong``, echoing the frame's ``ref`` like any answer."""
+        ref = frame.get("ref")
+        echo = {"ref": ref} if isinstance(ref, str) and len(ref) <= 64 else {}
+        await self.send_json({"type": "pong", **echo})
+
     async def send_error(self, code: str, message: str, **extra: Any) -> None:
         await self.send_json({"type": "error", "code": code, "message": message, **extra})
 

@@ -412,9 +412,6 @@ class CaseRoomConsumer(AuthenticatedConsumer):
             }
         )
 
-    async def handle_ping(self, frame: dict[str, Any]) -> None:
-        await self.send_json({"type": "pong"})
-
     # --- events from the channel layer ------------------------------------------
 
     async def case_message(self, event: dict[str, Any]) -> None:

@@ -13,8 +13,5 @@ class PingConsumer(AuthenticatedConsumer):
     async def on_open(self) -> None:
         await self.send_json({"type": "hello", "user": str(self.user.pk)})
 
-    async def handle_ping(self, frame: dict[str, Any]) -> None:
-        await self.send_json({"type": "pong"})
-
     async def handle_activity(self, frame: dict[str, Any]) -> None:
         await self.send_json({"type": "activity.noted"})

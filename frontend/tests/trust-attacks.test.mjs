@@ -148,7 +148,7 @@ describe('item 3: every seal checks the pins, also on a retry', async () => {
       request: async (f) => {
         if (first) {
           first = false;
-          return { type: 'error', code: 'stale_log_head' };
+          return { type: 'error', code: 'stale_head' };
         }
         sent.push(f);
         return { type: 'ack', seq: 1, epoch: Number(s.head.epoch) };

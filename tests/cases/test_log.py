@@ -134,9 +134,29 @@ def test_retried_entry_is_idempotent(pcp: Actor, derm: Actor) -> None:
     path = f"/api/cases/{state.case_id}/log"
     first = pcp.call("POST", path, {"entry": b64e(entry.encode())})
     again = pcp.call("POST", path, {"entry": b64e(entry.encode())})
-    assert (first.status_code, again.status_code) == (201, 201)
-    assert first.json() == again.json()
+    # A replay (a retry after a lost answer) is a success marked as such, not a 409.
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert (first.json()["duplicate"], again.json()["duplicate"]) == (False, True)
+    assert {**first.json(), "duplicate": True} == again.json()
+    assert first.json()["entry"] == b64e(entry.encode())
     assert LogEntry.objects.filter(case_id=state.case_id).count() == 2
+
+
+def test_other_entry_at_a_committed_epoch_is_stale_not_a_replay(pcp: Actor) -> None:
+    state = pcp.open_case()
+    genesis = state.head
+    path = f"/api/cases/{state.case_id}/log"
+    assert pcp.call("POST", path, {"entry": b64e(state.next_entry(RotateBody()).encode())}
+                    ).status_code == 201
+    # Same epoch, other bytes (another created_ms): a lost race, never a duplicate.
+    rival, _ = build_entry(
+        genesis, RotateBody(), author_seed=pcp.device.dsk_seed, author_user_id=pcp.user.pk,
+        author_device_id=pcp.device.device_id, created_ms=2,
+    )
+    response = pcp.call("POST", path, {"entry": b64e(rival.encode())})
+    assert response.status_code == 409
+    assert response.json()["error"] == "stale_head"
+    assert "duplicate" not in response.json()
 
 
 def test_member_who_is_not_manager_cannot_add_users(pcp: Actor, derm: Actor) -> None:

@@ -396,7 +396,7 @@ def test_the_previous_epoch_is_accepted_for_its_grace_only(settings) -> None:
         assert codes(message_send_batch(old[:1])) == [2]
     with CaptureQueriesContext(connection) as many:
         results = message_send_batch([*old[1:], stale, by_leaver])
-    assert codes(results) == [3, 4, "stale_log_head", "not_in_roster"]
+    assert codes(results) == [3, 4, "stale_head", "not_in_roster"]
     # The previous epoch's entry is read once per batch, whatever the number naming it.
     assert len(one.captured_queries) == len(many.captured_queries)
 

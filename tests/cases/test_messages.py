@@ -97,14 +97,14 @@ def test_altered_ciphertext_is_refused(room) -> None:
     assert refused(pcp, dataclasses.replace(envelope, ct=tampered)) == "bad_hash"
 
 
-def test_wrong_epoch_and_stale_log_head_are_refused(room) -> None:
+def test_wrong_epoch_and_stale_head_are_refused(room) -> None:
     pcp, _, state = room
     envelope = state.seal({"text": "x"})
     header = dataclasses.replace(envelope.header, epoch=7)
     wrong_epoch = dataclasses.replace(envelope, header=header)
     assert refused(pcp, wrong_epoch) == "wrong_epoch"
     header = dataclasses.replace(envelope.header, log_head=sha512(b"elsewhere"))
-    assert refused(pcp, dataclasses.replace(envelope, header=header)) == "stale_log_head"
+    assert refused(pcp, dataclasses.replace(envelope, header=header)) == "stale_head"
 
 
 def test_sender_seq_must_increase(room) -> None:

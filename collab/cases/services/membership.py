@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
@@ -247,6 +248,15 @@ def head_wire(case: m.Case) -> dict[str, Any]:
     return {"epoch": case.head_epoch, "hash": b64e(bytes(case.head_hash))}
 
 
+@dataclass(frozen=True)
+class LogSubmitted:
+    """The stored entry, and whether this request was a replay of one already committed
+    (a client retrying after a lost answer gets the same entry, marked, not a conflict)."""
+
+    record: m.LogEntry
+    duplicate: bool
+
+
 @transaction.atomic
 def log_entry_submit(
     *,
@@ -255,8 +265,10 @@ def log_entry_submit(
     case_id: uuid.UUID,
     entry: LogEntry,
     meta: RequestMeta | None = None,
-) -> m.LogEntry:
-    """Accept the next entry only if it extends the current head (else 409 with the head)."""
+) -> LogSubmitted:
+    """Accept the next entry only if it extends the current head (else 409 with the head).
+    The same bytes as an entry already committed at its epoch are a replay: answered with
+    the stored entry and ``duplicate``, nothing stored or audited again."""
     access_device(user, device_id)
     _check_author(entry, user, device_id)
     if entry.case_id != case_id:
@@ -266,7 +278,7 @@ def log_entry_submit(
     if entry.epoch <= case.head_epoch:
         stored = m.LogEntry.objects.filter(case=case, epoch=entry.epoch).first()
         if stored is not None and bytes(stored.entry_hash) == entry_hash:
-            return stored  # a retry of an entry already committed
+            return LogSubmitted(stored, duplicate=True)
         raise Conflict(
             "stale_head", "Another entry won this epoch; rebuild on the head.", head=head_wire(case)
         )
@@ -295,4 +307,4 @@ def log_entry_submit(
     )
     # Sockets of devices not in the new roster close when they hear of it.
     _publish_log(case, entry)
-    return record
+    return LogSubmitted(record, duplicate=False)

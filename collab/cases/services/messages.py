@@ -79,12 +79,12 @@ def _check_epoch(
     h = envelope.header
     if h.epoch == case.head_epoch:
         if h.log_head != bytes(case.head_hash):
-            raise ServiceError("stale_log_head", "log_head is not the hash of the current epoch.")
+            raise ServiceError("stale_head", "log_head is not the hash of the current epoch.")
         return
     if _in_grace(case, h.epoch, now):
         if previous.get((case.pk, h.epoch), []) == [h.log_head]:
             return
-        raise ServiceError("stale_log_head", "log_head is not the hash of that epoch.")
+        raise ServiceError("stale_head", "log_head is not the hash of that epoch.")
     raise ServiceError(
         "wrong_epoch", f"Messages go in epoch {case.head_epoch}.", head_epoch=case.head_epoch
     )

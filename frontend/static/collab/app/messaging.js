@@ -27,7 +27,7 @@ export async function sendMessage(socket, session, body, contentType = 'text', a
     }
     if (answer.type === 'ack') return { ack: answer, envelope };
     await session.unseal(envelope);
-    if (answer.code === 'wrong_epoch' || answer.code === 'stale_log_head') {
+    if (answer.code === 'wrong_epoch' || answer.code === 'stale_head') {
       await session.sync();
       continue;
     }
