@@ -32,6 +32,37 @@ const RESUME_PAGE = 100;
 const TRANSIENT_ERRORS = new Set(['session_ended', 'unavailable', 'too_slow']);
 const TYPING_SHOW_MS = 6000;
 const ONLINE_MS = 2 * 60 * 1000;
+// What each audit action means, said to a patient: "<who> <words>" (docs/audit.md,
+// "Who accessed my case"). An action missing here is shown by its name.
+const ACCESS_WORDS = {
+  case_opened: 'opened this case',
+  case_status_changed: 'changed the status of the case',
+  log_entry_committed: 'changed who is in this case',
+  join_requested: 'asked to join this case',
+  join_declined: 'declined a request to join',
+  join_withdrawn: 'withdrew a request to join',
+  message_stored: 'sent a message',
+  messages_delivered: 'received messages',
+  history_read: 'read the case history',
+  attachment_uploaded: 'shared a file or picture',
+  attachment_downloaded: 'downloaded a file or picture',
+  urgent_acknowledged: 'acknowledged an urgent message',
+  leave_requested: 'asked to leave this case',
+  invitation_created: 'invited someone to this case',
+  invitation_opened: 'opened an invitation to this case',
+  invitation_proof: 'confirmed an invitation on their device',
+  invitation_accepted: 'accepted an invitation to this case',
+  invitation_revoked: 'cancelled an invitation',
+  invitation_expired: 'noted that an invitation expired unused',
+  wraps_read: 'fetched the keys that open this case on their device',
+  log_read: 'read the list of who is in this case',
+  key_backup_stored: 'backed up their keys for this case',
+  key_backup_read: 'restored their keys for this case from a backup',
+  upload_expired: 'discarded an unfinished upload',
+  audit_viewed: 'looked at this access list',
+  audit_exported: 'exported the audit trail',
+  access_denied: 'was refused access',
+};
 
 class AlreadyIn extends Error {}
 
@@ -952,22 +983,43 @@ class Room {
   // --- access log ------------------------------------------------------------------
 
   wireAccessLog() {
+    this.accessPage = 1;
     $('#access-details').addEventListener('toggle', (ev) => {
       if (ev.currentTarget.open) this.loadAccessLog(true).catch((err) => this.error(err));
     });
+    $('#access-newer').addEventListener('click', () => this.turnAccessPage(-1));
+    $('#access-older').addEventListener('click', () => this.turnAccessPage(1));
   }
 
-  /** Who did what on this case (from the audit trail); also names members for patients. */
+  turnAccessPage(step) {
+    this.accessPage = Math.max(1, this.accessPage + step);
+    this.loadAccessLog(true).catch((err) => this.error(err));
+  }
+
+  /** Who did what on this case (from the audit trail, newest first, in plain words); also
+   * names members for patients. */
   async loadAccessLog(show) {
-    const log = await api('GET', `/api/cases/${this.caseId}/access-log`);
+    const page = show ? this.accessPage : 1;
+    const log = await api('GET', `/api/cases/${this.caseId}/access-log?page=${page}`);
     for (const e of log.entries) if (e.actor) addNameHint(e.actor.id, e.actor.display);
     if (!show) return;
-    const words = (action) => action.replace(/^[a-z]+\./, '').replace(/[._]/g, ' ');
-    replace($('#access-log'), ...log.entries.map((e) => h('li', {},
-      h('time', { datetime: e.time }, fmtDate(e.time)), ' ',
-      h('strong', {}, e.actor ? e.actor.display : 'system'), ` ${words(e.action)}`,
-      e.outcome && e.outcome !== 'success' ? ` (${e.outcome})` : '')));
-    $('#access-count').textContent = log.pages > 1 ? `Newest ${log.entries.length} of ${log.count} events.` : '';
+    this.accessPage = log.page;
+    replace($('#access-log'), ...log.entries.map((e) => this.accessItem(e)));
+    const events = log.count === 1 ? '1 event' : `${log.count} events`;
+    $('#access-count').textContent = log.count === 0 ? 'Nothing recorded yet.'
+      : `${events}, newest first${log.pages > 1 ? ` · page ${log.page} of ${log.pages}` : ''}.`;
+    $('#access-pager').hidden = log.pages <= 1;
+    $('#access-newer').disabled = log.page <= 1;
+    $('#access-older').disabled = log.page >= log.pages;
+  }
+
+  accessItem(e) {
+    const who = !e.actor ? 'The system' : e.actor.id === this.me ? 'You' : (e.actor.display || 'Someone');
+    const words = ACCESS_WORDS[e.action] ?? e.action.replace(/_/g, ' ');
+    const refused = e.outcome && e.outcome !== 'success' ? ' (refused)' : '';
+    return h('li', { 'data-action': e.action },
+      h('strong', {}, who), ` ${words}${refused}`, ' · ',
+      h('time', { datetime: e.time, class: 'meta' }, fmtDate(e.time)));
   }
 
   // --- members -----------------------------------------------------------------
