@@ -31,6 +31,22 @@ def pytest_configure(config: pytest.Config) -> None:
         )
     if EXPECT_POSTGRES and not os.environ.get("REDIS_URL"):
         raise pytest.UsageError("the PostgreSQL pass runs with Redis: set REDIS_URL")
+    _install_schema_check()
+
+
+def _install_schema_check() -> None:
+    """Every /api/ answer and socket frame checked against collab/schema (switch:
+    tests/support/schema_check.py DEFAULT, or COLLAB_SCHEMA_CHECK=1)."""
+    from tests.support import schema_check
+
+    if not schema_check.ENABLED:
+        return
+    from django.conf import settings
+
+    hook = "tests.support.schema_check.SchemaCheckMiddleware"
+    if hook not in settings.MIDDLEWARE:
+        settings.MIDDLEWARE = [hook, *settings.MIDDLEWARE]  # outermost: sees every answer
+    schema_check.install_socket_hooks()
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
@@ -74,6 +90,30 @@ def _fresh_axes_and_cache(settings):
 
     cache.clear()
     yield
+
+
+@pytest.fixture(autouse=True)
+def _schema_conformance(request: pytest.FixtureRequest):
+    """Fails the test (at teardown) for any /api/ answer or socket frame it saw that
+    the descriptions do not allow; ``@pytest.mark.hostile_input`` exempts what the
+    test itself sends, never what the server answers."""
+    from tests.support import schema_check
+
+    if not schema_check.ENABLED:
+        yield
+        return
+    schema_check.VIOLATIONS.clear()
+    schema_check.STATE.hostile = request.node.get_closest_marker("hostile_input") is not None
+    schema_check.STATE.test = request.node.nodeid
+    yield
+    found = list(schema_check.VIOLATIONS)
+    schema_check.VIOLATIONS.clear()
+    schema_check.STATE.hostile = False
+    if found:
+        pytest.fail(
+            f"{len(found)} exchange(s) outside collab/schema:\n" + "\n".join(found[:20]),
+            pytrace=False,
+        )
 
 
 def require(condition: bool, reason: str) -> None:

@@ -34,6 +34,7 @@ FRAMES: list[dict[str, Any]] = [
 EXPECTED = [{"type": "pong", "ref": "p-1"}, {"type": "pong"}, {"type": "pong"}, {"type": "pong"}]
 
 
+@pytest.mark.hostile_input  # refs too long and not strings, on purpose
 async def test_case_room_pong_echoes_ref(settings) -> None:
     settings.SESSION_CHECK_SECONDS = 3600
     _, member = await sync_to_async(build_room)(2)
@@ -42,6 +43,7 @@ async def test_case_room_pong_echoes_ref(settings) -> None:
     await communicator.disconnect()
 
 
+@pytest.mark.hostile_input  # refs too long and not strings, on purpose
 async def test_ping_socket_pong_echoes_ref() -> None:
     def signed_in() -> str:
         return session_cookie(verified_client(make_user("pinger")))

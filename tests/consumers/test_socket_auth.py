@@ -73,6 +73,7 @@ async def test_socket_from_foreign_origin_is_refused(server: str) -> None:
     assert refused.value.response.status_code == 403
 
 
+@pytest.mark.hostile_input  # sends bad JSON and an unknown type on purpose
 async def test_verified_session_opens_socket_and_answers_frames(server: str) -> None:
     user = await sync_to_async(make_user)("pcp")
     client = await sync_to_async(verified_client)(user)
@@ -93,6 +94,7 @@ async def test_verified_session_opens_socket_and_answers_frames(server: str) -> 
         assert json.loads(await ws.recv()) == {"type": "pong"}
 
 
+@pytest.mark.hostile_input  # an oversize frame on purpose
 async def test_oversize_frame_is_refused_and_closes(server: str) -> None:
     user = await sync_to_async(make_user)("pcp")
     client = await sync_to_async(verified_client)(user)

@@ -23,6 +23,7 @@ from collab.crypto.devproof import sign_http_proof
 from collab.crypto.log import LogEntry, action_for, seal_entry
 from collab.crypto.roster import Role
 from collab.crypto.wire import b64d, b64e
+from tests.support import schema_check
 from tests.support.users import make_user, verified_client
 from tests.support.ws import remember_device
 
@@ -104,8 +105,12 @@ class _LiveResponse:
         try:
             response = http.json(method, path, body)
         except ApiError as error:
-            return cls(error.status, error.body)
-        return cls(response.status, response.body)
+            answer = cls(error.status, error.body)
+        else:
+            answer = cls(response.status, response.body)
+        # A live server's answer (another process): checked here, not by the middleware.
+        schema_check.check_live_http(method, path, body, answer.status_code, answer._body)
+        return answer
 
 
 class Actor:
