@@ -113,11 +113,13 @@ def otp_verify(*, request: HttpRequest, user: User, code: str) -> OtpResult:
     """Second step. django-otp refuses reused TOTP steps and throttles each device."""
     code = code.strip().replace(" ", "")
     devices = _devices_for_code(user, code)
+    meta = RequestMeta.from_request(request)
     if not devices:
         if not TOTPDevice.objects.filter(user=user, confirmed=True).exists():
             return OtpResult(OtpOutcome.NO_DEVICE)
-        return OtpResult(OtpOutcome.WRONG_CODE)
-    meta = RequestMeta.from_request(request)
+        # A backup code from a user who has none (an authenticator set up without them)
+        # is still a refused attempt.
+        return _otp_failed(user=user, meta=meta, factor="backup_code")
     factor = "totp" if isinstance(devices[0], TOTPDevice) else "backup_code"
     waits = [w for w in (_throttle_wait(d) for d in devices) if w is not None]
     if len(waits) == len(devices):
@@ -139,6 +141,10 @@ def otp_verify(*, request: HttpRequest, user: User, code: str) -> OtpResult:
                 action=AuditAction.SIGN_IN, actor=user, meta=meta, details={"factor": factor}
             )
             return OtpResult(OtpOutcome.OK)
+    return _otp_failed(user=user, meta=meta, factor=factor)
+
+
+def _otp_failed(*, user: User, meta: RequestMeta, factor: str) -> OtpResult:
     security_log.info("otp failed")
     audit_record(
         action=AuditAction.OTP_FAILED,
