@@ -14,7 +14,7 @@ from django_otp.plugins.otp_static.models import StaticToken
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from collab.accounts.models import User
-from collab.accounts.policy import LAST_ACTIVITY_KEY
+from collab.accounts.policy import LAST_ACTIVITY_KEY, SIGNED_IN_KEY
 from collab.accounts.services import backup_codes_regenerate
 from collab.audit.models import AuditAction, AuditEvent
 from collab.audit.verify import chain_verify
@@ -290,6 +290,21 @@ def test_inactivity_is_recorded_as_an_automatic_sign_out(settings: Any) -> None:
     assert client.get(HOME, REMOTE_ADDR=ADDR, HTTP_USER_AGENT=AGENT).status_code == 302
     event = only_event(before, AuditAction.AUTO_SIGN_OUT)
     assert_fields(event, actor=user, reason="inactivity", details={})
+    assert_no_secret(event, cookie)
+
+
+@emits(AuditAction.SIGN_OUT)
+def test_the_end_of_the_sessions_lifetime_is_recorded_as_a_sign_out(settings: Any) -> None:
+    user = make_user("pcp")
+    client = verified_client(user)
+    cookie = client.cookies["sessionid"].value
+    session = client.session
+    session[SIGNED_IN_KEY] = time.time() - settings.SESSION_ABSOLUTE_SECONDS - 1
+    session.save()
+    before = head()
+    assert client.get(HOME, REMOTE_ADDR=ADDR, HTTP_USER_AGENT=AGENT).status_code == 302
+    event = only_event(before, AuditAction.SIGN_OUT)
+    assert_fields(event, actor=user, reason="lifetime", details={})
     assert_no_secret(event, cookie)
 
 

@@ -11,10 +11,11 @@ from typing import Any
 
 import pytest
 from django.core.management import call_command
+from django.test import Client
 
 from collab.audit.models import AuditAction, AuditCheckpoint, AuditEvent, AuditHead
 from tests.audit.emissions import emits
-from tests.audit.emissions.accounts_support import assert_no_secret, head, only_event
+from tests.audit.emissions.accounts_support import assert_no_secret, head, only_event, written
 from tests.support.actor import Actor
 from tests.support.users import make_user, verified_client
 
@@ -144,6 +145,17 @@ def test_a_non_admin_reading_the_trail_is_refused_and_recorded(path: str) -> Non
     assert event.details == {}
     assert_request(event)
     assert_no_secret(event, client.cookies["sessionid"].value)
+
+
+def test_an_admin_short_of_the_second_factor_is_refused_before_and_not_recorded() -> None:
+    admin = make_user("boss", role="admin")
+    client = Client()
+    client.force_login(admin, backend="django.contrib.auth.backends.ModelBackend")
+    before = head()
+    for path in ("/api/audit/export", "/api/audit/checkpoints"):
+        response = get(client, path)
+        assert (response.status_code, response.json()["error"]) == (403, "second_factor_required")
+    assert written(before) == []
 
 
 @emits(AuditAction.ACCESS_DENIED)
