@@ -109,6 +109,7 @@ class _Entry:
 class _File:
     path: Path
     first_seq: int | None = None
+    last_seq: int | None = None
     before: str = ""
 
 
@@ -147,15 +148,18 @@ class _Walk:
         anchors: Sequence[Anchor],
         trusted: set[str],
         files: Sequence[Path],
+        archived_range: tuple[int, int] | None,
     ) -> None:
         self.report = report
         self.trusted = trusted
         self.files = files
+        self.archived_range = archived_range
         self.starts = {(c.seq, c.event_hash) for c in checkpoints} | {
             (a.statement.seq, a.statement.event_hash) for a in anchors
         }
         self.wanted = {c.seq for c in checkpoints} | {a.statement.seq for a in anchors}
-        self.archived: dict[int, tuple[str, str]] = {}  # seq -> (hash, where) of archives
+        # seq -> (hash, where) of the first copy of every position an archive covers
+        self.copies: dict[int, tuple[str, str]] = {}
         self.seen: dict[int, str] = {}  # seq -> hash of stored rows that are wanted
         self.prev_seq: int | None = None
         self.prev_hash = ""
@@ -234,7 +238,7 @@ class _Walk:
     def _overlap(self, entry: _Entry, previous: int | None) -> None:
         """A second copy of a chain position: it must be the same event."""
         self.report.overlapping += 1
-        copy = self.archived.get(entry.seq)
+        copy = self.copies.get(entry.seq)
         if entry.fields is None:
             self.problem(ProblemKind.ALTERED, entry.seq, entry.bad, entry.where)
         elif previous is not None and entry.seq <= previous:
@@ -301,8 +305,9 @@ class _Walk:
             )
         if entry.pk is None:
             self.report.archived_events += 1
-            self.archived.setdefault(entry.seq, (entry.hash, entry.where))
-        elif entry.seq in self.wanted:
+        if self.archived_range and self.archived_range[0] <= entry.seq <= self.archived_range[1]:
+            self.copies.setdefault(entry.seq, (entry.hash, entry.where))
+        if entry.pk is not None and entry.seq in self.wanted:
             self.seen[entry.seq] = entry.hash
         self.prev_seq, self.prev_hash, self.prev_where = entry.seq, entry.hash, entry.where
         self.report.last_seq = entry.seq
@@ -408,8 +413,8 @@ class _Walk:
     # -- after the walk -----------------------------------------------------------
 
     def copy_of(self, seq: int) -> str | None:
-        archived = self.archived.get(seq)
-        return archived[0] if archived else self.seen.get(seq)
+        copy = self.copies.get(seq)
+        return copy[0] if copy else self.seen.get(seq)
 
 
 def _stored_entries() -> Iterator[_Entry]:
@@ -555,7 +560,7 @@ def _check_anchors(anchors: Sequence[Anchor], walk: _Walk, report: Report) -> No
             )
 
 
-def archive_order(files: Sequence[Path], report: Report) -> list[Path]:
+def archive_order(files: Sequence[Path], report: Report) -> list[_File]:
     """The files sorted by their first event's seq; a cutoff that goes backwards
     along that order means files (or their headers) are out of order."""
     found: list[_File] = []
@@ -565,8 +570,9 @@ def archive_order(files: Sequence[Path], report: Report) -> list[Path]:
             if isinstance(line, archives.Header) and not item.before:
                 item.before = canonical.timestamp(line.before)
             elif isinstance(line, archives.EventLine):
-                item.first_seq = line.seq
-                break
+                if item.first_seq is None:
+                    item.first_seq = line.seq
+                item.last_seq = max(item.last_seq or 0, line.seq)
         found.append(item)
     found.sort(key=lambda f: (f.first_seq is None, f.first_seq or 0, f.before, str(f.path)))
     latest: _File | None = None
@@ -585,7 +591,7 @@ def archive_order(files: Sequence[Path], report: Report) -> list[Path]:
                 )
             )
         latest = item
-    return [item.path for item in found]
+    return found
 
 
 def archive_paths(paths: Iterable[Path]) -> list[Path]:
@@ -608,16 +614,27 @@ def chain_verify(
     checkpoints = list(AuditCheckpoint.objects.order_by("seq", "id"))
     files = archive_order(archive_paths(archives_given), report)
     report.archive_files = len(files)
+    spans = [(f.first_seq, f.last_seq) for f in files if f.first_seq and f.last_seq]
     walk = _Walk(
         report,
         checkpoints=checkpoints,
         anchors=anchors,
         trusted=_trusted_keys(report, trusted),
-        files=files,
+        files=[f.path for f in files],
+        archived_range=(min(a for a, _ in spans), max(b for _, b in spans)) if spans else None,
     )
-    for path in files:
-        walk.source(walk.archive_entries(path))
-    walk.source(_stored_entries())
+    # The stored rows are walked where their first seq places them: usually after every
+    # archive, but before archives of rows not deleted yet, which must then repeat them.
+    stored_first = AuditEvent.objects.order_by("seq").values_list("seq", flat=True).first()
+    stored_walked = False
+    for item in files:
+        before_file = item.first_seq is not None and (stored_first or 0) < item.first_seq
+        if not stored_walked and stored_first is not None and before_file:
+            walk.source(_stored_entries())
+            stored_walked = True
+        walk.source(walk.archive_entries(item.path))
+    if not stored_walked:
+        walk.source(_stored_entries())
     _check_head(report, walk.prev_hash if report.events else None)
     _check_checkpoints(checkpoints, walk, report)
     _check_anchors(anchors, walk, report)

@@ -15,10 +15,12 @@ from pathlib import Path
 
 import pytest
 from django.core.management import call_command
+from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from collab.audit import canonical
 from collab.audit.archives import parse_timestamp
+from collab.audit.models import AuditEvent
 from collab.audit.verify import Problem, ProblemKind, Report, chain_verify
 from tests.audit.support import raw_sql, record_events
 
@@ -271,3 +273,61 @@ def test_an_unreadable_line_is_reported_at_its_line(archived: Archived) -> None:
     problem = first(chain_verify(archives_given=archived.all))
     assert (problem.kind, problem.where) == (ProblemKind.ALTERED, f"{archived.a1} line 3")
     assert problem.description.startswith("unreadable line: not JSON")
+
+
+def test_a_later_archive_of_rows_still_stored_is_checked_against_them(tmp_path: Path) -> None:
+    record_events(3)
+    first_archive = archive(tmp_path / "a.jsonl")  # seq 1..3, rows kept
+    record_events(3)
+    second = archive(tmp_path / "b.jsonl")  # seq 1..6 again: archives start at the oldest row
+    record_events(1)
+    only_later = tmp_path / "later.jsonl"
+    lines = lines_of(second)
+    write_lines(only_later, [lines[0], *lines[4:]])  # its seq 4..6 and the anchor line
+    edit_line(only_later, 5, count=3)
+    for given in ([first_archive], [second], [first_archive, second], [only_later]):
+        report = chain_verify(archives_given=given)
+        assert report.ok, (given, report.problems)
+        assert (report.first_seq, report.last_seq, report.events) == (1, 7, 7)
+    assert chain_verify(archives_given=[only_later]).overlapping == 3
+    edit_line(only_later, 3, reason="edited")  # seq 5
+    problem = first(chain_verify(archives_given=[only_later]))
+    assert (problem.kind, problem.seq, problem.where) == (
+        ProblemKind.ALTERED,
+        5,
+        f"{only_later} line 3",
+    )
+
+
+# docs/audit.md "Retention and archiving", statement for statement (inside the test's
+# transaction, so without its BEGIN and COMMIT).
+DOCUMENTED_REMOVAL = {
+    "postgresql": [
+        "ALTER TABLE audit_auditevent DISABLE TRIGGER audit_auditevent_no_change",
+        "DELETE FROM audit_auditevent WHERE seq <= {seq}",
+        "ALTER TABLE audit_auditevent ENABLE TRIGGER audit_auditevent_no_change",
+    ],
+    "sqlite": [
+        "DROP TRIGGER audit_auditevent_no_delete",
+        "DELETE FROM audit_auditevent WHERE seq <= {seq}",
+        "CREATE TRIGGER audit_auditevent_no_delete BEFORE DELETE ON audit_auditevent\n"
+        "  WHEN NOT collab_audit_may_delete() "
+        "BEGIN SELECT RAISE(ABORT, 'audit rows are append-only'); END",
+    ],
+}
+
+
+def test_the_documented_dba_removal_keeps_the_chain_verifiable(tmp_path: Path) -> None:
+    record_events(3)
+    kept = archive(tmp_path / "audit.jsonl")
+    record_events(2)
+    with connection.cursor() as cursor:
+        for statement in DOCUMENTED_REMOVAL[connection.vendor]:
+            cursor.execute(statement.format(seq=3))
+    assert list(AuditEvent.objects.values_list("seq", flat=True).order_by("seq")) == [4, 5]
+    with pytest.raises(DatabaseError), transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("DELETE FROM audit_auditevent WHERE seq = 5")  # the guard is back
+    assert chain_verify().ok
+    report = chain_verify(archives_given=[kept])
+    assert report.ok, report.problems
+    assert (report.first_seq, report.archived_events, report.overlapping) == (1, 3, 0)
