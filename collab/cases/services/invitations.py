@@ -158,6 +158,8 @@ def invitation_create(
     audit_record(
         action=AuditAction.INVITATION_CREATED,
         actor=user,
+        # A bound invitation names the device that signed it (and made this request).
+        device_id=binding.inviter_device_id if binding else None,
         case_id=case.pk,
         target=f"invitation:{invitation.pk}",
         meta=meta,

@@ -362,6 +362,42 @@ def test_invitation_accepted_files_the_patients_join_request(pcp: Actor) -> None
     assert actions(before) == [AuditAction.INVITATION_OPENED]
 
 
+@emits(AuditAction.INVITATION_ACCEPTED, AuditAction.JOIN_REQUESTED)
+def test_invitation_accepted_by_a_signed_in_patient(pcp: Actor) -> None:
+    first = pcp.open_case()
+    browser, signed_up = sign_up(invite(pcp, first), "pat")
+    assert signed_up.status_code == 302
+    patient = User.objects.get(username="pat")
+    second = pcp.open_case()
+    token = invite(pcp, second)
+    invitation = Invitation.objects.get(case_id=second.case_id)
+    before = head_seq()
+    response = browser.post(f"/invite/{token}/")
+    assert response.status_code == 302
+    accepted, requested = written(before)  # already signed in: no sign-in event
+    assert fields(accepted) == expected(
+        AuditAction.INVITATION_ACCEPTED,
+        actor=patient,
+        case=second.case_id,
+        target=f"invitation:{invitation.pk}",
+    )
+    assert fields(requested) == expected(
+        AuditAction.JOIN_REQUESTED,
+        actor=patient,
+        case=second.case_id,
+        target=f"user:{patient.pk}",
+        details={"kind": "patient"},
+    )
+    for event in (accepted, requested):
+        assert_no_content(event, token, invitation.token_hash)
+    # A second link to a case they are waiting for is refused, the link stays unused,
+    # and nothing is recorded as accepted or requested.
+    again = invite(pcp, second)
+    before = head_seq()
+    assert browser.post(f"/invite/{again}/").status_code == 409
+    assert written(before) == []
+
+
 @emits(AuditAction.JOIN_DECLINED)
 def test_join_declined(pcp: Actor, derm: Actor) -> None:
     state = pcp.open_case(specialty="Dermatology")
@@ -600,6 +636,8 @@ def test_invitation_created(pcp: Actor) -> None:
         assert fields(event) == expected(
             AuditAction.INVITATION_CREATED,
             actor=pcp.user,
+            # Only a bound invitation's request is made as (and proven by) a device.
+            device=pcp.device.device_id if is_bound else None,
             case=state.case_id,
             target=f"invitation:{invitation.pk}",
             details={"expires_at": invitation.expires_at.isoformat(), "bound": is_bound},
