@@ -177,7 +177,20 @@ def _parse(number: int, text: str) -> Line:
 
 def archive_lines(path: Path) -> Iterator[Line]:
     """Every line of an archive file, numbered from 1, parsed but not yet trusted."""
-    with path.open(encoding="utf-8") as handle:
-        for number, text in enumerate(handle, start=1):
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                yield BadLine(number, "not UTF-8 text")
+                continue
             if text.strip():
                 yield _parse(number, text)
+
+
+def looks_like_archive(path: Path) -> bool:
+    """Whether a file's first line is an archive header (to pick archives out of a
+    directory that holds other files too, such as anchors)."""
+    with path.open("rb") as handle:
+        first = handle.readline(4096)
+    return FORMAT.encode() in first and b'"header"' in first

@@ -595,10 +595,15 @@ def archive_order(files: Sequence[Path], report: Report) -> list[_File]:
 
 
 def archive_paths(paths: Iterable[Path]) -> list[Path]:
-    """Files as given; a directory stands for the files directly in it."""
+    """Files as given; a directory stands for the archives directly in it (files whose
+    first line is an archive header: a damaged header then shows as missing events)."""
     out: list[Path] = []
     for path in paths:
-        out.extend(sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path])
+        if path.is_dir():
+            found = (p for p in path.iterdir() if p.is_file() and archives.looks_like_archive(p))
+            out.extend(sorted(found))
+        else:
+            out.append(path)
     return out
 
 

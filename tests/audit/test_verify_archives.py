@@ -90,6 +90,7 @@ def test_archives_and_database_verify_as_one_chain(archived: Archived, tmp_path:
     assert (report.first_seq, report.last_seq, report.events) == (1, 11, 11)
     assert (report.archive_files, report.archived_events, report.overlapping) == (3, 9, 0)
     assert chain_verify().ok  # the database alone still starts at the last archive anchor
+    (tmp_path / "anchor.json").write_text("{}")  # not an archive: a directory skips it
     out = StringIO()
     call_command("audit_verify", "--with-archives", str(tmp_path), stdout=out)
     assert out.getvalue().startswith(
@@ -273,6 +274,12 @@ def test_an_unreadable_line_is_reported_at_its_line(archived: Archived) -> None:
     problem = first(chain_verify(archives_given=archived.all))
     assert (problem.kind, problem.where) == (ProblemKind.ALTERED, f"{archived.a1} line 3")
     assert problem.description.startswith("unreadable line: not JSON")
+    archived.a2.write_bytes(archived.a2.read_bytes().replace(b"audit_viewed", b"\xff", 1))
+    problems = chain_verify(archives_given=archived.all).problems
+    assert any(
+        p.where == f"{archived.a2} line 2" and p.description == "unreadable line: not UTF-8 text"
+        for p in problems
+    )
 
 
 def test_a_later_archive_of_rows_still_stored_is_checked_against_them(tmp_path: Path) -> None:
