@@ -324,6 +324,29 @@ def test_join_requested_by_a_specialists_consult_claim(pcp: Actor, derm: Actor) 
     assert written(before) == []
 
 
+@emits(AuditAction.JOIN_REQUESTED)
+def test_join_requested_for_a_named_colleague(pcp: Actor, derm: Actor) -> None:
+    state = pcp.open_case()
+    path = f"/api/cases/{state.case_id}/join-requests"
+    before = head_seq()
+    response = pcp.call("POST", path, {"kind": "invite", "user": str(derm.user.pk)})
+    assert response.status_code == 201, response.content
+    event = only(before, AuditAction.JOIN_REQUESTED)
+    assert fields(event) == expected(
+        AuditAction.JOIN_REQUESTED,
+        actor=pcp.user,
+        case=state.case_id,
+        target=f"user:{derm.user.pk}",
+        details={"kind": "invite"},
+    )
+    # Only a case owner or admin names colleagues: an outsider's attempt files nothing.
+    outsider = Actor("outsider").register()
+    before = head_seq()
+    refused = outsider.call("POST", path, {"kind": "invite", "user": str(outsider.user.pk)})
+    assert refused.status_code == 403
+    assert AuditAction.JOIN_REQUESTED not in actions(before)
+
+
 @emits(AuditAction.INVITATION_ACCEPTED, AuditAction.JOIN_REQUESTED)
 def test_invitation_accepted_files_the_patients_join_request(pcp: Actor) -> None:
     state = pcp.open_case()
@@ -557,6 +580,11 @@ def test_attachment_downloaded_once_per_device_and_blob(
     blob_id, chunks = _uploaded(pcp, room.case_id)
     size = sum(len(c) for c in chunks)
     path = f"/api/blobs/{blob_id}"
+    # A range past the end delivers nothing and records nothing.
+    before = head_seq()
+    beyond = derm.send("GET", path, b"", extra={"HTTP_RANGE": f"bytes={size}-"})
+    assert beyond.status_code == 416
+    assert written(before) == []
     before = head_seq()
     first = derm.send("GET", path, b"", extra={"HTTP_RANGE": "bytes=0-99"})
     assert first.status_code == 206
@@ -744,6 +772,27 @@ def test_invitation_expired_is_recorded_once(pcp: Actor) -> None:
     _, refused = sign_up(token)
     assert refused.status_code == 410
     assert written(before) == []
+    assert not User.objects.filter(username="pat").exists()
+
+
+@emits(AuditAction.INVITATION_EXPIRED)
+def test_invitation_expired_first_met_by_a_sign_up(pcp: Actor) -> None:
+    state = pcp.open_case()
+    token = invite(pcp, state)
+    invitation = Invitation.objects.get()
+    Invitation.objects.update(expires_at=timezone.now() - timedelta(seconds=1))
+    before = head_seq()
+    _, refused = sign_up(token)
+    assert refused.status_code == 410
+    event = only(before, AuditAction.INVITATION_EXPIRED)
+    assert fields(event) == expected(
+        AuditAction.INVITATION_EXPIRED,
+        outcome="failure",
+        reason="expired",
+        case=state.case_id,
+        target=f"invitation:{invitation.pk}",
+    )
+    assert_no_content(event, token, invitation.token_hash, PASSWORD)
     assert not User.objects.filter(username="pat").exists()
 
 
