@@ -18,15 +18,27 @@ TRIGGERS = {
 
 @contextmanager
 def raw_sql(table: str = "audit_auditevent") -> Iterator[Any]:
-    """A cursor that may change audit rows: on PostgreSQL the trigger is off meanwhile."""
+    """A cursor that may change audit rows: the triggers are off meanwhile (on SQLite,
+    which has no privileges, anyone who can write the file may drop them)."""
     with connection.cursor() as cursor:
+        sqlite_triggers: list[tuple[str, str]] = []
         if connection.vendor == "postgresql":
             cursor.execute(f"ALTER TABLE {table} DISABLE TRIGGER {TRIGGERS[table]}")
+        else:
+            cursor.execute(
+                "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = %s",
+                [table],
+            )
+            sqlite_triggers = list(cursor.fetchall())
+            for name, _ in sqlite_triggers:
+                cursor.execute(f'DROP TRIGGER "{name}"')
         try:
             yield cursor
         finally:
             if connection.vendor == "postgresql":
                 cursor.execute(f"ALTER TABLE {table} ENABLE TRIGGER {TRIGGERS[table]}")
+            for _, sql in sqlite_triggers:
+                cursor.execute(sql)
 
 
 def record_events(count: int, **kwargs: Any) -> list[Any]:

@@ -1,7 +1,10 @@
 from __future__ import annotations
 
 import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
 from django.db import DatabaseError, connection, transaction
+from django.test import override_settings
 
 from collab.audit.models import AppendOnlyError, AuditCheckpoint, AuditEvent
 from collab.audit.services import checkpoint_sign
@@ -65,3 +68,23 @@ def test_postgres_trigger_refuses_update_delete_and_truncate(table: str, stateme
             cursor.execute(statement.format(table=table))
     assert AuditEvent.objects.count() == 2
     assert AuditCheckpoint.objects.count() == 1
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_postgres_flush_empties_the_trail_outside_production_only() -> None:
+    record_events(2)
+    checkpoint_sign()
+    with override_settings(PRODUCTION=True), pytest.raises(CommandError) as refused:
+        call_command("flush", interactive=False, verbosity=0)
+    assert "couldn't be flushed" in str(refused.value)
+    assert "append-only" in str(refused.value.__cause__)  # the trigger said no
+    assert (AuditEvent.objects.count(), AuditCheckpoint.objects.count()) == (2, 1)
+    call_command("flush", interactive=False, verbosity=0)
+    assert (AuditEvent.objects.count(), AuditCheckpoint.objects.count()) == (0, 0)
+    # The session setting went with the command: TRUNCATE is refused again.
+    record_events(1)
+    with pytest.raises(DatabaseError, match="append-only"):  # noqa: SIM117
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("TRUNCATE audit_auditevent")
+    assert AuditEvent.objects.count() == 1
