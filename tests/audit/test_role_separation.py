@@ -20,11 +20,11 @@ import psycopg
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from django.db import connection
+from django.db import IntegrityError, connection, transaction
 
 from collab.audit.models import AuditAction, AuditCheckpoint, AuditEvent
 from collab.audit.services import checkpoint_sign
-from collab.audit.verify import chain_verify
+from collab.audit.verify import ProblemKind, chain_verify
 from tests.audit.support import record_events
 from tests.support.live import ROOT, server_env
 
@@ -270,9 +270,13 @@ def test_a_rewound_head_is_possible_and_caught(roles: Roles) -> None:
     _secure(roles)
     with _login(roles.service) as conn:
         conn.execute("UPDATE audit_audithead SET seq = 2, hash = %s WHERE id = 1", [events[1].hash])
-    report = chain_verify()
-    assert not report.ok
-    assert AuditEvent.objects.count() == 4
+    problem = chain_verify().problems[0]
+    assert problem.kind is ProblemKind.INSERTED
+    assert "beyond the chain head (seq 2)" in problem.description
+    # Nor can the next append overwrite from there: seq 3 is taken, the write fails.
+    with pytest.raises(IntegrityError), transaction.atomic():
+        record_events(1)
+    assert list(AuditEvent.objects.values_list("seq", flat=True)) == [1, 2, 3, 4]
 
 
 @pytest.mark.postgres
@@ -323,3 +327,40 @@ def test_audit_secure_refuses_a_service_role_no_privilege_binds(
 def test_audit_secure_refuses_sqlite() -> None:
     with pytest.raises(CommandError, match="needs PostgreSQL"):
         call_command("audit_secure", "--service-role", "collab")
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_audit_secure_warns_when_the_service_role_owns_the_schema(roles: Roles) -> None:
+    """A schema's owner may drop it with every table in it: privileges cannot stop that."""
+    schema_owner = _scalar(
+        "SELECT nspowner::regrole::text FROM pg_namespace WHERE nspname = 'public'"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(f"ALTER SCHEMA public OWNER TO {roles.service}")
+    try:
+        err = StringIO()
+        call_command(
+            "audit_secure",
+            "--service-role",
+            roles.service,
+            "--owner-role",
+            roles.owner,
+            stdout=StringIO(),
+            stderr=err,
+        )
+        assert f"WARNING: {roles.service} owns schema public" in err.getvalue()
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(f"ALTER SCHEMA public OWNER TO {schema_owner}")
+    err = StringIO()
+    call_command(
+        "audit_secure",
+        "--service-role",
+        roles.service,
+        "--owner-role",
+        roles.owner,
+        stdout=StringIO(),
+        stderr=err,
+    )
+    assert err.getvalue() == ""
