@@ -54,6 +54,9 @@ class State:
     violations: list[str] = field(default_factory=list)
     hostile: bool = False  # the running test sends malformed input on purpose
     test: str = ""
+    # While a list: every exchange and frame is also appended to it, in order, checked
+    # or not (tests/schema/walkthrough.py records a session with it).
+    tape: list[Any] | None = None
 
 
 STATE = State()
@@ -182,6 +185,8 @@ def frame_errors(path: str, direction: str, data: str | bytes | dict[str, Any],
 
 def check_frame(path: str, direction: str, data: str | bytes | dict[str, Any]) -> None:
     """Record a violation for a frame that breaks the socket description."""
+    if STATE.tape is not None:
+        STATE.tape.append(("frame", path, direction, data))
     if not ENABLED or (direction == CLIENT and STATE.hostile):
         return
     errors = frame_errors(path, direction, data)
@@ -280,7 +285,8 @@ def is_json(content_type: str) -> bool:
 
 
 def http_errors(exchange: Exchange, *, check_request: bool = True,
-                api: Any = None) -> list[str]:
+                api: Any = None, request_parts: tuple[str, ...] = ("parameters", "body"),
+                ) -> list[str]:
     """What is wrong with one /api/ exchange (empty when it conforms)."""
     from openapi_core.templating.paths.exceptions import (
         OperationNotFound,
@@ -313,7 +319,9 @@ def http_errors(exchange: Exchange, *, check_request: bool = True,
     if check_request:
         # Security (session, CSRF, device proof) is the server's to check: a request
         # without it is answered 401/403 as described, not a malformed request.
-        for validator_cls in (V31RequestParametersValidator, V31RequestBodyValidator):
+        validators = {"parameters": V31RequestParametersValidator,
+                      "body": V31RequestBodyValidator}
+        for validator_cls in (validators[part] for part in request_parts):
             try:
                 validator_cls(api.spec).validate(request)
             except Exception as error:
@@ -365,8 +373,9 @@ def _django_exchange(request: Any, response: Any) -> Exchange:
         key[5:].replace("_", "-").title(): str(value)
         for key, value in request.META.items() if key.startswith("HTTP_")
     }
-    if request.META.get("CONTENT_TYPE"):
-        headers["Content-Type"] = request.META["CONTENT_TYPE"]
+    for key, name in (("CONTENT_TYPE", "Content-Type"), ("CONTENT_LENGTH", "Content-Length")):
+        if request.META.get(key):  # WSGI keeps these two without the HTTP_ prefix
+            headers[name] = str(request.META[key])
     try:
         body, known = request.body, True
     except Exception:  # RawPostDataException: the view read the stream itself
@@ -398,6 +407,8 @@ class SchemaCheckMiddleware:
 
     def __call__(self, request: Any) -> Any:
         response = self.get_response(request)
+        if STATE.tape is not None:
+            STATE.tape.append(("http", _django_exchange(request, response)))
         if ENABLED and request.path.startswith("/api/"):
             check_exchange(_django_exchange(request, response))
         return response
