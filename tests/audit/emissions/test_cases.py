@@ -67,6 +67,8 @@ def only(before: int, action: str) -> AuditEvent:
 
 
 def fields(event: AuditEvent) -> dict[str, Any]:
+    """The fields an emission test pins down (checked first to be metadata only)."""
+    assert_metadata_only(event)
     return {
         "action": event.action,
         "outcome": event.outcome,
@@ -121,6 +123,24 @@ def assert_no_content(event: AuditEvent, *secrets: str | bytes) -> None:
     for secret in secrets:
         for form in _forms(secret):
             assert form and form not in text, f"{event.action} carries {form[:16]}..."
+    assert_metadata_only(event)
+
+
+def _texts(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [t for k, v in value.items() for t in (str(k), *_texts(v))]
+    if isinstance(value, list):
+        return [t for item in value for t in _texts(item)]
+    return []
+
+
+def assert_metadata_only(event: AuditEvent) -> None:
+    """Details are small metadata: no text long enough to carry a key, a signature, a
+    token or a ciphertext (a UUID, a timestamp or a code fits)."""
+    for text in [*_texts(event.details), event.target]:
+        assert len(text) <= 48, f"{event.action} carries a long value: {text[:16]}..."
 
 
 def collect(response: Any) -> bytes:
