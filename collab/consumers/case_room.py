@@ -465,10 +465,14 @@ class CaseRoomConsumer(AuthenticatedConsumer):
         found = _FRAME_SEQ.match(head)
         if found is not None and _SENDER_KEY in head:
             return None if self._own_sender in head else int(found.group(1))
-        frame = json.loads(text)  # an unexpected layout: read it properly
-        if frame["envelope"]["sender_device_id"] == str(self.device_id):
+        try:  # another layout (spaced, or an older release's): read it properly
+            frame = json.loads(text)
+            sender, seq = frame["envelope"].get("sender_device_id"), frame["seq"]
+        except (ValueError, TypeError, KeyError, AttributeError):
+            return None  # not a message frame this rule can name
+        if sender == str(self.device_id) or isinstance(seq, bool) or not isinstance(seq, int):
             return None
-        return int(frame["seq"])
+        return seq
 
     @functools.cached_property
     def _own_sender(self) -> str:

@@ -171,10 +171,13 @@ def test_identity_backup_read_records_its_size_only() -> None:
 async def _events(action: str, user: User, want: int) -> list[AuditEvent]:
     """The events of ``action`` by ``user``, waiting (briefly) for ``want`` of them:
     deliveries are recorded off the relay, just after the frame went out."""
+
+    def read() -> list[AuditEvent]:
+        return list(AuditEvent.objects.filter(action=action, actor=user).order_by("seq"))
+
+    found: list[AuditEvent] = []
     for _ in range(100):
-        found = await sync_to_async(
-            lambda: list(AuditEvent.objects.filter(action=action, actor=user).order_by("seq"))
-        )()
+        found = await sync_to_async(read)()
         if len(found) >= want:
             return found
         await asyncio.sleep(0.05)
