@@ -49,10 +49,16 @@ def drain() -> list[str]:
 def exchange(**changes: Any) -> schema_check.Exchange:
     """GET /api/device-nonce answered as described (base.yaml / accounts.yaml)."""
     base: dict[str, Any] = {
-        "method": "GET", "path": "/api/device-nonce", "query": [], "request_body": b"",
-        "request_type": "", "headers": {}, "cookies": {"sessionid": "x"}, "status": 200,
+        "method": "GET",
+        "path": "/api/device-nonce",
+        "query": [],
+        "request_body": b"",
+        "request_type": "",
+        "headers": {},
+        "cookies": {"sessionid": "x"},
+        "status": 200,
         "response_type": "application/json",
-        "response_body": json.dumps({"nonce": "A" * 43 + "="}).encode(),
+        "response_body": json.dumps({"nonce": "AAABojMaJwkWQyWCs_Op9V0Q9bAyMYZo"}).encode(),
         "response_headers": {},
     }
     base.update(changes)
@@ -60,37 +66,68 @@ def exchange(**changes: Any) -> schema_check.Exchange:
 
 
 def test_an_http_answer_outside_the_description_is_caught() -> None:
+    assert schema_check.http_errors(exchange()) == []
     assert schema_check.http_errors(exchange(path="/api/no-such-route")) == [
         "no such operation in the description"
     ]
     assert schema_check.http_errors(exchange(status=299))
     wrong_body = exchange(status=401, response_body=json.dumps({"error": 5}).encode())
     assert schema_check.http_errors(wrong_body)
+    extra = exchange(response_body=json.dumps({"nonce": "x", "debug": 1}).encode())
+    assert schema_check.http_errors(extra)
 
 
-def test_the_middleware_checks_real_answers_and_names_them(checking: list[str]) -> None:
+def test_answers_common_to_every_route_are_allowed_with_the_error_body() -> None:
+    """base.yaml: 404 for no route, 413, 500 and 503 are not repeated per operation."""
+    error = json.dumps({"error": "internal_error", "detail": "x"}).encode()
+    assert schema_check.http_errors(exchange(status=500, response_body=error)) == []
+    assert schema_check.http_errors(exchange(path="/api/nothing-here", status=404,
+                                             response_body=error)) == []
+    assert schema_check.http_errors(exchange(status=500, response_body=b'{"oops": 1}'))
+
+
+def test_a_request_outside_the_description_is_caught_when_accepted() -> None:
+    """A refused request (4xx) may break the description; an accepted one may not."""
+    bad = exchange(query=[("unexpected", "1")], path="/api/device-nonce")
+    assert schema_check.http_errors(bad) == []  # query parameters beyond: not an error
+    body = exchange(method="POST", path="/api/identity", request_body=b'{"uik_pub": 17}',
+                    request_type="application/json", status=200,
+                    response_body=json.dumps({"user_id": str(uuid.uuid4()),
+                                              "uik_pub": "A" * 43 + "="}).encode())
+    assert any(e.startswith("request:") for e in schema_check.http_errors(body))
+    refused = exchange(method="POST", path="/api/identity", request_body=b'{"uik_pub": 17}',
+                       request_type="application/json", status=400,
+                       response_body=json.dumps({"error": "bad_field", "detail": "x"}).encode())
+    assert schema_check.http_errors(refused) == []
+
+
+def test_the_middleware_checks_real_answers_and_names_them(
+    checking: list[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
     actor = Actor("alice")
     ok = actor.client.get("/api/devices")
     assert ok.status_code == 200
     assert drain() == []
-    # A response the description does not allow: the route answers 404 JSON for a path
-    # that is no operation (and the harness names method, path and status).
-    missing = actor.client.get("/api/no-such-route")
-    assert missing.status_code == 404
+    # The same answer against a description that wants one more field: caught, with
+    # method, path and status named.
+    from openapi_core import OpenAPI
+
+    doc = schema_check.openapi_document()
+    listing = doc["paths"]["/api/devices"]["get"]["responses"]["200"]["content"]
+    listing["application/json"]["schema"] = {"type": "object", "required": ["surprise"]}
+    monkeypatch.setattr(schema_check, "openapi", lambda: OpenAPI.from_dict(doc))
+    assert actor.client.get("/api/devices").status_code == 200
     found = drain()
-    assert len(found) == 1 and found[0].startswith("GET /api/no-such-route -> 404"), found
+    assert len(found) == 1 and found[0].startswith("GET /api/devices -> 200: response"), found
 
 
-def test_a_request_body_outside_the_description_is_caught_unless_hostile(
+def test_a_request_body_outside_the_description_is_not_blamed_when_refused(
     checking: list[str],
 ) -> None:
     actor = Actor("bob")
-    actor.call("POST", "/api/identity", {"uik_pub": 17})
-    found = drain()
-    assert any(v.startswith("POST /api/identity -> 400") and "request" in v for v in found), found
-    with schema_check.hostile():
-        actor.call("POST", "/api/identity", {"uik_pub": 17})
-    assert drain() == []  # its answer (400, the Error body) is as described
+    refused = actor.call("POST", "/api/identity", {"uik_pub": 17})
+    assert refused.status_code == 400
+    assert drain() == []  # the request is outside, the refusal (Error body) inside
 
 
 @pytest.mark.parametrize(
@@ -99,14 +136,24 @@ def test_a_request_body_outside_the_description_is_caught_unless_hostile(
         ("server", {"type": "pong"}, True),
         ("server", {"type": "pong", "ref": "r"}, True),
         ("server", {"type": "pong", "debug": True}, False),
-        ("server", {"type": "hello", "case": str(uuid.uuid4()), "head_epoch": 1,
-                    "last_seq": 0}, True),
-        ("server", {"type": "hello", "case": "not-a-uuid", "head_epoch": 1,
-                    "last_seq": 0}, False),
+        (
+            "server",
+            {"type": "hello", "case": str(uuid.uuid4()), "head_epoch": 1, "last_seq": 0},
+            True,
+        ),
+        ("server", {"type": "hello", "case": "not-a-uuid", "head_epoch": 1, "last_seq": 0}, False),
         ("server", {"type": "error", "code": "bad_field", "message": "x"}, True),
         ("server", {"type": "error", "code": "made_up", "message": "x"}, False),
-        ("server", {"type": "error", "code": "sender_seq_not_increasing", "message": "x",
-                    "last_sender_seq": "4"}, False),
+        (
+            "server",
+            {
+                "type": "error",
+                "code": "sender_seq_not_increasing",
+                "message": "x",
+                "last_sender_seq": "4",
+            },
+            False,
+        ),
         ("server", {"type": "resume", "after": 0}, False),  # a client frame
         ("client", {"type": "resume", "after": 0, "limit": 200}, True),
         ("client", {"type": "resume", "after": 0, "limit": 201}, False),
@@ -120,7 +167,8 @@ def test_frames_are_checked_both_ways(direction: str, frame: Any, ok: bool) -> N
 
 
 async def test_the_communicator_hook_records_bad_client_frames_and_not_hostile_ones(
-    checking: list[str], settings: Any,
+    checking: list[str],
+    settings: Any,
 ) -> None:
     settings.SESSION_CHECK_SECONDS = 3600
     _, member = await database_sync_to_async(build_room)(2)
@@ -143,12 +191,16 @@ async def test_the_communicator_hook_records_bad_client_frames_and_not_hostile_o
 async def test_the_communicator_hook_records_a_bad_server_frame(checking: list[str]) -> None:
     """A server frame that breaks the description (here injected as the consumer's own
     send, as a regression in a handler would) is recorded even in a hostile test."""
+
     def signed_in() -> str:
         return session_cookie(verified_client(make_user("pinger")))
 
     cookie = await database_sync_to_async(signed_in)()
-    headers = [(b"origin", b"http://127.0.0.1"), (b"host", b"127.0.0.1"),
-               (b"cookie", cookie.encode())]
+    headers = [
+        (b"origin", b"http://127.0.0.1"),
+        (b"host", b"127.0.0.1"),
+        (b"cookie", cookie.encode()),
+    ]
     communicator = WebsocketCommunicator(application, "/ws/ping/", headers=headers)
     assert (await communicator.connect(timeout=10))[0]
     assert (await communicator.receive_json_from(timeout=10))["type"] == "hello"

@@ -293,6 +293,7 @@ def http_errors(exchange: Exchange, *, check_request: bool = True,
         PathNotFound,
         ServerNotFound,
     )
+    from openapi_core.templating.responses.exceptions import ResponseNotFound
     from openapi_core.testing import MockRequest, MockResponse
     from openapi_core.validation.request.validators import (
         V31RequestBodyValidator,
@@ -313,10 +314,18 @@ def http_errors(exchange: Exchange, *, check_request: bool = True,
     try:
         api.validate_response(request, response)
     except (PathNotFound, OperationNotFound, ServerNotFound):
+        if exchange.status == 404 and _common_answer(exchange):
+            return []  # base.yaml: 404 not_found for a path no route matches
         return ["no such operation in the description"]
+    except ResponseNotFound:
+        if not (exchange.status in COMMON_STATUSES and _common_answer(exchange)):
+            errors.append(f"response: status {exchange.status} is not described here "
+                          "(nor is it one of base.yaml's answers common to every route)")
     except Exception as error:  # ResponseValidationError and its kin
         errors.append("response: " + _explain(error))
-    if check_request:
+    # A request the server refused (4xx) may be outside the description: that is what
+    # the refusal is for. One it accepted must be inside it.
+    if check_request and exchange.status < 400:
         # Security (session, CSRF, device proof) is the server's to check: a request
         # without it is answered 401/403 as described, not a malformed request.
         validators = {"parameters": V31RequestParametersValidator,
@@ -327,6 +336,29 @@ def http_errors(exchange: Exchange, *, check_request: bool = True,
             except Exception as error:
                 errors.append("request: " + _explain(error))
     return errors
+
+
+# base.yaml: answers of every /api/ route, not repeated per operation (an Error body).
+COMMON_STATUSES = frozenset({404, 413, 500, 503})
+
+
+def _common_answer(exchange: Exchange) -> bool:
+    """Is the body base.yaml's Error (the shape of the answers common to every route)?"""
+    try:
+        body = json.loads(exchange.response_body)
+    except ValueError:
+        return False
+    return not list(_error_validator().iter_errors(body))
+
+
+@functools.cache
+def _error_validator() -> Draft202012Validator:
+    doc = openapi_document()
+    registry: Registry[Any] = Registry().with_resource(
+        "urn:collab:openapi", Resource.from_contents(doc, default_specification=DRAFT202012)
+    )
+    return Draft202012Validator({"$ref": "urn:collab:openapi#/components/schemas/Error"},
+                                registry=registry)
 
 
 def _explain(error: BaseException) -> str:
