@@ -367,6 +367,32 @@ def test_join_requested_for_a_named_colleague(pcp: Actor, derm: Actor) -> None:
     assert AuditAction.JOIN_REQUESTED not in actions(before)
 
 
+@emits(AuditAction.JOIN_REQUESTED)
+def test_join_requested_to_rejoin_after_an_identity_reset(pcp: Actor, derm: Actor) -> None:
+    cases = [pcp.open_case(), pcp.open_case()]
+    for state in cases:
+        assert pcp.add(state, derm).status_code == 201
+    ops = User.objects.create_user(username="ops", password="x-ops-1", role="admin")
+    before = head_seq()
+    call_command("identity_reset", "derm", "--yes", "--by", "ops", stdout=StringIO())
+    events = written(before)
+    rejoins = [e for e in events if e.action == AuditAction.JOIN_REQUESTED]
+    # The reset's own events (its one device revoked, the reset) and one rejoin per case.
+    assert sorted(e.action for e in events if e not in rejoins) == sorted(
+        [AuditAction.DEVICE_REVOKED, AuditAction.IDENTITY_RESET]
+    )
+    assert {e.case_id for e in rejoins} == {s.case_id for s in cases} and len(rejoins) == 2
+    for event in rejoins:
+        assert fields(event) == expected(
+            AuditAction.JOIN_REQUESTED,
+            actor=ops,
+            case=event.case_id,
+            target=f"user:{derm.user.pk}",
+            details={"kind": "rejoin", "by": "ops"},
+        )
+        assert_no_content(event, derm.identity.uik_pub, derm.cert.dsk_pub, derm.session_id)
+
+
 @emits(AuditAction.INVITATION_ACCEPTED, AuditAction.JOIN_REQUESTED)
 def test_invitation_accepted_files_the_patients_join_request(pcp: Actor) -> None:
     state = pcp.open_case()
