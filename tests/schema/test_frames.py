@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
 
+from collab.accounts import ws_auth
 from collab.consumers import base, case_room, ping
 from collab.consumers.base import AuthenticatedConsumer
 from collab.consumers.case_room import CaseRoomConsumer
@@ -81,9 +82,14 @@ def test_operations_name_only_their_channels_messages() -> None:
 def test_close_codes_are_in_the_channel_description() -> None:
     text = DOC["channels"]["caseRoom"]["description"]
     codes = {
-        case_room.CLOSE_BAD_REQUEST, case_room.CLOSE_NOT_MEMBER, case_room.CLOSE_NO_CASE,
-        base.CLOSE_TOO_BIG, base.CLOSE_RATE_LIMITED, base.CLOSE_TOO_SLOW,
-        base.CLOSE_UNAVAILABLE, base.CLOSE_UNAUTHENTICATED,
+        case_room.CLOSE_BAD_REQUEST,
+        case_room.CLOSE_NOT_MEMBER,
+        case_room.CLOSE_NO_CASE,
+        base.CLOSE_TOO_BIG,
+        base.CLOSE_RATE_LIMITED,
+        base.CLOSE_TOO_SLOW,
+        ws_auth.CLOSE_UNAVAILABLE,
+        ws_auth.CLOSE_UNAUTHENTICATED,
     }
     for code in codes:
         assert f"| {code} |" in text, code
@@ -163,8 +169,12 @@ def test_a_live_exchange_matches_the_description(server: str) -> None:
         await b.next("hello")
         sent: list[dict[str, Any]] = [
             {"type": "ping", "ref": "p1"},
-            {"type": "send", "ref": "m1", "urgent": True,
-             "envelope": state.seal({"text": "urgent, please look"}).to_wire()},
+            {
+                "type": "send",
+                "ref": "m1",
+                "urgent": True,
+                "envelope": state.seal({"text": "urgent, please look"}).to_wire(),
+            },
         ]
         for frame in sent:
             await a.send(frame)
@@ -179,8 +189,10 @@ def test_a_live_exchange_matches_the_description(server: str) -> None:
         for frame in frames_b:
             await b.send(frame)
         await b.send_raw(json.dumps({"type": "resume", "after": "x"}))  # refused: error
-        for sock, kinds in ((b, ["urgent_ack", "messages", "error", "notify"]),
-                            (a, ["typing", "read", "urgent_ack"])):
+        for sock, kinds in (
+            (b, ["urgent_ack", "messages", "error", "notify"]),
+            (a, ["typing", "read", "urgent_ack"]),
+        ):
             for kind in kinds:
                 if not any(f["type"] == kind for f in sock.seen):
                     await sock.next(kind)
@@ -193,8 +205,19 @@ def test_a_live_exchange_matches_the_description(server: str) -> None:
     asyncio.run(scenario())
     path = f"/ws/cases/{state.case_id}/"
     types = {frame["type"] for direction, frame in seen if direction == "server"}
-    assert {"challenge", "hello", "pong", "ack", "message", "typing", "read", "urgent_ack",
-            "messages", "error", "notify"} <= types, types
+    assert {
+        "challenge",
+        "hello",
+        "pong",
+        "ack",
+        "message",
+        "typing",
+        "read",
+        "urgent_ack",
+        "messages",
+        "error",
+        "notify",
+    } <= types, types
     problems = {
         (direction, frame["type"]): schema_check.frame_errors(path, direction, frame)
         for direction, frame in seen

@@ -115,7 +115,7 @@ def test_the_middleware_checks_real_answers_and_names_them(
     doc = schema_check.openapi_document()
     listing = doc["paths"]["/api/devices"]["get"]["responses"]["200"]["content"]
     listing["application/json"]["schema"] = {"type": "object", "required": ["surprise"]}
-    monkeypatch.setattr(schema_check, "openapi", lambda: OpenAPI.from_dict(doc))
+    monkeypatch.setattr(schema_check, "openapi", lambda: OpenAPI.from_dict(doc))  # type: ignore[arg-type]
     assert actor.client.get("/api/devices").status_code == 200
     found = drain()
     assert len(found) == 1 and found[0].startswith("GET /api/devices -> 200: response"), found

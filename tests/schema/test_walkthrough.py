@@ -3,6 +3,7 @@ what the current server does (recorded again here from a real run)."""
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -35,7 +36,7 @@ def block_errors(blocks: list[tuple[str, list[str], Any]]) -> list[str]:
             status, method, path = info
             body = b""
             if request is not None and request[:2] == (method, path):
-                body = schema_check.json.dumps(request[2]).encode()
+                body = json.dumps(request[2]).encode()
             request = None
             exchange = schema_check.Exchange(
                 method=method,
@@ -47,7 +48,7 @@ def block_errors(blocks: list[tuple[str, list[str], Any]]) -> list[str]:
                 cookies={},
                 status=int(status),
                 response_type="application/json",
-                response_body=schema_check.json.dumps(value).encode(),
+                response_body=json.dumps(value).encode(),
                 response_headers={},
             )
             problems = schema_check.http_errors(

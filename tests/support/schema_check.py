@@ -25,14 +25,14 @@ import functools
 import json
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qsl, urlsplit
 
 import yaml
-from jsonschema import Draft202012Validator, FormatChecker
+from jsonschema import Draft202012Validator, FormatChecker  # type: ignore[import-untyped]
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
@@ -219,9 +219,9 @@ def install_socket_hooks() -> None:
         check_frame(self.scope["path"], SERVER, data)
         return data
 
-    WebsocketCommunicator.send_to = send_to  # type: ignore[method-assign]
-    WebsocketCommunicator.receive_from = receive_from  # type: ignore[method-assign]
-    WebsocketCommunicator._schema_checked = True  # type: ignore[attr-defined]
+    WebsocketCommunicator.send_to = send_to
+    WebsocketCommunicator.receive_from = receive_from
+    WebsocketCommunicator._schema_checked = True
 
     ws_send = ClientConnection.send
     ws_recv = ClientConnection.recv
@@ -240,8 +240,8 @@ def install_socket_hooks() -> None:
         check_frame(ws_path(self), SERVER, data)
         return data
 
-    ClientConnection.send = send  # type: ignore[method-assign,assignment]
-    ClientConnection.recv = recv  # type: ignore[method-assign,assignment]
+    ClientConnection.send = send  # type: ignore[method-assign]
+    ClientConnection.recv = recv  # type: ignore[method-assign]
 
 
 # --- HTTP ---------------------------------------------------------------------------
@@ -258,7 +258,7 @@ def openapi_document() -> dict[str, Any]:
 def openapi() -> Any:
     from openapi_core import OpenAPI
 
-    return OpenAPI.from_dict(openapi_document())
+    return OpenAPI.from_dict(cast(Mapping[Hashable, Any], openapi_document()))
 
 
 @dataclass(frozen=True)
