@@ -98,6 +98,7 @@ def test_non_member_cannot_change_status(pcp, derm) -> None:
     assert response.status_code == 403 and response.json()["error"] == "not_member"
 
 
+@pytest.mark.hostile_input  # sends input the description refuses, on purpose
 def test_invalid_transitions_and_values_are_refused(pcp, derm) -> None:
     state = room(pcp, derm)
     assert status(derm, state, "answered").json()["error"] == "bad_transition"
@@ -364,6 +365,7 @@ async def _next(communicator: WebsocketCommunicator, kind: str) -> dict[str, Any
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.hostile_input  # urgent: "yes" on purpose
 async def test_socket_urgent_send_ack_and_status_frames() -> None:
     pcp = await sync_to_async(lambda: Actor("pcp").register())()
     derm = await sync_to_async(lambda: Actor("derm", specialty="Dermatology").register())()

@@ -295,6 +295,10 @@ def http_errors(exchange: Exchange, *, check_request: bool = True,
     )
     from openapi_core.templating.responses.exceptions import ResponseNotFound
     from openapi_core.testing import MockRequest, MockResponse
+    from openapi_core.validation.request.exceptions import (
+        MissingRequestBody,
+        MissingRequiredRequestBody,
+    )
     from openapi_core.validation.request.validators import (
         V31RequestBodyValidator,
         V31RequestParametersValidator,
@@ -333,6 +337,10 @@ def http_errors(exchange: Exchange, *, check_request: bool = True,
         for validator_cls in (validators[part] for part in request_parts):
             try:
                 validator_cls(api.spec).validate(request)
+            except MissingRequiredRequestBody as error:
+                errors.append("request: " + _explain(error))
+            except MissingRequestBody:
+                pass  # an optional body left out
             except Exception as error:
                 errors.append("request: " + _explain(error))
     return errors
