@@ -61,7 +61,7 @@ def signing_key() -> SigningKey:
     if conf.signer_external():
         raise ImproperlyConfigured(
             "COLLAB_AUDIT_SIGNER=external: the application holds no audit signing key; "
-            "sign with audit_checkpoint --key-file (docs/audit.md)"
+            "the signing job passes --key-file (docs/audit.md)"
         )
     env_seed = conf.signing_seed_b64()
     if env_seed:

@@ -250,9 +250,9 @@ def audit_record_many(records: Sequence[AuditRecord]) -> list[AuditEvent]:
 
 
 def _periodic_checkpoint(event: AuditEvent) -> None:
-    if conf.signer_external():
-        return  # the application holds no key; the external signing job signs the head
     try:
+        if conf.signer_external():
+            return  # the application holds no key; the external signing job signs
         key = keys.signing_key()
     except ImproperlyConfigured as exc:
         # A missing key must not stop clinical work; the system check refuses deploys.

@@ -477,16 +477,8 @@ def _check_checkpoints(checkpoints: list[AuditCheckpoint], walk: _Walk, report: 
         )
         found = _statement_problem(statement, walk.trusted)
         if found:
-            kind = "untrusted key" if "untrusted" in found else "bad signature"
             report.problems.append(
-                Problem(
-                    ProblemKind.CHECKPOINT,
-                    cp.seq,
-                    f"{label} is signed by an {kind}"
-                    if kind == "untrusted key"
-                    else f"{label} has a bad signature",
-                    "database",
-                )
+                Problem(ProblemKind.CHECKPOINT, cp.seq, f"{label} {found}", "database")
             )
         if cp.seq < first:
             continue  # archived and not given (or the anchor the chain starts from)

@@ -300,3 +300,14 @@ def test_an_application_key_file_others_can_read_is_refused(
         keys.signing_key()
     os.chmod(path, 0o600)
     assert keys.public_key_b64(keys.signing_key()) == APP_PUBLIC
+
+
+def test_an_unknown_signer_mode_stops_deploys_but_not_clinical_work(
+    settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLLAB_AUDIT_SIGNER", "elsewhere")
+    [error] = audit_signing_key_present()
+    assert error.id == "audit.E001" and "must be 'app' or 'external'" in error.msg
+    settings.AUDIT_CHECKPOINT_EVERY = 1
+    record_events(2)  # the events are written; the checkpoint is skipped and logged
+    assert AuditEvent.objects.count() == 2 and not AuditCheckpoint.objects.exists()
