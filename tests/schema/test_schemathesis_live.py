@@ -146,6 +146,14 @@ def test_schemathesis_finds_no_failure_on_the_live_demo(
     base, env = demo_server
     session = _sign_in(base, env)
     csrf, sessionid = session.cookies["csrftoken"], session.cookies["sessionid"]
+    # Real identifiers for the path parameters, so the operations on them answer what
+    # a member sees (not only 403 and 404 for random ids): the demo case and the
+    # provider's own user id. Schemathesis reads schemathesis.toml in its directory.
+    case_id = session.get(f"{base}/api/cases", timeout=30).json()["cases"][0]["id"]
+    user_id = session.get(f"{base}/api/identity", timeout=30).json()["user_id"]
+    (tmp_path / "schemathesis.toml").write_text(
+        f'[parameters]\n"path.case_id" = "{case_id}"\n"path.user_id" = "{user_id}"\n'
+    )
     argv = [
         str(schemathesis),
         "run",
@@ -187,7 +195,7 @@ def test_schemathesis_finds_no_failure_on_the_live_demo(
     started = time.monotonic()
     run = subprocess.run(
         argv,
-        cwd=tmp_path,  # schemathesis keeps a .schemathesis folder in its working directory
+        cwd=tmp_path,  # its config above; its .schemathesis folder stays out of the checkout
         capture_output=True,
         text=True,
         timeout=270,
@@ -199,5 +207,6 @@ def test_schemathesis_finds_no_failure_on_the_live_demo(
     assert time.monotonic() - started < 240
     assert run.returncode == 0, "schemathesis reported failures (summary above)"
     assert re.search(r"\d+ passed", run.stdout), "schemathesis tested nothing"
+    assert "schemathesis.toml" in run.stdout, "the identifiers were not used"
     # The run did not end the session it was testing with.
     assert session.get(f"{base}/api/devices", timeout=30).status_code == 200
