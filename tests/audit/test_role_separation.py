@@ -253,7 +253,7 @@ def test_service_role_can_read_and_append_but_change_nothing(roles: Roles) -> No
     # event, then verification, both in their own processes logged in as that role.
     signed = _manage(roles.service, "audit_checkpoint")
     assert signed.returncode == 0, signed.stderr
-    assert AuditEvent.objects.order_by("-seq").first().action == AuditAction.CHECKPOINT_SIGNED
+    assert AuditEvent.objects.order_by("-seq")[0].action == AuditAction.CHECKPOINT_SIGNED
     assert AuditCheckpoint.objects.count() == 2
     verified = _manage(roles.service, "audit_verify")
     assert verified.returncode == 0, verified.stderr
@@ -364,3 +364,24 @@ def test_audit_secure_warns_when_the_service_role_owns_the_schema(roles: Roles) 
         stderr=err,
     )
     assert err.getvalue() == ""
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_audit_secure_refuses_while_a_group_role_grants_more(roles: Roles) -> None:
+    """Revoking from the service role leaves a grant to a role it belongs to: the
+    command checks what the service role can really do, and changes nothing."""
+    group = f"{roles.service}_group"
+    with connection.cursor() as cursor:
+        cursor.execute(f"CREATE ROLE {group} NOLOGIN")
+        cursor.execute(f"GRANT UPDATE ON audit_auditevent TO {group}")
+        cursor.execute(f"GRANT {group} TO {roles.service}")
+    try:
+        before = _state(roles)
+        with pytest.raises(CommandError, match="UPDATE on audit_auditevent"):
+            _secure(roles)
+        assert _state(roles) == before
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(f"DROP OWNED BY {group}")
+            cursor.execute(f"DROP ROLE {group}")

@@ -95,10 +95,11 @@ class Command(BaseCommand):
                 f"ALTER ROLE {service} NOSUPERUSER first"
             )
         # Before PostgreSQL 16 a CREATEROLE role may grant itself membership of any
-        # non-superuser role, the owner role included.
-        if creates_roles and connection_version(cursor) < 160000:
+        # non-superuser role, the owner role included; later it still may of roles it
+        # administers. The servers never need it.
+        if creates_roles:
             raise CommandError(
-                f"{service!r} has CREATEROLE, which lets it join the owner role: "
+                f"{service!r} has CREATEROLE, which can let it join the owner role: "
                 f"ALTER ROLE {service} NOCREATEROLE first"
             )
         missing = [
@@ -119,13 +120,14 @@ class Command(BaseCommand):
             self._say(f"role {owner} may no longer log in")
         else:
             self._say(f"role {owner} exists (NOLOGIN)")
-        if _one(cursor, "SELECT pg_has_role(%s, %s, 'MEMBER')", [service, owner]):
+        member = "pg_has_role(%s, %s, 'MEMBER') OR pg_has_role(%s, %s, 'USAGE WITH ADMIN OPTION')"
+        if _one(cursor, f"SELECT {member}", [service, owner] * 2):
             cursor.execute(f"REVOKE {own} FROM {svc}")
             self._say(f"revoked {service}'s membership of {owner}")
-            if _one(cursor, "SELECT pg_has_role(%s, %s, 'MEMBER')", [service, owner]):
+            if _one(cursor, f"SELECT {member}", [service, owner] * 2):
                 raise CommandError(
-                    f"{service!r} is still a member of {owner!r} through another role: "
-                    "remove that membership, then run this again"
+                    f"{service!r} is still a member of {owner!r} (or may grant it) through "
+                    "another role: remove that, then run this again"
                 )
 
         for table in (*APPEND_ONLY, HEAD):
@@ -150,8 +152,39 @@ class Command(BaseCommand):
                 cursor.execute(f"GRANT USAGE ON SEQUENCE {sequence} TO {svc}")
                 self._say(f"{sequence}: owner {owner}; {service} may USAGE")
         cursor.execute(f"ALTER FUNCTION {FUNCTION} OWNER TO {own}")
-        self._say(f"function {FUNCTION}: owner {owner}")
+        # Resolve what the trigger calls in pg_catalog only, whatever a session's path.
+        cursor.execute(f"ALTER FUNCTION {FUNCTION} SET search_path = pg_catalog, pg_temp")
+        self._say(f"function {FUNCTION}: owner {owner}, search_path pg_catalog")
+        self._check_result(cursor, service=service)
         self._warn_schema(cursor, service=service)
+
+    def _check_result(self, cursor: CursorWrapper, *, service: str) -> None:
+        """What the service role may do now, through any role it belongs to: a grant
+        to a group role it is a member of survives the revokes above."""
+        extra: list[str] = []
+        for table in (*APPEND_ONLY, HEAD):
+            allowed = {"SELECT", "INSERT", "UPDATE"} if table == HEAD else {"SELECT", "INSERT"}
+            for privilege in ("UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER"):
+                if privilege in allowed:
+                    continue
+                held = _one(
+                    cursor,
+                    "SELECT has_table_privilege(%s, %s, %s) OR (%s IN ('UPDATE', 'REFERENCES') "
+                    "AND has_any_column_privilege(%s, %s, %s))",
+                    [service, table, privilege, privilege, service, table, privilege],
+                )
+                if held:
+                    extra.append(f"{privilege} on {table}")
+            for sequence in self._sequences(cursor, table):
+                if _one(
+                    cursor, "SELECT has_sequence_privilege(%s, %s, 'UPDATE')", [service, sequence]
+                ):
+                    extra.append(f"UPDATE on {sequence}")
+        if extra:
+            raise CommandError(
+                f"{service!r} still holds {', '.join(extra)} through a role it is a member "
+                "of: revoke that grant, then run this again"
+            )
 
     @staticmethod
     def _columns(cursor: CursorWrapper, table: str) -> list[str]:
@@ -186,7 +219,3 @@ class Command(BaseCommand):
                 f"as the database owner), so it can DROP SCHEMA {schema} CASCADE, audit "
                 "tables included: give the schema to another role (ALTER SCHEMA ... OWNER TO)"
             )
-
-
-def connection_version(cursor: CursorWrapper) -> int:
-    return int(_one(cursor, "SELECT current_setting('server_version_num')", []))
