@@ -227,6 +227,7 @@ def test_every_route_refuses(world: World, kind: str) -> None:
 
 
 @pytest.mark.django_db
+@pytest.mark.hostile_input  # leaves out the device headers the description requires
 def test_missing_proof_is_refused_when_required(world: World, settings: Any) -> None:
     settings.DEVICE_PROOF_REQUIRED = True
     for route in ROUTES:

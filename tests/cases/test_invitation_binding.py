@@ -175,6 +175,7 @@ def test_bad_statement_signature_is_refused_and_nothing_stored(pcp: Actor) -> No
     assert not events(AuditAction.INVITATION_CREATED)
 
 
+@pytest.mark.hostile_input  # sends input the description refuses, on purpose
 def test_partial_or_malformed_binding_is_refused(pcp: Actor) -> None:
     state = pcp.open_case()
     full = binding(pcp, state, os.urandom(32))

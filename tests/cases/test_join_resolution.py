@@ -192,6 +192,7 @@ def test_unknown_join_request_is_404(pcp) -> None:
     assert withdraw(pcp, 999999).status_code == 404
 
 
+@pytest.mark.hostile_input  # sends input the description refuses, on purpose
 def test_decline_reason_is_bounded_and_never_stored(pcp, derm) -> None:
     state = pcp.open_case(specialty="Dermatology")
     join_id = claim(derm, state)
@@ -421,6 +422,7 @@ def _send(client: Any, method: str, path: str) -> Any:
     return getattr(client, method.lower())(path, data="{}", content_type="application/json")
 
 
+@pytest.mark.hostile_input  # sends input the description refuses, on purpose
 @pytest.mark.parametrize(("method", "path"), NEW_ROUTES)
 def test_new_routes_refuse_without_a_full_sign_in(method: str, path: str) -> None:
     assert _send(Client(), method, path).status_code == 401
