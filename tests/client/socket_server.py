@@ -12,6 +12,7 @@ import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any
 
@@ -36,7 +37,7 @@ class RoomServer:
         self.sealer.accept_entries([genesis])
         self.case_id = self.sealer.case_id
         srv.logs[self.case_id] = [genesis]
-        self.stored: list[dict[str, Any]] = []  # {"seq", "envelope"}
+        self.stored: list[dict[str, Any]] = []  # {"seq", "stored_at", "envelope", "urgent"}
         self.by_msg_id: dict[str, int] = {}
         self.sends: list[dict[str, Any]] = []  # every envelope received, duplicates too
         self.resumes: list[tuple[int, int]] = []  # (after, limit)
@@ -84,7 +85,10 @@ class RoomServer:
         return self._store(envelope)
 
     def _store(self, envelope: Envelope) -> dict[str, Any]:
-        item: dict[str, Any] = {"seq": len(self.stored) + 1, "envelope": envelope.to_wire()}
+        # The real server's stored-message shape (collab/cases/wire.py message_wire).
+        item: dict[str, Any] = {"seq": len(self.stored) + 1,
+                                "stored_at": datetime.now(UTC).isoformat(),
+                                "envelope": envelope.to_wire(), "urgent": False}
         self.stored.append(item)
         self.by_msg_id[envelope.to_wire()["client_msg_id"]] = item["seq"]
         return item
