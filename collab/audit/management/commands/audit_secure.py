@@ -60,15 +60,19 @@ class Command(BaseCommand):
                 "has no roles (its triggers are the only guard: see docs/audit.md)"
             )
         service, owner = options["service_role"], options["owner_role"]
+        self._done: list[str] = []
         try:
             with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
                 self._check(cursor, service=service, owner=owner)
                 self._secure(cursor, service=service, owner=owner)
         except DatabaseError as exc:
             raise CommandError(f"nothing changed: {exc}".strip()) from exc
+        # Told only once committed: a refusal rolls every step back.
+        for message in self._done:
+            self.stdout.write(message)
 
     def _say(self, message: str) -> None:
-        self.stdout.write(message)
+        self._done.append(message)
 
     def _check(self, cursor: CursorWrapper, *, service: str, owner: str) -> None:
         me = _one(cursor, "SELECT current_user", [])
