@@ -98,6 +98,7 @@ def test_described_methods_match_the_views_decorators() -> None:
 
 
 @pytest.mark.django_db
+@pytest.mark.hostile_input  # sends the methods the description leaves out, on purpose
 def test_api_routes_refuse_exactly_the_methods_not_described() -> None:
     """What the server answers, not what the decorators say: every /api/ route answers
     405 ``method_not_allowed`` (JSON, or Django's for ``require_GET`` views) for each
@@ -192,6 +193,7 @@ def test_the_asyncapi_route_answers_the_document_or_a_json_404() -> None:
 
 
 @pytest.mark.django_db
+@pytest.mark.hostile_input  # sends a method the description leaves out, on purpose
 def test_the_description_routes_refuse_other_methods_as_json() -> None:
     client = Client(enforce_csrf_checks=False)
     for url in ("/api/openapi.json", "/api/asyncapi.json"):

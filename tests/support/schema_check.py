@@ -256,9 +256,11 @@ def openapi_document() -> dict[str, Any]:
 
 @functools.cache
 def openapi() -> Any:
-    from openapi_core import OpenAPI
+    from openapi_core import Config, OpenAPI
 
-    return OpenAPI.from_dict(cast(Mapping[Hashable, Any], openapi_document()))
+    # The audit export answers FHIR JSON, which openapi-core does not parse by itself.
+    config = Config(extra_media_type_deserializers={"application/fhir+json": json.loads})
+    return OpenAPI.from_dict(cast(Mapping[Hashable, Any], openapi_document()), config=config)
 
 
 @dataclass(frozen=True)
