@@ -468,11 +468,10 @@ class CaseRoomConsumer(AuthenticatedConsumer):
         try:  # another layout (spaced, or an older release's): read it properly
             frame = json.loads(text)
             sender, seq = frame["envelope"].get("sender_device_id"), frame["seq"]
+            seq = seq if isinstance(seq, int) and not isinstance(seq, bool) else None
         except (ValueError, TypeError, KeyError, AttributeError):
             return None  # not a message frame this rule can name
-        if sender == str(self.device_id) or isinstance(seq, bool) or not isinstance(seq, int):
-            return None
-        return seq
+        return None if sender == str(self.device_id) else seq
 
     @functools.cached_property
     def _own_sender(self) -> str:
