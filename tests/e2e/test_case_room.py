@@ -123,6 +123,7 @@ def test_bad_frames_get_specific_errors_store_nothing_and_keep_socket(server: st
     assert Message.objects.filter(case_id=state.case_id).count() == 1
 
 
+@pytest.mark.hostile_input  # a frame over the size limit, on purpose
 def test_oversize_frame_closes_the_room_socket(server: str) -> None:
     pcp, _, state = room(server)
 
