@@ -223,3 +223,21 @@ def test_a_live_exchange_matches_the_description(server: str) -> None:
         for direction, frame in seen
     }
     assert {key: errors for key, errors in problems.items() if errors} == {}
+
+
+# Codes the consumers name themselves (the rest come from the services and the envelope
+# parser, listed in ErrorCode's description): each must be in the description.
+OWN_CODE = re.compile(
+    r"""(?:FrameError|\.end|_refuse|send_error)\(\s*["']([a-z_]+)["']"""
+    r"""|return \(["']([a-z_]+)["'],|["']code["']:\s*["']([a-z_]+)["']"""
+)
+
+
+def test_every_error_code_the_sockets_name_is_described() -> None:
+    sources = [inspect.getsource(m) for m in (base, case_room, ping)]
+    sources.append((ROOT / "collab" / "routing.py").read_text())
+    named = {code for text in sources for match in OWN_CODE.findall(text)
+             for code in match if code}
+    assert {"bad_field", "too_slow", "no_such_socket", "removed", "session_ended"} <= named
+    described = set(DOC["components"]["schemas"]["ErrorCode"]["enum"])
+    assert named - described == set()
