@@ -139,7 +139,8 @@ def directory(request: HttpRequest) -> HttpResponse:
     viewer = user_of(request)
     if viewer.is_patient:
         raise Forbidden("patients_no_directory", "Patients cannot search the directory.")
-    query = str(request.GET.get("q", "")).strip()[:80]
+    # NUL never matches a name, and PostgreSQL refuses it in a query (a 500 otherwise).
+    query = str(request.GET.get("q", "")).replace("\x00", "").strip()[:80]
     if len(query) < 2:
         return JsonResponse({"users": []})
     matches = (
