@@ -2,11 +2,13 @@
 requests as the signed-in demo provider, answers no 5xx, only described statuses and
 content types, and bodies that match their schemas.
 
-The server under test is the README's demo (``manage.py demo``, then daphne) on the
-embedded default, SQLite and the in-memory channel layer, in a data directory of its
-own: that is the set-up the demo documents, it needs no database to be created or
-dropped, and what schemathesis writes (backups, refused devices, audit events) never
-touches the test database or another test's. It runs once, in the PostgreSQL pass.
+The server under test is the README's demo (``manage.py demo``, then daphne) in a data
+directory of its own, on a PostgreSQL database of its own (created and dropped here)
+with the in-memory channel layer of the one-process demo. PostgreSQL rather than the
+demo's SQLite: it is the production database, and it refuses input SQLite stores (a NUL
+byte in the directory query was a 500 there only); a database of its own because what
+schemathesis writes (backups, refused devices, audit events) must touch neither the
+test database nor another test's. It runs once, in the PostgreSQL pass.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
+import psycopg
 import pytest
 import requests
 
@@ -46,8 +50,10 @@ CHECKS = ",".join(
 EXCLUDE = ["accountsLogout", "accountsLogin", "accountsOtp"]
 
 
-def _demo_env(data: Path) -> dict[str, str]:
+def _demo_env(data: Path, database_url: str | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
+    if database_url:
+        env["DATABASE_URL"] = database_url
     env.update(
         DJANGO_SETTINGS_MODULE="collab.settings",
         COLLAB_DEMO="1",
@@ -73,8 +79,26 @@ def _manage(env: dict[str, str], *argv: str) -> str:
 
 
 @pytest.fixture
-def demo_server(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
-    env = _demo_env(tmp_path)
+def own_database() -> Iterator[str]:
+    """A PostgreSQL database for the server under test, beside the run's own."""
+    run_url = os.environ.get("DATABASE_URL", "")
+    require(run_url.startswith("postgres"), "DATABASE_URL names no PostgreSQL database")
+    parts = urlsplit(run_url)
+    name = f"{parts.path.lstrip('/')}_schemathesis"
+    admin = urlunsplit(parts._replace(path="/postgres"))
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield urlunsplit(parts._replace(path=f"/{name}"))
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def demo_server(tmp_path: Path, own_database: str) -> Iterator[tuple[str, dict[str, str]]]:
+    env = _demo_env(tmp_path, own_database)
     _manage(env, "demo")
     port = free_port()
     log = (tmp_path / "daphne.log").open("wb")
