@@ -116,6 +116,7 @@ async def test_unknown_socket_path_closes_4404_not_http_500(server: str, path: s
                        "message": "No socket at this path."}]
 
 
+@pytest.mark.hostile_input  # JSON nested too deep to parse, on purpose
 async def test_deeply_nested_json_is_malformed_and_the_socket_stays_usable(server: str) -> None:
     headers = await signed_in_headers(server)
     async with websockets.connect(ws(server, "/ws/ping/"), additional_headers=headers) as sock:
