@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from typing import Any
 
 import pytest
@@ -25,6 +26,7 @@ from collab.asgi import application
 from collab.cases import access, selectors
 from collab.cases.models import MemberDevice
 from collab.consumers import case_room
+from collab.crypto.wire import b64e
 from collab.realtime import LAYER, case_group
 from tests.support.rooms import Member, build_room
 from tests.support.ws import answer_challenge, room_path
@@ -154,7 +156,17 @@ class FlakyEpochs:
 
 
 def live(seq: int, epoch: int) -> dict[str, Any]:
-    return {"seq": seq, "stored_at": "2026-01-01T00:00:00Z", "envelope": {"epoch": epoch}}
+    """A live message as the server relays it (the relay reads only seq and epoch; the
+    rest has the described shape, so the frame checks as a real one would)."""
+    envelope = {
+        "v": 1, "case_id": str(uuid.UUID(int=1)), "epoch": epoch, "log_head": b64e(bytes(64)),
+        "sender_user_id": str(uuid.UUID(int=2)), "sender_device_id": str(uuid.UUID(int=3)),
+        "client_msg_id": b64e(seq.to_bytes(16, "big")), "sender_seq": seq, "sent_ms": 0,
+        "content_type": "text", "nonce": b64e(bytes(24)), "ct_len": 0,
+        "ct_hash": b64e(bytes(64)), "attachments": [], "ct": "", "sig": b64e(bytes(64)),
+    }
+    return {"seq": seq, "stored_at": "2026-01-01T00:00:00+00:00", "envelope": envelope,
+            "urgent": False}
 
 
 async def ring(member: Member, message: dict[str, Any]) -> None:
