@@ -308,9 +308,8 @@ class AuthenticatedConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
 
     async def handle_ping(self, frame: dict[str, Any]) -> None:
         """Liveness, on every socket: ``pong``, echoing the frame's ``ref`` like any answer."""
-        ref = frame.get("ref")
-        echo = {"ref": ref} if isinstance(ref, str) and len(ref) <= 64 else {}
-        await self.send_json({"type": "pong", **echo})
+        ref = frame_ref(frame)
+        await self.send_json({"type": "pong", **({"ref": ref} if ref else {})})
 
     async def send_error(self, code: str, message: str, **extra: Any) -> None:
         await self.send_json({"type": "error", "code": code, "message": message, **extra})
@@ -385,15 +384,22 @@ class AuthenticatedConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             fresh.save()
 
 
+def frame_ref(frame: dict[str, Any]) -> str | None:
+    """The frame's ``ref`` as every answer echoes it: a string of at most 64 characters,
+    anything else is not echoed (the AsyncAPI description's ``Ref``)."""
+    ref = frame.get("ref")
+    return ref if isinstance(ref, str) and len(ref) <= 64 else None
+
+
 def _ref(text_data: str | None) -> str | None:
     """Echo a client's frame reference in errors when it is cheap and safe to find."""
     if not text_data or len(text_data) > settings.WS_MAX_FRAME_BYTES:
         return None
     try:
-        ref = json.loads(text_data).get("ref")
-    except (ValueError, AttributeError, RecursionError):
+        frame = json.loads(text_data)
+    except (ValueError, RecursionError):
         return None
-    return ref if isinstance(ref, str) and len(ref) <= 64 else None
+    return frame_ref(frame) if isinstance(frame, dict) else None
 
 
 def _dumps(content: dict[str, Any]) -> str:

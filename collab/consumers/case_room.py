@@ -28,7 +28,7 @@ from collab.cases.models import Case
 from collab.cases.services import consults, history, messages
 from collab.cases.services.messages import SendRequest
 from collab.consumers import send_pipeline
-from collab.consumers.base import AuthenticatedConsumer, FrameError, Refusal
+from collab.consumers.base import AuthenticatedConsumer, FrameError, Refusal, frame_ref
 from collab.crypto.envelope import Envelope
 from collab.crypto.errors import CryptoError
 from collab.crypto.wire import b64d, b64e
@@ -312,7 +312,7 @@ class CaseRoomConsumer(AuthenticatedConsumer):
         await self.send_json(
             {
                 "type": "ack",
-                "ref": frame.get("ref"),
+                "ref": frame_ref(frame),
                 "seq": ack.seq,
                 "epoch": ack.epoch,
                 "client_msg_id": b64e(ack.client_msg_id),
@@ -338,7 +338,7 @@ class CaseRoomConsumer(AuthenticatedConsumer):
         if self.closing:
             return
         # The items were serialised by the selector: the frame is assembled, not re-encoded.
-        head = json.dumps({"type": "messages", "ref": frame.get("ref"), "after": after,
+        head = json.dumps({"type": "messages", "ref": frame_ref(frame), "after": after,
                            "more": page.more}, separators=(",", ":"))
         await self.send(text_data=head[:-1] + ',"items":' + page.items_json + "}")
         await self.check_outbound()
@@ -404,7 +404,7 @@ class CaseRoomConsumer(AuthenticatedConsumer):
         await self.send_json(
             {
                 "type": "urgent_ack",
-                "ref": frame.get("ref"),
+                "ref": frame_ref(frame),
                 "seq": result.seq,
                 "user": str(result.user_id),
                 "at": result.at.isoformat(),

@@ -56,3 +56,20 @@ async def test_ping_socket_pong_echoes_ref() -> None:
     assert (await communicator.receive_json_from(timeout=10))["type"] == "hello"
     assert await pongs(communicator, FRAMES) == EXPECTED
     await communicator.disconnect()
+
+
+@pytest.mark.hostile_input  # a ref that is not a string, on purpose
+async def test_every_answer_echoes_ref_by_the_same_rule(settings) -> None:
+    """``messages`` (like ``ack`` and ``urgent_ack``) echoes ``ref`` only when it is a
+    string of at most 64 characters, as ``pong`` and ``error`` do; else ``ref`` is null."""
+    settings.SESSION_CHECK_SECONDS = 3600
+    _, member = await sync_to_async(build_room)(2)
+    communicator = await open_room(member)
+    refs = []
+    for ref in ("r-1", 7, {"x": 1}, "y" * 65):
+        await communicator.send_json_to({"type": "resume", "after": 0, "ref": ref})
+        page = await communicator.receive_json_from(timeout=5)
+        assert page["type"] == "messages"
+        refs.append(page["ref"])
+    assert refs == ["r-1", None, None, None]
+    await communicator.disconnect()
