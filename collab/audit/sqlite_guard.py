@@ -1,12 +1,17 @@
 """The SQL function SQLite's audit triggers ask before they let a DELETE through.
 
-Migration ``audit.0007`` puts ``BEFORE UPDATE`` and ``BEFORE DELETE`` triggers on the
-audit tables. The UPDATE trigger always aborts. The DELETE trigger aborts unless
-``collab_audit_may_delete()`` returns true, and that function exists only on Django's
-own connections (registered below for every new one) and returns true only inside
-``audit_deletes_allowed`` on that connection, which only the ``flush`` command opens,
-and only outside production. Any other connection (the ``sqlite3`` shell, a script)
-has no such function, so its DELETE fails to prepare: the guard fails closed.
+Migration ``audit.0007`` puts ``BEFORE UPDATE``, ``BEFORE DELETE`` and ``BEFORE INSERT``
+triggers on the audit tables. The UPDATE trigger always aborts. The INSERT trigger
+aborts when the new row's unique key (``id``; and ``seq`` for events) is already
+stored: ``INSERT OR REPLACE`` would otherwise delete the stored row without firing
+the DELETE trigger (SQLite fires it only with recursive_triggers on), and
+``INSERT ... ON CONFLICT DO UPDATE`` is refused by it (and by the UPDATE trigger).
+The DELETE trigger aborts unless ``collab_audit_may_delete()`` returns true, and that
+function exists only on Django's own connections (registered below for every new
+one) and returns true only inside ``audit_deletes_allowed`` on that connection, which
+only the ``flush`` command opens, and only outside production. Any other connection
+(the ``sqlite3`` shell, a script) has no such function, so its DELETE fails to
+prepare: the guard fails closed.
 """
 
 from __future__ import annotations

@@ -19,7 +19,10 @@ TRIGGERS = {
 @contextmanager
 def raw_sql(table: str = "audit_auditevent") -> Iterator[Any]:
     """A cursor that may change audit rows: the triggers are off meanwhile (on SQLite,
-    which has no privileges, anyone who can write the file may drop them)."""
+    which has no privileges, anyone who can write the file may drop them). On SQLite
+    every trigger of the table is dropped and created again from its stored SQL:
+    ``_no_update``, ``_no_delete`` and ``_no_replace`` (the INSERT trigger that
+    refuses a row with a stored id or seq, which forged re-inserts would hit)."""
     with connection.cursor() as cursor:
         sqlite_triggers: list[tuple[str, str]] = []
         if connection.vendor == "postgresql":

@@ -10,6 +10,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.core.management import call_command
@@ -49,13 +50,113 @@ def _shell() -> sqlite3.Connection:
     return sqlite3.connect(path, timeout=5, isolation_level=None)
 
 
-def test_migrate_put_both_triggers_on_both_tables() -> None:
+# The column a forger rewrites when replacing a row, per table.
+FORGED = {"audit_auditevent": "target", "audit_auditcheckpoint": "signature"}
+
+
+def _replace_sql(cursor: Any, table: str, *, by: str, verb: str = "INSERT OR REPLACE") -> str:
+    """A statement that puts a forged copy of the first row in its place: the same id
+    (a new seq for events), or for events the same seq under a new id."""
+    cursor.execute(f"PRAGMA table_info({table})")
+    columns = [row[1] for row in cursor.fetchall()]
+    values = []
+    for column in columns:
+        if column == FORGED[table]:
+            values.append("'forged'")
+        elif column == "id" and by == "seq":
+            values.append("NULL")
+        elif column == "seq" and by == "id" and table == "audit_auditevent":
+            values.append("seq + 1000")
+        else:
+            values.append(column)
+    return (
+        f"{verb} INTO {table} ({', '.join(columns)}) "  # noqa: S608 - fixed names
+        f"SELECT {', '.join(values)} FROM {table} WHERE id = (SELECT min(id) FROM {table})"
+    )
+
+
+REPLACES = [
+    ("audit_auditevent", "id"),
+    ("audit_auditevent", "seq"),
+    ("audit_auditcheckpoint", "id"),
+]
+
+
+def _forged() -> int:
+    return (
+        AuditEvent.objects.filter(target="forged").count()
+        + AuditCheckpoint.objects.filter(signature="forged").count()
+        + AuditEvent.objects.filter(seq__gt=100).count()
+    )
+
+
+def test_migrate_put_the_triggers_on_both_tables() -> None:
     with connection.cursor() as cursor:
         cursor.execute("SELECT tbl_name, name FROM sqlite_master WHERE type = 'trigger'")
         triggers = set(cursor.fetchall())
-    assert {(t, f"{t}_no_update") for t in TABLES} | {(t, f"{t}_no_delete") for t in TABLES} <= (
-        triggers
-    )
+    kinds = ("no_update", "no_delete", "no_replace")
+    wanted = {(t, f"{t}_{kind}") for t in TABLES for kind in kinds}
+    assert wanted <= triggers
+
+
+@pytest.mark.parametrize(("table", "by"), REPLACES)
+def test_insert_or_replace_through_django_is_refused(trail: None, table: str, by: str) -> None:
+    with connection.cursor() as cursor:
+        statement = _replace_sql(cursor, table, by=by)
+    for verb in ("INSERT OR REPLACE", "REPLACE"):
+        with pytest.raises(DatabaseError, match="append-only"):  # noqa: SIM117
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute(statement.replace("INSERT OR REPLACE", verb, 1))
+    assert _counts() == (2, 1)
+    assert _forged() == 0
+
+
+@pytest.mark.parametrize(("table", "by"), REPLACES)
+def test_insert_or_replace_from_a_plain_sqlite3_connection_is_refused(
+    trail: None, table: str, by: str
+) -> None:
+    """Also with recursive_triggers on (then REPLACE's delete fires the DELETE trigger)
+    and off (then nothing but the INSERT trigger stands in the way)."""
+    shell = _shell()
+    try:
+        statement = _replace_sql(shell.cursor(), table, by=by)
+        for recursive in ("OFF", "ON"):
+            shell.execute(f"PRAGMA recursive_triggers = {recursive}")
+            # ON: the DELETE trigger's function is missing here, which refuses it too
+            with pytest.raises(sqlite3.DatabaseError, match=r"append-only|collab_audit_may"):
+                shell.execute(statement)
+    finally:
+        shell.close()
+    assert _counts() == (2, 1)
+    assert _forged() == 0
+
+
+@pytest.mark.parametrize("table", TABLES)
+def test_upsert_do_update_is_refused(trail: None, table: str) -> None:
+    """ON CONFLICT DO UPDATE: refused by the INSERT trigger, and by the UPDATE trigger
+    when only that one is left."""
+    shell = _shell()
+    try:
+        base = _replace_sql(shell.cursor(), table, by="id", verb="INSERT")
+        statement = f"{base} ON CONFLICT(id) DO UPDATE SET {FORGED[table]} = 'forged'"
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            shell.execute(statement)
+        shell.execute("BEGIN")
+        shell.execute(f"DROP TRIGGER {table}_no_replace")
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            shell.execute(statement)
+        shell.execute("ROLLBACK")
+    finally:
+        shell.close()
+    assert _counts() == (2, 1)
+    assert _forged() == 0
+
+
+def test_appends_still_pass_the_insert_trigger(trail: None) -> None:
+    record_events(3)
+    checkpoint_sign()
+    checkpoint_sign()  # a second checkpoint at the same seq: seq is not unique there
+    assert _counts() == (5, 3)
 
 
 @pytest.mark.parametrize("table", TABLES)
