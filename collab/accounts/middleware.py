@@ -17,10 +17,9 @@ _OPEN_PREFIXES = (
     "/accounts/otp/",
     "/accounts/enrol/",
     "/accounts/logout/",
-    # The API descriptions are public (collab/schema/views.py).
-    "/api/openapi.json",
-    "/api/asyncapi.json",
 )
+# The API descriptions are public (collab/schema/views.py): these exact paths only.
+_OPEN_PATHS = frozenset({"/api/openapi.json", "/api/asyncapi.json"})
 
 
 def _wants_json(request: HttpRequest) -> bool:
@@ -63,6 +62,7 @@ class RequireSecondFactorMiddleware:
         if (
             user.is_authenticated
             and not request.path.startswith(_OPEN_PREFIXES)
+            and request.path not in _OPEN_PATHS
             and not policy.second_factor_satisfied(user, request.session)
         ):
             if _wants_json(request):

@@ -27,7 +27,9 @@ def _user(request: HttpRequest) -> User:
 
 def _next_url(request: HttpRequest) -> str:
     target = request.GET.get("next") or request.POST.get("next") or ""
-    if target and url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}):
+    if target and url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
         return target
     return reverse("home")
 
@@ -52,7 +54,9 @@ def login_view(request: HttpRequest) -> HttpResponse:
             password=form.cleaned_data["password"],
         )
         if outcome is services.SignInOutcome.OK:
-            return HttpResponseRedirect(reverse("accounts:otp") + "?next=" + _next_url(request))
+            return HttpResponseRedirect(
+                f"{reverse('accounts:otp')}?{urlencode({'next': _next_url(request)})}"
+            )
         if outcome is services.SignInOutcome.LOCKED_OUT:
             form.add_error(None, "Too many failed sign-ins. Try again in a few minutes.")
             status = 429
