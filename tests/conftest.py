@@ -104,11 +104,12 @@ def _schema_conformance(request: pytest.FixtureRequest):
         return
     schema_check.VIOLATIONS.clear()
     schema_check.STATE.hostile = request.node.get_closest_marker("hostile_input") is not None
+    schema_check.STATE.server_error = request.node.get_closest_marker("server_error") is not None
     schema_check.STATE.test = request.node.nodeid
     yield
     found = list(schema_check.VIOLATIONS)
     schema_check.VIOLATIONS.clear()
-    schema_check.STATE.hostile = False
+    schema_check.STATE.hostile = schema_check.STATE.server_error = False
     if found:
         pytest.fail(
             f"{len(found)} exchange(s) outside collab/schema:\n" + "\n".join(found[:20]),

@@ -42,6 +42,7 @@ def test_unknown_api_path_answers_json_404() -> None:
     assert Client().get("/no-such-page/")["Content-Type"].startswith("text/html")
 
 
+@pytest.mark.server_error  # a broken service, on purpose
 def test_unexpected_exception_answers_json_500(monkeypatch) -> None:
     pcp = Actor("pcp")
     pcp.client.raise_request_exception = False

@@ -86,6 +86,36 @@ def test_answers_common_to_every_route_are_allowed_with_the_error_body() -> None
     assert schema_check.http_errors(exchange(status=500, response_body=b'{"oops": 1}'))
 
 
+@pytest.mark.django_db
+def test_pre_routing_answers_pass_only_where_no_route_is_or_from_the_session_checks(
+    checking: list[str],
+) -> None:
+    """An undescribed path may answer 401/403/404 when no route has it, or with the
+    session middleware's codes; a routed path that is not described may not."""
+    refused = json.dumps({"error": "forbidden", "detail": "x"}).encode()
+    factor = json.dumps({"error": "second_factor_required", "detail": "x"}).encode()
+    assert schema_check.http_errors(exchange(path="/api/nothing-here", status=403,
+                                             response_body=refused)) == []
+    assert schema_check.http_errors(exchange(path="/api/cases", method="PUT", status=403,
+                                             response_body=factor)) == []
+    assert schema_check.http_errors(exchange(path="/api/cases", method="PUT", status=403,
+                                             response_body=refused))
+
+
+def test_a_500_and_an_html_api_answer_are_violations(
+    checking: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    error = json.dumps({"error": "internal_error", "detail": "x"}).encode()
+    schema_check.check_exchange(exchange(status=500, response_body=error))
+    schema_check.check_exchange(exchange(status=405, response_type="text/html; charset=utf-8",
+                                         response_body=b""))
+    found = drain()
+    assert len(found) == 2 and "server error" in found[0] and "HTML" in found[1]
+    monkeypatch.setattr(schema_check.STATE, "server_error", True)  # @mark.server_error
+    schema_check.check_exchange(exchange(status=500, response_body=error))
+    assert drain() == []
+
+
 def test_a_request_outside_the_description_is_caught_when_accepted() -> None:
     """A refused request (4xx) may break the description; an accepted one may not."""
     bad = exchange(query=[("unexpected", "1")], path="/api/device-nonce")

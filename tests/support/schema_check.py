@@ -53,6 +53,7 @@ CLIENT = "client"  # client to server
 class State:
     violations: list[str] = field(default_factory=list)
     hostile: bool = False  # the running test sends malformed input on purpose
+    server_error: bool = False  # the running test causes a 500 on purpose
     test: str = ""
     # While a list: every exchange and frame is also appended to it, in order, checked
     # or not (tests/schema/walkthrough.py records a session with it).
@@ -320,7 +321,11 @@ def http_errors(exchange: Exchange, *, check_request: bool = True,
     try:
         api.validate_response(request, response)
     except (PathNotFound, OperationNotFound, ServerNotFound):
-        if exchange.status in PRE_ROUTING_STATUSES and _common_answer(exchange):
+        if (
+            exchange.status in PRE_ROUTING_STATUSES
+            and _common_answer(exchange)
+            and (not _routed(exchange.path) or _error_code(exchange) in SESSION_CODES)
+        ):
             # base.yaml: 404 not_found for a path no route matches, and the session
             # checks (401 session_expired, 403 second_factor_required) answer before
             # any route is looked up.
@@ -354,6 +359,27 @@ def http_errors(exchange: Exchange, *, check_request: bool = True,
 # base.yaml: answers of every /api/ route, not repeated per operation (an Error body).
 COMMON_STATUSES = frozenset({404, 413, 500, 503})
 PRE_ROUTING_STATUSES = frozenset({401, 403, 404})
+# What the session middleware answers on any /api/ path, before routing.
+SESSION_CODES = frozenset({"unauthenticated", "session_expired", "second_factor_required"})
+
+
+def _routed(path: str) -> bool:
+    from django.urls import Resolver404, resolve
+
+    try:
+        resolve(path)
+    except Resolver404:
+        return False
+    return True
+
+
+def _error_code(exchange: Exchange) -> str | None:
+    try:
+        body = json.loads(exchange.response_body)
+    except ValueError:
+        return None
+    code = body.get("error") if isinstance(body, dict) else None
+    return code if isinstance(code, str) else None
 
 
 def _common_answer(exchange: Exchange) -> bool:
@@ -395,6 +421,12 @@ def _explain(error: BaseException) -> str:
 def check_exchange(exchange: Exchange, *, check_request: bool = True) -> None:
     if not ENABLED or not exchange.path.startswith("/api/"):
         return
+    problem = _server_fault(exchange)
+    if problem:
+        record(f"{exchange.method} {exchange.path} -> {exchange.status}: {problem}",
+               kind="http", method=exchange.method, path=exchange.path,
+               status=exchange.status, errors=[problem])
+        return
     if not is_json(exchange.response_type):
         return  # JSON answers are checked; downloads and empty answers are not
     if STATE.hostile and not _known_path(exchange):
@@ -407,6 +439,16 @@ def check_exchange(exchange: Exchange, *, check_request: bool = True) -> None:
             kind="http", method=exchange.method, path=exchange.path, status=exchange.status,
             errors=errors,
         )
+
+
+def _server_fault(exchange: Exchange) -> str | None:
+    """A 500 is a server bug whatever the description allows, unless the test causes
+    one on purpose (``@pytest.mark.server_error``); an /api/ route never answers HTML."""
+    if exchange.status == 500 and not STATE.server_error:
+        return "a server error (500): a bug, not an answer"
+    if "html" in (exchange.response_type or "").lower():
+        return f"an HTML answer ({exchange.response_type}) where every /api/ answer is JSON"
+    return None
 
 
 def _known_path(exchange: Exchange) -> bool:
