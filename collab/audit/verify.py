@@ -24,7 +24,13 @@ from django.core.exceptions import ImproperlyConfigured
 
 from collab.audit import archives, canonical, conf, keys
 from collab.audit.anchors import Anchor, AnchorError, Statement, statement_parse
-from collab.audit.models import GENESIS_HASH, AuditCheckpoint, AuditEvent, AuditHead
+from collab.audit.models import (
+    GENESIS_HASH,
+    AuditCheckpoint,
+    AuditEvent,
+    AuditHead,
+    CheckpointReason,
+)
 
 
 class ProblemKind(Enum):
@@ -131,6 +137,17 @@ def _trusted_keys(report: Report, given: Sequence[str] | None) -> set[str]:
     return trusted
 
 
+def _checkpoint_statement(cp: AuditCheckpoint) -> Statement:
+    return Statement(
+        seq=cp.seq,
+        event_hash=cp.event_hash,
+        signed_at=cp.signed_at,
+        reason=cp.reason,
+        public_key=cp.public_key,
+        signature=cp.signature,
+    )
+
+
 def _statement_problem(statement: Statement, trusted: set[str]) -> str | None:
     if trusted and statement.public_key not in trusted:
         return f"is signed by an untrusted key ({statement.public_key})"
@@ -154,9 +171,17 @@ class _Walk:
         self.trusted = trusted
         self.files = files
         self.archived_range = archived_range
-        self.starts = {(c.seq, c.event_hash) for c in checkpoints} | {
-            (a.statement.seq, a.statement.event_hash) for a in anchors
-        }
+        # Where the chain may start after seq 1: an archive checkpoint signed by a
+        # trusted key (the events before it are in an archive) or an --anchor
+        # statement. Any other checkpoint only names a position, and deleting the
+        # events up to one needs no key.
+        self.starts = {
+            (c.seq, c.event_hash)
+            for c in checkpoints
+            if c.reason == CheckpointReason.ARCHIVE
+            and _statement_problem(_checkpoint_statement(c), trusted) is None
+        } | {(a.statement.seq, a.statement.event_hash) for a in anchors}
+        self.other_starts = {(c.seq, c.event_hash): c for c in checkpoints}
         self.wanted = {c.seq for c in checkpoints} | {a.statement.seq for a in anchors}
         # seq -> (hash, where) of the first copy of every position an archive covers
         self.copies: dict[int, tuple[str, str]] = {}
@@ -219,7 +244,17 @@ class _Walk:
             return
         if (entry.seq - 1, entry.prev_hash) in self.starts:
             return
-        if entry.seq > 1:
+        other = self.other_starts.get((entry.seq - 1, entry.prev_hash))
+        if entry.seq > 1 and other is not None:
+            self.problem(
+                ProblemKind.MISSING,
+                1,
+                f"{_span(1, entry.seq - 1)} missing: events removed without an archive "
+                f"(the chain starts after checkpoint {other.pk}, reason {other.reason}; only "
+                "an archive checkpoint signed by a trusted key, or an --anchor, may start it)",
+                entry.where,
+            )
+        elif entry.seq > 1:
             self.problem(
                 ProblemKind.MISSING,
                 1,
@@ -467,15 +502,7 @@ def _check_checkpoints(checkpoints: list[AuditCheckpoint], walk: _Walk, report: 
     for cp in checkpoints:
         report.checkpoints += 1
         label = f"checkpoint {cp.pk} at seq {cp.seq}"
-        statement = Statement(
-            seq=cp.seq,
-            event_hash=cp.event_hash,
-            signed_at=cp.signed_at,
-            reason=cp.reason,
-            public_key=cp.public_key,
-            signature=cp.signature,
-        )
-        found = _statement_problem(statement, walk.trusted)
+        found = _statement_problem(_checkpoint_statement(cp), walk.trusted)
         if found:
             report.problems.append(
                 Problem(ProblemKind.CHECKPOINT, cp.seq, f"{label} {found}", "database")

@@ -17,10 +17,12 @@ import pytest
 from django.core.management import call_command
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
+from nacl.signing import SigningKey
 
 from collab.audit import canonical
 from collab.audit.archives import parse_timestamp
-from collab.audit.models import AuditEvent
+from collab.audit.models import AuditEvent, CheckpointReason
+from collab.audit.services import checkpoint_sign
 from collab.audit.verify import Problem, ProblemKind, Report, chain_verify
 from tests.audit.support import raw_sql, record_events
 
@@ -338,3 +340,43 @@ def test_the_documented_dba_removal_keeps_the_chain_verifiable(tmp_path: Path) -
     report = chain_verify(archives_given=[kept])
     assert report.ok, report.problems
     assert (report.first_seq, report.archived_events, report.overlapping) == (1, 3, 0)
+
+
+# -- where the chain may start: only at an archive checkpoint or an --anchor ---------
+
+
+@pytest.mark.parametrize("reason", [CheckpointReason.MANUAL, CheckpointReason.PERIODIC])
+def test_events_deleted_up_to_a_non_archive_checkpoint_are_missing(
+    reason: CheckpointReason,
+) -> None:
+    """A DBA without the key deletes the oldest events up to an hourly (or every-N)
+    checkpoint: that checkpoint signs a real position, but nothing was archived."""
+    record_events(3)
+    checkpoint_sign(reason=reason)
+    record_events(2)
+    assert chain_verify().ok
+    dba_delete_through(3)
+    problem = first(chain_verify())
+    assert problem.kind is ProblemKind.MISSING
+    assert problem.seq == 1
+    assert "events seq 1..3 missing: events removed without an archive" in problem.description
+    assert f"reason {reason.value}" in problem.description
+    err = StringIO()
+    with pytest.raises(SystemExit) as exited:
+        call_command("audit_verify", stdout=StringIO(), stderr=err)
+    assert exited.value.code == 1
+    assert "events removed without an archive" in err.getvalue()
+
+
+def test_an_archive_checkpoint_signed_by_an_untrusted_key_starts_nothing() -> None:
+    """The DBA signs an 'archive' checkpoint with a key of their own before deleting."""
+    record_events(3)
+    checkpoint_sign(reason=CheckpointReason.ARCHIVE, key=SigningKey.generate())
+    record_events(1)
+    dba_delete_through(3)
+    problems = chain_verify().problems
+    assert problems[0].kind is ProblemKind.MISSING
+    assert "events removed without an archive" in problems[0].description
+    assert any(
+        p.kind is ProblemKind.CHECKPOINT and "untrusted key" in p.description for p in problems
+    )
