@@ -7,11 +7,16 @@ and again after any migration of the audit app. It gives the audit tables, their
 sequences and the trigger function to a NOLOGIN owner role, and leaves the service
 role only what the write path needs: SELECT and INSERT on events and checkpoints,
 SELECT, INSERT and UPDATE on the head row. Running it twice changes nothing more.
-See docs/audit.md "Immutability".
+
+Every object is named by schema (or by oid), never through a search_path: the service
+role may have created look-alike tables elsewhere before this runs. It refuses while
+the service role owns the schema or the database, or may create schemas or tables
+outside the audit schema, unless told to accept that. See docs/audit.md "Immutability".
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -23,18 +28,22 @@ APPEND_ONLY = ("audit_auditevent", "audit_auditcheckpoint")
 # The chain head is rewritten by every append; it is a cache of the last event, which
 # audit_verify compares with the events and checkpoints, never a source of truth.
 HEAD = "audit_audithead"
-FUNCTION = "collab_audit_append_only()"
-
-
-def _ident(cursor: CursorWrapper, name: str) -> str:
-    cursor.execute("SELECT quote_ident(%s)", [name])
-    return str(cursor.fetchone()[0])
+TABLES = (*APPEND_ONLY, HEAD)
+FUNCTION_NAME = "collab_audit_append_only"
+# pg_trigger.tgtype bits: ROW 1, BEFORE 2, DELETE 8, UPDATE 16, TRUNCATE 32.
+TRIGGERS = {"no_change": 1 | 2 | 8 | 16, "no_truncate": 2 | 32}
 
 
 def _one(cursor: CursorWrapper, sql: str, params: list[Any]) -> Any:
     cursor.execute(sql, params)
     row = cursor.fetchone()
     return row[0] if row else None
+
+
+def _migration_body() -> str:
+    """The trigger function's body as migration 0002 creates it."""
+    module = importlib.import_module("collab.audit.migrations.0002_append_only_triggers")
+    return str(module.FUNCTION).split("$$")[1].strip()
 
 
 class Command(BaseCommand):
@@ -50,6 +59,19 @@ class Command(BaseCommand):
             default="collab_audit_owner",
             help="the NOLOGIN role that will own the audit tables (created if missing)",
         )
+        parser.add_argument(
+            "--schema",
+            default="public",
+            help="the schema holding the audit tables, the one the servers' search_path "
+            "finds them in (default public)",
+        )
+        parser.add_argument(
+            "--allow-schema-owner",
+            action="store_true",
+            help="secure the tables even though the service role owns their schema or the "
+            "database, or may create schemas or tables elsewhere (it can then still drop "
+            "or shadow them: see docs/audit.md)",
+        )
         parser.add_argument("--database", default="default")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -60,19 +82,34 @@ class Command(BaseCommand):
                 "has no roles (its triggers are the only guard: see docs/audit.md)"
             )
         service, owner = options["service_role"], options["owner_role"]
+        self._schema: str = options["schema"]
         self._done: list[str] = []
+        self._warnings: list[str] = []
         try:
             with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
+                # Nothing below may resolve through a path the service role can write to
+                # (the default "$user", public finds a schema named after this superuser).
+                cursor.execute("SET LOCAL search_path = pg_catalog")
                 self._check(cursor, service=service, owner=owner)
+                self._check_schema(cursor, service=service, allow=options["allow_schema_owner"])
+                self._check_triggers(cursor)
                 self._secure(cursor, service=service, owner=owner)
         except DatabaseError as exc:
             raise CommandError(f"nothing changed: {exc}".strip()) from exc
         # Told only once committed: a refusal rolls every step back.
         for message in self._done:
             self.stdout.write(message)
+        for warning in self._warnings:
+            self.stderr.write(f"WARNING: {warning}")
 
     def _say(self, message: str) -> None:
         self._done.append(message)
+
+    def _q(self, cursor: CursorWrapper, table: str) -> str:
+        """schema.table, quoted, for DDL and for ::regclass."""
+        return str(
+            _one(cursor, "SELECT format('%%I.%%I', %s::text, %s::text)", [self._schema, table])
+        )
 
     def _check(self, cursor: CursorWrapper, *, service: str, owner: str) -> None:
         me = _one(cursor, "SELECT current_user", [])
@@ -106,16 +143,156 @@ class Command(BaseCommand):
                 f"{service!r} has CREATEROLE, which can let it join the owner role: "
                 f"ALTER ROLE {service} NOCREATEROLE first"
             )
+        # Tables of these names in two schemas: one is a copy, and which one the
+        # servers write depends on a search_path. Other sessions' temp schemas are no
+        # one's path but their own.
+        cursor.execute(
+            "SELECT c.relname, string_agg(n.nspname, ', ' ORDER BY n.nspname) "
+            "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE c.relname = ANY(%s) AND NOT pg_is_other_temp_schema(n.oid) "
+            "GROUP BY c.relname HAVING count(*) > 1 ORDER BY 1",
+            [list(TABLES)],
+        )
+        twice = cursor.fetchall()
+        if twice:
+            found = "; ".join(f"{name} in {schemas}" for name, schemas in twice)
+            raise CommandError(
+                f"audit tables exist in more than one schema ({found}): drop the copies "
+                "(after finding out who made them), then run this again"
+            )
         missing = [
             table
-            for table in (*APPEND_ONLY, HEAD)
-            if _one(cursor, "SELECT to_regclass(%s)", [table]) is None
+            for table in TABLES
+            if _one(
+                cursor,
+                "SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p')",
+                [self._schema, table],
+            )
+            is None
         ]
         if missing:
-            raise CommandError(f"missing tables {', '.join(missing)}: run migrate first")
+            raise CommandError(
+                f"no {', '.join(missing)} in schema {self._schema}: run migrate first, or "
+                "name the schema the servers use with --schema"
+            )
+
+    def _check_schema(self, cursor: CursorWrapper, *, service: str, allow: bool) -> None:
+        """Whatever owns the schema may drop it, audit tables included; whatever may
+        create a schema, or tables in another one, may shadow the audit tables on the
+        servers' search_path (a role may set its own search_path)."""
+        found: list[str] = []
+        schema_owner = _one(
+            cursor,
+            "SELECT nspowner::regrole::text FROM pg_namespace WHERE nspname = %s "
+            "AND pg_has_role(%s, nspowner, 'MEMBER')",
+            [self._schema, service],
+        )
+        if schema_owner:
+            found.append(
+                f"{service} owns schema {self._schema} (as a member of {schema_owner}), so it "
+                f"can DROP SCHEMA {self._schema} CASCADE with the audit tables in it"
+            )
+        if _one(
+            cursor,
+            "SELECT pg_has_role(%s, datdba, 'MEMBER') FROM pg_database "
+            "WHERE datname = current_database()",
+            [service],
+        ):
+            found.append(
+                f"{service} owns the database, so it can drop or rename schemas and set "
+                "the servers' search_path for everyone (ALTER DATABASE ... SET)"
+            )
+        if _one(
+            cursor, "SELECT has_database_privilege(%s, current_database(), 'CREATE')", [service]
+        ):
+            found.append(
+                f"{service} may CREATE schemas in this database, so it can put copies of the "
+                "audit tables first on the servers' search_path and have them written there"
+            )
+        cursor.execute(
+            "SELECT nspname FROM pg_namespace WHERE nspname <> %s "
+            "AND nspname NOT LIKE 'pg\\_%%' AND nspname <> 'information_schema' "
+            "AND has_schema_privilege(%s, oid, 'CREATE') ORDER BY 1",
+            [self._schema, service],
+        )
+        for (other,) in cursor.fetchall():
+            found.append(
+                f"{service} may CREATE in schema {other}, so it can put copies of the audit "
+                "tables there and on its search_path"
+            )
+        if found and not allow:
+            raise CommandError(
+                "refusing, nothing changed: "
+                + "; ".join(found)
+                + ". Give the database and the schema to a DBA role (ALTER DATABASE ... "
+                f"OWNER TO, ALTER SCHEMA {self._schema} OWNER TO), revoke CREATE on the "
+                "database and on other schemas from the service role, or pass "
+                "--allow-schema-owner to secure the tables anyway"
+            )
+        self._warnings += found
+
+    def _check_triggers(self, cursor: CursorWrapper) -> None:
+        """The guard as migration 0002 made it: both triggers on both append-only
+        tables, enabled, calling one function with the migration's body, and nothing
+        else attached (an owner could have added triggers or rules before this ran)."""
+        problems: list[str] = []
+        functions: set[int] = set()
+        for table in APPEND_ONLY:
+            qualified = self._q(cursor, table)
+            cursor.execute(
+                "SELECT tgname, tgtype, tgenabled, tgfoid FROM pg_trigger "
+                "WHERE tgrelid = %s::regclass AND NOT tgisinternal ORDER BY tgname",
+                [qualified],
+            )
+            triggers = {
+                name: (kind, enabled, foid) for name, kind, enabled, foid in cursor.fetchall()
+            }
+            for suffix, kind in TRIGGERS.items():
+                name = f"{table}_{suffix}"
+                got = triggers.pop(name, None)
+                if got is None:
+                    problems.append(f"trigger {name} is missing")
+                    continue
+                if got[0] != kind:
+                    problems.append(f"trigger {name} is not as migration 0002 made it")
+                if got[1] not in ("O", "A"):
+                    problems.append(f"trigger {name} is disabled")
+                functions.add(int(got[2]))
+            problems += [f"{table} has an unknown trigger {name}" for name in triggers]
+            if _one(
+                cursor,
+                "SELECT count(*) FROM pg_rewrite WHERE ev_class = %s::regclass",
+                [qualified],
+            ):
+                problems.append(f"{table} has rules")
+        if len(functions) > 1:
+            problems.append("the triggers call different functions")
+        if problems:
+            raise CommandError(
+                f"the append-only triggers are not intact ({'; '.join(problems)}): restore "
+                "them (migrate audit 0001, then migrate audit, as a superuser) and find out "
+                "who changed them; nothing changed"
+            )
+        (foid,) = functions
+        cursor.execute(
+            "SELECT n.nspname, p.proname, p.prosrc, p.oid::regprocedure::text FROM pg_proc p "
+            "JOIN pg_namespace n ON n.oid = p.pronamespace WHERE p.oid = %s",
+            [foid],
+        )
+        schema, name, body, signature = cursor.fetchone()
+        if (schema, name) != (self._schema, FUNCTION_NAME) or body.strip() != _migration_body():
+            raise CommandError(
+                f"the append-only triggers call {signature}, not {self._schema}."
+                f"{FUNCTION_NAME}() as migration 0002 wrote it: restore it (migrate audit "
+                "0001, then migrate audit, as a superuser); nothing changed"
+            )
+        # Qualified by the pg_catalog-only path, so the DDL below names this very one.
+        self._function: str = signature
 
     def _secure(self, cursor: CursorWrapper, *, service: str, owner: str) -> None:
-        svc, own = _ident(cursor, service), _ident(cursor, owner)
+        svc = _one(cursor, "SELECT quote_ident(%s)", [service])
+        own = _one(cursor, "SELECT quote_ident(%s)", [owner])
         if _one(cursor, "SELECT 1 FROM pg_roles WHERE rolname = %s", [owner]) is None:
             cursor.execute(f"CREATE ROLE {own} NOLOGIN")
             self._say(f"created role {owner} (NOLOGIN)")
@@ -134,54 +311,60 @@ class Command(BaseCommand):
                     "another role: remove that, then run this again"
                 )
 
-        for table in (*APPEND_ONLY, HEAD):
-            tbl = _ident(cursor, table)
+        for table in TABLES:
+            tbl = self._q(cursor, table)
             before = _one(
                 cursor,
                 "SELECT relowner::regrole::text FROM pg_class WHERE oid = %s::regclass",
-                [table],
+                [tbl],
             )
             # Owning a table owns its identity/serial sequences too.
             cursor.execute(f"ALTER TABLE {tbl} OWNER TO {own}")
-            columns = ", ".join(_ident(cursor, name) for name in self._columns(cursor, table))
+            columns = ", ".join(self._columns(cursor, tbl))
             # Table and column privileges alike, so no earlier grant survives.
             cursor.execute(f"REVOKE ALL ON TABLE {tbl} FROM PUBLIC, {svc}")
             cursor.execute(f"REVOKE ALL ({columns}) ON TABLE {tbl} FROM PUBLIC, {svc}")
             grant = "SELECT, INSERT, UPDATE" if table == HEAD else "SELECT, INSERT"
             cursor.execute(f"GRANT {grant} ON TABLE {tbl} TO {svc}")
             moved = "unchanged" if before == own else f"was {before}"
-            self._say(f"{table}: owner {owner} ({moved}); {service} may {grant}, nothing else")
-            for sequence in self._sequences(cursor, table):
+            self._say(f"{tbl}: owner {owner} ({moved}); {service} may {grant}, nothing else")
+            for sequence in self._sequences(cursor, tbl):
                 cursor.execute(f"REVOKE ALL ON SEQUENCE {sequence} FROM PUBLIC, {svc}")
                 cursor.execute(f"GRANT USAGE ON SEQUENCE {sequence} TO {svc}")
                 self._say(f"{sequence}: owner {owner}; {service} may USAGE")
-        cursor.execute(f"ALTER FUNCTION {FUNCTION} OWNER TO {own}")
+        cursor.execute(f"ALTER FUNCTION {self._function} OWNER TO {own}")
         # Resolve what the trigger calls in pg_catalog only, whatever a session's path.
-        cursor.execute(f"ALTER FUNCTION {FUNCTION} SET search_path = pg_catalog, pg_temp")
-        self._say(f"function {FUNCTION}: owner {owner}, search_path pg_catalog")
+        cursor.execute(f"ALTER FUNCTION {self._function} SET search_path = pg_catalog, pg_temp")
+        self._say(f"function {self._function}: owner {owner}, search_path pg_catalog")
         self._check_result(cursor, service=service)
-        self._warn_schema(cursor, service=service)
+        self._say(
+            f"{service} holds no TRUNCATE on the audit tables, so setting "
+            "collab.audit_allow_truncate (which any session may) no longer lets it truncate"
+        )
 
     def _check_result(self, cursor: CursorWrapper, *, service: str) -> None:
         """What the service role may do now, through any role it belongs to: a grant
         to a group role it is a member of survives the revokes above."""
         extra: list[str] = []
-        for table in (*APPEND_ONLY, HEAD):
+        for table in TABLES:
+            tbl = self._q(cursor, table)
             allowed = {"SELECT", "INSERT", "UPDATE"} if table == HEAD else {"SELECT", "INSERT"}
             for privilege in ("UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER"):
                 if privilege in allowed:
                     continue
                 held = _one(
                     cursor,
-                    "SELECT has_table_privilege(%s, %s, %s) OR (%s IN ('UPDATE', 'REFERENCES') "
-                    "AND has_any_column_privilege(%s, %s, %s))",
-                    [service, table, privilege, privilege, service, table, privilege],
+                    "SELECT has_table_privilege(%s, %s::regclass, %s) OR (%s IN ('UPDATE', "
+                    "'REFERENCES') AND has_any_column_privilege(%s, %s::regclass, %s))",
+                    [service, tbl, privilege, privilege, service, tbl, privilege],
                 )
                 if held:
                     extra.append(f"{privilege} on {table}")
-            for sequence in self._sequences(cursor, table):
+            for sequence in self._sequences(cursor, tbl):
                 if _one(
-                    cursor, "SELECT has_sequence_privilege(%s, %s, 'UPDATE')", [service, sequence]
+                    cursor,
+                    "SELECT has_sequence_privilege(%s, %s::regclass, 'UPDATE')",
+                    [service, sequence],
                 ):
                     extra.append(f"UPDATE on {sequence}")
         if extra:
@@ -193,7 +376,7 @@ class Command(BaseCommand):
     @staticmethod
     def _columns(cursor: CursorWrapper, table: str) -> list[str]:
         cursor.execute(
-            "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass "
+            "SELECT quote_ident(attname) FROM pg_attribute WHERE attrelid = %s::regclass "
             "AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
             [table],
         )
@@ -201,6 +384,7 @@ class Command(BaseCommand):
 
     @staticmethod
     def _sequences(cursor: CursorWrapper, table: str) -> list[str]:
+        # ::regclass::text is schema-qualified under the pg_catalog-only path.
         cursor.execute(
             "SELECT DISTINCT d.objid::regclass::text FROM pg_depend d "
             "JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S' "
@@ -208,18 +392,3 @@ class Command(BaseCommand):
             [table],
         )
         return [row[0] for row in cursor.fetchall()]
-
-    def _warn_schema(self, cursor: CursorWrapper, *, service: str) -> None:
-        # A schema's owner may drop the schema, and every table in it, whoever owns them.
-        cursor.execute(
-            "SELECT DISTINCT n.nspname FROM pg_class c "
-            "JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE c.oid = ANY(%s::regclass[]) AND pg_has_role(%s, n.nspowner, 'USAGE')",
-            [list(APPEND_ONLY), service],
-        )
-        for (schema,) in cursor.fetchall():
-            self.stderr.write(
-                f"WARNING: {service} owns schema {schema} (or is a member of its owner, e.g. "
-                f"as the database owner), so it can DROP SCHEMA {schema} CASCADE, audit "
-                "tables included: give the schema to another role (ALTER SCHEMA ... OWNER TO)"
-            )
