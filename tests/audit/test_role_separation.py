@@ -19,10 +19,13 @@ from typing import Any
 
 import psycopg
 import pytest
+from django.core.checks.registry import registry
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import DatabaseError, IntegrityError, connection, transaction
+from django.test import override_settings
 
+from collab.audit.checks import audit_tables_not_servers_own
 from collab.audit.models import AuditAction, AuditCheckpoint, AuditEvent
 from collab.audit.services import checkpoint_sign
 from collab.audit.verify import ProblemKind, chain_verify
@@ -595,3 +598,36 @@ def test_audit_secure_refuses_while_a_group_role_grants_more(roles: Roles) -> No
         with connection.cursor() as cursor:
             cursor.execute(f"DROP OWNED BY {group}")
             cursor.execute(f"DROP ROLE {group}")
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_check_deploy_warns_while_the_servers_role_owns_the_audit_tables(roles: Roles) -> None:
+    """Before audit_secure the servers' role owns the tables (and so may truncate them
+    once it sets collab.audit_allow_truncate); check --deploy says so in production."""
+    assert audit_tables_not_servers_own in registry.get_checks(include_deployment_checks=True)
+    assert audit_tables_not_servers_own not in registry.get_checks()
+
+    def as_service() -> list[str]:
+        with connection.cursor() as cursor:
+            cursor.execute(f"SET ROLE {roles.service}")
+        try:
+            return [str(m.msg) for m in audit_tables_not_servers_own() if m.id == "audit.W010"]
+        finally:
+            with connection.cursor() as cursor:
+                cursor.execute("RESET ROLE")
+
+    with override_settings(PRODUCTION=False):
+        assert as_service() == []
+    with override_settings(PRODUCTION=True):
+        (before,) = as_service()
+        assert "audit_auditcheckpoint, audit_auditevent, audit_audithead" in before
+        _secure(roles)
+        assert as_service() == []
+        # A group role holding TRUNCATE is as bad as owning (audit_secure refuses it too).
+        with connection.cursor() as cursor:
+            cursor.execute(f"GRANT TRUNCATE ON {CHECKPOINTS} TO {roles.service}")
+        (granted,) = as_service()
+        assert "may truncate audit_auditcheckpoint:" in granted
+        # Servers logged in as a superuser own everything in effect.
+        assert [m.id for m in audit_tables_not_servers_own()] == ["audit.W010"]
