@@ -326,7 +326,7 @@ class AuthenticatedConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
                 await self.note_activity()
             await handler(frame)
         except FrameError as error:
-            extra = {"ref": frame_ref} if (frame_ref := _ref(text_data)) else {}
+            extra = {"ref": echo} if (echo := _ref(text_data)) else {}
             await self.send_error(error.code, error.message, **error.extra, **extra)
             if error.close_code is not None:
                 await self.close(code=error.close_code)
@@ -334,13 +334,13 @@ class AuthenticatedConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             # Nothing was stored (or the retry will say so): the client may send again.
             log.warning("frame failed, database unavailable: %r (cause %r)",
                         error, error.__cause__)
-            extra = {"ref": frame_ref} if (frame_ref := _ref(text_data)) else {}
+            extra = {"ref": echo} if (echo := _ref(text_data)) else {}
             await self.send_error("unavailable", "The server cannot reach its database "
                                   "now; try again.", **extra)
         except DatabaseError:
             # Not an outage (a constraint, bad data): a fault of ours, logged in full.
             log.exception("frame failed on a database error")
-            extra = {"ref": frame_ref} if (frame_ref := _ref(text_data)) else {}
+            extra = {"ref": echo} if (echo := _ref(text_data)) else {}
             await self.send_error("internal_error", "The server could not do that; "
                                   "try again.", **extra)
 

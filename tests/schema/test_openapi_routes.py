@@ -3,6 +3,7 @@ each view answers, validates as OpenAPI 3.1, and is served by the running server
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from collections.abc import Hashable, Mapping
@@ -116,8 +117,8 @@ def test_api_routes_refuse_exactly_the_methods_not_described() -> None:
                 method.upper(), url, data=b"{}", content_type="application/json"
             )
             refused = response.status_code == 405
-            if refused and response.json().get("error") != "method_not_allowed":
-                wrong.append((method.upper(), url, "405 without the JSON error body"))
+            if refused and json.loads(response.content).get("error") != "method_not_allowed":
+                wrong.append((method.upper(), url, 405))  # without the JSON error body
             elif refused == (method.upper() in described):
                 wrong.append((method.upper(), url, response.status_code))
     assert not wrong, f"(method, url, status) that disagree with the description: {wrong}"
