@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import os
 from io import StringIO
 from pathlib import Path
@@ -8,12 +9,13 @@ from pathlib import Path
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management import call_command
+from django.core.management.base import CommandError
 from nacl.signing import SigningKey
 
 from collab.audit import canonical, keys
-from collab.audit.models import AuditCheckpoint, AuditEvent
+from collab.audit.models import GENESIS_HASH, AuditCheckpoint, AuditEvent
 from collab.audit.services import AuditAction, checkpoint_sign
-from collab.audit.verify import ProblemKind, chain_verify
+from collab.audit.verify import ProblemKind, chain_verify, event_fields
 from tests.audit.support import raw_sql, record_events
 from tests.support.users import make_user, verified_client
 
@@ -139,3 +141,41 @@ def test_checkpoint_list_is_admin_only() -> None:
     assert refused.json()["error"] == "forbidden"
     denied = AuditEvent.objects.get(action=AuditAction.ACCESS_DENIED)
     assert denied.actor_id == provider.pk and denied.target == "audit:checkpoints"
+
+
+def test_the_signer_refuses_a_rewritten_chain_whose_checkpoints_were_deleted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An operator rewrites an event, re-hashes the rest, moves the head and deletes
+    the checkpoints that would contradict it: the next timer run must not sign that."""
+    key_file = tmp_path / "signer.key"
+    key_file.write_text(base64.b64encode(bytes(range(1, 33))).decode() + "\n")
+    key_file.chmod(0o600)
+    record_events(3)
+    call_command("audit_checkpoint", "--key-file", str(key_file), stdout=StringIO())
+    with raw_sql() as cursor:
+        cursor.execute("UPDATE audit_auditevent SET target = 'rewritten' WHERE seq = 1")
+    with raw_sql("audit_auditcheckpoint") as cursor:
+        cursor.execute("DELETE FROM audit_auditcheckpoint")
+    before = AuditCheckpoint.objects.count()
+    with caplog.at_level("ERROR", logger="collab.security"), pytest.raises(CommandError) as refused:
+        call_command("audit_checkpoint", "--key-file", str(key_file), stdout=StringIO())
+    assert "event seq 1 altered" in str(refused.value)
+    # Now the careful rewrite: every hash recomputed and the head moved, so the chain
+    # verifies on its own; only the signer's memo of what it signed last contradicts it.
+    prev = GENESIS_HASH
+    with raw_sql() as cursor:
+        for event in AuditEvent.objects.order_by("seq"):
+            fields = dataclasses.replace(event_fields(event), prev_hash=prev)
+            prev = canonical.event_hash(fields)
+            cursor.execute(
+                "UPDATE audit_auditevent SET prev_hash = %s, hash = %s WHERE id = %s",
+                [fields.prev_hash, prev, event.pk],
+            )
+        cursor.execute("UPDATE audit_audithead SET hash = %s WHERE id = 1", [prev])
+    assert chain_verify().ok
+    with caplog.at_level("ERROR", logger="collab.security"), pytest.raises(CommandError) as refused:
+        call_command("audit_checkpoint", "--key-file", str(key_file), stdout=StringIO())
+    assert "the chain was rewritten: this signer signed seq 3" in str(refused.value)
+    assert AuditCheckpoint.objects.count() == before == 0
+    assert any("audit checkpoint refused" in r.getMessage() for r in caplog.records)
