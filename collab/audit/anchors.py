@@ -108,6 +108,8 @@ def anchor_load(path: Path) -> Anchor:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise AnchorError(f"anchor {path} cannot be read: {exc}") from exc
+    except RecursionError:
+        raise AnchorError(f"anchor {path} cannot be read: JSON nested too deeply") from None
     if not isinstance(data, dict) or data.get("format") != ANCHOR_FORMAT:
         raise AnchorError(f"anchor {path} is not a {ANCHOR_FORMAT} file")
     if data.get("version") != ANCHOR_VERSION:

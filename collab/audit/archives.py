@@ -142,7 +142,10 @@ def _event(number: int, data: dict[str, Any]) -> EventLine:
         user_agent=texts["user_agent"],
         details=data.get("details"),
     )
-    canonical.encode_value(fields.details)  # refuses floats and other non-canonical values
+    try:  # refuses floats and other non-canonical values, and nesting too deep to walk
+        canonical.encode_value(fields.details)
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise ValueError(f"details cannot be encoded ({type(exc).__name__})") from None
     return EventLine(line=number, fields=fields, event_hash=texts["hash"])
 
 
@@ -151,6 +154,8 @@ def _parse(number: int, text: str) -> Line:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         return BadLine(number, f"not JSON ({exc.msg})")
+    except RecursionError:
+        return BadLine(number, "not JSON (nested too deeply)")
     if not isinstance(data, dict):
         return BadLine(number, "not a JSON object")
     seq = data.get("seq") if isinstance(data.get("seq"), int) else None
@@ -176,21 +181,29 @@ def _parse(number: int, text: str) -> Line:
 
 
 def archive_lines(path: Path) -> Iterator[Line]:
-    """Every line of an archive file, numbered from 1, parsed but not yet trusted."""
-    with path.open("rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                yield BadLine(number, "not UTF-8 text")
-                continue
-            if text.strip():
-                yield _parse(number, text)
+    """Every line of an archive file, numbered from 1, parsed but not yet trusted; a
+    file that cannot be read (permissions, I/O) ends in a BadLine saying so."""
+    number = 0
+    try:
+        with path.open("rb") as handle:
+            for number, raw in enumerate(handle, start=1):
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    yield BadLine(number, "not UTF-8 text")
+                    continue
+                if text.strip():
+                    yield _parse(number, text)
+    except OSError as exc:
+        yield BadLine(number + 1, f"the file cannot be read ({exc.strerror or exc})")
 
 
 def looks_like_archive(path: Path) -> bool:
     """Whether a file's first line is an archive header (to pick archives out of a
     directory that holds other files too, such as anchors)."""
-    with path.open("rb") as handle:
-        first = handle.readline(4096)
+    try:
+        with path.open("rb") as handle:
+            first = handle.readline(4096)
+    except OSError:
+        return True  # unreadable: taken, so that the walk reports it rather than skip it
     return FORMAT.encode() in first and b'"header"' in first

@@ -34,16 +34,39 @@ def _seed_from_b64(text: str, source: str) -> bytes:
 
 def _read_private(path: Path) -> str:
     """A key file's text, refused (as ssh refuses a private key) when group or others
-    may read or write it: such a key may already be in someone else's hands."""
-    info = os.stat(path)
-    if not stat.S_ISREG(info.st_mode):
-        raise ImproperlyConfigured(f"audit key file {path} is not a regular file")
-    if info.st_mode & 0o077:
-        raise ImproperlyConfigured(
-            f"audit key file {path} is accessible by group or others "
-            f"(mode {stat.S_IMODE(info.st_mode):04o}); run chmod 600 {path}"
-        )
-    text = path.read_text().strip()
+    may read or write it, when it is a symlink, when it belongs to anyone but this
+    user or root, or when its directory is writable by group or others: such a key
+    may already be in someone else's hands, or be swapped by them."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as exc:
+        if os.path.islink(path):
+            raise ImproperlyConfigured(f"audit key file {path} is a symlink") from exc
+        raise ImproperlyConfigured(f"audit key file {path} cannot be read: {exc}") from exc
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise ImproperlyConfigured(f"audit key file {path} is not a regular file")
+        if info.st_uid not in (os.geteuid(), 0):
+            raise ImproperlyConfigured(
+                f"audit key file {path} belongs to uid {info.st_uid}, not to this user "
+                f"(uid {os.geteuid()}) or root"
+            )
+        if info.st_mode & 0o077:
+            raise ImproperlyConfigured(
+                f"audit key file {path} is accessible by group or others "
+                f"(mode {stat.S_IMODE(info.st_mode):04o}); run chmod 600 {path}"
+            )
+        parent = os.stat(path.parent)
+        if parent.st_mode & 0o022:
+            raise ImproperlyConfigured(
+                f"the directory of audit key file {path} is writable by group or others "
+                f"(mode {stat.S_IMODE(parent.st_mode):04o}); run chmod go-w {path.parent}"
+            )
+        try:
+            text = handle.read().decode("utf-8").strip()
+        except UnicodeDecodeError as exc:
+            raise ImproperlyConfigured(f"audit key file {path} is not UTF-8 text") from exc
     if not text:
         raise ImproperlyConfigured(f"audit key file {path} is empty")
     return text

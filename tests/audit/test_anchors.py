@@ -311,3 +311,11 @@ def test_an_unknown_signer_mode_stops_deploys_but_not_clinical_work(
     settings.AUDIT_CHECKPOINT_EVERY = 1
     record_events(2)  # the events are written; the checkpoint is skipped and logged
     assert AuditEvent.objects.count() == 2 and not AuditCheckpoint.objects.exists()
+
+
+def test_a_deeply_nested_anchor_file_is_refused_clearly(tmp_path: Path) -> None:
+    path = tmp_path / "anchor.json"
+    path.write_text("[" * 100_000)
+    with pytest.raises(CommandError) as refused:
+        call_command("audit_verify", "--anchor", str(path), stdout=StringIO(), stderr=StringIO())
+    assert str(refused.value) == f"anchor {path} cannot be read: JSON nested too deeply"

@@ -179,3 +179,49 @@ def test_the_signer_refuses_a_rewritten_chain_whose_checkpoints_were_deleted(
     assert "the chain was rewritten: this signer signed seq 3" in str(refused.value)
     assert AuditCheckpoint.objects.count() == before == 0
     assert any("audit checkpoint refused" in r.getMessage() for r in caplog.records)
+
+
+def _key_file(directory: Path, data: bytes | None = None) -> Path:
+    directory.mkdir(mode=0o700, exist_ok=True)
+    path = directory / "audit.key"
+    path.write_bytes(data if data is not None else base64.b64encode(bytes(range(32))) + b"\n")
+    path.chmod(0o600)
+    return path
+
+
+def _checkpoint_refused(path: Path) -> str:
+    before = AuditCheckpoint.objects.count()
+    with pytest.raises(CommandError) as refused:
+        call_command("audit_checkpoint", "--key-file", str(path), stdout=StringIO())
+    assert AuditCheckpoint.objects.count() == before
+    return str(refused.value)
+
+
+def test_a_key_file_that_is_not_utf8_is_a_clear_error(tmp_path: Path) -> None:
+    path = _key_file(tmp_path / "k", b"\xff\xfe\x00 not text")
+    assert _checkpoint_refused(path) == f"audit key file {path} is not UTF-8 text"
+
+
+def test_a_symlinked_key_file_is_refused(tmp_path: Path) -> None:
+    """The app user points a link it controls at a key the signer would then trust."""
+    real = _key_file(tmp_path / "k")
+    link = tmp_path / "k" / "link.key"
+    link.symlink_to(real)
+    assert _checkpoint_refused(link) == f"audit key file {link} is a symlink"
+
+
+def test_a_key_file_owned_by_another_user_is_refused(tmp_path: Path) -> None:
+    """A signer run as root must not take a 0600 key the application's user owns."""
+    path = _key_file(tmp_path / "k")
+    os.chown(path, 65534, 65534)
+    assert "belongs to uid 65534, not to this user" in _checkpoint_refused(path)
+    os.chown(path, os.geteuid(), os.getegid())
+    record_events(1)
+    call_command("audit_checkpoint", "--key-file", str(path), stdout=StringIO())
+
+
+@pytest.mark.parametrize("mode", [0o770, 0o707, 0o1777])
+def test_a_key_file_in_a_directory_others_may_write_is_refused(tmp_path: Path, mode: int) -> None:
+    path = _key_file(tmp_path / "k")
+    path.parent.chmod(mode)
+    assert "is writable by group or others" in _checkpoint_refused(path)

@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass
 from io import StringIO
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.core.management import call_command
@@ -380,3 +381,52 @@ def test_an_archive_checkpoint_signed_by_an_untrusted_key_starts_nothing() -> No
     assert any(
         p.kind is ProblemKind.CHECKPOINT and "untrusted key" in p.description for p in problems
     )
+
+
+# -- malformed input: a clear report, exit status 1, no traceback ------------------
+
+
+def _verify_fails(*args: str) -> str:
+    err = StringIO()
+    with pytest.raises(SystemExit) as exited:
+        call_command("audit_verify", "--all", *args, stdout=StringIO(), stderr=err)
+    assert exited.value.code == 1
+    assert "Traceback" not in err.getvalue()
+    return err.getvalue()
+
+
+def test_a_deeply_nested_archive_line_is_an_unreadable_line(archived: Archived) -> None:
+    lines = lines_of(archived.a1)
+    lines.insert(1, "[" * 100_000 + "\n")
+    write_lines(archived.a1, lines)
+    err = _verify_fails("--with-archives", *map(str, archived.all))
+    assert f"unreadable line: not JSON (nested too deeply) (at {archived.a1} line 2)" in err
+
+
+def test_deeply_nested_details_in_an_archive_line_are_refused(archived: Archived) -> None:
+    lines = lines_of(archived.a1)
+    data = json.loads(lines[1])
+    data["details"] = "NESTED"
+    # Parses (json's C scanner), but the canonical encoder recurses too deep.
+    nested = '{"d": ' * 900 + "{}" + "}" * 900
+    lines[1] = json.dumps(data).replace('"NESTED"', nested) + "\n"
+    write_lines(archived.a1, lines)
+    err = _verify_fails("--with-archives", *map(str, archived.all))
+    assert "details cannot be encoded" in err
+    assert f"{archived.a1} line 2" in err
+
+
+def test_an_unreadable_archive_file_is_a_problem_at_that_file(
+    archived: Archived, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Root reads any file whatever its mode, so the refusal is simulated at open()."""
+    real_open = Path.open
+
+    def refusing_open(self: Path, *args: Any, **kwargs: Any) -> Any:
+        if self == archived.a2:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_open(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", refusing_open)
+    err = _verify_fails("--with-archives", str(archived.a1.parent))
+    assert f"the file cannot be read (Permission denied) (at {archived.a2} line 1)" in err
