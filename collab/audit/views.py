@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import functools
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 from django.http import HttpRequest, JsonResponse
@@ -14,28 +12,13 @@ from collab.audit import canonical, selectors, services
 from collab.audit.filters import FilterError, parse_filter
 from collab.audit.models import AuditAction, Outcome
 from collab.audit.services import RequestMeta
+from collab.methods import allow_methods
 
 FHIR_JSON = "application/fhir+json"
 
 
 def _error(code: str, detail: str, status: int) -> JsonResponse:
     return JsonResponse({"error": code, "detail": detail}, status=status)
-
-
-def _get_only(view: Callable[..., JsonResponse]) -> Callable[..., JsonResponse]:
-    """GET only, refusing other methods with the JSON error body like every /api/ route
-    (Django's ``require_GET`` answers an empty HTML 405)."""
-    methods = ("GET",)
-
-    @functools.wraps(view)
-    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
-        if request.method not in methods:
-            response = _error("method_not_allowed", "Use GET.", 405)
-            response["Allow"] = ", ".join(methods)
-            return response
-        return view(request, *args, **kwargs)
-
-    return wrapper
 
 
 def _signed_in(request: HttpRequest) -> User | None:
@@ -62,7 +45,7 @@ def _unauthenticated() -> JsonResponse:
     return _error("unauthenticated", "Sign in first.", 401)
 
 
-@_get_only
+@allow_methods("GET")
 def export_view(request: HttpRequest) -> JsonResponse:
     user = _signed_in(request)
     if user is None:
@@ -88,7 +71,7 @@ def _checkpoint_wire(cp: Any) -> dict[str, Any]:
     }
 
 
-@_get_only
+@allow_methods("GET")
 def checkpoints_view(request: HttpRequest) -> JsonResponse:
     user = _signed_in(request)
     if user is None:

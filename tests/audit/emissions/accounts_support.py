@@ -8,23 +8,10 @@ import json
 from django.db.models import Max
 
 from collab.audit.models import AuditEvent
+from collab.audit.services import _FORBIDDEN_DETAIL_KEYS
 
-# The details keys audit_record refuses (collab.audit.services), checked here again on
-# what was stored.
-SECRET_KEYS = frozenset(
-    {
-        "body",
-        "ciphertext",
-        "content",
-        "cookie",
-        "otp_code",
-        "password",
-        "plaintext",
-        "secret",
-        "session_key",
-        "token",
-    }
-)
+# The details keys audit_record refuses, checked here again on what was stored.
+SECRET_KEYS = _FORBIDDEN_DETAIL_KEYS
 
 
 def head() -> int:
