@@ -65,6 +65,9 @@ INSTALLED_APPS = [
     "collab.accounts",
     "collab.cases",
     "collab.audit",
+    "collab.oncall",
+    "collab.escalation",
+    "collab.retention",
     "collab.demo",
 ]
 

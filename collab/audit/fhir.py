@@ -32,6 +32,7 @@ _CREATE = (RESTFUL, "create", "create")
 _READ = (RESTFUL, "read", "read")
 _UPDATE = (RESTFUL, "update", "update")
 _SEARCH = (RESTFUL, "search-type", "search type")
+_DELETE = (RESTFUL, "delete", "delete")
 
 Code = tuple[str, str, str]
 A = AuditAction
@@ -81,6 +82,16 @@ _MAPPING: dict[AuditAction, tuple[Code, Code | None, str]] = {
     A.LOG_READ: (_PATIENT_RECORD, _READ, "R"),
     A.IDENTITY_BACKUP_READ: (_SECURITY_ALERT, _READ, "R"),
     A.MESSAGES_DELIVERED: (_PATIENT_RECORD, _READ, "R"),
+    A.ONCALL_CHANGED: (_APP_ACTIVITY, _UPDATE, "U"),
+    A.CONSULT_OFFERED: (_PATIENT_RECORD, _UPDATE, "U"),
+    A.URGENT_REMINDED: (_PATIENT_RECORD, None, "E"),
+    A.URGENT_ESCALATED: (_PATIENT_RECORD, _UPDATE, "U"),
+    A.ESCALATION_POLICY_CHANGED: (_APP_ACTIVITY, _UPDATE, "U"),
+    A.MESSAGE_RECALLED: (_PATIENT_RECORD, _DELETE, "D"),
+    A.RETENTION_POLICY_CHANGED: (_APP_ACTIVITY, _UPDATE, "U"),
+    A.LEGAL_HOLD_PLACED: (_PATIENT_RECORD, _UPDATE, "U"),
+    A.LEGAL_HOLD_RELEASED: (_PATIENT_RECORD, _UPDATE, "U"),
+    A.CASE_CONTENT_PURGED: (_PATIENT_RECORD, _DELETE, "D"),
 }
 
 # Failures that a throttle or lock answered are serious (8); other refusals minor (4).

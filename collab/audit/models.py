@@ -54,6 +54,16 @@ class AuditAction(models.TextChoices):
     LOG_READ = "log_read", "Membership log read"
     IDENTITY_BACKUP_READ = "identity_backup_read", "Identity backup read"
     MESSAGES_DELIVERED = "messages_delivered", "Messages delivered live"
+    ONCALL_CHANGED = "oncall_changed", "On-call schedule changed"
+    CONSULT_OFFERED = "consult_offered", "Consult offered to the on-call provider"
+    URGENT_REMINDED = "urgent_reminded", "Urgent reminder sent"
+    URGENT_ESCALATED = "urgent_escalated", "Urgent message escalated"
+    ESCALATION_POLICY_CHANGED = "escalation_policy_changed", "Escalation policy changed"
+    MESSAGE_RECALLED = "message_recalled", "Message recalled by its sender"
+    RETENTION_POLICY_CHANGED = "retention_policy_changed", "Retention policy changed"
+    LEGAL_HOLD_PLACED = "legal_hold_placed", "Legal hold placed"
+    LEGAL_HOLD_RELEASED = "legal_hold_released", "Legal hold released"
+    CASE_CONTENT_PURGED = "case_content_purged", "Case content purged after retention"
 
 
 class Outcome(models.TextChoices):

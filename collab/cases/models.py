@@ -41,6 +41,13 @@ class Case(models.Model):
     )
     claimed_at = models.DateTimeField(null=True, blank=True)
     status_changed_at = models.DateTimeField(null=True, blank=True)
+    # Retention (collab.retention): a legal hold suspends the purge; purged_at is set once
+    # the purge has deleted the case's ciphertext and blobs (tombstones and audit stay).
+    legal_hold_at = models.DateTimeField(null=True, blank=True)
+    legal_hold_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    purged_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-opened_at"]
@@ -154,6 +161,11 @@ class JoinRequest(models.Model):
         ]
 
 
+class RemovedReason(models.TextChoices):
+    RECALLED = "recalled", "Recalled by the sender"
+    PURGED = "purged", "Purged after the retention period"
+
+
 class Message(models.Model):
     """A signed, encrypted envelope and the server sequence number it was given."""
 
@@ -170,6 +182,12 @@ class Message(models.Model):
     stored_at = models.DateTimeField(auto_now_add=True)
     # Cleartext metadata set by the sender: the body is encrypted, urgency is not.
     urgent = models.BooleanField(default=False)
+    # A tombstone: the ciphertext (and the attachments) are gone, the row keeps the seq.
+    removed_at = models.DateTimeField(null=True, blank=True)
+    removed_reason = models.CharField(max_length=16, choices=RemovedReason.choices, blank=True)
+    # The sender's signed recall statement (collab.crypto recall), for clients to verify.
+    recall_sig = models.BinaryField(max_length=64, null=True, blank=True)
+    recall_device_id = models.UUIDField(null=True, blank=True)
 
     class Meta:
         constraints = [
@@ -198,6 +216,7 @@ class BlobStatus(models.TextChoices):
     UPLOADING = "uploading", "Uploading"
     COMPLETE = "complete", "Complete"
     EXPIRED = "expired", "Expired (abandoned upload, file deleted)"
+    REMOVED = "removed", "Removed (message recalled or case purged, file deleted)"
 
 
 class Blob(models.Model):
@@ -317,6 +336,9 @@ class NotificationKind(models.TextChoices):
     LEAVE_REQUEST = "leave_request", "Leave request"
     JOIN_DECLINED = "join_declined", "Join request declined"
     JOIN_WITHDRAWN = "join_withdrawn", "Join request withdrawn"
+    CONSULT_OFFERED = "consult_offered", "Consult offered to you as on-call"
+    URGENT_REMINDER = "urgent_reminder", "Reminder: urgent message not acknowledged"
+    URGENT_ESCALATED = "urgent_escalated", "Urgent message escalated to you"
 
 
 class Notification(models.Model):

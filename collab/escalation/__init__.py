@@ -1,0 +1,1 @@
+"""Escalation of unacknowledged urgent messages: policy, timers and the worker's steps."""

@@ -1,0 +1,1 @@
+"""Retention after a case closes, legal holds, and the purge of expired ciphertext."""
