@@ -1,0 +1,59 @@
+"""Message tombstones: what is left of a message once it is recalled or purged.
+
+The row keeps its seq (the case sequence stays gapless), sender, header (signed metadata
+only: ids, sizes, hashes) and, for a recall, the sender's signed statement; the
+ciphertext and the attachments' files are deleted. Shared by the recall
+(``services/recall.py``) and the retention purge (``collab.retention``).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from django.core.files.storage import default_storage
+
+from collab.cases import models as m
+from collab.crypto.envelope import Header
+from collab.crypto.errors import CryptoError
+
+
+def _named_blobs(message: m.Message) -> list[uuid.UUID]:
+    try:
+        header = Header.decode(bytes(message.header))
+    except CryptoError:  # stored headers were checked on send; nothing to follow otherwise
+        return []
+    return [ref.blob_id for ref in header.attachments]
+
+
+def message_tombstone(message: m.Message, *, reason: str, now: datetime) -> list[uuid.UUID]:
+    """Turn ``message`` (locked by the caller, inside its transaction) into a tombstone.
+
+    Clears the ciphertext, deletes the files of the blobs its header names and marks them
+    REMOVED, and sets ``removed_at``/``removed_reason``. Only blobs of the message's case
+    uploaded by its sender are touched: a header may name another member's blob (sends
+    check the case and root, not the uploader), and one member's recall must not delete
+    another's attachment. Files are deleted before the transaction commits, so a
+    successful removal never leaves content behind; after a rollback the blob rows are
+    as before and running the removal again finishes it. Returns the removed blob ids.
+    """
+    if reason not in m.RemovedReason.values:
+        raise ValueError(f"unknown removal reason {reason!r}")
+    named = _named_blobs(message)
+    blobs = list(
+        m.Blob.objects.select_for_update()
+        .filter(pk__in=named, case_id=message.case_id, uploader_id=message.sender_id)
+        .exclude(status=m.BlobStatus.REMOVED)
+        .order_by("pk")
+    )
+    for blob in blobs:
+        if default_storage.exists(blob.storage_name):
+            default_storage.delete(blob.storage_name)
+        blob.status = m.BlobStatus.REMOVED
+        blob.chunk_hashes = b""
+        blob.save(update_fields=["status", "chunk_hashes"])
+    message.ciphertext = b""
+    message.removed_at = now
+    message.removed_reason = reason
+    message.save(update_fields=["ciphertext", "removed_at", "removed_reason"])
+    return [blob.pk for blob in blobs]
