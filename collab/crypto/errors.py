@@ -26,6 +26,7 @@ CODES: frozenset[str] = frozenset(
         "key_commit_mismatch",
         "low_order_key",
         "non_canonical_signature",
+        "recall_mismatch",
         "own_identity_mismatch",
         "replay",
         "rollback",

@@ -39,6 +39,7 @@ from ..invite import (
 from ..keybackup import backup_key, item_plaintext, seal_backup_item
 from ..log import LogEntry, build_entry, key_commit, seal_entry, wrap_nonce, wrap_plaintext
 from ..pins import pins_key, pins_signed_bytes, seal_pins, sign_pins
+from ..recall import recall_for, sign_recall
 from ..roster import Role, Roster
 from ..safety import fingerprint_digits, safety_number
 from .fixtures import (
@@ -468,6 +469,63 @@ def _pins() -> Json:
     }
 
 
+RECALL_SEQ = 7
+
+
+def _recall(env: Envelope) -> Json:
+    """Alice recalls the vector message (stored at seq 7) from her second device; a server
+    that forges or retargets a recall is refused (``negative``)."""
+    device = ALICE.devices[1]
+    recall = recall_for(env.header, seq=RECALL_SEQ, device_id=device.device_id,
+                        recalled_ms=T0 + 400_000)
+    sig = sign_recall(device.dsk_seed, recall)
+    wire = recall.to_wire()
+
+    def changed(**kw: Any) -> Json:
+        return dataclasses.replace(recall, **kw).to_wire()
+
+    other_header = dataclasses.replace(env.header, sent_ms=env.header.sent_ms + 1)
+    negative: list[Json] = [
+        {"name": "recall forged by the server (no sender key)", "check": "verify_recall",
+         "error": "bad_signature", "dsk_pub": hx(device.dsk_pub), "recall": wire,
+         "sig": hx(sign_recall(seed("server forgery key"), recall))},
+        {"name": "recall by another user's device", "check": "verify_recall",
+         "error": "bad_signature", "dsk_pub": hx(device.dsk_pub), "recall": wire,
+         "sig": hx(sign_recall(BOB.d.dsk_seed, recall))},
+        {"name": "signature moved to another seq", "check": "verify_recall",
+         "error": "bad_signature", "dsk_pub": hx(device.dsk_pub),
+         "recall": changed(seq=RECALL_SEQ + 1), "sig": hx(sig)},
+        {"name": "signature moved to another time", "check": "verify_recall",
+         "error": "bad_signature", "dsk_pub": hx(device.dsk_pub),
+         "recall": changed(recalled_ms=T0 + 400_001), "sig": hx(sig)},
+        {"name": "signature claimed by the other device", "check": "verify_recall",
+         "error": "bad_signature", "dsk_pub": hx(ALICE.d.dsk_pub),
+         "recall": changed(device_id=ALICE.d.device_id), "sig": hx(sig)},
+        {"name": "recall of seq 7 applied to seq 8", "check": "check_recall_names",
+         "error": "recall_mismatch", "recall": wire,
+         "header": hx(env.header.encode()), "seq": RECALL_SEQ + 1},
+        {"name": "recall of another header applied to this one", "check": "check_recall_names",
+         "error": "recall_mismatch", "recall": wire,
+         "header": hx(other_header.encode()), "seq": RECALL_SEQ},
+        {"name": "recall for another case", "check": "check_recall_names",
+         "error": "recall_mismatch", "recall": changed(case_id=fixed_uuid(96)),
+         "header": hx(env.header.encode()), "seq": RECALL_SEQ},
+    ]
+    return {
+        "header_bytes": hx(env.header.encode()),
+        "header_hash": hx(recall.header_hash),
+        "seq": RECALL_SEQ,
+        "device_id": str(device.device_id),
+        "dsk_seed": hx(device.dsk_seed),
+        "dsk_pub": hx(device.dsk_pub),
+        "recalled_ms": recall.recalled_ms,
+        "statement_bytes": hx(recall.encode()),
+        "sig": hx(sig),
+        "wire": wire,
+        "negative": negative,
+    }
+
+
 def _negative_trust() -> list[Json]:
     """Proofs and pins a lying server might serve: each must be refused."""
     inv = _invite()
@@ -809,6 +867,7 @@ def build_vectors() -> Json:
         "key_backup": _keybackup(),
         "invite": _invite(),
         "pins": _pins(),
+        "recall": _recall(env),
         "negative": _negative_prims()
         + _negative_log(e0, e1)
         + _negative_messages(e1, k1, env)

@@ -6,7 +6,7 @@ export const CODES = Object.freeze(new Set([
   'bad_hash', 'bad_key', 'bad_length', 'bad_proof', 'bad_roster', 'bad_signature',
   'bad_wrap', 'chunk_order', 'decrypt_failed', 'extended', 'fork',
   'inner_mismatch', 'key_commit_mismatch', 'low_order_key',
-  'non_canonical_signature', 'own_identity_mismatch', 'replay', 'rollback',
+  'non_canonical_signature', 'own_identity_mismatch', 'recall_mismatch', 'replay', 'rollback',
   'roster_mismatch', 'stale_head',
   'too_large', 'truncated', 'unauthorized_author', 'unsupported_version',
   'wraps_mismatch', 'wrong_case', 'wrong_epoch',

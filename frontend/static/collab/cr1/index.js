@@ -43,5 +43,8 @@ export {
 } from './devproof.js';
 export { backupKey, itemPlaintext, openBackupItem, sealBackupItem } from './keybackup.js';
 export {
+  RECALL_TAG, Recall, checkRecallNames, headerHash, recallFor, signRecall, verifyRecall,
+} from './recall.js';
+export {
   asSigner, generateDeviceSigner, seedSigner, signWith, webCryptoEd25519, webCryptoSigner,
 } from './signer.js';
