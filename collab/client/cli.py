@@ -41,6 +41,7 @@ from collab.client.errors import (
     UsageError,
 )
 from collab.client.keystore import Keystore
+from collab.client.markup_cli import add_mark_arguments, mark_options, marking_summary
 from collab.client.sdk import CollabClient, JoinRequest, Progress, Received
 from collab.crypto.errors import CryptoError
 from collab.crypto.invite import short_code
@@ -187,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", type=Path)
     p.add_argument("--caption", default="")
     p.add_argument("--retry", default=None, metavar="ID", help=retry_help)
+    add_mark_arguments(p)
     p = sub.add_parser("watch", help="live, verified and decrypted messages")
     p.add_argument("case", type=_uuid)
     p.add_argument("--after", type=int, default=None,
@@ -204,6 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("seq", type=int)
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--thumbnail", action="store_true")
+    p.add_argument("--original", action="store_true",
+                   help="the unmarked original a marked image was sent with")
     p = sub.add_parser("safety-number", help="the safety number to compare in person")
     p.add_argument("user", type=_uuid)
     p.add_argument("--case", type=_uuid, default=None,
@@ -286,7 +290,8 @@ def _describe(msg: Received, name: Callable[[uuid.UUID], str]) -> str:
         text = f"[{printable(msg.unavailable)}]"
     elif image is not None:
         text = f"[image {image.width}x{image.height} {printable(image.mime)}, " \
-               f"{image.size} bytes; fetch-image {msg.header.case_id} {msg.seq}] {text}".rstrip()
+               f"{image.size} bytes{marking_summary(msg)}; " \
+               f"fetch-image {msg.header.case_id} {msg.seq}] {text}".rstrip()
     line = f"#{msg.seq} {stamp} {name(msg.sender_user_id)} (epoch {msg.epoch}): {text}"
     if msg.gap is not None:
         line += (f"\n  (missing messages from this sender: "
@@ -526,7 +531,7 @@ def _run_client(client: CollabClient, args: argparse.Namespace, out: TextIO,
             with _pending_hint(client, args.case):
                 sent = asyncio.run(client.send_image(args.case, args.path,
                                                      caption=args.caption, progress=update,
-                                                     retry=args.retry))
+                                                     retry=args.retry, **mark_options(args)))
         finally:
             close()
         out.write(f"sent image #{sent.seq} (epoch {sent.epoch})\n")
@@ -537,12 +542,15 @@ def _run_client(client: CollabClient, args: argparse.Namespace, out: TextIO,
         asyncio.run(_watch(client, args, out, names, err))
     elif command == "fetch-image":
         msg = client.message(args.case, args.seq)
-        manifest = msg.image(thumbnail=args.thumbnail)
+        manifest = msg.image(thumbnail=args.thumbnail, original=args.original)
+        if manifest is None and args.original and msg.image() is not None:
+            raise UsageError(f"message #{args.seq} was sent without its original",
+                             code="no_original")
         if manifest is None:
             raise UsageError(f"message #{args.seq} carries no image", code="no_image")
         ext = ".png" if manifest.mime == "image/png" else ".jpg"
-        target = args.out or Path(f"case-{str(args.case)[:8]}-{args.seq}"
-                                  f"{'-thumb' if args.thumbnail else ''}{ext}")
+        suffix = "-original" if args.original else "-thumb" if args.thumbnail else ""
+        target = args.out or Path(f"case-{str(args.case)[:8]}-{args.seq}{suffix}{ext}")
         update, close = _progress("download")
         try:
             client.download(manifest, target, progress=update)

@@ -102,9 +102,9 @@ def _pixels_only(img: Image.Image) -> tuple[Image.Image, bool]:
     return clean, alpha
 
 
-def sanitise_image(data: bytes, *, thumbnail_px: int = THUMBNAIL_PX) -> SanitisedImage:
-    """Verify ``data`` is an image, apply its orientation, strip its metadata and re-encode
-    it (JPEG, or PNG when it has transparency); also make a thumbnail. Raises ImageError."""
+def decode_clean(data: bytes) -> tuple[Image.Image, bool, str]:
+    """The checks of ``sanitise_image``, then the picture's oriented pixels without any
+    metadata: (pixels, has alpha, source format). Markup draws on these. Raises ImageError."""
     if len(data) > MAX_INPUT_BYTES:
         raise ImageError(f"the file is larger than {MAX_INPUT_BYTES // (1024 * 1024)} MB",
                          code="image_too_large")
@@ -115,7 +115,20 @@ def sanitise_image(data: bytes, *, thumbnail_px: int = THUMBNAIL_PX) -> Sanitise
         clean, alpha = _pixels_only(img)
     finally:
         img.close()
+    return clean, alpha, fmt
+
+
+def encode_sanitised(clean: Image.Image, alpha: bool, fmt: str, *,
+                     thumbnail_px: int = THUMBNAIL_PX) -> SanitisedImage:
+    """Encode pixels from ``decode_clean`` (JPEG, or PNG with alpha) and a thumbnail."""
     full = _encode(clean, alpha)
     thumb = clean.copy()
     thumb.thumbnail((thumbnail_px, thumbnail_px), Image.Resampling.LANCZOS)
     return SanitisedImage(full, _encode(thumb, alpha), fmt)
+
+
+def sanitise_image(data: bytes, *, thumbnail_px: int = THUMBNAIL_PX) -> SanitisedImage:
+    """Verify ``data`` is an image, apply its orientation, strip its metadata and re-encode
+    it (JPEG, or PNG when it has transparency); also make a thumbnail. Raises ImageError."""
+    clean, alpha, fmt = decode_clean(data)
+    return encode_sanitised(clean, alpha, fmt, thumbnail_px=thumbnail_px)

@@ -57,7 +57,6 @@ from collab.client.errors import (
     UsageError,
 )
 from collab.client.http import ApiError, HttpSession
-from collab.client.images import sanitise_image
 from collab.client.keys import (
     DeviceKeys,
     Identity,
@@ -69,6 +68,8 @@ from collab.client.keys import (
     seal_identity_backup,
 )
 from collab.client.keystore import CaseMemo, Keystore, KeystoreState
+from collab.client.markup import Mark, prepare_image
+from collab.client.markup import fingerprint as markup_fingerprint
 from collab.client.pins import (
     PinBook,
     PinRecord,
@@ -183,14 +184,29 @@ class Received:
         text = self.body.get("text", "")
         return text if isinstance(text, str) else ""
 
-    def image(self, thumbnail: bool = False) -> Manifest | None:
+    def image(self, thumbnail: bool = False, *, original: bool = False) -> Manifest | None:
+        """The image's manifest: full size, the thumbnail, or (``original``) the unmarked
+        original a marked image was sent with (None when there is none)."""
         info = self.body.get("image")
         if not isinstance(info, dict):
             return None
-        index = info.get("thumbnail" if thumbnail else "full")
+        index = info.get("original" if original else "thumbnail" if thumbnail else "full")
         if isinstance(index, bool) or not isinstance(index, int):
             return None
         return self.attachments[index] if 0 <= index < len(self.attachments) else None
+
+    @property
+    def image_marked(self) -> bool:
+        """The sender marked the image (arrows, circles, labels, blurred regions)."""
+        info = self.body.get("image")
+        return isinstance(info, dict) and info.get("marked") is True
+
+    @property
+    def image_note(self) -> str:
+        """The sender's size/measurement note on the image ("" when none)."""
+        info = self.body.get("image")
+        note = info.get("note") if isinstance(info, dict) else None
+        return note if isinstance(note, str) else ""
 
 
 @dataclass(frozen=True)
@@ -1785,19 +1801,26 @@ class CollabClient:
     async def send_image(
         self, case_id: uuid.UUID, path: Path | str, *, caption: str = "",
         room: Room | None = None, progress: Progress | None = None, retry: str | None = None,
+        marks: Sequence[Mark] = (), send_original: bool = False, note: str = "",
     ) -> Sent:
         """Sanitise (orientation applied, metadata stripped), encrypt and upload the image
         and its thumbnail as two blobs, then send the message that carries both manifests.
-        With ``retry`` (a failed send's ``pending_id``, same file and caption) it sends
-        that pending message (nothing uploaded again); without, always a new one."""
+        ``marks`` (collab.client.markup: Arrow, Circle, Label, Blur, Pixelate, in pixels
+        of the displayed image) are applied to the clean pixels first, so the marked copy
+        is what is encrypted; ``send_original`` adds the unmarked image as a third blob
+        (body ``image.original``); ``note`` is a size/measurement note (``image.note``).
+        With ``retry`` (a failed send's ``pending_id``, same file, caption and marks) it
+        sends that pending message (nothing uploaded again); without, always a new one."""
         try:
             data = Path(path).read_bytes()
         except OSError as error:
             raise UsageError(f"cannot read {path}: {error.strerror}", code="no_file") from None
-        key = _outbox_key(case_id, "image", prim.sha512(data) + caption.encode())
+        key = _outbox_key(case_id, "image", prim.sha512(data) + caption.encode()
+                          + markup_fingerprint(marks, note, send_original))
         if retry is not None:  # nothing uploaded again
             return await self._send_envelope(case_id, None, "image", (), room, key, retry)
-        image = sanitise_image(data)
+        prepared = prepare_image(data, marks=marks, note=note, send_original=send_original)
+        image = prepared.image
         self._check_sendable(await self._patiently(lambda: self.sync(case_id)))
         full = await self._patiently(lambda: self.upload(
             case_id, image.full.data, image.full.mime, image.full.width, image.full.height,
@@ -1805,9 +1828,14 @@ class CollabClient:
         thumb = await self._patiently(lambda: self.upload(
             case_id, image.thumbnail.data, image.thumbnail.mime, image.thumbnail.width,
             image.thumbnail.height, None))
-        body = {"text": caption, "attachments": [full.to_wire(), thumb.to_wire()],
-                "image": {"full": 0, "thumbnail": 1}}
-        refs = [AttachmentRef(full.blob_id, full.root), AttachmentRef(thumb.blob_id, thumb.root)]
+        uploads = [full, thumb]
+        if prepared.original is not None:
+            plain = prepared.original.full
+            uploads.append(await self._patiently(lambda: self.upload(
+                case_id, plain.data, plain.mime, plain.width, plain.height, None)))
+        body = {"text": caption, "attachments": [u.to_wire() for u in uploads],
+                "image": {"full": 0, "thumbnail": 1, **prepared.body_fields(2)}}
+        refs = [AttachmentRef(u.blob_id, u.root) for u in uploads]
         return await self._send_envelope(case_id, body, "image", refs, room, key, None)
 
     async def watch(
