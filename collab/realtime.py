@@ -75,6 +75,17 @@ def case_group(case_id: uuid.UUID) -> str:
     return f"case.{case_id.hex}"
 
 
+def activity_group(case_id: uuid.UUID) -> str:
+    """A case's content-free activity (new last_seq, status, roster users): joined by the
+    inbox sockets of its members (collab.consumers.inbox), never by case rooms."""
+    return f"activity.{case_id.hex}"
+
+
+def inbox_group(user_id: uuid.UUID) -> str:
+    """A user's inbox sockets only (a case they were added to); not every socket."""
+    return f"inbox.{user_id.hex}"
+
+
 class Resyncable(Protocol):
     async def layer_recovered(self) -> None: ...
 

@@ -6,6 +6,7 @@ from typing import Any
 from django.urls import path, re_path
 
 from collab.consumers.case_room import CLOSE_NO_CASE, CaseRoomConsumer
+from collab.consumers.inbox import InboxConsumer
 from collab.consumers.ping import PingConsumer
 
 
@@ -23,6 +24,7 @@ async def no_such_socket(scope: dict[str, Any], receive: Any, send: Any) -> None
 
 websocket_urlpatterns = [
     path("ws/ping/", PingConsumer.as_asgi()),
+    path("ws/inbox/", InboxConsumer.as_asgi()),
     # Any id segment: the consumer answers a malformed one with close 4400, not HTTP 500.
     re_path(r"^ws/cases/(?P<case_id>[^/]+)/$", CaseRoomConsumer.as_asgi()),
     re_path(r"", no_such_socket),  # type: ignore[arg-type]  # an ASGI app, not a view

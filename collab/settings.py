@@ -281,6 +281,8 @@ LOGGING = {
 MAX_MESSAGE_CT_BYTES = int(os.environ.get("COLLAB_MAX_MESSAGE_BYTES", str(40 * 1024)))
 MAX_ATTACHMENT_BYTES = int(os.environ.get("COLLAB_MAX_ATTACHMENT_BYTES", str(25 * 1024 * 1024)))
 EPOCH_GRACE_SECONDS = int(os.environ.get("COLLAB_EPOCH_GRACE_SECONDS", "30"))
+# A sender may recall their message for this long after it was stored (services/recall.py).
+RECALL_WINDOW_MINUTES = int(os.environ.get("COLLAB_RECALL_WINDOW_MINUTES", "15"))
 HISTORY_PAGE_MAX = 200
 # Request bodies (JSON) at most 2 MiB, refused 413 body_too_large before any view reads
 # them; blob parts have their own bound (16 chunks). Set the proxy's limit just above.
@@ -310,3 +312,6 @@ WS_PROVE_TIMEOUT_SECONDS = float(os.environ.get("COLLAB_WS_PROVE_TIMEOUT_SECONDS
 MAX_DEVICES_PER_USER = int(os.environ.get("COLLAB_MAX_DEVICES_PER_USER", "10"))
 MAX_ROSTER_DEVICES = int(os.environ.get("COLLAB_MAX_ROSTER_DEVICES", "200"))
 LOG_PAGE_MAX_BYTES = int(os.environ.get("COLLAB_LOG_PAGE_MAX_BYTES", str(1024 * 1024)))
+# A consult requested from a specialty is offered to its on-call provider alone for this
+# long before the rest of the specialty sees it in the queue (collab/oncall/routing.py).
+ONCALL_FIRST_MINUTES = int(os.environ.get("COLLAB_ONCALL_FIRST_MINUTES", "10"))

@@ -4,6 +4,8 @@ from django.urls import include, path
 from collab import views
 from collab.accounts import views as accounts_views
 from collab.cases import access_log_views, invite_views
+from collab.oncall import pages as oncall_pages
+from collab.retention import pages as retention_pages
 from collab.schema import views as schema_views
 
 urlpatterns = [
@@ -11,6 +13,8 @@ urlpatterns = [
     path("cases/<uuid:case_id>/", views.case_room, name="case-room"),
     path("devices/", views.devices_page, name="devices"),
     path("keys/", views.keys_page, name="keys"),
+    path("retention/", retention_pages.retention_page, name="retention"),
+    path("oncall/", oncall_pages.oncall_page, name="oncall"),
     path("accounts/", include("collab.accounts.urls")),
     # The admin signs in through accounts:login (audited, second factor), never its own form.
     path("admin/login/", accounts_views.admin_login_view, name="admin-login"),
@@ -24,6 +28,9 @@ urlpatterns = [
     # Public descriptions of the API, before the api/ include (docs/protocol.md §3).
     path("api/openapi.json", schema_views.openapi_view, name="openapi"),
     path("api/asyncapi.json", schema_views.asyncapi_view, name="asyncapi"),
+    path("api/retention/", include("collab.retention.urls")),
+    path("api/oncall/", include("collab.oncall.urls")),
+    path("api/", include("collab.escalation.urls")),
     path("api/", include("collab.cases.urls")),
     path("invite/welcome/", invite_views.welcome_view, name="invite-welcome"),
     path("invite/<str:token>/", invite_views.invite_view, name="invite"),

@@ -212,6 +212,21 @@ class ReadMark(models.Model):
         constraints = [models.UniqueConstraint(fields=["case", "user"], name="one_read_mark")]
 
 
+class DeliveredMark(models.Model):
+    """How far a user's devices have received a case's messages (delivered-up-to
+    receipts), reported by their clients; written when they report, never per message."""
+
+    case = models.ForeignKey(Case, on_delete=models.CASCADE, related_name="delivered_marks")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    up_to = models.BigIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["case", "user"], name="one_delivered_mark")
+        ]
+
+
 class BlobStatus(models.TextChoices):
     UPLOADING = "uploading", "Uploading"
     COMPLETE = "complete", "Complete"

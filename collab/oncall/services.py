@@ -123,6 +123,8 @@ def service_by_specialty(specialty: str) -> OnCallService:
 def _audit(
     *, actor: User | None, op: str, service: OnCallService, meta: RequestMeta | None, **more: object
 ) -> None:
+    if actor is None:
+        more["via"] = "command"  # the operator's shell: no signed-in actor
     audit_record(
         action=AuditAction.ONCALL_CHANGED,
         actor=actor,

@@ -15,7 +15,7 @@ from collab.audit.services import AuditAction, RequestMeta, audit_record
 from collab.cases import models as m
 from collab.cases.access import MANAGER_ROLES, access_member, is_case_member
 from collab.cases.selectors import head_entry
-from collab.cases.services import joins
+from collab.cases.services import inbox, joins
 from collab.cases.services._common import locked_case
 from collab.cases.services.notifications import case_member_ids, notify
 from collab.crypto import primitives as prim
@@ -24,6 +24,8 @@ from collab.crypto.errors import CryptoError
 from collab.crypto.log import LogEntry
 from collab.crypto.roster import Role as RosterRole
 from collab.errors import Conflict, Forbidden, NotFound, ServiceError
+from collab.escalation import services as escalation
+from collab.oncall import routing as oncall_routing
 from collab.realtime import case_group, publish_after_commit
 
 S = m.Status
@@ -73,6 +75,7 @@ def _record_status(
             "at": change.changed_at.isoformat(),
         },
     )
+    inbox.status_changed(case_id=case.pk, status=to, at=change.changed_at)
     notify(
         user_ids=case_member_ids(case.pk, exclude=by_id),
         kind=m.NotificationKind.STATUS_CHANGED,
@@ -150,6 +153,8 @@ def consult_queue(*, user: User) -> list[QueueItem]:
     cases = (
         m.Case.objects.filter(status=S.REQUESTED, claimed_by__isnull=True, specialty=user.specialty)
         .exclude(members__user=user)
+        # Inside the on-call provider's exclusive window the others do not see it yet.
+        .exclude(pk__in=oncall_routing.withheld_case_ids(user=user))
         .select_related("opened_by")
         .order_by("opened_at")[:500]
     )
@@ -188,6 +193,7 @@ def consult_claim(
         raise Conflict("already_claimed", "Another specialist has claimed this consult.")
     if case.status != S.REQUESTED:
         raise Conflict("not_requested", "This consult is not waiting for a specialist.")
+    oncall_routing.claim_check(case=case, user=user)
     join = joins.join_request_create(
         requester=user, case_id=case_id, user=user, kind=m.JoinKind.CLAIM, meta=meta
     )
@@ -291,6 +297,7 @@ def urgent_ack(
         meta=meta,
         details={"seq": seq},
     )
+    escalation.escalation_acknowledged(message=message)  # done once nobody owes one
     publish_after_commit(
         case_group(case_id),
         {
@@ -311,6 +318,7 @@ def urgent_sent(*, message: m.Message) -> None:
         kind=m.NotificationKind.URGENT_MESSAGE,
         case_id=message.case_id,
     )
+    escalation.escalation_start(message=message)  # reminders and the chain (docs/workflow.md)
 
 
 # --- leaving ---------------------------------------------------------------------

@@ -15,7 +15,7 @@ from collab.audit.services import AuditAction, RequestMeta, audit_record
 from collab.cases import models as m
 from collab.cases.access import access_device, access_provider
 from collab.cases.selectors import head_entry
-from collab.cases.services import consults, invitations
+from collab.cases.services import consults, inbox, invitations
 from collab.cases.services._common import crypto_failure, locked_case
 from collab.crypto.actions import Action, AddDeviceBody, ShareHistoryBody
 from collab.crypto.errors import CryptoError
@@ -24,6 +24,7 @@ from collab.crypto.roster import Role as RosterRole
 from collab.crypto.roster import Roster
 from collab.crypto.wire import b64e
 from collab.errors import Conflict, Forbidden, ServiceError
+from collab.oncall import routing as oncall_routing
 from collab.realtime import case_group, publish_after_commit
 
 
@@ -178,6 +179,10 @@ def _sync_members(case: m.Case, roster: Roster) -> None:
     m.Member.objects.bulk_create(
         [m.Member(case=case, user_id=u, role=r) for u, r in roles.items() if u not in existing]
     )
+    # The live case list: removed members' inbox sockets leave, added ones join.
+    inbox.roster_changed(
+        case_id=case.pk, users=list(roles), added=[u for u in roles if u not in existing]
+    )
     for user_id, role in roles.items():
         if user_id in existing and existing[user_id] != role:
             m.Member.objects.filter(case=case, user_id=user_id).update(role=role)
@@ -241,6 +246,7 @@ def case_open(
         meta=meta,
         details={"specialty": case.specialty, "urgency": case.urgency},
     )
+    oncall_routing.consult_offer(case=case, meta=meta)
     return case
 
 

@@ -8,8 +8,10 @@ import { CaseSession } from './casestate.js';
 import { $, errorText, fmtDate, h, replace, say } from './dom.js';
 import { uikPublic } from './identity.js';
 import { myShortCode, postInviteProofs } from './invite-secret.js';
+import { wireOnCallLine } from './oncall-line.js';
 import { sendMessage } from './messaging.js';
 import { RoomSocket } from './socket.js';
+import { retentionNote } from './retention.js';
 
 const URGENCY = { routine: 'Routine', soon: 'Soon', urgent: 'Urgent' };
 const STATUS = { requested: 'Requested', accepted: 'Accepted', answered: 'Answered', closed: 'Closed' };
@@ -26,7 +28,7 @@ async function listCases() {
     h('td', {}, h('a', { href: `/cases/${c.id}/` }, `Case ${c.id.slice(0, 8)}`)),
     h('td', {}, c.specialty || '—'),
     h('td', {}, h('span', { class: `badge ${c.urgency}` }, URGENCY[c.urgency] ?? c.urgency)),
-    h('td', {}, STATUS[c.status] ?? c.status),
+    h('td', {}, STATUS[c.status] ?? c.status, retentionNote(c.retention)),
     h('td', {}, fmtDate(c.opened_at)),
     h('td', {}, String(c.last_seq)),
     h('td', {}, c.unacknowledged_urgent ? h('span', { class: 'badge urgent' }, `${c.unacknowledged_urgent} urgent`) : ''),
@@ -123,6 +125,7 @@ async function claim(consult, button) {
 
 const NOTICE_TEXT = {
   consult_claimed: 'A specialist claimed your consult',
+  consult_offered: 'A consult is offered to you first as on-call',
   join_request: 'Someone is waiting to join a case',
   invitation_accepted: 'A patient accepted your invitation',
   urgent_message: 'New urgent message',
@@ -188,5 +191,6 @@ async function listWaiting(ctx) {
 
 export async function casesPage(ctx) {
   wireOpenForm(ctx);
+  wireOnCallLine($('#oc-specialty'), $('#oc-oncall'));
   await Promise.all([listCases(), listQueue(), listNotices(), listWaiting(ctx)]);
 }

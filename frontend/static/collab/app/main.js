@@ -9,6 +9,8 @@ import { keysPage } from './keys-page.js';
 import { casesPage } from './cases-page.js';
 import { roomPage } from './room-page.js';
 import { devicesPage } from './devices-page.js';
+import { oncallPage } from './oncall-page.js';
+import { retentionPage } from './retention-page.js';
 import { wireSignOut } from './forget.js';
 
 const data = document.body.dataset;
@@ -26,6 +28,10 @@ async function boot() {
   wireSignOut(ctx);
   if (data.page === 'keys') {
     await keysPage(ctx);
+    return;
+  }
+  if (data.page === 'retention') { // metadata only: no device key needed
+    await retentionPage(ctx);
     return;
   }
   const device = await loadDevice(ctx.userId);
@@ -47,6 +53,7 @@ async function boot() {
   ctx.devices = devices;
   if (data.page === 'room') await roomPage(ctx, data.case);
   else if (data.page === 'devices') await devicesPage(ctx);
+  else if (data.page === 'oncall') await oncallPage(ctx);
   else await casesPage(ctx);
 }
 

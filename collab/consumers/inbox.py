@@ -1,0 +1,124 @@
+"""The inbox socket: /ws/inbox/. The live case list of the signed-in user.
+
+It follows the activity group of each case the user is in (collab.cases.services.inbox):
+a new last_seq, a status change, and the roster's users (a removed member's socket
+leaves the case at once, and is told ``case_removed``). Cases the user is added to
+arrive on the user's own inbox group (``case_added``). Notifications (escalations,
+reminders, consults offered) come as on every socket (``notify``). Content-free: ids,
+a seq and a status. The session rules are the base socket's (idle and absolute
+sign-out, a user made inactive, revoked devices' sessions: close 4401); membership is
+read again every ``COLLAB_SESSION_CHECK_SECONDS`` too, so a doorbell lost while the
+channel layer was down cannot leave a removed member following a case.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from typing import Any
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+from django.db import DatabaseError
+
+from collab.cases import access, selectors
+from collab.consumers.base import AuthenticatedConsumer
+from collab.realtime import activity_group, inbox_group
+
+log = logging.getLogger("collab.realtime")
+
+
+class InboxConsumer(AuthenticatedConsumer):
+    """Nothing it receives is a person's action: an open case list signs out when idle."""
+
+    cases: set[uuid.UUID]
+
+    async def authorise(self) -> bool:
+        self.cases = set(await database_sync_to_async(selectors.inbox_case_ids)(user=self.user))
+        await self.join_groups(
+            [inbox_group(self.user.pk)] + [activity_group(case) for case in sorted(self.cases)]
+        )
+        return True
+
+    async def on_open(self) -> None:
+        await self.send_json(
+            {"type": "hello", "user": str(self.user.pk), "cases": sorted(map(str, self.cases))}
+        )
+        self.spawn(self.watch_membership())
+
+    async def watch_membership(self) -> None:
+        """Every SESSION_CHECK_SECONDS: follow exactly the cases the user is in now."""
+        while not self.closing:
+            await asyncio.sleep(settings.SESSION_CHECK_SECONDS)
+            try:
+                now = set(await database_sync_to_async(selectors.inbox_case_ids)(user=self.user))
+            except DatabaseError as error:  # the session watchdog closes 4503 if it lasts
+                log.warning("inbox membership check failed: %r", error)
+                continue
+            for case in sorted(self.cases - now):
+                await self.leave_case(case)
+            for case in sorted(now - self.cases):
+                await self.follow_case(case)
+
+    async def leave_case(self, case: uuid.UUID) -> None:
+        if case not in self.cases:
+            return
+        self.cases.discard(case)
+        group = activity_group(case)
+        if group in self.joined_groups:
+            self.joined_groups.remove(group)
+        if group in self.missing_groups:
+            self.missing_groups.remove(group)
+        try:
+            await asyncio.wait_for(
+                self.channel_layer.group_discard(group, self.channel_name), 2.0
+            )
+        except Exception as error:  # nothing more is relayed for it either way
+            log.warning("inbox group discard failed: %r", error)
+        await self.send_json({"type": "case_removed", "case": str(case)})
+
+    async def follow_case(self, case: uuid.UUID) -> None:
+        if case in self.cases:
+            return
+        self.cases.add(case)
+        await self.join_groups([activity_group(case)])
+        await self.send_json({"type": "case_added", "case": str(case)})
+
+    # --- events from the channel layer ------------------------------------------
+
+    async def case_activity(self, event: dict[str, Any]) -> None:
+        """A stored batch in one of the user's cases: its new last_seq."""
+        if uuid.UUID(event["case"]) in self.cases:
+            await self.send_json(
+                {"type": "case_activity", "case": event["case"], "last_seq": event["last_seq"]}
+            )
+
+    async def case_activity_status(self, event: dict[str, Any]) -> None:
+        if uuid.UUID(event["case"]) in self.cases:
+            await self.send_json(
+                {
+                    "type": "case_status",
+                    "case": event["case"],
+                    "status": event["status"],
+                    "at": event["at"],
+                }
+            )
+
+    async def case_activity_roster(self, event: dict[str, Any]) -> None:
+        """A log entry: a user no longer in the roster stops following the case now."""
+        if str(self.user.pk) not in event["users"]:
+            await self.leave_case(uuid.UUID(event["case"]))
+
+    async def case_activity_added(self, event: dict[str, Any]) -> None:
+        """The user was added to a case: follow it, once the database agrees."""
+        case = uuid.UUID(event["case"])
+        try:
+            member = await database_sync_to_async(access.is_case_member)(
+                user=self.user, case_id=case
+            )
+        except DatabaseError as error:  # the membership watch picks it up later
+            log.warning("inbox membership check failed: %r", error)
+            return
+        if member:
+            await self.follow_case(case)
