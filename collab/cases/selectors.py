@@ -279,3 +279,16 @@ def notifications_for_user(*, user: User, unread_only: bool = False) -> QuerySet
     if unread_only:
         notices = notices.filter(read_at__isnull=True)
     return notices.order_by("-created_at", "-pk")
+
+
+# The most cases one inbox socket follows live (the newest memberships first).
+INBOX_MAX_CASES = 1000
+
+
+def inbox_case_ids(*, user: User) -> list[uuid.UUID]:
+    """The cases whose activity the user's inbox socket follows: those they are in now."""
+    return list(
+        Member.objects.filter(user=user)
+        .order_by("-pk")
+        .values_list("case_id", flat=True)[:INBOX_MAX_CASES]
+    )

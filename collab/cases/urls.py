@@ -1,7 +1,7 @@
 from django.urls import path
 
 from collab.accounts import device_views
-from collab.cases import views
+from collab.cases import receipt_views, views
 
 urlpatterns = [
     path("identity", device_views.identity),
@@ -33,6 +33,7 @@ urlpatterns = [
     path("invitations/<uuid:invitation_id>/proof", views.invitation_proof),
     path("cases/<uuid:case_id>/status", views.case_status),
     path("cases/<uuid:case_id>/urgent", views.case_urgent),
+    path("cases/<uuid:case_id>/receipts", receipt_views.case_receipts),
     path("cases/<uuid:case_id>/leave", views.case_leave),
     path("consults/queue", views.consult_queue),
     path("consults/<uuid:case_id>/claim", views.consult_claim),

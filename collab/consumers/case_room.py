@@ -25,7 +25,7 @@ from collab.accounts.ws_auth import CLOSE_UNAVAILABLE
 from collab.audit.services import RequestMeta
 from collab.cases import access, selectors
 from collab.cases.models import Case
-from collab.cases.services import consults, history, messages
+from collab.cases.services import consults, history, messages, receipts
 from collab.cases.services.messages import SendRequest
 from collab.consumers import send_pipeline
 from collab.consumers.base import AuthenticatedConsumer, FrameError, Refusal, frame_ref
@@ -389,6 +389,16 @@ class CaseRoomConsumer(AuthenticatedConsumer):
         except ServiceError as error:
             raise FrameError(error.code, error.message) from None
 
+    async def handle_delivered(self, frame: dict[str, Any]) -> None:
+        """Delivered-up-to (services.receipts): no answer; a bad up_to is an error."""
+        up_to = _int(frame, "up_to")
+        try:
+            await database_sync_to_async(receipts.delivered_mark_set)(
+                user=self.user, case_id=self.case_id, up_to=up_to
+            )
+        except ServiceError as error:
+            raise FrameError(error.code, error.message, **error.extra) from None
+
     async def handle_ack_urgent(self, frame: dict[str, Any]) -> None:
         seq = _int(frame, "seq", 1)
         try:
@@ -554,6 +564,12 @@ class CaseRoomConsumer(AuthenticatedConsumer):
 
     async def case_read(self, event: dict[str, Any]) -> None:
         await self.send_json({"type": "read", "user": event["user"], "up_to": event["up_to"]})
+
+    async def case_delivered(self, event: dict[str, Any]) -> None:
+        await self.send_json(
+            {"type": "delivered", "user": event["user"], "up_to": event["up_to"],
+             "at": event["at"]}
+        )
 
     async def case_join_request(self, event: dict[str, Any]) -> None:
         await self.send_json({"type": "join_request", "user": event["user"], "kind": event["kind"]})

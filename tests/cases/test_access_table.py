@@ -141,6 +141,7 @@ ROUTES: list[Route] = [
           {"proof_sig": b64e(bytes(64))}),
     Route("POST", "/api/cases/{case}/status", EVERY_USER, {"status": "accepted"}),
     Route("GET", "/api/cases/{case}/urgent", EVERY_USER),
+    Route("GET", "/api/cases/{case}/receipts", (*EVERY_USER, *EVERY_DEVICE), device=True),
     Route("POST", "/api/cases/{case}/leave", EVERY_USER,
           {"epoch": 0, "device": "{device}", "signature": b64e(bytes(64))}),
     Route("GET", "/api/consults/queue", (PATIENT,)),

@@ -156,8 +156,17 @@ def test_mixed_batch_answers_each_slot_and_stores_only_the_good_ones(
     assert published == []
     for callback in callbacks:
         callback()
-    events = {group: event for group, event in published}
-    assert len(published) == 2
+    rooms = [(group, event) for group, event in published if group.startswith("case.")]
+    events = dict(rooms)
+    assert len(rooms) == 2
+    # And one content-free doorbell per case for the inbox sockets (services.inbox).
+    assert sorted((g, e) for g, e in published if g.startswith("activity.")) == sorted([
+        (realtime.activity_group(case_id),
+         {"type": "case.activity", "case": str(case_id), "last_seq": 4}),
+        (realtime.activity_group(second_id),
+         {"type": "case.activity", "case": str(second_id), "last_seq": 2}),
+    ])
+    assert len(published) == 4
     assert set(events) == {realtime.case_group(case_id), realtime.case_group(second_id)}
     first = events[realtime.case_group(case_id)]
     assert first["type"] == "case.messages"
@@ -301,9 +310,11 @@ def test_a_deadlock_retries_the_whole_batch(
     assert chain_verify().ok
     # The urgent notice once (the rolled-back attempt's notice went with it).
     assert list(Notification.objects.values_list("user_id", flat=True)) == [b.user.pk]
-    # One publish per case and one notice, from the attempt that committed.
+    # One publish per case (and one inbox doorbell per case) and one notice, from the
+    # attempt that committed.
     assert sorted(group for group, _ in published) == sorted([
         realtime.case_group(a.state.case_id), realtime.case_group(other.state.case_id),
+        realtime.activity_group(a.state.case_id), realtime.activity_group(other.state.case_id),
         realtime.user_group(b.user.pk),
     ])
     first = dict(published)[realtime.case_group(a.state.case_id)]

@@ -14,9 +14,10 @@ import pytest
 from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
 
 from collab.accounts import ws_auth
-from collab.consumers import base, case_room, ping
+from collab.consumers import base, case_room, inbox, ping
 from collab.consumers.base import AuthenticatedConsumer
 from collab.consumers.case_room import CaseRoomConsumer
+from collab.consumers.inbox import InboxConsumer
 from collab.consumers.ping import PingConsumer
 from tests.support import schema_check
 from tests.support.actor import Actor
@@ -29,6 +30,7 @@ FRAMES = schema_check.load_frames(DOC)
 CHANNEL_OF: dict[type[AuthenticatedConsumer], str] = {
     CaseRoomConsumer: "caseRoom",
     PingConsumer: "ping",
+    InboxConsumer: "inbox",
 }
 # "type": "<frame>" in a consumer's source: a frame it sends, a channel-layer event it
 # publishes (case.*) or an ASGI message (websocket.*).
@@ -47,7 +49,7 @@ def refs(node: Any) -> list[str]:
 
 def test_document_is_asyncapi_3_and_every_ref_resolves() -> None:
     assert DOC["asyncapi"].startswith("3.")
-    assert set(DOC["channels"]) == {"caseRoom", "ping", "noSuchSocket"}
+    assert set(DOC["channels"]) == {"caseRoom", "ping", "inbox", "noSuchSocket"}
     found = refs(DOC)
     assert len(found) > 50
     for ref in found:
@@ -107,19 +109,20 @@ def handled_frames(consumer: type[AuthenticatedConsumer]) -> set[str]:
 
 def sent_frames(consumer: type[AuthenticatedConsumer]) -> set[str]:
     """The frame types a consumer's module (and its base) write to a client."""
-    modules = [base] + ([case_room] if consumer is CaseRoomConsumer else [ping])
+    own = {CaseRoomConsumer: case_room, PingConsumer: ping, InboxConsumer: inbox}
+    modules = [base, own[consumer]]
     literals = {t for m in modules for t in TYPE_LITERAL.findall(inspect.getsource(m))}
     return {t for t in literals if not NOT_A_FRAME.match(t)}
 
 
-@pytest.mark.parametrize("consumer", [CaseRoomConsumer, PingConsumer])
+@pytest.mark.parametrize("consumer", [CaseRoomConsumer, PingConsumer, InboxConsumer])
 def test_every_frame_the_consumer_accepts_has_a_schema(consumer: Any) -> None:
     channel = CHANNEL_OF[consumer]
     described = {t.replace(".", "_") for t in FRAMES.by_channel[(channel, schema_check.CLIENT)]}
     assert handled_frames(consumer) == described
 
 
-@pytest.mark.parametrize("consumer", [CaseRoomConsumer, PingConsumer])
+@pytest.mark.parametrize("consumer", [CaseRoomConsumer, PingConsumer, InboxConsumer])
 def test_every_frame_the_consumer_sends_has_a_schema(consumer: Any) -> None:
     channel = CHANNEL_OF[consumer]
     found = sent_frames(consumer)
@@ -234,7 +237,7 @@ OWN_CODE = re.compile(
 
 
 def test_every_error_code_the_sockets_name_is_described() -> None:
-    sources = [inspect.getsource(m) for m in (base, case_room, ping)]
+    sources = [inspect.getsource(m) for m in (base, case_room, ping, inbox)]
     sources.append((ROOT / "collab" / "routing.py").read_text())
     named = {code for text in sources for match in OWN_CODE.findall(text)
              for code in match if code}

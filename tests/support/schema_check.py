@@ -156,6 +156,8 @@ def channel_of(path: str) -> str:
         return "caseRoom"
     if path == "/ws/ping/":
         return "ping"
+    if path == "/ws/inbox/":
+        return "inbox"
     return "noSuchSocket"
 
 

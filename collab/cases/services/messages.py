@@ -29,7 +29,7 @@ from collab.audit.services import (
 )
 from collab.cases import models as m
 from collab.cases.access import access_case, access_roster_devices
-from collab.cases.services import consults
+from collab.cases.services import consults, inbox
 from collab.cases.services._common import crypto_failure
 from collab.cases.wire import message_wire
 from collab.crypto.envelope import Envelope, verify_envelope
@@ -365,12 +365,14 @@ def _batch_write(batch: _Batch) -> None:
     for _, message in sorted(accepted, key=lambda pair: (str(pair[1].case_id), pair[1].seq)):
         text = json.dumps({"type": "message", **message_wire(message)}, separators=(",", ":"))
         frames[message.case_id].append([message.epoch, text])
-    # One hop to the event loop for the whole batch, not one round trip per case.
+    # One hop to the event loop for the whole batch, not one round trip per case; the
+    # inbox sockets hear one content-free doorbell per case (services.inbox).
     publish_many_after_commit(
         [
             (case_group(case_id), {"type": "case.messages", "frames": case_frames})
             for case_id, case_frames in frames.items()
         ]
+        + inbox.activity_events({pk: batch.cases[pk].last_seq for pk in sorted(touched)})
     )
     for _, message in accepted:
         if message.urgent:
