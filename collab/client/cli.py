@@ -40,6 +40,7 @@ from collab.client.errors import (
     ServerRefusedError,
     UsageError,
 )
+from collab.client.export import cli as export_cli
 from collab.client.keystore import Keystore
 from collab.client.markup_cli import add_mark_arguments, mark_options, marking_summary
 from collab.client.sdk import CollabClient, JoinRequest, Progress, Received
@@ -212,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("user", type=_uuid)
     p.add_argument("--case", type=_uuid, default=None,
                    help="use the key in this case's verified roster")
+    export_cli.add_parser(sub)
     return parser
 
 
@@ -557,6 +559,8 @@ def _run_client(client: CollabClient, args: argparse.Namespace, out: TextIO,
         finally:
             close()
         out.write(f"{target} ({manifest.width}x{manifest.height} {manifest.mime}, verified)\n")
+    elif command == "export":
+        export_cli.run(client, args, out)
     elif command == "safety-number":
         groups = client.safety_number(args.user, args.case)
         out.write(" ".join(groups[:6]) + "\n" + " ".join(groups[6:]) + "\n")
