@@ -49,6 +49,8 @@ from collab.cases.wire import (
 from collab.crypto.log import LogEntry
 from collab.crypto.wire import MAX_SAFE_INT, b64d, b64e
 from collab.errors import NotFound, RangeNotSatisfiable, ServiceError
+from collab.escalation import selectors as escalation_selectors
+from collab.retention.schedule import policy_current, retention_wire
 
 
 def _entry(body: dict[str, object], name: str = "entry") -> LogEntry:
@@ -73,8 +75,18 @@ def case_list(request: HttpRequest) -> HttpResponse:
         return JsonResponse(case_wire(case), status=201)
     cases = list(selectors.cases_for_user(user=user))
     urgent = selectors.unacknowledged_urgent_counts(user=user, case_ids=[c.pk for c in cases])
+    retention = policy_current()  # one read for the page (docs/workflow.md "Retention")
     return JsonResponse(
-        {"cases": [{**case_wire(c), "unacknowledged_urgent": urgent.get(c.pk, 0)} for c in cases]}
+        {
+            "cases": [
+                {
+                    **case_wire(c),
+                    "unacknowledged_urgent": urgent.get(c.pk, 0),
+                    "retention": retention_wire(c, retention),
+                }
+                for c in cases
+            ]
+        }
     )
 
 
@@ -95,6 +107,7 @@ def case_detail(request: HttpRequest, case_id: uuid.UUID) -> HttpResponse:
                     case=case, device__revoked_at__isnull=False
                 ).values_list("device_id", flat=True)
             ],
+            "retention": retention_wire(case),
         }
     )
 
@@ -556,6 +569,9 @@ def consult_claim(request: HttpRequest, case_id: uuid.UUID) -> HttpResponse:
 def case_urgent(request: HttpRequest, case_id: uuid.UUID) -> HttpResponse:
     access_case(user_of(request), case_id)
     items = selectors.urgent_status(case_id=case_id)
+    timers = escalation_selectors.escalations_by_seq(case_id=case_id)
+    for item in items:  # reminders and escalations so far (docs/workflow.md "Escalation")
+        item["escalation"] = timers.get(item["seq"])
     by_member: dict[str, list[int]] = {}
     for item in items:
         for user_id in item["unacknowledged"]:

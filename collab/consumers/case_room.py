@@ -606,6 +606,35 @@ class CaseRoomConsumer(AuthenticatedConsumer):
                 }
             )
 
+    async def case_urgent_reminder(self, event: dict[str, Any]) -> None:
+        await self.send_json(
+            {
+                "type": "urgent_reminder",
+                "seq": event["seq"],
+                "reminder": event["reminder"],
+                "pending": event["pending"],
+                "at": event["at"],
+            }
+        )
+
+    async def case_urgent_escalated(self, event: dict[str, Any]) -> None:
+        await self.send_json(
+            {
+                "type": "urgent_escalated",
+                "seq": event["seq"],
+                "to": event["to"],
+                "via": event["via"],
+                "member": event["member"],
+                "at": event["at"],
+            }
+        )
+
+    async def case_recalled(self, event: dict[str, Any]) -> None:
+        """A message was recalled (services/recall.py): ids, time and the signed
+        statement only; clients verify it before hiding the message."""
+        await self.send_json({key: value for key, value in event.items() if key != "type"}
+                             | {"type": "recalled"})
+
     async def case_leave_request(self, event: dict[str, Any]) -> None:
         await self.send_json({"type": "leave_request", "user": event["user"]})
 
