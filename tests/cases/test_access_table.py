@@ -154,6 +154,21 @@ ROUTES: list[Route] = [
     Route("GET", "/api/audit/checkpoints", (*EVERY_USER, PATIENT)),
     Route("GET", "/api/key-backup?case={case}", (*EVERY_USER, *EVERY_DEVICE), device=True),
     Route("PUT", "/api/key-backup", (*EVERY_USER, *EVERY_DEVICE), BACKUP_ITEM, device=True),
+    # Retention (admins only; GET of the policy is open to anyone signed in).
+    Route("PUT", "/api/retention/policy", (*EVERY_USER, PATIENT), {"lifespan_days": 30}),
+    Route("GET", "/api/retention/cases", (*EVERY_USER, PATIENT)),
+    Route("POST", "/api/retention/cases/{case}/hold", (*EVERY_USER, PATIENT)),
+    Route("DELETE", "/api/retention/cases/{case}/hold", (*EVERY_USER, PATIENT)),
+    # On-call (reads for providers and admins, writes for admins only).
+    Route("GET", "/api/oncall/services", (PATIENT,)),
+    Route("POST", "/api/oncall/services", (*EVERY_USER, PATIENT), {"specialty": "Dermatology"}),
+    Route("GET", "/api/oncall/now?specialty=Dermatology", (PATIENT,)),
+    Route("GET", "/api/oncall/services/0/shifts", (PATIENT,)),
+    Route("POST", "/api/oncall/services/0/shifts", (*EVERY_USER, PATIENT),
+          {"primary": "{pcp}", "starts_at": "2026-12-01T08:00+00:00",
+           "ends_at": "2026-12-01T16:00+00:00"}),
+    Route("GET", "/api/oncall/services/0/providers", (*EVERY_USER, PATIENT)),
+    Route("POST", "/api/oncall/shifts/0/remove", (*EVERY_USER, PATIENT)),
 ]
 
 # Routes any signed-in user may call for themselves: nothing of anyone else's to refuse.
