@@ -348,7 +348,8 @@ class ConsultRecord:
     def latest_report(self, author: uuid.UUID | None = None) -> Report | None:
         mine = [r for r in self.reports if author is None or r.author == author]
         current = [r for r in mine if r.superseded_by is None]
-        return (current or mine or [None])[-1]
+        chosen = current or mine
+        return chosen[-1] if chosen else None
 
     def time_of(self, user: uuid.UUID) -> TimeSummary:
         return self.time.get(user, TimeSummary())

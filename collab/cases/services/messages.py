@@ -29,7 +29,7 @@ from collab.audit.services import (
 )
 from collab.cases import models as m
 from collab.cases.access import access_case, access_roster_devices
-from collab.cases.services import consults, inbox
+from collab.cases.services import consult_record, consults, inbox
 from collab.cases.services._common import crypto_failure
 from collab.cases.wire import message_wire
 from collab.crypto.envelope import Envelope, verify_envelope
@@ -316,6 +316,11 @@ def _accept(batch: _Batch, request: SendRequest) -> Ack:
             raise ServiceError(
                 "bad_attachment", f"Attachment {ref.blob_id} is not a complete blob of this case."
             )
+    refusal = consult_record.consult_sender_refusal(
+        case=case, user=request.user, content_type=h.content_type
+    )
+    if refusal is not None:
+        raise refusal
     case.last_seq += 1
     message = m.Message(
         case=case,
@@ -377,6 +382,7 @@ def _batch_write(batch: _Batch) -> None:
     for _, message in accepted:
         if message.urgent:
             consults.urgent_sent(message=message)
+    consult_record.reports_stored(accepted=accepted, cases=batch.cases)
 
 
 @transaction.atomic
