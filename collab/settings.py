@@ -124,7 +124,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["OPTIONS"] = {
         "timeout": 20,
         "transaction_mode": "IMMEDIATE",
-        "init_command": "PRAGMA journal_mode=WAL;",
+        # secure_delete: deleted content (a recalled or purged message) is overwritten
+        # with zeros in the file, not left in free pages (services/tombstones.py).
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA secure_delete=ON;",
     }
 
 # SQLite has one writer: its writes stay on one thread. Elsewhere sends run in a thread

@@ -78,7 +78,8 @@ class HistoryPage:
 
 
 # The columns message_wire reads, fetched as tuples: a page of 200 builds no models.
-_WIRE_COLUMNS = ("seq", "stored_at", "header", "ciphertext", "signature", "urgent")
+_WIRE_COLUMNS = ("seq", "stored_at", "header", "ciphertext", "signature", "urgent",
+                 "removed_at", "removed_reason", "recall_sig", "recall_device_id")
 
 
 def history_page(

@@ -1,7 +1,7 @@
 from django.urls import path
 
 from collab.accounts import device_views
-from collab.cases import receipt_views, views
+from collab.cases import recall_views, receipt_views, views
 
 urlpatterns = [
     path("identity", device_views.identity),
@@ -22,6 +22,7 @@ urlpatterns = [
     path("join-requests/<int:join_id>/decline", views.join_request_decline),
     path("join-requests/<int:join_id>/withdraw", views.join_request_withdraw),
     path("cases/<uuid:case_id>/messages", views.case_messages),
+    path("cases/<uuid:case_id>/messages/<int:seq>/recall", recall_views.message_recall),
     path("cases/<uuid:case_id>/blobs", views.blob_create),
     path("blobs/<uuid:blob_id>/parts/<int:offset>", views.blob_part),
     path("blobs/<uuid:blob_id>/complete", views.blob_complete),

@@ -2,21 +2,65 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from collab.cases.models import Case, Invitation, JoinKind, JoinRequest, LogEntry, Message
 from collab.crypto.envelope import Envelope, Header
+from collab.crypto.recall import recall_for
 from collab.crypto.wire import b64e
 
 
 def message_wire(message: Message) -> dict[str, Any]:
     return message_wire_row(message.seq, message.stored_at, message.header,
-                            message.ciphertext, message.signature, message.urgent)
+                            message.ciphertext, message.signature, message.urgent,
+                            message.removed_at, message.removed_reason, message.recall_sig,
+                            message.recall_device_id)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def ms_datetime(ms: int) -> datetime:
+    """A Unix time in milliseconds as an exact aware datetime (no float rounding)."""
+    return _EPOCH + timedelta(milliseconds=ms)
+
+
+def datetime_ms(at: datetime) -> int:
+    return (at - _EPOCH) // timedelta(milliseconds=1)
+
+
+def tombstone_wire(seq: int, stored_at: Any, header: Any, urgent: bool, removed_at: datetime,
+                   reason: str, recall_sig: Any, recall_device_id: Any) -> dict[str, Any]:
+    """A removed message (protocol.md §5): who sent it, when and why it went, and the
+    sender's signed recall for clients to verify; no envelope, no ciphertext."""
+    h = Header.decode(bytes(header))
+    recall = None
+    if recall_sig is not None and recall_device_id is not None:
+        statement = recall_for(h, seq=seq, device_id=recall_device_id,
+                               recalled_ms=datetime_ms(removed_at))
+        recall = {**statement.to_wire(), "sig": b64e(bytes(recall_sig))}
+    return {
+        "seq": seq,
+        "stored_at": stored_at.isoformat(),
+        "urgent": urgent,
+        "removed": {
+            "reason": reason,
+            "at": removed_at.isoformat(),
+            "sender_user_id": str(h.sender_user_id),
+            "sender_device_id": str(h.sender_device_id),
+            "recall": recall,
+        },
+    }
 
 
 def message_wire_row(seq: int, stored_at: Any, header: Any, ct: Any, sig: Any,
-                     urgent: bool) -> dict[str, Any]:
+                     urgent: bool, removed_at: datetime | None = None, removed_reason: str = "",
+                     recall_sig: Any = None, recall_device_id: Any = None) -> dict[str, Any]:
     """message_wire of a message given as its columns (a history page reads tuples)."""
+    if removed_at is not None:
+        return tombstone_wire(seq, stored_at, header, urgent, removed_at, removed_reason,
+                              recall_sig, recall_device_id)
     envelope = Envelope(Header.decode(bytes(header)), bytes(ct), bytes(sig))
     return {
         "seq": seq,

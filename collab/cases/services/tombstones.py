@@ -8,14 +8,18 @@ ciphertext and the attachments' files are deleted. Shared by the recall
 
 from __future__ import annotations
 
+import logging
 import uuid
 from datetime import datetime
 
 from django.core.files.storage import default_storage
+from django.db import DatabaseError, connection, transaction
 
 from collab.cases import models as m
 from collab.crypto.envelope import Header
 from collab.crypto.errors import CryptoError
+
+log = logging.getLogger("collab.cases.tombstones")
 
 
 def _named_blobs(message: m.Message) -> list[uuid.UUID]:
@@ -56,4 +60,20 @@ def message_tombstone(message: m.Message, *, reason: str, now: datetime) -> list
     message.removed_at = now
     message.removed_reason = reason
     message.save(update_fields=["ciphertext", "removed_at", "removed_reason"])
+    transaction.on_commit(_sqlite_scrub)
     return [blob.pk for blob in blobs]
+
+
+def _sqlite_scrub() -> None:
+    """SQLite (secure_delete on, see settings) zeroes the old ciphertext in the database
+    file once its page is written back; the write-ahead log still holds the page images
+    of the insert until a checkpoint. Copy the log into the file and truncate it, so
+    the ciphertext leaves the disk now. Best effort: a busy reader only delays it to the
+    next automatic checkpoint. PostgreSQL reclaims the old row version by vacuum."""
+    if connection.vendor != "sqlite":
+        return
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    except DatabaseError:
+        log.warning("WAL checkpoint after a message removal did not run", exc_info=True)
