@@ -13,7 +13,7 @@ from django.test.utils import CaptureQueriesContext
 
 from collab.accounts import devices
 from collab.cases.models import DeliveredMark, ReadMark
-from collab.cases.services import consults, messages, receipts
+from collab.cases.services import consults, inbox, messages, receipts
 from collab.cases.services.messages import message_send
 from collab.errors import ServiceError
 from tests.support.actor import Actor
@@ -152,3 +152,19 @@ def test_receipts_are_refused_to_non_members_and_revoked_devices(who: str) -> No
     response = caller.call("GET", f"/api/cases/{case_id}/receipts")
     expected = "device_revoked" if who == "revoked" else "not_member"
     assert (response.status_code, response.json()["error"]) == (403, expected)
+
+
+def test_the_inbox_doorbell_adds_no_query_to_message_storage(monkeypatch, settings) -> None:
+    """The one extra publish per case and batch is built from what the batch holds."""
+    settings.AUDIT_CHECKPOINT_EVERY = 0  # a checkpoint is one more insert when one is due
+    room = build_room(3, "qq")
+    send(room[0], "warm-up")  # the audit head row exists from here on
+
+    def stored_queries() -> int:
+        with CaptureQueriesContext(connection) as ctx:
+            send(room[1], "counted")
+        return len(ctx.captured_queries)
+
+    with_doorbell = stored_queries()
+    monkeypatch.setattr(inbox, "activity_events", lambda last_seqs: [])
+    assert stored_queries() == with_doorbell
