@@ -25,6 +25,7 @@ import { RoomSocket } from './socket.js';
 import { checkDirectAdd, checkedKeys } from './trust/admission.js';
 import { TrustError } from './trust/pins.js';
 import { TrustView } from './trust-view.js';
+import { wireExport } from './export.js';
 
 const ROLE_NAMES = { [Role.OWNER]: 'Owner', [Role.ADMIN]: 'Admin', [Role.MEMBER]: 'Member', [Role.PATIENT]: 'Patient' };
 const IMAGE_TYPES = new Set(['image/jpeg', 'image/png', 'image/webp', 'image/gif']);
@@ -142,6 +143,7 @@ class Room {
     this.wireLeave();
     onSessionEnd(() => { this.closed = true; this.socket?.close(); });
     this.wireAccessLog();
+    wireExport(this); // built here after decryption, never uploaded
     if (this.ctx.role === 'patient') {
       restrictLookups(this.me);
       await this.loadAccessLog(false);

@@ -1,0 +1,50 @@
+"""The browser's export modules (export-fhir.js, export-html.js, run by node) build the
+same Bundle and the same HTML page as the Python client from the same model, so the
+browser's download validates wherever the Python one does."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from collab.client.export.fhir import build_bundle
+from collab.client.export.html import build_html
+from collab.client.export.model import ConsultExport
+from tests.client.export.support import sample, validate_bundle
+
+SCRIPT = Path(__file__).with_name("build_with_js.mjs")
+
+
+def js_build(export: ConsultExport, tmp_path: Path) -> dict[str, object]:
+    node = shutil.which("node")
+    if node is None:
+        pytest.fail("node is needed for the browser's export modules")
+    model = tmp_path / "model.json"
+    model.write_text(json.dumps(export.to_json()))
+    result = subprocess.run([node, str(SCRIPT), str(model)], capture_output=True, text=True,
+                            timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    out: dict[str, object] = json.loads(result.stdout)
+    return out
+
+
+def test_js_builds_the_same_bundle_and_page(tmp_path: Path) -> None:
+    export = sample()
+    out = js_build(export, tmp_path)
+    assert out["bundle"] == build_bundle(export)
+    assert out["html"] == build_html(export)
+    assert isinstance(out["bundle"], dict)
+    validate_bundle(out["bundle"])
+
+
+def test_js_and_python_agree_on_a_case_without_request_or_report(tmp_path: Path) -> None:
+    export = sample()
+    export.messages = [m for m in export.messages if m.content_type in ("text", "image")]
+    export.case["status"] = "closed"
+    out = js_build(export, tmp_path)
+    assert out["bundle"] == build_bundle(export)
+    assert out["html"] == build_html(export)
