@@ -9,7 +9,7 @@ import time_machine
 from django.test import override_settings
 from django.utils import timezone
 
-from collab.cases.models import Case, Notification
+from collab.cases.models import Case, JoinRequest, Notification
 from collab.oncall.models import ConsultOffer
 from tests.oncall.support import at, derm_service, shift
 from tests.support.actor import Actor
@@ -52,7 +52,10 @@ def test_the_oncall_provider_receives_a_new_consult_first(team) -> None:
         early = cat.call("POST", f"/api/consults/{case}/claim")
         assert early.status_code == 409 and early.json()["error"] == "offered_to_oncall"
         assert early.json()["until"] == (start + timedelta(minutes=10)).isoformat()
+        older = cat.call("POST", f"/api/cases/{case}/join-requests", {"kind": "claim"})
+        assert older.status_code == 409 and older.json()["error"] == "offered_to_oncall"
         assert Case.objects.get(pk=state.case_id).claimed_by_id is None
+        assert not JoinRequest.objects.filter(case_id=state.case_id).exists()
         clock.move_to(start + timedelta(minutes=9, seconds=59))
         assert queue(bob) == []
         # From the end of the window the whole specialty sees it.
