@@ -32,6 +32,7 @@ from typing import Any, NoReturn, TextIO, cast
 
 from tqdm import tqdm
 
+from collab.client import consult_cli
 from collab.client.errors import (
     EXIT_USAGE,
     EXIT_VERIFY,
@@ -214,6 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--case", type=_uuid, default=None,
                    help="use the key in this case's verified roster")
     export_cli.add_parser(sub)
+    consult_cli.add_parsers(sub)
     return parser
 
 
@@ -294,6 +296,9 @@ def _describe(msg: Received, name: Callable[[uuid.UUID], str]) -> str:
         text = f"[image {image.width}x{image.height} {printable(image.mime)}, " \
                f"{image.size} bytes{marking_summary(msg)}; " \
                f"fetch-image {msg.header.case_id} {msg.seq}] {text}".rstrip()
+    tag = consult_cli.describe_tag(msg)  # consult_request, consult_report, time_entry
+    if tag:
+        text = f"{tag} {text}".rstrip()
     line = f"#{msg.seq} {stamp} {name(msg.sender_user_id)} (epoch {msg.epoch}): {text}"
     if msg.gap is not None:
         line += (f"\n  (missing messages from this sender: "
@@ -561,6 +566,8 @@ def _run_client(client: CollabClient, args: argparse.Namespace, out: TextIO,
         out.write(f"{target} ({manifest.width}x{manifest.height} {manifest.mime}, verified)\n")
     elif command == "export":
         export_cli.run(client, args, out)
+    elif command in consult_cli.COMMANDS:
+        consult_cli.run(client, args, out, names, printable)
     elif command == "safety-number":
         groups = client.safety_number(args.user, args.case)
         out.write(" ".join(groups[:6]) + "\n" + " ".join(groups[6:]) + "\n")

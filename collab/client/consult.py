@@ -458,7 +458,10 @@ def billing_summary(record: ConsultRecord, report: Report) -> dict[str, Any]:
     warnings = []
     replaced = {_as_int(report.report.get("supersedes"))}
     for other in record.reports:
-        if other.seq == report.seq or other.seq in replaced or other.superseded_by == report.seq:
+        # A correction is the same consult: the report this one replaces, or the one
+        # that replaced it, does not count as another report.
+        if other.seq in (report.seq, report.superseded_by) or other.seq in replaced \
+                or other.superseded_by == report.seq:
             continue
         if abs(other.sent_ms - report.sent_ms) < SEVEN_DAYS_MS:
             warnings.append("seven_day")

@@ -44,8 +44,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from collab.client import consult, consult_client
 from collab.client.admission import AdmissionReview, review_admission
 from collab.client.case_state import CaseState, VerifiedHead
+from collab.client.consult import ConsultRecord
 from collab.client.errors import (
     AdmissionRefusedError,
     AuthError,
@@ -1837,6 +1839,38 @@ class CollabClient:
                 "image": {"full": 0, "thumbnail": 1, **prepared.body_fields(2)}}
         refs = [AttachmentRef(u.blob_id, u.root) for u in uploads]
         return await self._send_envelope(case_id, body, "image", refs, room, key, None)
+
+    # --- the consult record (collab.client.consult_client; docs/workflow.md §8) --------
+    def consult_record(self, case_id: uuid.UUID) -> ConsultRecord:
+        """The case's request, reports (superseded ones marked) and time per consultant,
+        read from the verified history; invalid or unauthorised bodies are skipped."""
+        return consult_client.read(self, case_id)
+
+    async def send_consult_request(self, case_id: uuid.UUID, *, room: Room | None = None,
+                                   retry: str | None = None, **fields: Any) -> Sent:
+        """A ``consult_request`` (fields of collab.client.consult.request_body)."""
+        body = consult.request_body(**fields)
+        return await self._send_consult(case_id, consult.REQUEST, body, room, retry)
+
+    async def send_report(self, case_id: uuid.UUID, *, room: Room | None = None,
+                          retry: str | None = None, **fields: Any) -> Sent:
+        """A ``consult_report`` with this user's time so far; by default it supersedes
+        their latest current report. The server moves the case to ``answered``."""
+        body = await self._patiently(
+            lambda: consult_client.report_body(self, case_id, **fields))
+        return await self._send_consult(case_id, consult.REPORT, body, room, retry)
+
+    async def add_time(self, case_id: uuid.UUID, *, room: Room | None = None,
+                       retry: str | None = None, **fields: Any) -> Sent:
+        """A ``time_entry`` (minutes, kind, start_ms, end_ms, note); refused before
+        anything is sent when negative, absurd or past 24 h on a day."""
+        body = await self._patiently(lambda: consult_client.time_body(self, case_id, **fields))
+        return await self._send_consult(case_id, consult.TIME_ENTRY, body, room, retry)
+
+    async def _send_consult(self, case_id: uuid.UUID, content_type: str, body: dict[str, Any],
+                            room: Room | None, retry: str | None) -> Sent:
+        key = _outbox_key(case_id, content_type, consult.encode(body))
+        return await self._send_envelope(case_id, body, content_type, (), room, key, retry)
 
     async def watch(
         self, case_id: uuid.UUID, after: int | None = None, *, reconnect: bool = True,
