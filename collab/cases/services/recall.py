@@ -134,5 +134,5 @@ def message_recall(
         },
     )
     result = Recalled(seq, user.pk, at, device_id, sig, recall, tuple(blob_ids))
-    publish_after_commit(case_group(case_id), {"type": "case.recalled", **recalled_frame(result)})
+    publish_after_commit(case_group(case_id), {**recalled_frame(result), "type": "case.recalled"})
     return result
