@@ -21,6 +21,7 @@ import { addNameHint, knownName, lookupUser, nameOf, restrictLookups } from './n
 import { PinStore } from './pinstore.js';
 import { drawQr } from './qr.js';
 import { onSessionEnd } from './session.js';
+import { retentionNote } from './retention.js';
 import { RoomSocket } from './socket.js';
 import { checkDirectAdd, checkedKeys } from './trust/admission.js';
 import { TrustError } from './trust/pins.js';
@@ -204,7 +205,7 @@ class Room {
     $('#room-title').textContent = `${d.id.slice(0, 8)}${d.specialty ? ` · ${d.specialty}` : ''}`;
     replace($('#room-meta'),
       h('span', { class: `badge ${d.urgency}` }, d.urgency[0].toUpperCase() + d.urgency.slice(1)),
-      ` Status: ${d.status} · opened ${fmtDate(d.opened_at)}`);
+      ` Status: ${d.status} · opened ${fmtDate(d.opened_at)}`, retentionNote(d.retention));
     document.title = `Case ${d.id.slice(0, 8)} · collab`;
     this.renderStatus();
   }
