@@ -11,6 +11,7 @@ checked, or raises a ``ServiceError`` with the stable code the client reads:
 - ``unknown_device`` (403): the device is not registered to this user;
 - ``device_revoked`` (403): the device is revoked;
 - ``no_blob`` (404): no such complete attachment in the user's cases.
+- ``admins_only`` (403): the action is for the organisation's admins (``access_admin``).
 
 "Admin" means one thing across the service: an active user with the ``admin`` role
 (``is_admin``). Django's ``is_staff`` and ``is_superuser`` only open the Django admin
@@ -34,6 +35,7 @@ from collab.errors import Forbidden, NotFound, ServiceError
 
 __all__ = [
     "MANAGER_ROLES",
+    "access_admin",
     "access_blob",
     "access_case",
     "access_case_device",
@@ -79,6 +81,13 @@ def access_manager(user: User, case_id: uuid.UUID) -> m.Member:
     if member.role not in MANAGER_ROLES:
         raise Forbidden("not_manager", "Only a case owner or admin may do this.")
     return member
+
+
+def access_admin(user: User, message: str = "Only an administrator may do this.") -> User:
+    """An organisation admin (``is_admin``), else ``admins_only``."""
+    if not is_admin(user):
+        raise Forbidden("admins_only", message)
+    return user
 
 
 def access_provider(user: User, message: str = "Only providers may do this.") -> User:
