@@ -109,6 +109,8 @@ def build_world() -> World:
 
 
 BACKUP_ITEM = {"items": [{"case": "{case}", "epoch": 0, "item": b64e(bytes(ITEM_LEN))}]}
+ESCALATION_POLICY = {"first_reminder_minutes": 2, "repeat_minutes": 2, "repeat_count": 1,
+                     "steps": []}
 
 ROUTES: list[Route] = [
     Route("POST", "/api/cases", (PATIENT, *EVERY_DEVICE), {"genesis": b64e(b"x")}, device=True),
@@ -169,6 +171,12 @@ ROUTES: list[Route] = [
            "ends_at": "2026-12-01T16:00+00:00"}),
     Route("GET", "/api/oncall/services/0/providers", (*EVERY_USER, PATIENT)),
     Route("POST", "/api/oncall/shifts/0/remove", (*EVERY_USER, PATIENT)),
+    # Escalation (the default: anyone reads, admins write; a case's: members read,
+    # its owners and admins write).
+    Route("PUT", "/api/escalation/policy", (*EVERY_USER, PATIENT), ESCALATION_POLICY),
+    Route("GET", "/api/cases/{case}/escalation-policy", EVERY_USER),
+    Route("PUT", "/api/cases/{case}/escalation-policy", EVERY_USER, ESCALATION_POLICY),
+    Route("DELETE", "/api/cases/{case}/escalation-policy", EVERY_USER),
 ]
 
 # Routes any signed-in user may call for themselves: nothing of anyone else's to refuse.
