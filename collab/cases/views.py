@@ -39,6 +39,7 @@ from collab.cases.services import (
     keybackup,
     membership,
     notifications,
+    receipts,
 )
 from collab.cases.wire import (
     b64_or_none,
@@ -75,6 +76,7 @@ def case_list(request: HttpRequest) -> HttpResponse:
         return JsonResponse(case_wire(case), status=201)
     cases = list(selectors.cases_for_user(user=user))
     urgent = selectors.unacknowledged_urgent_counts(user=user, case_ids=[c.pk for c in cases])
+    unread = receipts.unread_counts(user=user, case_ids=[c.pk for c in cases])
     retention = policy_current()  # one read for the page (docs/workflow.md "Retention")
     return JsonResponse(
         {
@@ -82,6 +84,7 @@ def case_list(request: HttpRequest) -> HttpResponse:
                 {
                     **case_wire(c),
                     "unacknowledged_urgent": urgent.get(c.pk, 0),
+                    "unread": unread.get(c.pk, 0),
                     "retention": retention_wire(c, retention),
                 }
                 for c in cases

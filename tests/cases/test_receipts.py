@@ -168,3 +168,25 @@ def test_the_inbox_doorbell_adds_no_query_to_message_storage(monkeypatch, settin
     with_doorbell = stored_queries()
     monkeypatch.setattr(inbox, "activity_events", lambda last_seqs: [])
     assert stored_queries() == with_doorbell
+
+
+def test_the_case_list_counts_others_messages_after_the_read_mark() -> None:
+    pcp, gold, _, _ = _receipts_world()
+    (case_id,) = pcp.cases
+    state = pcp.cases[case_id]
+    gold_state = gold.join(case_id)
+    for i in range(3):
+        envelope = state.seal({"text": f"m{i}"})
+        message_send(user=pcp.user, device_id=pcp.device.device_id, case_id=case_id,
+                     envelope=envelope)
+    own = gold_state.seal({"text": "gold's own"})
+    message_send(user=gold.user, device_id=gold.device.device_id, case_id=case_id, envelope=own)
+    messages.read_mark_set(user=gold.user, case_id=case_id, up_to=1)
+
+    def unread(actor: Actor) -> int:
+        (item,) = [c for c in actor.call("GET", "/api/cases").json()["cases"]
+                   if c["id"] == str(case_id)]
+        return int(item["unread"])
+
+    assert unread(gold) == 2  # seqs 2 and 3; its own message (4) is not unread
+    assert unread(pcp) == 1  # gold's message

@@ -15,6 +15,8 @@ from datetime import datetime
 from typing import Any
 
 from django.db import transaction
+from django.db.models import Count, F, OuterRef, Subquery
+from django.db.models.functions import Coalesce
 
 from collab.accounts.models import User
 from collab.cases import models as m
@@ -109,3 +111,21 @@ def case_receipts(*, case_id: uuid.UUID) -> dict[str, Any]:
         ],
         "urgent": [{"seq": seq, "acknowledged": done} for seq, done in acks.items()],
     }
+
+
+def unread_counts(*, user: User, case_ids: list[uuid.UUID]) -> dict[uuid.UUID, int]:
+    """Per case, the messages of others after the user's read mark (the case list's
+    unread count): one query for the page."""
+    if not case_ids:
+        return {}
+    mark = m.ReadMark.objects.filter(case_id=OuterRef("case_id"), user=user).values("up_to")[:1]
+    rows = (
+        m.Message.objects.filter(case_id__in=case_ids)
+        .exclude(sender=user)
+        .annotate(mark=Coalesce(Subquery(mark), 0))
+        .filter(seq__gt=F("mark"))
+        .values("case_id")
+        .annotate(n=Count("pk"))
+        .values_list("case_id", "n")
+    )
+    return dict(rows)

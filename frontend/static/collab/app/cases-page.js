@@ -7,9 +7,11 @@ import { api } from './api.js';
 import { CaseSession } from './casestate.js';
 import { $, errorText, fmtDate, h, replace, say } from './dom.js';
 import { uikPublic } from './identity.js';
+import { InboxSocket, bumpRow, messagesCell } from './inbox.js';
 import { myShortCode, postInviteProofs } from './invite-secret.js';
 import { wireOnCallLine } from './oncall-line.js';
 import { sendMessage } from './messaging.js';
+import { onSessionEnd } from './session.js';
 import { RoomSocket } from './socket.js';
 import { retentionNote } from './retention.js';
 
@@ -24,13 +26,13 @@ async function listCases() {
     $('#case-table').hidden = true;
     return;
   }
-  replace(rows, ...cases.map((c) => h('tr', { class: c.urgency === 'urgent' ? 'urgent' : '' },
+  replace(rows, ...cases.map((c) => h('tr', { class: c.urgency === 'urgent' ? 'urgent' : '', dataset: { case: c.id } },
     h('td', {}, h('a', { href: `/cases/${c.id}/` }, `Case ${c.id.slice(0, 8)}`)),
     h('td', {}, c.specialty || '—'),
     h('td', {}, h('span', { class: `badge ${c.urgency}` }, URGENCY[c.urgency] ?? c.urgency)),
     h('td', {}, STATUS[c.status] ?? c.status, retentionNote(c.retention)),
     h('td', {}, fmtDate(c.opened_at)),
-    h('td', {}, String(c.last_seq)),
+    messagesCell(c.last_seq, c.unread ?? 0),
     h('td', {}, c.unacknowledged_urgent ? h('span', { class: 'badge urgent' }, `${c.unacknowledged_urgent} urgent`) : ''),
   )));
   $('#case-table').hidden = false;
@@ -130,6 +132,8 @@ const NOTICE_TEXT = {
   invitation_accepted: 'A patient accepted your invitation',
   urgent_message: 'New urgent message',
   status_changed: 'A consult changed status',
+  urgent_reminder: 'An urgent message still waits for acknowledgement',
+  urgent_escalated: 'An urgent message was escalated to you',
   leave_request: 'A member asked to leave a case',
 };
 
@@ -193,4 +197,12 @@ export async function casesPage(ctx) {
   wireOpenForm(ctx);
   wireOnCallLine($('#oc-specialty'), $('#oc-oncall'));
   await Promise.all([listCases(), listQueue(), listNotices(), listWaiting(ctx)]);
+  // The live case list (inbox.js): new messages, status changes, added and removed
+  // cases, escalations and other notifications, without a reload.
+  const inbox = new InboxSocket({
+    onChange: (frame) => { if (frame.type === 'case_activity') bumpRow(frame); },
+    refetch: () => Promise.all([listCases(), listQueue(), listNotices()]),
+  });
+  onSessionEnd(() => inbox.close());
+  inbox.connect();
 }

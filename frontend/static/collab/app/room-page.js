@@ -20,6 +20,7 @@ import { sendMessage } from './messaging.js';
 import { addNameHint, knownName, lookupUser, nameOf, restrictLookups } from './names.js';
 import { PinStore } from './pinstore.js';
 import { drawQr } from './qr.js';
+import { DeliveredReporter, Receipts } from './receipts.js';
 import { onSessionEnd } from './session.js';
 import { retentionNote } from './retention.js';
 import { RoomSocket } from './socket.js';
@@ -82,6 +83,8 @@ class Room {
     this.items = new Map(); // seq -> li
     this.pending = new Map(); // client_msg_id hex -> li (own, sent, not yet seen back)
     this.readMarks = new Map(); // user -> up_to
+    this.receipts = new Receipts(ctx.userId); // per recipient: delivered, read, acknowledged
+    this.deliveredReport = new DeliveredReporter((frame) => this.socket?.post(frame) ?? false);
     this.presence = new Map(); // user -> last signal ms
     this.typing = new Map(); // user -> timer
     this.lastReadSent = 0;
@@ -184,6 +187,7 @@ class Room {
     }
     await this.syncOwnDevices();
     await this.loadUrgent();
+    await this.loadReceipts();
     this.socket = new RoomSocket(this.caseId, this.device, {
       onFrame: (frame) => this.enqueue(() => this.onFrame(frame)),
       onState: (state) => this.onSocketState(state),
@@ -302,6 +306,7 @@ class Room {
         }
         this.socket.post({ type: 'typing', active: false }); // presence: "I am here"
         await this.catchUp();
+        if (this.helloCount) await this.loadReceipts(); // marks that moved while away
         if (this.helloCount++) await this.syncOwnDevices(); // after a reconnect
         await this.commitPending();
         break;
@@ -317,6 +322,7 @@ class Room {
         await this.session.sync();
         await this.refreshDetail();
         await this.renderMembers();
+        await this.loadReceipts(); // who the recipients are now
         // Earlier epochs shared with this device (share_history): show their messages.
         if ([...this.session.keys.keys()].some((ep) => !before.has(ep) && ep < oldHead)) await this.reloadAll();
         break;
@@ -351,10 +357,14 @@ class Room {
         break;
       case 'read':
         this.seen(frame.user);
+        this.receipts.noteRead(frame.user, frame.up_to);
         if (Number.isInteger(frame.up_to) && frame.up_to > (this.readMarks.get(frame.user) ?? 0)) {
           this.readMarks.set(frame.user, frame.up_to);
           this.updateReceipts();
         }
+        break;
+      case 'delivered':
+        if (this.receipts.noteDelivered(frame.user, frame.up_to, frame.at)) this.updateReceipts();
         break;
       case 'error':
         if (frame.code === 'removed' || frame.code === 'device_revoked') this.closed = true;
@@ -442,6 +452,7 @@ class Room {
     if (sender !== this.me) {
       this.showTyping(sender, false);
       this.scheduleRead();
+      this.deliveredReport.note(msg.seq);
     }
   }
 
@@ -543,6 +554,8 @@ class Room {
     if (!this.urgentAcks.has(seq)) this.urgentAcks.set(seq, new Map());
     this.urgentAcks.get(seq).set(user, at);
     this.renderAcks(seq);
+    const li = this.items.get(seq);
+    if (this.receipts.noteAck(seq, user, at) && li) this.updateReceipt(li, seq);
   }
 
   renderAcks(seq, li = this.items.get(seq)) {
@@ -588,11 +601,20 @@ class Room {
   updateReceipt(li, seq) {
     const receipt = li.querySelector('.receipt');
     if (!receipt) return;
-    const readers = [...this.readMarks.entries()]
-      .filter(([user, upTo]) => user !== this.me && upTo >= seq)
-      .map(([user]) => knownName(user));
-    receipt.textContent = readers.length ? `Read by ${readers.join(', ')}` : 'Delivered';
-    receipt.classList.toggle('read', readers.length > 0);
+    // Per recipient: acknowledged, read, delivered or not yet (receipts.js).
+    receipt.textContent = this.receipts.summary(seq, knownName);
+    receipt.classList.toggle('read', this.receipts.byState(seq).read.length > 0);
+  }
+
+  /** Every member's stored marks (on opening and after a reconnect or a roster change). */
+  async loadReceipts() {
+    try {
+      this.receipts.load(await api('GET', `/api/cases/${this.caseId}/receipts`, { device: this.device.deviceId }));
+    } catch (err) {
+      say($('#members-status'), `Receipts could not be loaded: ${errorText(err)}`, 'error');
+      return;
+    }
+    this.updateReceipts();
   }
 
   updateReceipts() {
