@@ -10,11 +10,14 @@ import {
   RemoveUserBody, Role, toHex, b64d,
 } from '../cr1/index.js';
 import { AdmissionView } from './admission-view.js';
+import { EscalationView } from './escalation-view.js';
 import { api } from './api.js';
 import { downloadAttachment, uploadAttachment } from './blobs.js';
 import { CaseSession, UnavailableMessage } from './casestate.js';
+import { ConsultView } from './consult-view.js';
 import { $, errorText, fmtDate, fmtTime, h, replace, say } from './dom.js';
 import { sanitiseImage } from './images.js';
+import { MarkupView, describeMarked } from './markup-view.js';
 import { createInvitation } from './invite-create.js';
 import { sendMessage } from './messaging.js';
 import { addNameHint, knownName, lookupUser, nameOf, restrictLookups } from './names.js';
@@ -97,6 +100,7 @@ class Room {
     this.serverUrgent = new Set(); // seqs the sender flagged urgent to the server
     this.urgentAcks = new Map(); // seq -> Map(user -> at)
     this.urgentOwed = new Map(); // seq -> [user] who can read it and have not acknowledged
+    this.escalation = new EscalationView(this); // reminders and escalations (escalation-view.js)
     this.leaving = new Set(); // users whose leave request this device is committing
   }
 
@@ -187,7 +191,10 @@ class Room {
     }
     await this.syncOwnDevices();
     await this.loadUrgent();
+    this.escalation.renderPanel().catch((err) => this.escalation.panelError(err));
     await this.loadReceipts();
+    this.consult = new ConsultView(this); // the consult record: cards, report form, time
+    this.consult.start();
     this.socket = new RoomSocket(this.caseId, this.device, {
       onFrame: (frame) => this.enqueue(() => this.onFrame(frame)),
       onState: (state) => this.onSocketState(state),
@@ -351,6 +358,10 @@ class Room {
         this.seen(frame.user);
         this.noteAck(frame.seq, frame.user, frame.at);
         break;
+      case 'urgent_reminder':
+      case 'urgent_escalated':
+        this.escalation.onFrame(frame);
+        break;
       case 'typing':
         this.seen(frame.user);
         if (frame.user !== this.me) this.showTyping(frame.user, frame.active);
@@ -462,6 +473,7 @@ class Room {
   async reloadAll() {
     replace($('#messages'), ...$('#messages').querySelectorAll('li.pending'));
     this.items.clear();
+    this.consult?.reset();
     this.session.replay = new ReplayGuard();
     this.session.seen.clear();
     this.shownUpTo = 0;
@@ -477,6 +489,7 @@ class Room {
   }
 
   async render(msg) {
+    if (this.consult?.take(msg)) return; // consult_request, consult_report, time_entry
     const { header, body } = msg;
     const own = header.senderUserId === this.me;
     const cmid = toHex(header.clientMsgId);
@@ -515,7 +528,7 @@ class Room {
     if (image && typeof image === 'object') {
       const full = manifests[image.full];
       const thumb = manifests[image.thumbnail];
-      if (full) li.insertBefore(this.imageFigure(full, thumb), li.querySelector('.receipt'));
+      if (full) li.insertBefore(describeMarked(this.imageFigure(full, thumb), image, manifests, (m) => this.openViewer(m)), li.querySelector('.receipt'));
     } else if (manifests.length) {
       for (const m of manifests) li.insertBefore(this.attachmentLink(m), li.querySelector('.receipt'));
     }
@@ -540,6 +553,7 @@ class Room {
       for (const a of m.acknowledged) this.noteAck(m.seq, a.user, a.at);
       this.renderAcks(m.seq);
     }
+    this.escalation.load(messages);
   }
 
   /** Who still owes an acknowledgement changes with new urgent messages and members. */
@@ -571,6 +585,7 @@ class Room {
     el.classList.toggle('owed', owed.length > 0 || (!names.length && !this.urgentOwed.has(seq)));
     const button = li.querySelector('.ack-btn');
     if (button && acks.has(this.me)) button.remove();
+    this.escalation?.render(seq, li);
   }
 
   imageFigure(full, thumb) {
@@ -774,6 +789,11 @@ class Room {
   // --- images ------------------------------------------------------------------
 
   wireImages() {
+    // The marking editor opens when a picture is chosen (markup-view.js); Cancel forgets it.
+    this.markup = new MarkupView({ onCancel: () => { $('#img-file').value = ''; } });
+    $('#img-file').addEventListener('change', () => {
+      this.markup.open($('#img-file').files?.[0]).catch((err) => say($('#img-status'), errorText(err), 'error'));
+    });
     $('#img-send').addEventListener('click', () => this.sendImage());
   }
 
@@ -796,7 +816,7 @@ class Room {
     progress.value = 0;
     try {
       say(status, 'Removing hidden details from the image…');
-      const clean = await sanitiseImage(file);
+      const { clean, original, fields } = this.markup ? await this.markup.prepare(file) : { clean: await sanitiseImage(file), fields: {} };
       say(status, 'Encrypting and uploading…');
       const total = clean.full.bytes.length + clean.thumbnail.bytes.length;
       const full = await uploadAttachment(this.caseId, this.device.deviceId, clean.full, (done) => {
@@ -805,12 +825,15 @@ class Room {
       const thumb = await uploadAttachment(this.caseId, this.device.deviceId, clean.thumbnail, (done) => {
         progress.value = Math.round(((clean.full.bytes.length + done) / total) * 100);
       });
+      const extra = original ? [await uploadAttachment(this.caseId, this.device.deviceId, original.full)] : [];
       progress.value = 100;
       const caption = $('#img-caption').value.trim();
-      const body = { text: caption, attachments: [full.toWire(), thumb.toWire()], image: { full: 0, thumbnail: 1 } };
-      await this.deliver(body, 'image', [new AttachmentRef(full.blobId, full.root), new AttachmentRef(thumb.blobId, thumb.root)]);
+      const uploads = [full, thumb, ...extra];
+      const body = { text: caption, attachments: uploads.map((u) => u.toWire()), image: { full: 0, thumbnail: 1, ...fields } };
+      await this.deliver(body, 'image', uploads.map((u) => new AttachmentRef(u.blobId, u.root)));
       say(status, 'Image sent.');
       $('#img-file').value = '';
+      this.markup?.close();
       $('#img-caption').value = '';
     } catch (err) {
       say(status, errorText(err), 'error');
