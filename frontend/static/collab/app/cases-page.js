@@ -5,6 +5,7 @@
 import { CreateBody, DeviceCert, b64d, b64e, randomBytes, randomUuid } from '../cr1/index.js';
 import { api } from './api.js';
 import { CaseSession } from './casestate.js';
+import { readConsultForm } from './consult-form.js';
 import { $, errorText, fmtDate, h, replace, say } from './dom.js';
 import { uikPublic } from './identity.js';
 import { InboxSocket, bumpRow, messagesCell } from './inbox.js';
@@ -40,7 +41,7 @@ async function listCases() {
 }
 
 /** Connect, wait for hello, send one message, close. */
-async function sendFirst(session, device, body) {
+async function sendFirst(session, device, body, contentType = 'text') {
   let onHello;
   const hello = new Promise((resolve, reject) => {
     onHello = resolve;
@@ -52,7 +53,7 @@ async function sendFirst(session, device, body) {
   socket.connect();
   try {
     await hello;
-    return await sendMessage(socket, session, body, 'text', [], { urgent: body.priority === 'urgent' });
+    return await sendMessage(socket, session, body, contentType, [], { urgent: body.priority === 'urgent' });
   } finally {
     socket.close();
   }
@@ -66,10 +67,16 @@ function wireOpenForm(ctx) {
     ev.preventDefault();
     const specialty = $('#oc-specialty').value.trim();
     const urgency = $('#oc-urgency').value;
-    const question = $('#oc-question').value.trim();
-    if (!specialty || !question) {
-      say(status, !specialty ? 'Name the specialty you are asking.' : 'Write the clinical question.', 'error');
-      (specialty ? $('#oc-question') : $('#oc-specialty')).focus();
+    if (!specialty) {
+      say(status, 'Name the specialty you are asking.', 'error');
+      $('#oc-specialty').focus();
+      return;
+    }
+    // The structured request (consult-form.js), sent as the case's first message.
+    const request = readConsultForm(urgency);
+    if (request.error) {
+      say(status, request.error, 'error');
+      if (request.field) $(request.field).focus();
       return;
     }
     const button = $('#open-case-btn');
@@ -87,9 +94,7 @@ function wireOpenForm(ctx) {
       await session.loadMemo();
       await session.remember();
       say(status, 'Sending your question…');
-      const body = { text: question };
-      if (urgency === 'urgent') body.priority = 'urgent';
-      await sendFirst(session, device, body);
+      await sendFirst(session, device, request.body, 'consult_request');
       location.assign(`/cases/${session.caseId}/`);
     } catch (err) {
       button.disabled = false;
