@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 from datetime import datetime, timedelta
 from io import StringIO
+from pathlib import Path
 
 import pytest
 import time_machine
@@ -18,6 +19,7 @@ from django.utils import timezone
 
 from collab.audit.models import AuditAction, AuditEvent
 from collab.cases import models as m
+from collab.crypto.wire import b64e
 from collab.retention.services import purge_expired, retention_policy_set
 from tests.e2e.test_no_plaintext import full_dump
 from tests.retention.support import Content, case_with_content, close, fresh, reopen, send
@@ -49,6 +51,12 @@ def snapshot(content: Content) -> dict[str, object]:
         "files": [default_storage.exists(name) for name in content.files],
         "purged_at": case.purged_at,
     }
+
+
+def sqlite_files() -> bytes:
+    name = Path(connection.settings_dict["NAME"])
+    parts = [name, name.with_name(name.name + "-wal"), name.with_name(name.name + "-journal")]
+    return b"".join(p.read_bytes() for p in parts if p.exists())
 
 
 def audit_seq() -> int:
@@ -277,12 +285,42 @@ def test_the_purged_ciphertext_is_not_in_a_database_dump() -> None:
     close(pcp, content.case_id)
     dump = full_dump()
     assert all(ct.hex().encode() in dump.lower() for ct in content.ciphertexts)
+    if connection.vendor == "sqlite":
+        assert all(ct[16:80] in sqlite_files() for ct in content.ciphertexts)
     with time_machine.travel(timezone.now() + timedelta(days=2), tick=False):
         assert len(purge_expired()) == 1
     dump = full_dump().lower()
     for ciphertext in content.ciphertexts:
         assert ciphertext.hex().encode() not in dump
+        assert b64e(ciphertext).encode()[:64].lower() not in dump
     assert b"cases_message" in dump
+    if connection.vendor == "sqlite":  # nor in the database file or its write-ahead log
+        files = sqlite_files()
+        assert not any(ct[16:80] in files for ct in content.ciphertexts)
+
+
+@pytest.mark.django_db
+def test_after_a_purge_history_serves_tombstones_and_the_files_are_gone(
+    clock: time_machine.Coordinates,
+) -> None:
+    pcp, derm = actors()
+    content = case_with_content(pcp, derm)
+    retention_policy_set(actor=None, lifespan_days=1)
+    close(pcp, content.case_id)
+    clock.shift(timedelta(days=1))
+    purge_expired()
+    fresh(derm)
+    page = derm.call("GET", f"/api/cases/{content.case_id}/messages?after=0")
+    assert page.status_code == 200, page.content
+    items = page.json()["messages"]
+    assert [i["seq"] for i in items] == [1, 2, 3]
+    assert all("envelope" not in i and i["removed"]["reason"] == "purged" for i in items)
+    assert [i["removed"]["sender_user_id"] for i in items] == [
+        str(pcp.user.pk), str(derm.user.pk), str(pcp.user.pk)
+    ]
+    image = content.blob_ids[0]
+    download = derm.call("GET", f"/api/blobs/{image}")
+    assert (download.status_code, download.json()["error"]) == (404, "no_blob")
 
 
 # --- several purgers at once (PostgreSQL: row locks with SKIP LOCKED) -----------------------
