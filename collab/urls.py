@@ -4,6 +4,7 @@ from django.urls import include, path
 from collab import views
 from collab.accounts import views as accounts_views
 from collab.cases import access_log_views, invite_views
+from collab.escalation import pages as escalation_pages
 from collab.oncall import pages as oncall_pages
 from collab.retention import pages as retention_pages
 from collab.schema import views as schema_views
@@ -15,6 +16,7 @@ urlpatterns = [
     path("keys/", views.keys_page, name="keys"),
     path("retention/", retention_pages.retention_page, name="retention"),
     path("oncall/", oncall_pages.oncall_page, name="oncall"),
+    path("escalation/", escalation_pages.escalation_page, name="escalation"),
     path("accounts/", include("collab.accounts.urls")),
     # The admin signs in through accounts:login (audited, second factor), never its own form.
     path("admin/login/", accounts_views.admin_login_view, name="admin-login"),

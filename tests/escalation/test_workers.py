@@ -24,6 +24,7 @@ from collab.escalation.models import Escalation, EscalationStep
 from collab.escalation.services import _claim, escalation_pass, escalation_run_due
 from tests.escalation.support import at, consult_room, on_call, send_urgent, set_policy
 from tests.support.actor import Actor
+from tests.support.live import test_database_url
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -125,7 +126,7 @@ def test_two_worker_processes_never_send_one_reminder_twice() -> None:
     Escalation.objects.update(started_at=past, next_due=past + timedelta(minutes=2))
     env = {
         **os.environ,
-        "DATABASE_URL": _url_of_test_database(),
+        "DATABASE_URL": test_database_url(),
         "DJANGO_SETTINGS_MODULE": "collab.settings",
     }
     workers = [
@@ -142,11 +143,3 @@ def test_two_worker_processes_never_send_one_reminder_twice() -> None:
     sent = sum(int(out.decode().split(" reminder")[0].split(", ")[-1]) for out, _ in outputs)
     assert sent == 30
 
-
-def _url_of_test_database() -> str:
-    settings = connection.settings_dict
-    user = settings.get("USER") or "postgres"
-    password = f":{settings['PASSWORD']}" if settings.get("PASSWORD") else ""
-    host = settings.get("HOST") or "127.0.0.1"
-    port = settings.get("PORT") or 5432
-    return f"postgres://{user}{password}@{host}:{port}/{settings['NAME']}"

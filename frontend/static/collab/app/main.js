@@ -10,6 +10,7 @@ import { casesPage } from './cases-page.js';
 import { roomPage } from './room-page.js';
 import { devicesPage } from './devices-page.js';
 import { oncallPage } from './oncall-page.js';
+import { escalationPage } from './escalation-page.js';
 import { retentionPage } from './retention-page.js';
 import { wireSignOut } from './forget.js';
 
@@ -32,6 +33,10 @@ async function boot() {
   }
   if (data.page === 'retention') { // metadata only: no device key needed
     await retentionPage(ctx);
+    return;
+  }
+  if (data.page === 'escalation') { // metadata only: no device key needed
+    await escalationPage(ctx);
     return;
   }
   const device = await loadDevice(ctx.userId);
