@@ -32,7 +32,7 @@ from typing import Any, NoReturn, TextIO, cast
 
 from tqdm import tqdm
 
-from collab.client import consult_cli
+from collab.client import consult_cli, recall_cli, receipts_cli
 from collab.client.errors import (
     EXIT_USAGE,
     EXIT_VERIFY,
@@ -216,6 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="use the key in this case's verified roster")
     export_cli.add_parser(sub)
     consult_cli.add_parsers(sub)
+    recall_cli.add_parser(sub)
+    receipts_cli.add_parser(sub)
     return parser
 
 
@@ -543,7 +545,11 @@ def _run_client(client: CollabClient, args: argparse.Namespace, out: TextIO,
             close()
         out.write(f"sent image #{sent.seq} (epoch {sent.epoch})\n")
     elif command == "history":
-        for msg in client.history(args.case, after=args.after):
+        for msg in client.timeline(args.case, after=args.after):
+            if not isinstance(msg, Received):  # a removed message (recall_cli)
+                line = recall_cli.as_json(msg) if args.json else recall_cli.describe(msg, names)
+                out.write(line + "\n")
+                continue
             out.write((_as_json(msg) if args.json else _describe(msg, names)) + "\n")
     elif command == "watch":
         asyncio.run(_watch(client, args, out, names, err))
@@ -568,6 +574,10 @@ def _run_client(client: CollabClient, args: argparse.Namespace, out: TextIO,
         export_cli.run(client, args, out)
     elif command in consult_cli.COMMANDS:
         consult_cli.run(client, args, out, names, printable)
+    elif command in recall_cli.COMMANDS:
+        recall_cli.run(client, args, out)
+    elif command in receipts_cli.COMMANDS:
+        receipts_cli.run(client, args, out, names, printable)
     elif command == "safety-number":
         groups = client.safety_number(args.user, args.case)
         out.write(" ".join(groups[:6]) + "\n" + " ".join(groups[6:]) + "\n")
@@ -617,6 +627,8 @@ async def _watch(client: CollabClient, args: argparse.Namespace, out: TextIO,
         elif kind == "reconnecting":
             err.write(f"-- connection lost ({field.get('code')}); resuming after "
                       f"#{field.get('after')}\n")
+        elif kind in ("recalled", "removed"):  # judged by the client (collab/client/recall.py)
+            err.write(f"-- #{field.get('seq')} {field.get('text')}\n")
         elif kind == "send_failed":
             err.write(f"-- a pending message was refused ({field.get('code')}): "
                       f"{field.get('message')}\n")

@@ -82,6 +82,8 @@ from collab.client.pins import (
     merge,
     own_check,
 )
+from collab.client.recall import Removed, judge_frame, judge_tombstone
+from collab.client.receipts import CaseReceipts, DeliveredReporter
 from collab.client.room import TRANSIENT_STATUS, Room, is_transient
 from collab.crypto import primitives as prim
 from collab.crypto.actions import (
@@ -115,6 +117,7 @@ from collab.crypto.invite import (
 from collab.crypto.keybackup import backup_key, open_backup_item, seal_backup_item
 from collab.crypto.log import LogEntry, make_history_body
 from collab.crypto.pins import MAX_BLOB, open_pins, seal_pins, sign_pins, verify_pins
+from collab.crypto.recall import recall_for, sign_recall
 from collab.crypto.roster import Role, Roster
 from collab.crypto.safety import safety_number
 from collab.crypto.wire import b64d, b64e
@@ -348,6 +351,11 @@ def _count(value: object) -> int:
     return value
 
 
+def _removal_notice(removed: Removed) -> dict[str, Any]:
+    return {"seq": removed.seq, "verdict": removed.verdict, "text": removed.describe(),
+            "sender": str(removed.sender_user_id) if removed.sender_user_id else None}
+
+
 def _refusal(error: ApiError) -> ClientError:
     text = error.detail or error.code.replace("_", " ")
     if error.status == 401 or error.code in ("second_factor_required", "session_expired"):
@@ -369,6 +377,8 @@ class CollabClient:
         self.http = self._new_http()
         self.cases: dict[uuid.UUID, CaseState] = {}
         self._seen: dict[uuid.UUID, dict[int, tuple[bytes, Received]]] = {}
+        # Removed messages (recalled or not): their plaintext is dropped from _seen.
+        self._removed: dict[uuid.UUID, dict[int, Removed]] = {}
         self.rooms: dict[uuid.UUID, Room] = {}
         self._pins_synced = False
         self._revoked_checked: dict[uuid.UUID, float] = {}
@@ -1465,6 +1475,8 @@ class CollabClient:
         seq = item.get("seq")
         if isinstance(seq, bool) or not isinstance(seq, int) or seq < 1:
             raise CryptoError("bad_field", "message without a valid server sequence number")
+        if seq in self._removed.get(case_id, {}):
+            raise CryptoError("replay", f"message #{seq} was removed; the server served it again")
         envelope = Envelope.from_wire(item.get("envelope") or {})
         fingerprint = prim.sha512(envelope.header.encode() + envelope.sig + envelope.ct)
         seen = self._seen.setdefault(case_id, {})
@@ -1501,16 +1513,24 @@ class CollabClient:
 
     def history(self, case_id: uuid.UUID, after: int = 0,
                 limit: int | None = None) -> list[Received]:
-        """Stored messages after ``after``, every one verified and decrypted."""
+        """Stored messages after ``after``, every one verified and decrypted; removed
+        ones are left out (``timeline`` has them)."""
+        return [m for m in self.timeline(case_id, after, limit) if isinstance(m, Received)]
+
+    def timeline(self, case_id: uuid.UUID, after: int = 0,
+                 limit: int | None = None) -> list[Received | Removed]:
+        """``history`` with the removed messages in their place, each judged: recalled by
+        the sender (a verified recall), purged, or removed by the server."""
         self.sync(case_id)
-        out: list[Received] = []
+        out: list[Received | Removed] = []
         while limit is None or len(out) < limit:
             page = self.call("GET", f"/api/cases/{case_id}/messages?after={after}"
                                     f"&limit={HISTORY_PAGE}")
             start = after
             for item in page["messages"]:
                 after = max(after, _count(item.get("seq")))
-                out.append(self.open_item(case_id, item))
+                out.append(self.tombstone(case_id, item)[0] if "removed" in item
+                           else self.open_item(case_id, item))
             # Pages are capped by bytes too: follow ``more``; one that does not move
             # forward would be asked for again forever.
             if not page.get("more") or after <= start:
@@ -1526,7 +1546,51 @@ class CollabClient:
             raise ServerRefusedError(f"no message #{seq} readable by this device",
                                      code="no_message",
                                 status=404)
+        if "removed" in items[0]:
+            removed = self.tombstone(case_id, items[0])[0]
+            raise ServerRefusedError(f"message #{seq} is {removed.describe()}",
+                                     code="already_removed", status=409)
         return self.open_item(case_id, items[0])
+
+    # --- recall (docs/workflow.md "Recall") ----------------------------------------------
+    def recall(self, case_id: uuid.UUID, seq: int) -> Removed:
+        """Recall one of this user's messages: sign the recall statement of the message as
+        verified here, send it, and drop the plaintext held for it."""
+        msg = self.message(case_id, seq)
+        if msg.sender_user_id != self.user_id:
+            raise UsageError(f"message #{seq} was sent by someone else", code="not_sender")
+        statement = recall_for(msg.header, seq=seq, device_id=self.device.device_id,
+                               recalled_ms=now_ms())
+        answer = self.call("POST", f"/api/cases/{case_id}/messages/{seq}/recall", {
+            "recalled_ms": statement.recalled_ms,
+            "sig": b64e(sign_recall(self.device.dsk_seed, statement)),
+        })
+        return self.recalled_frame(case_id, {**answer, "type": "recalled"})[0]
+
+    def tombstone(self, case_id: uuid.UUID, item: dict[str, Any]) -> tuple[Removed, bool]:
+        """Judge a removed message from history or resume; (verdict, whether new)."""
+        return self._judge_removal(case_id, item, judge_tombstone)
+
+    def recalled_frame(self, case_id: uuid.UUID, frame: dict[str, Any]) -> tuple[Removed, bool]:
+        """Judge a live ``recalled`` frame; (verdict, whether new)."""
+        return self._judge_removal(case_id, frame, judge_frame)
+
+    def _judge_removal(self, case_id: uuid.UUID, data: dict[str, Any],
+                       judge: Callable[..., Removed]) -> tuple[Removed, bool]:
+        seq = data.get("seq")
+        known_removal = self._removed.get(case_id, {}).get(seq) if isinstance(seq, int) else None
+        if known_removal is not None and known_removal.verdict != "removed_by_server":
+            return known_removal, False
+        state = self.cases.get(case_id) or self.sync(case_id)
+        known = self._seen.get(case_id, {}).get(seq) if isinstance(seq, int) else None
+        removed = judge(case_id, data, list(state.chain.values()),
+                        known[1].header if known is not None else None)
+        # The message is gone from the server: its plaintext goes from here too.
+        self._seen.get(case_id, {}).pop(removed.seq, None)
+        self._removed.setdefault(case_id, {})[removed.seq] = removed
+        memo = self._memo(case_id)
+        memo.last_seq = max(memo.last_seq, removed.seq)
+        return removed, known_removal is None or known_removal != removed
 
     # --- the socket -----------------------------------------------------------------------
     async def connect(self, case_id: uuid.UUID) -> Room:
@@ -1890,14 +1954,17 @@ class CollabClient:
         limit = RESUME_PAGE
         while True:
             room: Room | None = None
+            reporter: DeliveredReporter | None = None  # the delivered frame, debounced
             catching_up = progressed = False
             try:
                 room = await self.connect(case_id)
+                reporter = DeliveredReporter(room.mark_delivered)
                 await asyncio.to_thread(self.sync, case_id)
                 await self._flush_quietly(case_id, room, notice)
                 catching_up = True
-                async for received in self._catch_up(room, case_id, last, limit):
+                async for received in self._catch_up(room, case_id, last, limit, notice):
                     last, progressed = max(last, received.seq), True
+                    self._note_delivered(reporter, received)
                     yield received
                 catching_up, failures, limit = False, 0, RESUME_PAGE
                 while True:
@@ -1907,16 +1974,21 @@ class CollabClient:
                         seq = frame.get("seq")
                         if not isinstance(seq, int) or seq <= last:
                             continue  # already delivered (by the resume page)
+                        if seq in self._removed.get(case_id, {}):
+                            continue  # recalled before its live frame came
                         if seq > last + 1:
                             # A gap in the case sequence: fetch what lies before this one.
-                            async for received in self._catch_up(room, case_id, last, limit):
+                            async for received in self._catch_up(
+                                    room, case_id, last, limit, notice):
                                 last = max(last, received.seq)
+                                self._note_delivered(reporter, received)
                                 yield received
                             if seq <= last:
                                 continue
                         received_now, new = await asyncio.to_thread(self._open, case_id, frame)
                         last = max(last, seq)
                         if new:
+                            self._note_delivered(reporter, received_now)
                             yield received_now
                     elif kind == "hello":
                         # Sent again after an outage: whatever was announced meanwhile
@@ -1927,12 +1999,19 @@ class CollabClient:
                         if isinstance(head, int) and (state is None or head > state.head.epoch):
                             await asyncio.to_thread(self.sync, case_id)
                         if _count(frame.get("last_seq")) > last:
-                            async for received in self._catch_up(room, case_id, last, limit):
+                            async for received in self._catch_up(
+                                    room, case_id, last, limit, notice):
                                 last = max(last, received.seq)
+                                self._note_delivered(reporter, received)
                                 yield received
                     elif kind == "log":
                         await asyncio.to_thread(self.sync, case_id)
                         notice("log", frame)
+                    elif kind == "recalled":
+                        removed, new = await asyncio.to_thread(self.recalled_frame, case_id,
+                                                               frame)
+                        if new:
+                            notice("recalled", _removal_notice(removed))
                     elif kind in ("join_request", "join_resolved", "typing", "read"):
                         notice(str(kind), frame)
             except ClientError as error:
@@ -1947,10 +2026,24 @@ class CollabClient:
                 await asyncio.sleep(self._backoff(failures))
             finally:
                 self.rooms.pop(case_id, None)
+                if reporter is not None:
+                    reporter.cancel()
+                    with contextlib.suppress(Exception):
+                        await reporter.flush()  # what was received before it ended
                 if room is not None:
                     with contextlib.suppress(Exception):
                         await room.close()
                 await asyncio.to_thread(self.save)
+
+    def _note_delivered(self, reporter: DeliveredReporter | None, received: Received) -> None:
+        """Others' messages only: a device's own messages echoed back are not deliveries."""
+        if reporter is not None and received.sender_user_id != self.user_id:
+            reporter.note(received.seq)
+
+    def receipts(self, case_id: uuid.UUID) -> CaseReceipts:
+        """Every member's stored read and delivered marks, and who acknowledged each
+        urgent message (``GET /api/cases/<id>/receipts``; metadata, nothing signed)."""
+        return CaseReceipts.from_wire(self.call("GET", f"/api/cases/{case_id}/receipts"))
 
     async def _flush_quietly(self, case_id: uuid.UUID, room: Room,
                              notice: Callable[[str, dict[str, Any]], None]) -> None:
@@ -1967,14 +2060,22 @@ class CollabClient:
             notice("send_failed", {"code": error.code, "message": error.message})
 
     async def _catch_up(self, room: Room, case_id: uuid.UUID, after: int,
-                        limit: int = RESUME_PAGE) -> AsyncIterator[Received]:
+                        limit: int = RESUME_PAGE,
+                        notice: Callable[[str, dict[str, Any]], None] | None = None,
+                        ) -> AsyncIterator[Received]:
         """Resume pages until ``more`` is false (pages are capped by bytes, so a page may
-        hold fewer than ``limit``); a page that does not move forward ends it."""
+        hold fewer than ``limit``); a page that does not move forward ends it. Removed
+        messages are judged and told to ``notice`` ("removed")."""
         while True:
             page = await room.resume(after, limit)
             start = after
             for item in page.get("items") or []:
                 after = max(after, _count(item.get("seq")))
+                if "removed" in item:
+                    removed, new = await asyncio.to_thread(self.tombstone, case_id, item)
+                    if new and notice is not None:
+                        notice("removed", _removal_notice(removed))
+                    continue
                 received, new = await asyncio.to_thread(self._open, case_id, item)
                 if new:
                     yield received

@@ -163,6 +163,7 @@ def test_verification_failure_exits_4(home: Path, monkeypatch: pytest.MonkeyPatc
         raise CryptoError("bad_signature", "entry 3 is not signed by its author")
 
     monkeypatch.setattr(CollabClient, "history", forged)
+    monkeypatch.setattr(CollabClient, "timeline", forged)  # what `history` prints from
     code, _, err = run("history", str(uuid.uuid4()))
     assert code == 4
     one_error_line(err, "bad_signature")
