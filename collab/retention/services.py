@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 
 from django.core.files.storage import default_storage
 from django.db import transaction
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
 from collab.accounts.models import User
@@ -160,15 +160,21 @@ class PurgeResult:
     dry_run: bool
 
 
-def _content_left() -> Q:
-    """Cases with a message that is not a tombstone or a blob whose file may be stored."""
-    return Q(
-        Exists(m.Message.objects.filter(case_id=OuterRef("pk"), removed_at__isnull=True))
-    ) | Q(Exists(m.Blob.objects.filter(case_id=OuterRef("pk"), status__in=_LIVE_BLOBS)))
+def _to_purge() -> Q:
+    """Cases with a message that is not a tombstone or a blob whose file may be stored,
+    or not purged since they were (last) closed (an empty case is marked purged too, so
+    that what the browser says stays true)."""
+    return (
+        Q(Exists(m.Message.objects.filter(case_id=OuterRef("pk"), removed_at__isnull=True)))
+        | Q(Exists(m.Blob.objects.filter(case_id=OuterRef("pk"), status__in=_LIVE_BLOBS)))
+        | Q(purged_at__isnull=True)
+        | Q(purged_at__lt=F("status_changed_at"))
+    )
 
 
 def purge_candidates(*, now: datetime, policy: RetentionPolicy) -> list[uuid.UUID]:
-    """Closed cases past the lifespan, not held, with content left (oldest closing first).
+    """Closed cases past the lifespan, not held, with content left or not yet purged
+    since their closing (oldest closing first).
     Read without locks: each is checked again under its lock before anything is done."""
     if policy.lifespan_days is None:
         return []
@@ -176,7 +182,7 @@ def purge_candidates(*, now: datetime, policy: RetentionPolicy) -> list[uuid.UUI
     ids = (
         m.Case.objects.filter(status=m.Status.CLOSED, legal_hold_at__isnull=True)
         .filter(Q(status_changed_at__lte=cutoff) | Q(status_changed_at__isnull=True))
-        .filter(_content_left())
+        .filter(_to_purge())
         .order_by("status_changed_at", "pk")
         .values_list("pk", flat=True)
     )
@@ -186,15 +192,16 @@ def purge_candidates(*, now: datetime, policy: RetentionPolicy) -> list[uuid.UUI
 def _purge_locked(case: m.Case, *, now: datetime, policy: RetentionPolicy,
                   dry_run: bool) -> PurgeResult | None:
     """Purge ``case`` (locked by the caller) if it is due; None when it is not (held,
-    reopened or purged meanwhile, or nothing is left)."""
+    reopened or purged meanwhile: nothing left and purged since its closing)."""
     schedule = case_retention(case, policy)
     if not schedule.due(now) or schedule.closed_at is None:
         return None
     messages = m.Message.objects.filter(case=case, removed_at__isnull=True).order_by("seq")
     blobs = m.Blob.objects.filter(case=case, status__in=_LIVE_BLOBS).order_by("pk")
+    done = case.purged_at is not None and case.purged_at >= schedule.closed_at
     if dry_run:
         count, blob_count = messages.count(), blobs.count()
-        if not count and not blob_count:
+        if done and not count and not blob_count:
             return None
         return PurgeResult(case.pk, schedule.closed_at, count, blob_count, True)
     removed: set[uuid.UUID] = set()
@@ -214,7 +221,7 @@ def _purge_locked(case: m.Case, *, now: datetime, policy: RetentionPolicy,
             blob.chunk_hashes = b""
             blob.save(update_fields=["status", "chunk_hashes"])
             removed.add(blob.pk)
-    if not count and not removed:
+    if done and not count and not removed:
         return None
     case.purged_at = now
     case.save(update_fields=["purged_at"])

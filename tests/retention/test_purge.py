@@ -157,6 +157,25 @@ def test_a_reopened_case_is_not_purged_and_its_clock_restarts_at_the_next_closin
 
 
 @pytest.mark.django_db
+def test_an_empty_closed_case_is_marked_purged_once(clock: time_machine.Coordinates) -> None:
+    """So that its line says "were deleted on …" instead of waiting for a purge forever."""
+    pcp = Actor("pcp").register()
+    state = pcp.open_case()
+    retention_policy_set(actor=None, lifespan_days=1)
+    close(pcp, state.case_id)
+    clock.shift(timedelta(days=1))
+    assert [(r.case_id, r.messages, r.blobs) for r in purge_expired(dry_run=True)] == [
+        (state.case_id, 0, 0)
+    ]
+    assert m.Case.objects.get(pk=state.case_id).purged_at is None
+    assert [(r.case_id, r.messages, r.blobs) for r in purge_expired()] == [(state.case_id, 0, 0)]
+    assert m.Case.objects.get(pk=state.case_id).purged_at == timezone.now()
+    seq = audit_seq()
+    assert purge_expired() == [] and purge_expired(dry_run=True) == []
+    assert audit_seq() == seq
+
+
+@pytest.mark.django_db
 def test_no_retention_period_purges_nothing(clock: time_machine.Coordinates) -> None:
     pcp, derm = actors()
     content = case_with_content(pcp, derm)
