@@ -13,8 +13,8 @@ from __future__ import annotations
 import concurrent.futures
 import re
 import uuid
-from datetime import datetime
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -90,7 +90,9 @@ def test_sender_sees_the_escalation_and_recipient_acknowledges_the_reminder(
     gp.get_by_role("button", name="Add Dr Ben Okafor to the case").click()
     gp.locator("#members li", has_text="Dr Ben Okafor").wait_for()
     # The room says which policy applies.
-    gp.locator("#esc-policy-now", has_text="Organisation default: A reminder after 2 minutes").wait_for()
+    gp.locator(
+        "#esc-policy-now", has_text="Organisation default: A reminder after 2 minutes"
+    ).wait_for()
 
     derm.goto(f"/cases/{case_id}/")
     derm.locator("#conn-state", has_text="Connected").wait_for()
@@ -161,7 +163,9 @@ def test_an_admin_sets_the_default_on_the_escalation_page(
     page = new_page("admin")
     sign_in(page, admin_user)
     page.goto("/escalation/")
-    page.locator("#esc-org-now", has_text="Organisation default: A reminder after 2 minutes").wait_for()
+    page.locator(
+        "#esc-org-now", has_text="Organisation default: A reminder after 2 minutes"
+    ).wait_for()
     page.get_by_label("Minutes between reminders").fill("3")
     page.get_by_label(re.compile("Then escalate to")).fill("backup:15, owner:40")
     page.get_by_role("button", name="Save").click()
