@@ -44,6 +44,7 @@ from collab.client.errors import (
 from collab.client.export import cli as export_cli
 from collab.client.keystore import Keystore
 from collab.client.markup_cli import add_mark_arguments, mark_options, marking_summary
+from collab.client.retention import retention_line
 from collab.client.sdk import CollabClient, JoinRequest, Progress, Received
 from collab.crypto.errors import CryptoError
 from collab.crypto.invite import short_code
@@ -454,6 +455,10 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO | None = None) -> Non
             out.write(" ".join(printable(f) for f in fields)
                       + f" epoch {printable(c['head']['epoch'])} "
                         f"messages {printable(c['last_seq'])}\n")
+            # What will be deleted and when, as the browser says it (retention.py).
+            _, line = retention_line(c.get("retention"), now=datetime.datetime.now(datetime.UTC))
+            if line:
+                out.write(f"    {printable(line)}\n")
     elif command == "open":
         out.write(f"{client.open_case(args.specialty, args.urgency)}\n")
     else:

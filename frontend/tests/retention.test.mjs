@@ -1,5 +1,6 @@
 // The retention line of a case (app/retention.js): one plain sentence per state.
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
 
 import { retentionLine } from '../static/collab/app/retention.js';
@@ -51,3 +52,13 @@ test('a case reopened after a purge says its earlier content is gone', () => {
 test('an answer without the field shows nothing', () => {
   assert.deepEqual(retentionLine(undefined, UTC), { state: 'unknown', text: '' });
 });
+
+// The same scenarios as the command line (tests/client/test_retention_line.py).
+const SHARED = JSON.parse(readFileSync(new URL('../../tests/policy/retention_lines.json', import.meta.url), 'utf8'));
+
+for (const v of SHARED.vectors) {
+  test(`shared vector: ${v.name}`, () => {
+    const line = retentionLine(v.retention ?? undefined, { now: Date.parse(v.now), timeZone: 'UTC' });
+    assert.deepEqual(line, { state: v.state, text: v.text });
+  });
+}
