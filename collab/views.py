@@ -32,7 +32,8 @@ def home(request: HttpRequest) -> HttpResponse:
 
 @login_required
 def case_room(request: HttpRequest, case_id: uuid.UUID) -> HttpResponse:
-    return _app_page(request, "room", case=str(case_id))
+    return _app_page(request, "room", case=str(case_id),
+                     recall_window=str(settings.RECALL_WINDOW_MINUTES))
 
 
 @login_required

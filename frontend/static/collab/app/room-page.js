@@ -25,6 +25,7 @@ import { PinStore } from './pinstore.js';
 import { drawQr } from './qr.js';
 import { DeliveredReporter, Receipts } from './receipts.js';
 import { onSessionEnd } from './session.js';
+import { RecallView } from './recall.js';
 import { retentionNote } from './retention.js';
 import { RoomSocket } from './socket.js';
 import { checkDirectAdd, checkedKeys } from './trust/admission.js';
@@ -78,6 +79,7 @@ class Room {
     this.me = ctx.userId;
     this.device = ctx.device;
     this.caseId = caseId;
+    this.recall = new RecallView(this); // recall.js: the action, recalled frames, tombstones
     this.session = null; // CaseSession, made in start() with the pin store as its trust hook
     this.pins = null;
     this.socket = null;
@@ -323,6 +325,9 @@ class Room {
         if (frame.seq <= this.shownUpTo) return;
         await this.show(frame);
         break;
+      case 'recalled':
+        this.recall.onFrame(frame);
+        break;
       case 'log': {
         const before = new Set(this.session.keys.keys());
         const oldHead = Number(this.session.head.epoch);
@@ -424,6 +429,7 @@ class Room {
   }
 
   async show(item) {
+    if (this.recall.onItem(item)) return; // a removed message: its one line, no content
     if (item.urgent === true) {
       this.serverUrgent.add(item.seq);
       this.refreshUrgentSoon();
@@ -506,6 +512,7 @@ class Room {
     this.items.set(msg.seq, li);
     this.insert(li);
     if (own) this.updateReceipt(li, msg.seq);
+    if (own) this.recall.decorate(li, msg);
   }
 
   messageItem(senderId, body, sentMs, own) {
