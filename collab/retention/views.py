@@ -7,6 +7,7 @@ import uuid
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from collab.accounts.models import User
+from collab.accounts.policy import is_admin
 from collab.api import api, json_body, user_of
 from collab.audit.services import RequestMeta
 from collab.cases import models as m
@@ -19,8 +20,10 @@ from collab.retention.schedule import policy_current, retention_wire
 MAX_ADMIN_CASES = 500
 
 
-def _policy_wire(policy: RetentionPolicy) -> dict[str, object]:
-    by: User | None = policy.updated_by if policy.updated_by_id else None
+def _policy_wire(policy: RetentionPolicy, *, reader: User) -> dict[str, object]:
+    # Who set it is for admins: a patient sees no staff directory, not even this one name.
+    shown = policy.updated_by_id is not None and is_admin(reader)
+    by: User | None = policy.updated_by if shown else None
     return {
         "lifespan_days": policy.lifespan_days,
         "updated_at": policy.updated_at.isoformat() if policy.updated_at else None,
@@ -46,8 +49,8 @@ def policy(request: HttpRequest) -> HttpResponse:
         updated = services.retention_policy_set(
             actor=user, lifespan_days=body["lifespan_days"], meta=RequestMeta.from_request(request)
         )
-        return JsonResponse(_policy_wire(updated))
-    return JsonResponse(_policy_wire(policy_current()))
+        return JsonResponse(_policy_wire(updated, reader=user))
+    return JsonResponse(_policy_wire(policy_current(), reader=user_of(request)))
 
 
 def _admin_case_wire(case: m.Case, current: RetentionPolicy) -> dict[str, object]:

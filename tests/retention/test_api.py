@@ -60,6 +60,10 @@ def test_an_admin_sets_the_policy_and_back_to_never() -> None:
     assert policy_current().lifespan_days == 30
     assert put(client, {"lifespan_days": None}).json()["lifespan_days"] is None
     assert policy_current().lifespan_days is None
+    # Others read the period, not who set it.
+    seen = verified_client(make_user("doc")).get(POLICY).json()
+    assert seen["lifespan_days"] is None and seen["updated_by"] is None
+    assert client.get(POLICY).json()["updated_by"] == body["updated_by"]
 
 
 def test_non_admins_cannot_set_the_policy() -> None:
