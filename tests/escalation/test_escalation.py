@@ -222,6 +222,20 @@ def test_a_message_without_recipients_finishes_at_its_first_step(pcp: Actor) -> 
     assert notices(REMINDER) == []
 
 
+def test_a_removed_message_ends_its_timer_without_a_reminder(pcp: Actor, derm: Actor) -> None:
+    """A recalled or purged message (its tombstone) is not reminded or escalated."""
+    set_policy()
+    state = consult_room(pcp, derm)
+    message = send_urgent(pcp, state)
+    Message.objects.filter(pk=message.pk).update(
+        removed_at=at(message, 1), removed_reason="recalled"
+    )
+    assert worker_at(message, 2).startswith("1 due, 0 reminder(s), 0 escalation(s), 1 finished")
+    assert Escalation.objects.get(message=message).done_reason == DoneReason.REMOVED
+    assert notices(REMINDER) == []
+    assert not AuditEvent.objects.filter(action=AuditAction.URGENT_REMINDED).exists()
+
+
 def test_run_worker_refuses_a_bad_interval() -> None:
     with pytest.raises(SystemExit) as stopped:
         call_command("run_worker", "--interval", "0", stderr=StringIO())

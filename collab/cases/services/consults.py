@@ -288,6 +288,9 @@ def urgent_ack(
     except IntegrityError:
         ack = m.UrgentAck.objects.get(message=message, user=user)
         return UrgentAckResult(seq, user.pk, ack.at, duplicate=True)
+    # Before the audit append: the worker locks a timer and then the audit head, so
+    # taking them in the same order here cannot deadlock with it.
+    escalation.escalation_acknowledged(message=message)  # done once nobody owes one
     audit_record(
         action=AuditAction.URGENT_ACKNOWLEDGED,
         actor=user,
@@ -297,7 +300,6 @@ def urgent_ack(
         meta=meta,
         details={"seq": seq},
     )
-    escalation.escalation_acknowledged(message=message)  # done once nobody owes one
     publish_after_commit(
         case_group(case_id),
         {
