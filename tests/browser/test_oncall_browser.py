@@ -65,6 +65,8 @@ def test_an_admin_schedules_a_shift_and_a_provider_sees_who_is_on_call(
     provider = new_page("provider")
     sign_in(provider, pcp)
     set_up_first_device(provider)
+    # The cases page has loaded (and wired its form) once the queue has answered.
+    provider.locator("#queue-status", has_text="No open consults").wait_for()
     provider.get_by_label("Requested specialty").fill("Dermatology")
     provider.get_by_label("Urgency").focus()  # leaving the field asks who is on call
     line = provider.locator("#oc-oncall")

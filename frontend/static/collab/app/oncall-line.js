@@ -38,4 +38,5 @@ export function wireOnCallLine(input, line) {
   };
   input.addEventListener('change', show);
   input.addEventListener('blur', show);
+  if (input.value.trim()) show(); // typed before the page finished loading
 }
