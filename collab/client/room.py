@@ -227,6 +227,10 @@ class Room:
     async def mark_read(self, up_to: int) -> None:
         await self._send({"type": "read", "up_to": up_to})
 
+    async def mark_delivered(self, up_to: int) -> None:
+        """Received up to ``up_to`` (no answer; the server relays ``delivered``)."""
+        await self._send({"type": "delivered", "up_to": up_to})
+
     async def next_event(self, timeout: float | None = None) -> dict[str, Any]:
         if self._buffer:
             return self._buffer.popleft()

@@ -99,3 +99,20 @@ test('a report the closed socket could not take goes with the next one', () => {
   c.fire();
   assert.deepEqual(posted, [{ type: 'delivered', up_to: 4 }]);
 });
+
+test('the default timers are called as plain functions (a method call of the browser\'s setTimeout throws)', async () => {
+  const posted = [];
+  const strict = globalThis.setTimeout;
+  globalThis.setTimeout = function guarded(fn, ms) {
+    if (this !== undefined && this !== globalThis) throw new TypeError('Illegal invocation');
+    return strict(fn, ms);
+  };
+  try {
+    const reporter = new DeliveredReporter((f) => { posted.push(f); return true; }, { delayMs: 1 });
+    reporter.note(2);
+    await new Promise((ok) => strict(ok, 20));
+  } finally {
+    globalThis.setTimeout = strict;
+  }
+  assert.deepEqual(posted, [{ type: 'delivered', up_to: 2 }]);
+});

@@ -80,6 +80,21 @@ def test_sender_sees_delivered_and_read_per_recipient_live_and_after_a_reload(
     frames(server, bot, state.case_id, {"type": "delivered", "up_to": 2}, wait_seq=2)
     second.filter(has_text=re.compile(r"^Delivered to Dr Gold$")).wait_for()
 
+    # The other way: the browser reports what it received (debounced) to the sender.
+    async def from_gold() -> dict[str, Any]:
+        sock = await RoomSocket.open(server, bot.session_id, state.case_id, bot.device.device_id)
+        await sock.next("hello")
+        ack = await sock.send_envelope(state.seal({"text": "Answer from Dr Gold"}))
+        assert ack["type"] == "ack", ack
+        while (frame := await sock.next("delivered", timeout=60))["user"] != str(gp_user.pk):
+            pass
+        await sock.close()
+        return {**frame, "seq": ack["seq"]}
+
+    report = run_async(from_gold).result(timeout=90)
+    assert report["up_to"] == report["seq"] == 3
+    page.locator("li.message .text", has_text="Answer from Dr Gold").wait_for()
+
     # After a reload the stored marks come back (nothing live was kept in the page).
     page.reload()
     page.locator("#conn-state", has_text="Connected").wait_for()

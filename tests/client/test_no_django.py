@@ -13,6 +13,7 @@ MODULES = ["collab.client", "collab.client.admission", "collab.client.case_state
            "collab.client.errors", "collab.client.http", "collab.client.images",
            "collab.client.keys", "collab.client.keystore", "collab.client.room",
            "collab.client.recall", "collab.client.recall_cli",
+           "collab.client.receipts", "collab.client.receipts_cli",
            "collab.client.sdk"]
 
 

@@ -110,7 +110,11 @@ export class Receipts {
  * socket is not open; the mark is then sent with the next note.
  */
 export class DeliveredReporter {
-  constructor(post, { delayMs = 300, setTimer = setTimeout, clearTimer = clearTimeout } = {}) {
+  // The timer functions are wrapped: called as a method of this object, the browser's
+  // own setTimeout throws "Illegal invocation".
+  constructor(post, {
+    delayMs = 300, setTimer = (fn, ms) => setTimeout(fn, ms), clearTimer = (id) => clearTimeout(id),
+  } = {}) {
     this.post = post;
     this.delayMs = delayMs;
     this.setTimer = setTimer;
