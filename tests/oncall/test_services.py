@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
+from collab.accounts.models import User
 from collab.audit.models import AuditAction, AuditEvent
 from collab.errors import ServiceError
 from collab.oncall import services
@@ -133,3 +136,34 @@ def test_non_admins_cannot_write_through_the_services() -> None:
                                backup_id=None, starts_at=at(0), ends_at=at(1))
         assert caught.value.code == "admins_only"
     assert Shift.objects.count() == 0 and OnCallService.objects.count() == 1
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_overlapping_adds_store_one_shift() -> None:
+    """The service row lock serialises writers: of four overlapping adds racing, one is
+    stored and the others are refused shift_overlap."""
+    service = derm_service()
+    people = [derm_user(f"racer{i}") for i in range(4)]
+    barrier = threading.Barrier(len(people))
+    base = timezone.now()
+    codes: list[str] = []
+
+    def add(person: User) -> None:
+        try:
+            barrier.wait()
+            services.shift_add(actor=None, service_id=service.pk, primary_id=person.pk,
+                               backup_id=None, starts_at=at(0, base), ends_at=at(8, base))
+            codes.append("stored")
+        except ServiceError as failure:
+            codes.append(failure.code)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=add, args=(p,)) for p in people]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(codes) == ["shift_overlap"] * 3 + ["stored"]
+    assert Shift.objects.count() == 1
