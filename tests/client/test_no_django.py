@@ -14,6 +14,7 @@ MODULES = ["collab.client", "collab.client.admission", "collab.client.case_state
            "collab.client.keys", "collab.client.keystore", "collab.client.room",
            "collab.client.recall", "collab.client.recall_cli",
            "collab.client.receipts", "collab.client.receipts_cli",
+           "collab.client.markup", "collab.client.markup_cli",
            "collab.client.sdk"]
 
 
