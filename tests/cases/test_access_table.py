@@ -120,6 +120,8 @@ ROUTES: list[Route] = [
           device=True),
     Route("GET", "/api/cases/{case}/wraps", (*EVERY_USER, *EVERY_DEVICE), device=True),
     Route("GET", "/api/cases/{case}/messages", (*EVERY_USER, *EVERY_DEVICE), device=True),
+    Route("POST", "/api/cases/{case}/messages/0/recall", (*EVERY_USER, *EVERY_DEVICE),
+          {"recalled_ms": 1, "sig": b64e(bytes(64))}, device=True),
     Route("POST", "/api/cases/{case}/blobs", (*EVERY_USER, *EVERY_DEVICE), {"size": 100},
           device=True),
     Route("PUT", "/api/blobs/{upload}/parts/0", (*EVERY_USER, *EVERY_DEVICE), device=True,
