@@ -189,6 +189,20 @@ def purge_candidates(*, now: datetime, policy: RetentionPolicy) -> list[uuid.UUI
     return list(ids)
 
 
+def held_past_due(*, now: datetime, policy: RetentionPolicy) -> list[uuid.UUID]:
+    """Closed cases past the lifespan that only a legal hold keeps (for the dry run)."""
+    if policy.lifespan_days is None:
+        return []
+    cutoff = now - timedelta(days=policy.lifespan_days)
+    return list(
+        m.Case.objects.filter(
+            status=m.Status.CLOSED, legal_hold_at__isnull=False, status_changed_at__lte=cutoff
+        )
+        .order_by("status_changed_at", "pk")
+        .values_list("pk", flat=True)
+    )
+
+
 def _purge_locked(case: m.Case, *, now: datetime, policy: RetentionPolicy,
                   dry_run: bool) -> PurgeResult | None:
     """Purge ``case`` (locked by the caller) if it is due; None when it is not (held,

@@ -247,6 +247,12 @@ def test_a_purge_of_a_case_on_legal_hold_is_refused_and_changes_nothing(
     before, seq = snapshot(content), audit_seq()
     assert _refused("--case", str(content.case_id)).startswith("case_on_legal_hold:")
     assert snapshot(content) == before and audit_seq() == seq
+    out = StringIO()
+    call_command("purge_expired", "--dry-run", stdout=out)
+    assert out.getvalue() == (
+        f"kept case {content.case_id}: past the retention period, on legal hold\n"
+        "0 case(s) would be purged\n"
+    )
 
 
 @pytest.mark.django_db

@@ -7,9 +7,11 @@ import uuid
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils import timezone
 
 from collab.errors import ServiceError
-from collab.retention.services import PurgeResult, case_purge, purge_expired
+from collab.retention.schedule import policy_current
+from collab.retention.services import PurgeResult, case_purge, held_past_due, purge_expired
 
 
 class Command(BaseCommand):
@@ -46,5 +48,8 @@ class Command(BaseCommand):
             results = purge_expired(dry_run=dry_run)
         for result in results:
             self.stdout.write(self._line(result))
+        if dry_run and options["case"] is None:
+            for case_id in held_past_due(now=timezone.now(), policy=policy_current()):
+                self.stdout.write(f"kept case {case_id}: past the retention period, on legal hold")
         verb = "would be purged" if dry_run else "purged"
         self.stdout.write(f"{len(results)} case(s) {verb}")
