@@ -20,6 +20,8 @@ from collab.crypto.envelope import Header
 from collab.crypto.errors import CryptoError
 
 log = logging.getLogger("collab.cases.tombstones")
+# How long the checkpoint after a removal waits for readers (SQLite only).
+SCRUB_WAIT_MS = 200
 
 
 def _named_blobs(message: m.Message) -> list[uuid.UUID]:
@@ -72,8 +74,15 @@ def _sqlite_scrub() -> None:
     next automatic checkpoint. PostgreSQL reclaims the old row version by vacuum."""
     if connection.vendor != "sqlite":
         return
+    # TRUNCATE waits for readers through the busy handler: wait briefly, never the full
+    # lock timeout of a request (a busy checkpoint just leaves the log to a later one).
+    restore = int(float(connection.settings_dict.get("OPTIONS", {}).get("timeout", 5)) * 1000)
     try:
         with connection.cursor() as cursor:
-            cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            cursor.execute(f"PRAGMA busy_timeout = {SCRUB_WAIT_MS}")
+            try:
+                cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            finally:
+                cursor.execute(f"PRAGMA busy_timeout = {restore}")
     except DatabaseError:
         log.warning("WAL checkpoint after a message removal did not run", exc_info=True)
