@@ -16,6 +16,11 @@ MODULES = ["collab.client", "collab.client.admission", "collab.client.case_state
            "collab.client.receipts", "collab.client.receipts_cli",
            "collab.client.markup", "collab.client.markup_cli",
            "collab.client.sdk"]
+# The export package (collab/client/export/): checked too, though the glob below sees
+# only the top-level modules.
+MODULES += ["collab.client.export", "collab.client.export.cli", "collab.client.export.fhir",
+            "collab.client.export.html", "collab.client.export.model",
+            "collab.client.export.record"]
 
 
 def test_client_imports_no_django() -> None:
