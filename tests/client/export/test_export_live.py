@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 from PIL import Image as PilImage
 
+from collab.client import sdk
+from collab.client.export.model import gather
 from collab.client.http import HttpSession
 from collab.client.sdk import CollabClient, _outbox_key
 from tests.client.export.support import HOSTILE, T0, png, validate_bundle
@@ -166,3 +168,32 @@ def test_an_outsider_cannot_export(server: str, tmp_path: Path,
                               "--format", "fhir", "-o", str(target))
     assert code == 3 and "(not_member)" in err
     assert not target.exists()
+
+
+def test_gather_reads_every_page_and_epoch_and_reports_progress(
+        server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLLAB_PASSPHRASE", PASS)
+    pcp, derm, case_id, _source = consult(server, tmp_path)
+    third = new_member(server, "third", tmp_path)
+    pcp.add_member(case_id, third.user_id)  # a new epoch
+    for i in range(3):
+        asyncio.run(pcp.send_text(case_id, f"epoch 2 message {i}"))
+    monkeypatch.setattr(sdk, "HISTORY_PAGE", 2)
+    calls: list[tuple[int, int, str]] = []
+    export_model = gather(derm, case_id, lambda done, total, what: calls.append(
+        (done, total, what)))
+    seqs = [m.seq for m in export_model.messages]
+    assert seqs == list(range(1, len(seqs) + 1)) and len(seqs) == 8
+    assert {m.body["text"] for m in export_model.messages if m.body} >= {
+        "epoch 2 message 2", HOSTILE}
+    pages = [c for c in calls if c[2] == "messages"]
+    assert len(pages) >= 4 and pages[-1][:2] == (8, 8)
+    assert [c for c in calls if c[2] == "images"] == [(1, 1, "images")]
+    assert {m.role for m in export_model.members} == {"owner", "member"}
+    assert {m.user_id for m in export_model.members} == {
+        str(pcp.user_id), str(derm.user_id), str(third.user_id)}
+    # -o - writes the page to stdout.
+    code, out, err = run_cli("--home", str(tmp_path / "third"), "export", str(case_id),
+                             "--format", "html", "-o", "-")
+    assert code == 0, err
+    assert out.startswith("<!DOCTYPE html>") and "epoch 2 message 2" in out
