@@ -141,3 +141,26 @@ def sample() -> ConsultExport:
               "status_changed_at": "2025-12-02T00:08:00+00:00"},
         status_history=history, members=members, messages=messages,
         exported_at="2025-12-04T10:00:00.000Z", exported_by=pcp)
+
+
+def hostile_bodies() -> ConsultExport:
+    """A member's client may sign any body: wrong types, odd values, unknown mimes."""
+    export = sample()
+    pcp, derm = export.members[0].user_id, export.members[1].user_id
+    odd = [
+        Message(20, pcp, T0, "consult_request", {"text": 5, "consult": {
+            "reason": ["x"], "question": None, "urgency": "<b>now</b>", "callback": [],
+            "patient_consent": "yes"}}),
+        Message(21, derm, T0, "consult_report", {"text": "r", "report": {
+            "assessment": {"a": 1}, "referral_needed": 1, "supersedes": "8",
+            "time": {"minutes": "lots", "first_date": "2025-13-45", "last_date": None}}}),
+        Message(22, derm, T0, "time_entry", {"text": "t", "time": {
+            "kind": "active", "minutes": True, "start_ms": 1.5, "end_ms": -1}}),
+        Message(23, pcp, T0, "image", {"text": "", "image": {"full": 0, "original": -1}},
+                images=[Image(0, "application/octet-stream", 1, 1, b"<script>x</script>")]),
+        Message(24, pcp, T0, "<content type>", {"text": "\x00\x01\u202e"}),
+    ]
+    for message in odd:
+        message.sent_ms = T0 + message.seq * 60_000
+    export.messages += odd
+    return export

@@ -48,3 +48,13 @@ def test_js_and_python_agree_on_a_case_without_request_or_report(tmp_path: Path)
     out = js_build(export, tmp_path)
     assert out["bundle"] == build_bundle(export)
     assert out["html"] == build_html(export)
+
+
+def test_js_and_python_agree_on_bodies_of_any_shape(tmp_path: Path) -> None:
+    from tests.client.export.support import hostile_bodies
+
+    export = hostile_bodies()
+    out = js_build(export, tmp_path)
+    assert out["bundle"] == build_bundle(export)
+    assert out["html"] == build_html(export)
+    assert "<script>x" not in str(out["html"])

@@ -147,3 +147,19 @@ def test_without_a_request_or_patient_it_still_validates() -> None:
     assert "reasonCode" not in sr and sr["subject"] == {
         "display": f"The patient of case {export.case['id']}"}
     assert not by_type(bundle, "Composition")
+
+
+def test_bodies_of_any_shape_still_give_a_valid_bundle() -> None:
+    from tests.client.export.support import hostile_bodies
+
+    export = hostile_bodies()
+    bundle = build_bundle(export)
+    validate_bundle(bundle)
+    (sr,) = by_type(bundle, "ServiceRequest")
+    assert "reasonCode" not in sr  # a reason that is not a string is no reason
+    assert sr["priority"] == "urgent"  # the case's urgency: "<b>now</b>" is none
+    reports = by_type(bundle, "Composition")
+    assert len(reports) == 3 and "event" not in reports[-1]
+    comms = by_type(bundle, "Communication")
+    assert comms[-1]["category"] == [{"text": "<content type>"}]
+    assert comms[-1]["payload"] == [{"contentString": "\u202e"}]
