@@ -220,6 +220,10 @@ def test_mark_blur_and_send_then_another_member_sees_the_marked_image_and_the_or
     derm.locator("#viewer-img[src^='blob:']").wait_for()
     original = derm.evaluate(PIXELS, [list(INNER), [285, 290]])
     assert original["variance"] > source_var * 0.8, (original["variance"], source_var)
+    with derm.expect_download() as info:  # re-encoded the same way: no metadata either
+        derm.get_by_role("link", name="Save decrypted copy").click()
+    saved = Path(info.value.path()).read_bytes()
+    assert b"Exif" not in saved and GPS_MARK.encode() not in saved
     derm.get_by_role("button", name="Close").click()
     problems.assert_none()
 
