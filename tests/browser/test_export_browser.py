@@ -69,6 +69,7 @@ def test_the_room_exports_the_consult_as_fhir_and_html_downloads(
 
     bodies: list[str] = []
     page.on("request", lambda r: bodies.append(f"{r.method} {r.url} {r.post_data or ''}"))
+    page.on("websocket", lambda ws: ws.on("framesent", lambda frame: bodies.append(str(frame))))
     page.goto(f"/cases/{case_id}/")
     page.locator("#conn-state", has_text="Connected").wait_for()
     page.locator("li.message figure.image").wait_for()
@@ -95,7 +96,8 @@ def test_the_room_exports_the_consult_as_fhir_and_html_downloads(
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page_html
     assert f"data:{manifest.mime};base64,{base64.b64encode(sent_image).decode()}" in page_html
 
-    # The export never left the browser.
+    # The export never left the browser: no request or socket frame of the page held it.
+    assert any(line.startswith("GET ") and "/messages?" in line for line in bodies)
     for line in bodies:
         for marker in ("resourceType", "<!DOCTYPE", "alert(1)", "Pigmented"):
             assert marker not in line, line
