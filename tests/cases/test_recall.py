@@ -26,7 +26,9 @@ from collab.crypto.primitives import ed25519_public, sha512
 from collab.crypto.recall import Recall, recall_for, sign_recall, verify_recall
 from collab.crypto.wire import b64d, b64e
 from tests.cases.test_blobs import upload
+from tests.cases.test_revocation import revoke, second_device
 from tests.support.actor import Actor
+from tests.support.users import verified_client
 
 pytestmark = pytest.mark.django_db
 
@@ -285,3 +287,22 @@ def test_recall_statement_binds_the_header_hash(room) -> None:
     body = {"recalled_ms": statement.recalled_ms,
             "sig": b64e(sign_recall(pcp.device.dsk_seed, other))}
     assert refused(pcp, state.case_id, seq, body) == (400, "bad_signature")
+
+
+def test_another_device_of_the_sender_in_the_roster_may_recall(room) -> None:
+    pcp, _, state = room
+    seq = send(pcp, state, "from the phone")
+    laptop = second_device(pcp, state)
+    response = recall(laptop, state.case_id, seq, signed(laptop, state.case_id, seq))
+    assert response.status_code == 200, response.content
+    assert response.json()["device"] == str(laptop.device.device_id)
+    stored = Message.objects.get(seq=seq)
+    assert stored.recall_device_id == laptop.device.device_id
+    assert stored.sender_device_id == pcp.device.device_id
+    # Revoked, the laptop may no longer recall the phone's messages.
+    other = send(pcp, state, "second")
+    revoke(pcp, laptop.device.device_id)
+    laptop.client = verified_client(laptop.user)  # revocation ended its sessions
+    body = signed(laptop, state.case_id, other)
+    status, code = refused(laptop, state.case_id, other, body)
+    assert (status, code) == (403, "device_revoked")
