@@ -24,11 +24,11 @@ from typing import Any
 from collab.client.export.model import ConsultExport, Member, Message, instant, ms_instant
 from collab.client.export.record import (
     Report,
-    billing,
     consult_request,
     is_consultant,
     reports,
     time_totals,
+    warning_text,
 )
 
 SR_STATUS = {"requested": "active", "accepted": "active", "answered": "active",
@@ -224,21 +224,21 @@ class _Builder:
         return comm
 
     def time_lines(self, r: Report) -> list[str]:
-        lines = []
-        if r.minutes is not None:
-            span = f" ({r.first_date} to {r.last_date})" if r.first_date else ""
-            lines.append(f"Minutes stated on this report: {r.minutes}{span}")
+        """The report's billing summary (what the room shows with it), then each
+        consultant's time entries."""
+        b, yes = r.billing, {True: "yes", False: "no"}
+        lines = [f"Cumulative minutes stated on this report: {b['cumulative_minutes']} "
+                 f"({b['first_date']} to {b['last_date']})",
+                 f"Minutes in the author's time entries now: {b['recorded_minutes']}",
+                 f"Request reason present: {yes[b['request_reason_present'] is True]}",
+                 f"Written report present: {yes[b['written_report_present'] is True]}",
+                 "Patient consent noted by the requester: "
+                 f"{yes[b['patient_consent'] is True]}"]
         for t in time_totals(self.x):
             who = self.ref(t.user_id).get("display") or t.user_id
             lines.append(f"Time entries of {who}: {t.minutes} minutes in {t.entries} "
                          f"entries, {t.first_date} to {t.last_date}")
-        b = billing(self.x)
-        yes = {True: "yes", False: "no"}
-        lines += [f"Cumulative minutes (time entries): {b.minutes}",
-                  f"Date range: {b.first_date or '-'} to {b.last_date or '-'}",
-                  f"Request reason present: {yes[b.reason_present]}",
-                  f"Written report present: {yes[b.report_present]}",
-                  f"Patient consent noted by the requester: {yes[b.patient_consent]}"]
+        lines += [f"Advice: {warning_text(code)}" for code in b["warnings"]]
         return lines
 
     def composition(self, r: Report, by_seq: dict[int, Report]) -> dict[str, Any]:

@@ -11,7 +11,13 @@ import re
 from collections.abc import Iterable
 
 from collab.client.export.model import IMAGE_MIMES, ConsultExport, Message, ms_instant
-from collab.client.export.record import billing, consult_request, reports, time_totals
+from collab.client.export.record import (
+    billing,
+    consult_request,
+    reports,
+    time_totals,
+    warning_text,
+)
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 STYLE = """
@@ -106,6 +112,7 @@ class _Page:
                            ("Referral needed", "yes" if r.referral_needed else "no"),
                            ("Time stated", f"{r.minutes} minutes ({r.first_date} to "
                                            f"{r.last_date})" if r.minutes is not None else None),
+                           ("Advice", " ".join(warning_text(w) for w in r.billing["warnings"])),
                        ]) + "</section>")
         if not found:
             out.append("<p>No report yet.</p>")

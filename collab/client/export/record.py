@@ -1,37 +1,30 @@
-"""What the consult record says, read from the decrypted messages (docs/content-types.md):
-the current request, the consultants' reports and their time. The browser's export-fhir.js
-applies the same rules.
+"""What the consult record says, for the export: the current request, the consultants'
+reports and their time, read with the room's own rules (collab.client.consult:
+``read_record`` and ``billing_summary``, docs/content-types.md), so an export shows the
+record exactly as the room does. The browser's export-record.js does the same over
+consult.js.
 
-Bodies are read defensively: a field of the wrong type is treated as absent; a report or
-time entry from someone who is not a consultant (a provider member who did not open the
-case) does not count, as the content-type rules say."""
+A request counts only from the case's opener, reports and time entries only from a
+consultant (a provider member who did not open the case), and only bodies that pass
+validation; the others are still exported as plain messages."""
 
 from __future__ import annotations
 
-import math
+import contextlib
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from collab.client.export.model import ConsultExport, Member, Message, ms_date
+from collab.client import consult as rules
+from collab.client.export.model import ConsultExport, Member, Message
 
-URGENCIES = ("routine", "soon", "urgent")
-DAY_MS = 86_400_000
-
-
-def _str(value: object) -> str:
-    return value if isinstance(value, str) else ""
+NOBODY = uuid.UUID(int=0)
 
 
-def _int(value: object) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value if isinstance(value, int) else None
-
-
-def _obj(value: object) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
+def _uuid(value: object) -> uuid.UUID | None:
+    with contextlib.suppress(ValueError, TypeError, AttributeError):
+        return uuid.UUID(str(value))
+    return None
 
 
 def is_consultant(export: ConsultExport, member: Member | None) -> bool:
@@ -39,9 +32,20 @@ def is_consultant(export: ConsultExport, member: Member | None) -> bool:
         and member.user_id != export.case.get("opened_by")
 
 
-def provider(export: ConsultExport, user_id: str) -> bool:
-    member = export.member(user_id)
-    return member is not None and not member.patient
+def record(export: ConsultExport) -> rules.ConsultRecord:
+    items = []
+    for m in export.messages:
+        sender = _uuid(m.sender)
+        if m.body is not None and sender is not None:
+            items.append(rules.Item(m.seq, sender, m.sent_ms, m.content_type, m.body))
+    consultants = [u for m in export.members if is_consultant(export, m)
+                   if (u := _uuid(m.user_id)) is not None]
+    return rules.read_record(items, requester=_uuid(export.case.get("opened_by")) or NOBODY,
+                             consultants=consultants)
+
+
+def _message(export: ConsultExport, seq: int) -> Message:
+    return next(m for m in export.messages if m.seq == seq)
 
 
 @dataclass
@@ -60,22 +64,22 @@ class Request:
 
 
 def consult_request(export: ConsultExport) -> Request | None:
-    """The latest consult_request from a provider member (the current request)."""
-    found = [m for m in export.messages if m.content_type == "consult_request"
-             and m.body is not None and provider(export, m.sender)]
-    if not found:
+    """The current (latest valid) request of the case's opener."""
+    rec = record(export)
+    if rec.request is None or rec.request_seq is None:
         return None
-    latest = found[-1]
-    c = _obj(latest.body.get("consult") if latest.body else None)
-    urgency = _str(c.get("urgency"))
-    callback = _obj(c.get("callback"))
+    c, callback = rec.request, rec.request["callback"]
+    amends = None
+    if rec.request_amended:
+        amends = next(m.seq for m in export.messages if m.content_type == rules.REQUEST
+                      and _uuid(m.sender) == rec.requester
+                      and rules.is_valid(rules.REQUEST, m.body))
     return Request(
-        message=latest, reason=_str(c.get("reason")), question=_str(c.get("question")),
-        history=_str(c.get("history")), medications=_str(c.get("medications")),
-        tried=_str(c.get("tried")), urgency=urgency if urgency in URGENCIES else "",
-        callback_method=_str(callback.get("method")), callback_detail=_str(callback.get("detail")),
-        patient_consent=c.get("patient_consent") is True,
-        amends=found[0].seq if len(found) > 1 else None)
+        message=_message(export, rec.request_seq), reason=c["reason"], question=c["question"],
+        history=c["history"], medications=c["medications"], tried=c["tried"],
+        urgency=c["urgency"], callback_method=callback["method"],
+        callback_detail=callback["detail"], patient_consent=c["patient_consent"] is True,
+        amends=amends)
 
 
 @dataclass
@@ -89,32 +93,25 @@ class Report:
     minutes: int | None
     first_date: str
     last_date: str
-    superseded_by: int | None = None
+    superseded_by: int | None
+    billing: dict[str, Any]  # rules.billing_summary: the fields billing asks for, warnings
 
 
 def reports(export: ConsultExport) -> list[Report]:
-    """Every consult_report from a consultant, oldest first; one another names in
-    ``supersedes`` is marked with the seq of the report that replaced it."""
-    out: list[Report] = []
-    for m in export.messages:
-        if m.content_type != "consult_report" or m.body is None \
-                or not is_consultant(export, export.member(m.sender)):
-            continue
-        r = _obj(m.body.get("report"))
-        t = _obj(r.get("time"))
-        supersedes = _int(r.get("supersedes"))
+    """Every valid report of a consultant, oldest first."""
+    rec = record(export)
+    out = []
+    for r in rec.reports:
+        body, time = r.report, r.report["time"]
+        supersedes = body.get("supersedes")
         out.append(Report(
-            message=m, assessment=_str(r.get("assessment")),
-            recommendations=_str(r.get("recommendations")), follow_up=_str(r.get("follow_up")),
-            referral_needed=r.get("referral_needed") is True,
-            supersedes=supersedes if supersedes is not None and supersedes >= 1 else None,
-            minutes=_int(t.get("minutes")), first_date=_str(t.get("first_date")),
-            last_date=_str(t.get("last_date"))))
-    by_seq = {report.message.seq: report for report in out}
-    for report in out:
-        older = by_seq.get(report.supersedes) if report.supersedes is not None else None
-        if older is not None and older.message.seq < report.message.seq:
-            older.superseded_by = report.message.seq
+            message=_message(export, r.seq), assessment=body["assessment"],
+            recommendations=body["recommendations"], follow_up=body["follow_up"],
+            referral_needed=body["referral_needed"] is True,
+            supersedes=supersedes if isinstance(supersedes, int) else None,
+            minutes=int(time["minutes"]), first_date=time["first_date"],
+            last_date=time["last_date"], superseded_by=r.superseded_by,
+            billing=rules.billing_summary(rec, r)))
     return out
 
 
@@ -127,46 +124,15 @@ class TimeTotal:
     last_date: str
 
 
-def _entry(m: Message) -> tuple[int, int, int] | None:
-    """(minutes, start_ms, end_ms) of a time entry that keeps the rules, else None."""
-    t = _obj((m.body or {}).get("time"))
-    kind, minutes = t.get("kind"), _int(t.get("minutes"))
-    start, end = _int(t.get("start_ms")), _int(t.get("end_ms"))
-    if kind not in ("active", "manual") or minutes is None or start is None or end is None:
-        return None
-    if not 1 <= minutes <= 1440 or start < 0 or end < start or end - start > DAY_MS:
-        return None
-    if kind == "active" and minutes > math.ceil((end - start) / 60000):
-        return None
-    return minutes, start, end
-
-
 def time_totals(export: ConsultExport) -> list[TimeTotal]:
-    """Each consultant's time from their valid time entries, in order of first entry."""
-    totals: dict[str, TimeTotal] = {}
-    for m in export.messages:
-        if m.content_type != "time_entry" or m.body is None \
-                or not is_consultant(export, export.member(m.sender)):
-            continue
-        entry = _entry(m)
-        if entry is None:
-            continue
-        minutes, start, end = entry
-        first, last = ms_date(start), ms_date(end)
-        total = totals.get(m.sender)
-        if total is None:
-            totals[m.sender] = TimeTotal(m.sender, minutes, 1, first, last)
-        else:
-            total.minutes += minutes
-            total.entries += 1
-            total.first_date = min(total.first_date, first)
-            total.last_date = max(total.last_date, last)
-    return list(totals.values())
+    """Each consultant's time from their valid time entries."""
+    return [TimeTotal(str(user), s.minutes, s.entries, s.first_date or "", s.last_date or "")
+            for user, s in record(export).time.items() if s.entries]
 
 
 @dataclass
 class Billing:
-    """The fields interprofessional consult billing asks for."""
+    """The fields interprofessional consult billing asks for, over the whole case."""
 
     minutes: int
     first_date: str
@@ -178,11 +144,17 @@ class Billing:
 
 def billing(export: ConsultExport) -> Billing:
     totals = time_totals(export)
-    request = consult_request(export)
+    rec = record(export)
+    request = rec.request or {}
+    reason = request.get("reason")
     return Billing(
         minutes=sum(t.minutes for t in totals),
         first_date=min((t.first_date for t in totals), default=""),
         last_date=max((t.last_date for t in totals), default=""),
-        reason_present=request is not None and bool(request.reason.strip()),
-        report_present=bool(reports(export)),
-        patient_consent=request is not None and request.patient_consent)
+        reason_present=isinstance(reason, str) and bool(reason.strip()),
+        report_present=bool(rec.reports),
+        patient_consent=request.get("patient_consent") is True)
+
+
+def warning_text(code: str) -> str:
+    return rules.WARNINGS.get(code, code)

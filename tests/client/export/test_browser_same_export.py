@@ -58,3 +58,13 @@ def test_js_and_python_agree_on_bodies_of_any_shape(tmp_path: Path) -> None:
     assert out["bundle"] == build_bundle(export)
     assert out["html"] == build_html(export)
     assert "<script>x" not in str(out["html"])
+
+
+def test_js_and_python_agree_on_the_billing_advice(tmp_path: Path) -> None:
+    export = sample()
+    report = next(m for m in export.messages if m.seq == 11)
+    assert report.body is not None
+    report.body["report"]["referral_needed"] = True
+    out = js_build(export, tmp_path)
+    assert out["bundle"] == build_bundle(export)
+    assert out["html"] == build_html(export) and "face-to-face referral" in build_html(export)

@@ -131,7 +131,8 @@ def test_cli_exports_a_valid_bundle_of_the_whole_consult(
     assert task["owner"]["reference"] == f"urn:uuid:{derm.user_id}"
     (report,) = [r for r in resources if r["resourceType"] == "Composition"]
     time = next(s for s in report["section"] if s["title"] == "Time")["text"]["div"]
-    assert "Cumulative minutes (time entries): 12" in time
+    assert "Minutes in the author&#x27;s time entries now: 12" in time
+    assert "Advice: A face-to-face referral is recommended" in time  # the room's advice
     people = {r["id"] for r in resources if r["resourceType"] == "Practitioner"}
     assert people == {str(pcp.user_id), str(derm.user_id)}
     assert "OTHER CASE" not in text

@@ -111,12 +111,14 @@ def test_reports_are_compositions_with_the_time_summary(bundle: dict[str, Any]) 
     assert second["event"] == [{"period": {"start": "2025-12-02", "end": "2025-12-03"}}]
     time = next(s for s in second["section"] if s["title"] == "Time")["text"]["div"]
     # 6 + 15 minutes from the valid entries; the absurd and the over-long ones do not count.
-    assert "Cumulative minutes (time entries): 21" in time
-    assert "Date range: 2025-12-02 to 2025-12-03" in time
-    assert "Minutes stated on this report: 21" in time
+    assert "Minutes in the author&#x27;s time entries now: 21" in time
+    assert "21 minutes in 2 entries, 2025-12-02 to 2025-12-03" in time
+    assert "Cumulative minutes stated on this report: 21 (2025-12-02 to 2025-12-03)" in time
     for field in ("Request reason present: yes", "Written report present: yes",
                   "Patient consent noted by the requester: yes"):
         assert field in time
+    first_time = next(s for s in first["section"] if s["title"] == "Time")["text"]["div"]
+    assert "Cumulative minutes stated on this report: 20" in first_time
     assert "Dr Sam Patel &lt;b&gt;" in time  # names are escaped in the narrative
     rec = next(s for s in second["section"] if s["title"] == "Recommendations")
     assert "Punch biopsy first." in rec["text"]["div"]
@@ -155,11 +157,23 @@ def test_bodies_of_any_shape_still_give_a_valid_bundle() -> None:
     export = hostile_bodies()
     bundle = build_bundle(export)
     validate_bundle(bundle)
+    # Invalid bodies do not count: the last valid request and the two valid reports stand.
     (sr,) = by_type(bundle, "ServiceRequest")
-    assert "reasonCode" not in sr  # a reason that is not a string is no reason
-    assert sr["priority"] == "urgent"  # the case's urgency: "<b>now</b>" is none
-    reports = by_type(bundle, "Composition")
-    assert len(reports) == 3 and "event" not in reports[-1]
+    assert sr["reasonCode"] == [{"text": "Pigmented lesion, left forearm"}]
+    assert sr["priority"] == "urgent"
+    assert len(by_type(bundle, "Composition")) == 2
     comms = by_type(bundle, "Communication")
     assert comms[-1]["category"] == [{"text": "<content type>"}]
     assert comms[-1]["payload"] == [{"contentString": "\u202e"}]
+
+
+def test_the_rooms_billing_advice_goes_with_the_report() -> None:
+    export = sample()
+    report = next(m for m in export.messages if m.seq == 11)
+    assert report.body is not None
+    report.body["report"]["referral_needed"] = True
+    bundle = build_bundle(export)
+    validate_bundle(bundle)
+    time = next(s for s in by_type(bundle, "Composition")[-1]["section"]
+                if s["title"] == "Time")["text"]["div"]
+    assert "Advice: A face-to-face referral is recommended" in time

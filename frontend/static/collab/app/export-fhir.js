@@ -4,7 +4,7 @@
 
 import { sha512 } from '../cr1/index.js';
 import {
-  billing, consultRequest, instant, isConsultant, member, msInstant, reports, textOf, timeTotals,
+  consultRequest, instant, isConsultant, member, msInstant, reports, textOf, timeTotals, warningText,
 } from './export-record.js';
 
 const SR_STATUS = { requested: 'active', accepted: 'active', answered: 'active', closed: 'completed' };
@@ -188,17 +188,17 @@ class Builder {
   }
 
   timeLines(r) {
-    const lines = [];
-    if (r.minutes !== null) lines.push(`Minutes stated on this report: ${r.minutes}${r.firstDate ? ` (${r.firstDate} to ${r.lastDate})` : ''}`);
+    const b = r.billing;
+    const yes = (v) => (v === true ? 'yes' : 'no');
+    const lines = [`Cumulative minutes stated on this report: ${b.cumulative_minutes} (${b.first_date} to ${b.last_date})`,
+      `Minutes in the author's time entries now: ${b.recorded_minutes}`,
+      `Request reason present: ${yes(b.request_reason_present)}`, `Written report present: ${yes(b.written_report_present)}`,
+      `Patient consent noted by the requester: ${yes(b.patient_consent)}`];
     for (const t of timeTotals(this.x)) {
       const who = this.ref(t.userId).display || t.userId;
       lines.push(`Time entries of ${who}: ${t.minutes} minutes in ${t.entries} entries, ${t.firstDate} to ${t.lastDate}`);
     }
-    const b = billing(this.x);
-    const yes = (v) => (v ? 'yes' : 'no');
-    lines.push(`Cumulative minutes (time entries): ${b.minutes}`, `Date range: ${b.firstDate || '-'} to ${b.lastDate || '-'}`,
-      `Request reason present: ${yes(b.reasonPresent)}`, `Written report present: ${yes(b.reportPresent)}`,
-      `Patient consent noted by the requester: ${yes(b.patientConsent)}`);
+    for (const code of b.warnings) lines.push(`Advice: ${warningText(code)}`);
     return lines;
   }
 

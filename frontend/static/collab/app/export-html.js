@@ -4,7 +4,9 @@
 // The same page collab/client/export/html.py writes.
 
 import { base64, escapeHtml } from './export-fhir.js';
-import { billing, consultRequest, member, msInstant, reports, textOf, timeTotals } from './export-record.js';
+import {
+  billing, consultRequest, member, msInstant, reports, textOf, timeTotals, warningText,
+} from './export-record.js';
 
 export const CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'";
 const IMAGE_MIMES = new Set(['image/jpeg', 'image/png', 'image/webp', 'image/gif']);
@@ -54,7 +56,8 @@ export function buildHtml(model) {
       + `${esc(name(r.message.sender))}, ${esc(msInstant(r.message.sent_ms))}${esc(note)}</p>${dl([
         ['Assessment', r.assessment], ['Recommendations', r.recommendations], ['Follow-up', r.followUp],
         ['Referral needed', r.referralNeeded ? 'yes' : 'no'],
-        ['Time stated', r.minutes !== null ? `${r.minutes} minutes (${r.firstDate} to ${r.lastDate})` : null]])}</section>`);
+        ['Time stated', r.minutes !== null ? `${r.minutes} minutes (${r.firstDate} to ${r.lastDate})` : null],
+        ['Advice', r.billing.warnings.map(warningText).join(' ')]])}</section>`);
   }
   if (!found.length) out.push('<p>No report yet.</p>');
   const b = billing(model);
