@@ -25,6 +25,7 @@ from collab.crypto.envelope import AttachmentRef, Header
 from collab.crypto.primitives import ed25519_public, sha512
 from collab.crypto.recall import Recall, recall_for, sign_recall, verify_recall
 from collab.crypto.wire import b64d, b64e
+from collab.errors import ServiceError
 from tests.cases.test_blobs import upload
 from tests.cases.test_revocation import revoke, second_device
 from tests.support.actor import Actor
@@ -306,3 +307,23 @@ def test_another_device_of_the_sender_in_the_roster_may_recall(room) -> None:
     body = signed(laptop, state.case_id, other)
     status, code = refused(laptop, state.case_id, other, body)
     assert (status, code) == (403, "device_revoked")
+
+
+def test_a_late_retry_of_a_recalled_message_is_a_duplicate_and_stores_nothing(room) -> None:
+    pcp, _, state = room
+    envelope = state.seal({"text": "sent twice by a flaky network"})
+    first = message_send(user=pcp.user, device_id=pcp.device.device_id,
+                         case_id=state.case_id, envelope=envelope)
+    assert recall(pcp, state.case_id, first.seq,
+                  signed(pcp, state.case_id, first.seq)).status_code == 200
+    again = message_send(user=pcp.user, device_id=pcp.device.device_id,
+                         case_id=state.case_id, envelope=envelope)
+    assert (again.seq, again.duplicate) == (first.seq, True)
+    assert Message.objects.count() == 1
+    assert bytes(Message.objects.get().ciphertext) == b""  # the retry brings nothing back
+    # Other bytes under the same client message id are still refused.
+    other = dataclasses.replace(envelope, ct=envelope.ct[:-1] + bytes([envelope.ct[-1] ^ 1]))
+    with pytest.raises(ServiceError) as error:
+        message_send(user=pcp.user, device_id=pcp.device.device_id, case_id=state.case_id,
+                     envelope=other)
+    assert error.value.code == "client_msg_id_reused"
