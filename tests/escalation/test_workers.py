@@ -23,8 +23,8 @@ from collab.cases.models import Notification, NotificationKind
 from collab.escalation.models import Escalation, EscalationStep
 from collab.escalation.services import _claim, escalation_pass, escalation_run_due
 from tests.escalation.support import at, consult_room, on_call, send_urgent, set_policy
+from tests.support import live
 from tests.support.actor import Actor
-from tests.support.live import test_database_url
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -126,7 +126,7 @@ def test_two_worker_processes_never_send_one_reminder_twice() -> None:
     Escalation.objects.update(started_at=past, next_due=past + timedelta(minutes=2))
     env = {
         **os.environ,
-        "DATABASE_URL": test_database_url(),
+        "DATABASE_URL": live.test_database_url(),
         "DJANGO_SETTINGS_MODULE": "collab.settings",
     }
     workers = [
