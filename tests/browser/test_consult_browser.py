@@ -97,7 +97,8 @@ def test_structured_consult_report_and_time_in_two_browsers(
     derm.locator("#time-total", has_text="10 min (0 active, 10 entered)").wait_for()
 
     # The report: the active time goes first, then the report with 13 minutes.
-    derm.get_by_label("Assessment", exact=True).fill("Likely dysplastic naevus; melanoma not excluded.")
+    derm.get_by_label("Assessment", exact=True).fill(
+        "Likely dysplastic naevus; melanoma not excluded.")
     derm.get_by_label("Recommendations", exact=True).fill("Excision biopsy with 2 mm margins.")
     derm.get_by_label("Suggested follow-up").fill("Review histology in 2 weeks.")
     derm.get_by_label("A face-to-face referral is needed").check()
@@ -114,9 +115,8 @@ def test_structured_consult_report_and_time_in_two_browsers(
     pcp.locator("#status-text", has_text="Answered").wait_for()
     assert m.Case.objects.get(pk=case_id).status == "answered"
     derm.locator("#time-total", has_text="13 min (3 active, 10 entered)").wait_for()
-    types = list(m.Message.objects.filter(case_id=case_id).order_by("seq")
-                 .values_list("header", flat=True))
-    assert len(types) == 4  # request, manual time, active time, report
+    # request, manual time, active time, report: the bad entries sent nothing
+    assert m.Message.objects.filter(case_id=case_id).count() == 4
     first_report = m.Case.objects.get(pk=case_id).last_seq
 
     # A second report supersedes the first; both stay, the older one marked.
