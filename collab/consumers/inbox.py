@@ -47,6 +47,15 @@ class InboxConsumer(AuthenticatedConsumer):
         )
         self.spawn(self.watch_membership())
 
+    async def layer_recovered(self) -> None:
+        """The channel layer was down and works again: doorbells may have been lost, so
+        once the groups are joined the client hears ``hello`` with ``resync: true`` (and
+        fetches its list again)."""
+        if self.closing or not await self.join_missing_groups():
+            return
+        await self.send_json({"type": "hello", "user": str(self.user.pk),
+                              "cases": sorted(map(str, self.cases)), "resync": True})
+
     async def watch_membership(self) -> None:
         """Every SESSION_CHECK_SECONDS: follow exactly the cases the user is in now."""
         while not self.closing:

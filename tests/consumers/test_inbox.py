@@ -22,9 +22,10 @@ from collab.cases.services import consults
 from collab.cases.services.membership import log_entry_submit
 from collab.cases.services.messages import SendRequest, message_send, message_send_batch
 from collab.cases.services.notifications import notify
+from collab.consumers import base
 from collab.crypto.actions import AddUserBody, RemoveUserBody
 from collab.crypto.roster import Role
-from collab.realtime import inbox_group
+from collab.realtime import LAYER, inbox_group
 from tests.support.rooms import Member, build_room
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -251,3 +252,38 @@ async def test_opening_the_inbox_costs_the_same_queries_whatever_the_number_of_c
     await sync_to_async(lambda: connection.execute_wrappers.remove(count))()
     assert len(hello["cases"]) == 7
     assert 0 < counts[0] == counts[1], counts
+
+
+async def test_after_a_layer_outage_the_inbox_joins_its_cases_and_says_resync(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Groups the layer could not take at the handshake are joined on recovery, and the
+    client is told to fetch its list again (doorbells may have been lost meanwhile)."""
+    owner, member = await sync_to_async(build_room)(2, "ibl")
+    real_join = base.group_join
+
+    async def down(layer: Any, group: str, channel: str) -> bool:
+        if group.startswith("activity."):
+            LAYER.healthy = False
+            return False
+        return await real_join(layer, group, channel)
+
+    monkeypatch.setattr(base, "group_join", down)
+    try:
+        inbox, hello = await open_inbox(member.session)
+        assert "resync" not in hello
+        seq = await sync_to_async(send)(owner, "while the layer was down")
+        monkeypatch.setattr(base, "group_join", real_join)
+        LAYER.healthy = True
+        await LAYER._resync()
+    finally:
+        LAYER.healthy = True
+    assert await inbox.receive_json_from(timeout=5) == {
+        "type": "hello", "user": str(member.user.pk), "cases": [str(owner.state.case_id)],
+        "resync": True,
+    }
+    seq = await sync_to_async(send)(owner, "after the recovery")
+    assert await drain(inbox, member.user) == [
+        {"type": "case_activity", "case": str(owner.state.case_id), "last_seq": seq}
+    ]
+    await inbox.disconnect()
