@@ -83,6 +83,15 @@ def withheld_case_ids(*, user: User, at: datetime | None = None) -> QuerySet[Con
     )
 
 
+def offered_until(*, user: User, at: datetime | None = None) -> dict[Any, datetime]:
+    """Case id -> end of the window, for the consults offered to ``user`` right now."""
+    when = at or timezone.now()
+    rows = ConsultOffer.objects.filter(offered_to=user, exclusive_until__gt=when).values_list(
+        "case_id", "exclusive_until"
+    )
+    return dict(rows[:500])
+
+
 def claim_check(*, case: m.Case, user: User, at: datetime | None = None) -> None:
     """Inside the window only the offered provider claims (409 ``offered_to_oncall``)."""
     when = at or timezone.now()

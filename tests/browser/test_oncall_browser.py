@@ -1,6 +1,7 @@
 """On-call in real Chromium: an admin adds a service and a shift on the /oncall/ page,
 and a provider sees who is on call (on that page, and under the new-case form's
-specialty) without any console error or CSP violation. (Refused schedules are tested
+specialty), then has a consult from that specialty offered first to the provider on
+call, all without any console error or CSP violation. (Refused schedules are tested
 through the API: Chromium logs every 4xx answer as a console error.)"""
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ LOCAL_TIME = """(hours) => {
 def test_an_admin_schedules_a_shift_and_a_provider_sees_who_is_on_call(
     server: str, new_page: Callable[[str], Any], problems: PageProblems
 ) -> None:
-    named("oc_ann", "Dr Ann Vale", "Dermatology")
+    ann = named("oc_ann", "Dr Ann Vale", "Dermatology")
     named("oc_bob", "Dr Bob Reyes", "Dermatology")
     pcp = named("oc_pcp", "Dr Pat Lowe", "Family medicine")
     admin = make_user("oc_admin", role="admin")
@@ -77,3 +78,16 @@ def test_an_admin_schedules_a_shift_and_a_provider_sees_who_is_on_call(
     provider.get_by_role("link", name="On call").click()
     provider.locator("#oncall-rows tr", has_text="Dr Ann Vale").wait_for()
     assert provider.locator("#oncall-admin").is_hidden()
+
+    # A consult requested from Dermatology now reaches Dr Vale first.
+    provider.get_by_role("link", name="Cases").click()
+    provider.locator("#queue-status", has_text="No open consults").wait_for()
+    provider.get_by_label("Requested specialty").fill("Dermatology")
+    provider.get_by_label("Clinical question").fill("Is this lesion suspicious?")
+    provider.get_by_role("button", name="Open case").click()
+    provider.wait_for_url(re.compile(r"/cases/[0-9a-f-]{36}/$"))
+    oncall = new_page("on call")
+    sign_in(oncall, ann)
+    set_up_first_device(oncall)
+    oncall.locator("#queue li", has_text="Offered to you first as on-call").wait_for()
+    oncall.locator("#notice-list", has_text="A consult is offered to you first").wait_for()

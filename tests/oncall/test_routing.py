@@ -48,6 +48,8 @@ def test_the_oncall_provider_receives_a_new_consult_first(team) -> None:
         assert offers(ann) == [case] and offers(bob) == [] and offers(cat) == []
         assert queue(ann) == [case]
         assert queue(bob) == [] and queue(cat) == []
+        mine = ann.call("GET", "/api/consults/queue").json()["consults"][0]
+        assert mine["offered_until"] == (start + timedelta(minutes=10)).isoformat()
         # Others cannot claim it inside the window either (and nothing changes).
         early = cat.call("POST", f"/api/consults/{case}/claim")
         assert early.status_code == 409 and early.json()["error"] == "offered_to_oncall"
@@ -62,6 +64,10 @@ def test_the_oncall_provider_receives_a_new_consult_first(team) -> None:
         clock.move_to(start + timedelta(minutes=10))
         assert queue(bob) == [case] and queue(cat) == [case]
         assert queue(ann) == [case]
+        # The window over, nobody's item says it is offered to them.
+        for actor in (ann, bob):
+            item = actor.call("GET", "/api/consults/queue").json()["consults"][0]
+            assert "offered_until" not in item
 
 
 def test_the_oncall_provider_can_claim_at_once(team) -> None:

@@ -129,9 +129,13 @@ class QueueItem:
     requested_at: datetime
     requester_name: str
     requester_organisation: str
+    # Set while the consult is offered to the caller alone as on-call (collab/oncall).
+    offered_until: datetime | None = None
 
     def wire(self, now: datetime) -> dict[str, object]:
+        extra = {"offered_until": self.offered_until.isoformat()} if self.offered_until else {}
         return {
+            **extra,
             "case": str(self.case_id),
             "specialty": self.specialty,
             "urgency": self.urgency,
@@ -159,6 +163,7 @@ def consult_queue(*, user: User) -> list[QueueItem]:
         .order_by("opened_at")[:500]
     )
     items = []
+    offered = oncall_routing.offered_until(user=user)
     for case in cases:
         # The request's age counts from when it (last) became requested.
         requested_at = case.status_changed_at or case.opened_at
@@ -170,6 +175,7 @@ def consult_queue(*, user: User) -> list[QueueItem]:
                 requested_at,
                 case.opened_by.display_name or case.opened_by.username,
                 case.opened_by.organisation,
+                offered_until=offered.get(case.pk),
             )
         )
     items.sort(key=lambda i: (_URGENCY_ORDER.get(i.urgency, 9), i.requested_at))

@@ -115,7 +115,9 @@ async function listQueue() {
     button.addEventListener('click', () => claim(c, button));
     return h('li', { class: c.urgency === 'urgent' ? 'urgent' : '' },
       h('span', { class: `badge ${c.urgency}` }, URGENCY[c.urgency] ?? c.urgency), ' ',
-      `${who}${org}, ${fmtDate(c.requested_at)} `, button);
+      `${who}${org}, ${fmtDate(c.requested_at)} `,
+      c.offered_until ? h('strong', { class: 'offered' }, `Offered to you first as on-call, until ${fmtDate(c.offered_until)}. `) : null,
+      button);
   }));
 }
 
