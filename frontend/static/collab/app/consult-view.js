@@ -184,25 +184,25 @@ export class ConsultView {
     return sendMessage(this.room.socket, this.room.session, body, contentType);
   }
 
-  /** Send the active time counted so far (one at a time); the minutes sent, or 0. */
+  /** Send the active time counted so far (one at a time): {minutes, seq} sent, or null. */
   flushActive(final) {
     const run = this.sendingTime.then(async () => {
-      if (!this.clock) return 0;
+      if (!this.clock) return null;
       const entry = this.clock.take(Date.now(), { final });
-      if (!entry) return 0;
+      if (!entry) return null;
       // A tab left open for days: the period is at most 24 h (the minutes fit in it).
       const startMs = Math.max(entry.startMs, entry.endMs - consult.DAY_MS);
       try {
         const body = consult.timeEntryBody({ kind: 'active', minutes: entry.minutes, startMs, endMs: entry.endMs });
         consult.checkNewEntry(this.record.timeOf(this.me), body);
-        await this.send(consult.TIME_ENTRY, body);
-        return entry.minutes;
+        const { ack } = await this.send(consult.TIME_ENTRY, body);
+        return { minutes: entry.minutes, seq: ack.seq };
       } catch (err) {
         say($('#time-status'), `Active time could not be recorded: ${errorText(err)}`, 'error');
-        return 0;
+        return null;
       }
     });
-    this.sendingTime = run.catch(() => 0);
+    this.sendingTime = run.catch(() => null);
     return run;
   }
 
@@ -245,8 +245,8 @@ export class ConsultView {
       const t = this.record.timeOf(this.me);
       const today = consult.utcDate(Date.now());
       let [minutes, firstDate, lastDate] = consult.reportTime(t, Date.now());
-      if (justSent && t.minutes + justSent > minutes) {
-        minutes = t.minutes + justSent; // its frame may not be back yet
+      if (justSent && !this.items.some((i) => i.seq === justSent.seq)) {
+        minutes += justSent.minutes; // acknowledged, but its frame is not back yet
         if (today > lastDate) lastDate = today;
       }
       const mine = this.record.currentReports().filter((x) => x.author === this.me).pop();
