@@ -65,7 +65,7 @@ def _uuid(value: object) -> uuid.UUID | None:
 def sender_device_key(chain: Iterable[LogEntry], user_id: uuid.UUID,
                       device_id: uuid.UUID) -> bytes | None:
     """The DSK of ``device_id`` if some verified roster of the case lists it under
-    ``user_id`` (the device may have been removed since: a recall stays valid)."""
+    ``user_id``: the message's sending device may have been removed since."""
     for entry in chain:
         cert = entry.roster.device(device_id)
         if cert is not None and cert.user_id == user_id:
@@ -73,12 +73,26 @@ def sender_device_key(chain: Iterable[LogEntry], user_id: uuid.UUID,
     return None
 
 
+def recalling_device_key(chain: Iterable[LogEntry], user_id: uuid.UUID, device_id: uuid.UUID,
+                         epoch: int | None) -> bytes | None:
+    """The DSK of the recalling device only if the head roster, or the roster of the
+    message's ``epoch`` (known from the header this client verified), lists it under
+    ``user_id`` (protocol-crypto §9e): a device revoked before both cannot recall."""
+    entries = list(chain)
+    if not entries:
+        return None
+    head = max(entries, key=lambda entry: entry.epoch)
+    rosters = [head] + [e for e in entries if epoch is not None and e.epoch == epoch]
+    return sender_device_key(rosters, user_id, device_id)
+
+
 def judge_recall(*, case_id: uuid.UUID, seq: int, sender_user_id: uuid.UUID | None,
                  statement: Mapping[str, Any], sig: object, chain: Iterable[LogEntry],
                  known_header: Header | None) -> Removed:
     """RECALLED only if the statement names this case and seq (and, when the client
     holds the message, exactly that message), its recalling device is a device of the
-    sender in a verified roster, and the signature verifies; else REMOVED_BY_SERVER."""
+    sender in the head roster or the message's epoch roster, and the signature verifies;
+    else REMOVED_BY_SERVER."""
     sender = known_header.sender_user_id if known_header is not None else sender_user_id
     try:
         recall = Recall.from_wire(statement)
@@ -91,7 +105,8 @@ def judge_recall(*, case_id: uuid.UUID, seq: int, sender_user_id: uuid.UUID | No
         entries = list(chain)
         if sender_device_key(entries, sender, recall.sender_device_id) is None:
             raise CryptoError("unauthorized_author", "the sending device is not the sender's")
-        key = sender_device_key(entries, sender, recall.device_id)
+        epoch = known_header.epoch if known_header is not None else None
+        key = recalling_device_key(entries, sender, recall.device_id, epoch)
         if key is None:
             raise CryptoError("unauthorized_author", "the recalling device is not the sender's")
         verify_recall(key, recall, b64d(sig, 64))

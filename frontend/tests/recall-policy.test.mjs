@@ -73,6 +73,29 @@ describe('recall policy', () => {
     assert.deepEqual([v.verdict, v.detail], [REMOVED_BY_SERVER, 'recall_mismatch']);
   });
 
+  // A device removed from the case (epoch 2) recalls: only the head roster or the roster
+  // of the message's epoch may vouch for the recalling device (protocol-crypto §9e).
+  const RV = R.revoked;
+  const REVOKED_CHAIN = [...CHAIN, cr1.LogEntry.decode(b(RV.entry_bytes))];
+  const REVOKED_HEADER = cr1.Header.decode(b(RV.header_bytes));
+  for (const [name, known] of [['held', REVOKED_HEADER], ['not held', null]]) {
+    test(`a recall by a device removed before the message is removed by the server (${name})`, () => {
+      const item = { ...tombstone({ ...RV.wire, sig: cr1.b64e(b(RV.sig)) }), seq: RV.seq };
+      const v = judgeTombstone(CASE, item, REVOKED_CHAIN, known);
+      assert.deepEqual([v.verdict, v.detail], [REMOVED_BY_SERVER, RV.error]);
+      const frame = { type: 'recalled', seq: RV.seq, by: SENDER, at: 'x', device: RV.wire.device_id, sig: cr1.b64e(b(RV.sig)), recall: RV.wire };
+      assert.equal(judgeFrame(CASE, frame, REVOKED_CHAIN, known).detail, RV.error);
+    });
+  }
+
+  test('a device removed since still recalls a message of its epoch when held', () => {
+    const item = tombstone(honest());
+    assert.equal(judgeTombstone(CASE, item, REVOKED_CHAIN, HEADER).verdict, RECALLED);
+    // Without the header the message's epoch is unknown: only the head roster counts.
+    const v = judgeTombstone(CASE, item, REVOKED_CHAIN, null);
+    assert.deepEqual([v.verdict, v.detail], [REMOVED_BY_SERVER, 'unauthorized_author']);
+  });
+
   test('the recall action is for the sender and inside the window only', () => {
     const stored = '2026-01-01T10:00:00+00:00';
     const t = Date.parse(stored);

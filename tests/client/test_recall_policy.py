@@ -76,3 +76,30 @@ def test_a_recall_of_another_header_is_refused_when_the_message_is_held() -> Non
     other = dataclasses.replace(HEADER, sent_ms=HEADER.sent_ms + 1)
     verdict = judge_tombstone(CASE, tombstone({**R["wire"], "sig": SIG}), CHAIN, other)
     assert (verdict.verdict, verdict.detail) == (REMOVED_BY_SERVER, "recall_mismatch")
+
+
+# A device removed from the case (epoch 2) recalls: only the head roster or the roster of
+# the message's epoch may vouch for the recalling device (protocol-crypto §9e).
+RV = R["revoked"]
+REVOKED_CHAIN = [*CHAIN, LogEntry.decode(bytes.fromhex(RV["entry_bytes"]))]
+REVOKED_HEADER = Header.decode(bytes.fromhex(RV["header_bytes"]))
+
+
+@pytest.mark.parametrize("known", [REVOKED_HEADER, None], ids=["held", "not held"])
+def test_a_recall_by_a_device_removed_before_the_message_is_removed_by_the_server(
+        known: Header | None) -> None:
+    item = {**tombstone({**RV["wire"], "sig": b64e(bytes.fromhex(RV["sig"]))}), "seq": RV["seq"]}
+    verdict = judge_tombstone(CASE, item, REVOKED_CHAIN, known)
+    assert (verdict.verdict, verdict.detail) == (REMOVED_BY_SERVER, RV["error"])
+    frame = {"type": "recalled", "seq": RV["seq"], "by": str(HEADER.sender_user_id), "at": "x",
+             "device": RV["wire"]["device_id"], "sig": b64e(bytes.fromhex(RV["sig"])),
+             "recall": RV["wire"]}
+    assert judge_frame(CASE, frame, REVOKED_CHAIN, known).detail == RV["error"]
+
+
+def test_a_device_removed_since_still_recalls_a_message_of_its_epoch_when_held() -> None:
+    item = tombstone({**R["wire"], "sig": SIG})
+    assert judge_tombstone(CASE, item, REVOKED_CHAIN, HEADER).verdict == RECALLED
+    # Without the header the message's epoch is unknown: only the head roster counts.
+    verdict = judge_tombstone(CASE, item, REVOKED_CHAIN, None)
+    assert (verdict.verdict, verdict.detail) == (REMOVED_BY_SERVER, "unauthorized_author")

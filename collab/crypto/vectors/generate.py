@@ -17,6 +17,7 @@ from ..actions import (
     AddUserBody,
     CreateBody,
     EnrolDeviceBody,
+    RemoveDeviceBody,
     RemoveUserBody,
     RotateBody,
     apply_action,
@@ -472,9 +473,35 @@ def _pins() -> Json:
 RECALL_SEQ = 7
 
 
-def _recall(env: Envelope) -> Json:
+def _recall_revoked(e1: LogEntry, device: Any) -> Json:
+    """Alice's second device is removed (epoch 2), then her first device sends seq 8; a
+    recall of it signed by the removed device is refused: the device is in neither the
+    head roster nor the message's epoch roster, only in older ones (protocol-crypto §9e)."""
+    e2, k2 = build_entry(
+        e1, RemoveDeviceBody(ALICE.user_id, device.device_id), author_seed=ALICE.d.dsk_seed,
+        author_user_id=ALICE.user_id, author_device_id=ALICE.d.device_id,
+        created_ms=T0 + 500_000, epoch_key=seed("recall/e2/key"),
+        epk_secret=seed("recall/e2/epk"),
+    )
+    env = _alice_text(e2, k2, sender_seq=4, sent_ms=T0 + 510_000, text="after the removal",
+                      label="recall-revoked")
+    recall = recall_for(env.header, seq=RECALL_SEQ + 1, device_id=device.device_id,
+                        recalled_ms=T0 + 520_000)
+    return {
+        "name": "recall signed by a device removed before the message's epoch",
+        "error": "unauthorized_author",
+        "entry_bytes": hx(e2.encode()),
+        "header_bytes": hx(env.header.encode()),
+        "seq": RECALL_SEQ + 1,
+        "wire": recall.to_wire(),
+        "sig": hx(sign_recall(device.dsk_seed, recall)),
+    }
+
+
+def _recall(env: Envelope, e1: LogEntry) -> Json:
     """Alice recalls the vector message (stored at seq 7) from her second device; a server
-    that forges or retargets a recall is refused (``negative``)."""
+    that forges or retargets a recall is refused (``negative``), and so is a recall by a
+    device removed before the message (``revoked``: the log's next entry)."""
     device = ALICE.devices[1]
     recall = recall_for(env.header, seq=RECALL_SEQ, device_id=device.device_id,
                         recalled_ms=T0 + 400_000)
@@ -523,6 +550,7 @@ def _recall(env: Envelope) -> Json:
         "sig": hx(sig),
         "wire": wire,
         "negative": negative,
+        "revoked": _recall_revoked(e1, device),
     }
 
 
@@ -867,7 +895,7 @@ def build_vectors() -> Json:
         "key_backup": _keybackup(),
         "invite": _invite(),
         "pins": _pins(),
-        "recall": _recall(env),
+        "recall": _recall(env, e1),
         "negative": _negative_prims()
         + _negative_log(e0, e1)
         + _negative_messages(e1, k1, env)

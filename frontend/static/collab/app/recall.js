@@ -15,13 +15,25 @@ export const REMOVED_BY_SERVER = 'removed_by_server';
 export const PURGED = 'purged';
 export const DEFAULT_WINDOW_MINUTES = 15;
 
-/** The DSK of `deviceId` if some verified roster (entries of the chain) lists it under `userId`. */
+/** The DSK of `deviceId` if some verified roster (entries of the chain) lists it under
+ * `userId`: the message's sending device may have been removed since. */
 export function senderDeviceKey(chain, userId, deviceId) {
   for (const entry of chain) {
     const cert = entry.roster.device(deviceId);
     if (cert && cert.userId === userId) return cert.dskPub;
   }
   return null;
+}
+
+/** The DSK of the recalling device only if the head roster, or the roster of the message's
+ * `epoch` (from the header this client verified; null when not held), lists it under
+ * `userId` (protocol-crypto §9e): a device revoked before both cannot recall. */
+export function recallingDeviceKey(chain, userId, deviceId, epoch) {
+  const entries = [...chain];
+  if (!entries.length) return null;
+  const head = entries.reduce((best, e) => (Number(e.epoch) > Number(best.epoch) ? e : best));
+  const rosters = [head, ...entries.filter((e) => epoch != null && Number(e.epoch) === Number(epoch))];
+  return senderDeviceKey(rosters, userId, deviceId);
 }
 
 const timeOf = (text) => {
@@ -31,8 +43,8 @@ const timeOf = (text) => {
 };
 
 /** RECALLED only if the statement names this case and seq (and exactly the message this
- * client verified, when it holds it), its devices are the sender's in a verified roster,
- * and the signature verifies; else REMOVED_BY_SERVER with the failing code. */
+ * client verified, when it holds it), its devices are the sender's (the recalling one in
+ * the head roster or the message's epoch roster), and the signature verifies; else REMOVED_BY_SERVER with the failing code. */
 export function judgeRecall({ caseId, seq, senderUserId, statement, sig, chain, knownHeader }) {
   const sender = knownHeader ? knownHeader.senderUserId : senderUserId;
   try {
@@ -46,7 +58,7 @@ export function judgeRecall({ caseId, seq, senderUserId, statement, sig, chain, 
     if (!senderDeviceKey(entries, sender, recall.senderDeviceId)) {
       throw new CryptoError('unauthorized_author', 'the sending device is not the sender\'s');
     }
-    const key = senderDeviceKey(entries, sender, recall.deviceId);
+    const key = recallingDeviceKey(entries, sender, recall.deviceId, knownHeader ? knownHeader.epoch : null);
     if (!key) throw new CryptoError('unauthorized_author', 'the recalling device is not the sender\'s');
     verifyRecall(key, recall, b64d(sig, 64));
     return { seq, senderUserId: sender, verdict: RECALLED, at: Number(recall.recalledMs), detail: '' };
