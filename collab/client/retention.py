@@ -17,7 +17,10 @@ def _when(value: str) -> datetime:
 
 def day_text(value: str) -> str:
     """"2 Jan 2027" (not the locale's month names: the line reads the same everywhere)."""
-    at = _when(value)
+    try:
+        at = _when(value)
+    except (ValueError, TypeError, AttributeError):
+        return "an unknown day"  # a malformed date from the server must not break the line
     return f"{at.day} {_MONTHS[at.month - 1]} {at.year}"
 
 

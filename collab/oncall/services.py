@@ -180,6 +180,9 @@ def _covering_provider(user_id: object, service: OnCallService, field: str) -> U
     return user
 
 
+_FIRST_YEAR, _LAST_YEAR = 2000, 2100
+
+
 def parse_time(value: object, field: str) -> datetime:
     """An ISO 8601 instant with an offset (a naive time is refused: whose midnight?)."""
     if isinstance(value, datetime):
@@ -195,6 +198,11 @@ def parse_time(value: object, field: str) -> datetime:
         raise ServiceError(
             "bad_time", f"{field} must carry a UTC offset (e.g. 2026-12-01T08:00+01:00).",
             field=field,
+        )
+    # Years near 1 or 9999 overflow when the database converts them to UTC.
+    if not _FIRST_YEAR <= when.year <= _LAST_YEAR:
+        raise ServiceError(
+            "bad_time", f"{field} must fall between {_FIRST_YEAR} and {_LAST_YEAR}.", field=field
         )
     return when
 

@@ -129,6 +129,9 @@ def test_bad_schedules_get_their_own_code_and_change_nothing(admin, ann, bob) ->
         ({**good, "ends_at": at(24 * 40).isoformat()}, 400, "shift_too_long"),
         ({**good, "starts_at": "2026-12-01T08:00"}, 400, "bad_time"),
         ({**good, "starts_at": 12}, 400, "bad_time"),
+        # Converting year 1 at +14:00 to UTC overflows: refused, not a 500.
+        ({**good, "starts_at": "0001-01-01T00:00:00+14:00"}, 400, "bad_time"),
+        ({**good, "ends_at": "9999-12-31T23:59:59-12:00"}, 400, "bad_time"),
         ({**good, "backup": str(bob.user.pk)}, 400, "backup_is_primary"),
         ({**good, "primary": str(admin.user.pk)}, 400, "not_provider"),
         ({**good, "primary": "00000000-0000-0000-0000-000000000000"}, 404, "no_user"),

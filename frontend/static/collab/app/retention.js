@@ -10,7 +10,10 @@ import { h } from './dom.js';
 export function dayText(value, timeZone) {
   const options = { day: 'numeric', month: 'short', year: 'numeric' };
   if (timeZone) options.timeZone = timeZone;
-  return new Intl.DateTimeFormat('en-GB', options).format(new Date(value));
+  const when = new Date(value);
+  // A date the server sent malformed must not break the whole line.
+  if (Number.isNaN(when.getTime())) return 'an unknown day';
+  return new Intl.DateTimeFormat('en-GB', options).format(when);
 }
 
 function daysText(n) {
