@@ -21,7 +21,14 @@ import re
 import uuid
 from typing import Any
 
-from collab.client.export.model import ConsultExport, Member, Message, instant, ms_instant
+from collab.client.export.model import (
+    ConsultExport,
+    Member,
+    Message,
+    instant,
+    ms_instant,
+    removal_line,
+)
 from collab.client.export.record import (
     Report,
     consult_request,
@@ -78,7 +85,8 @@ class _Builder:
         self.case_id = str(export.case.get("id"))
         people = list(export.members)
         for m in export.messages:  # every sender is a member of a verified roster; still
-            if export.member(m.sender) is None and all(p.user_id != m.sender for p in people):
+            if m.sender and export.member(m.sender) is None \
+                    and all(p.user_id != m.sender for p in people):
                 people.append(Member(m.sender, "member"))
         self.people = people
         patient = next((p for p in people if p.patient), None)
@@ -122,7 +130,7 @@ class _Builder:
             else instant(case.get("opened_at"))
         if authored:
             sr["authoredOn"] = authored
-        sr["requester"] = self.ref(request.message.sender if request else case.get("opened_by"))
+        sr["requester"] = self.ref(request.message.sender if request else self.x.requester)
         specialty = fhir_text(case.get("specialty"))
         if specialty:
             sr["performerType"] = {"text": specialty}
@@ -162,7 +170,7 @@ class _Builder:
             "focus": {"reference": self.url("service-request")},
             "basedOn": [{"reference": self.url("service-request")}],
             "for": self.subject,
-            "requester": self.ref(case.get("opened_by")),
+            "requester": self.ref(self.x.requester),
         }
         priority = PRIORITY.get(str(case.get("urgency")))
         if priority:
@@ -199,6 +207,16 @@ class _Builder:
         return task
 
     def communication(self, m: Message) -> dict[str, Any]:
+        if m.removed is not None:  # recalled or purged: one line, never content
+            gone: dict[str, Any] = {
+                "resourceType": "Communication", "id": rid(self.case_id, "message", m.seq),
+                "basedOn": [{"reference": self.url("service-request")}],
+                "status": "entered-in-error", "subject": self.subject,
+                "note": [{"text": f"Message #{m.seq} {removal_line(m.removed)}"}],
+            }
+            if m.sender:
+                gone["sender"] = self.ref(m.sender)
+            return gone
         comm: dict[str, Any] = {
             "resourceType": "Communication", "id": rid(self.case_id, "message", m.seq),
             "basedOn": [{"reference": self.url("service-request")}],

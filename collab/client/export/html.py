@@ -10,7 +10,13 @@ import html
 import re
 from collections.abc import Iterable
 
-from collab.client.export.model import IMAGE_MIMES, ConsultExport, Message, ms_instant
+from collab.client.export.model import (
+    IMAGE_MIMES,
+    ConsultExport,
+    Message,
+    ms_instant,
+    removal_line,
+)
 from collab.client.export.record import (
     billing,
     consult_request,
@@ -56,6 +62,10 @@ class _Page:
                 else f"user {user_id[:8]}")
 
     def message(self, m: Message) -> str:
+        if m.removed is not None:  # recalled or purged: one line, never content
+            by = f" · {esc(self.name(m.sender))}" if m.sender else ""
+            return (f'<li class="removed"><p class="meta">#{m.seq}{by}</p>'
+                    f'<p class="text">[{esc(removal_line(m.removed))}]</p></li>')
         head = (f'<p class="meta">#{m.seq} · {esc(ms_instant(m.sent_ms))} · '
                 f"{esc(self.name(m.sender))} · {esc(m.content_type)}</p>")
         if m.unavailable is not None:
@@ -80,7 +90,7 @@ class _Page:
         out = [f"<h1>Consult {esc(case.get('id'))}</h1>",
                _dl([("Specialty", case.get("specialty")), ("Urgency", case.get("urgency")),
                     ("Status", case.get("status")), ("Opened", case.get("opened_at")),
-                    ("Opened by", self.name(str(case.get("opened_by")))),
+                    ("Opened by", self.name(x.requester)),
                     ("Exported", x.exported_at), ("Exported by", self.name(x.exported_by))])]
         request = consult_request(x)
         out.append("<h2>Request</h2>")

@@ -19,10 +19,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from collab.client.recall import PURGED, RECALLED, Removed
 from collab.crypto.roster import Role
 
 if TYPE_CHECKING:  # the SDK is only needed to gather
     from collab.client.sdk import CollabClient, Received
+
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 
 ROLE_NAMES = {Role.OWNER: "owner", Role.ADMIN: "admin", Role.MEMBER: "member",
               Role.PATIENT: "patient"}
@@ -53,6 +56,28 @@ def _str(value: object, default: str = "") -> str:
     return value if isinstance(value, str) else default
 
 
+def removal_of(removed: Removed) -> dict[str, Any]:
+    """A removed message as the model keeps it: the room's verdict (collab.client.recall),
+    its time in ms and, when a claimed recall was not honoured, why."""
+    at = None if removed.at is None else (removed.at - _EPOCH) // datetime.timedelta(
+        milliseconds=1)
+    return {"verdict": removed.verdict, "at_ms": at, "detail": removed.detail}
+
+
+def removal_line(removal: dict[str, Any]) -> str:
+    """The one line exported in place of a removed message (never its content); the
+    browser's export-record.js writes the same."""
+    at = removal.get("at_ms")
+    when = ms_instant(at) if isinstance(at, int) and not isinstance(at, bool) else "?"
+    if removal.get("verdict") == RECALLED:
+        return f"recalled by the sender at {when}"
+    if removal.get("verdict") == PURGED:
+        return f"removed by the server at {when} (retention policy)"
+    detail = _str(removal.get("detail"))
+    why = f": {detail}" if detail else ""
+    return f"removed by the server at {when} (no valid recall from its sender{why})"
+
+
 @dataclass
 class Member:
     user_id: str
@@ -81,9 +106,13 @@ class Message:
     sender: str
     sent_ms: int
     content_type: str
-    body: dict[str, Any] | None  # None: not readable on this device
+    body: dict[str, Any] | None  # None: not readable on this device, or removed
     unavailable: str | None = None
     images: list[Image] = field(default_factory=list)
+    # Recalled or purged (a tombstone, judged as the room does: removal_of); then the
+    # body is None, sent_ms 0 and content_type "", and sender is set only for a
+    # verified recall (the server's claim of who sent it is not copied).
+    removed: dict[str, Any] | None = None
 
     @property
     def text(self) -> str:
@@ -98,6 +127,10 @@ class ConsultExport:
     messages: list[Message]
     exported_at: str
     exported_by: str
+    # The genesis log entry's author, from the verified chain: whose request counts and
+    # who is not a consultant (as in the room). The case detail's opened_by is only the
+    # server's claim and decides nothing.
+    requester: str
 
     def member(self, user_id: str) -> Member | None:
         return next((m for m in self.members if m.user_id == user_id), None)
@@ -113,8 +146,10 @@ class ConsultExport:
                             "height": i.height, "kind": i.kind,
                             "data": base64.b64encode(i.data).decode("ascii")}
                            for i in m.images],
+                "removed": m.removed,
             } for m in self.messages],
             "exported_at": self.exported_at, "exported_by": self.exported_by,
+            "requester": self.requester,
         }
 
     @classmethod
@@ -128,8 +163,10 @@ class ConsultExport:
                 images=[Image(index=i["index"], mime=i["mime"], width=i["width"],
                               height=i["height"], kind=i["kind"],
                               data=base64.b64decode(i["data"])) for i in m["images"]],
+                removed=m.get("removed"),
             ) for m in d["messages"]],
             exported_at=d["exported_at"], exported_by=d["exported_by"],
+            requester=d["requester"],
         )
 
 
@@ -149,13 +186,14 @@ def _image_indexes(body: dict[str, Any]) -> list[tuple[str, int]]:
 
 
 def _history(client: CollabClient, case_id: uuid.UUID,
-             progress: Callable[[int], None]) -> list[Received]:
-    """``CollabClient.history`` page by page (every message verified, then decrypted),
-    saying how far it got after each page."""
+             progress: Callable[[int], None]) -> list[Received | Removed]:
+    """``CollabClient.timeline`` page by page (every message verified, then decrypted;
+    every removed one judged by the room's recall policy), saying how far it got after
+    each page."""
     from collab.client.sdk import HISTORY_PAGE
 
     client.sync(case_id)
-    out: list[Received] = []
+    out: list[Received | Removed] = []
     after = 0
     while True:
         page = client.call("GET", f"/api/cases/{case_id}/messages?after={after}"
@@ -165,7 +203,9 @@ def _history(client: CollabClient, case_id: uuid.UUID,
             seq = item.get("seq") if isinstance(item, dict) else None
             if isinstance(seq, int) and not isinstance(seq, bool):
                 after = max(after, seq)
-            out.append(client.open_item(case_id, item))
+            out.append(client.tombstone(case_id, item)[0]
+                       if isinstance(item, dict) and "removed" in item
+                       else client.open_item(case_id, item))
         progress(after)
         if not page.get("more") or after <= start:
             break
@@ -178,11 +218,15 @@ def gather(client: CollabClient, case_id: uuid.UUID,
     """Read the whole case on this device: verified history (all pages, all readable
     epochs), the full images (and unmarked originals) decrypted, the members of every
     verified roster, and the status history from the case detail."""
+    from collab.client.consult_client import participants
+
     report = progress or (lambda done, total, what: None)
     detail = client.case_detail(case_id)
     last_seq = detail.get("last_seq")
     total = last_seq if isinstance(last_seq, int) else 0
-    history = _history(client, case_id, lambda done: report(done, max(total, done), "messages"))
+    timeline = _history(client, case_id, lambda done: report(done, max(total, done), "messages"))
+    requester, _ = participants(client, case_id)
+    history = [m for m in timeline if not isinstance(m, Removed)]
     state = client.cases[case_id]
     roles: dict[uuid.UUID, Role] = {}
     for epoch in sorted(state.chain):  # the latest role wins; who left stays listed
@@ -198,7 +242,12 @@ def gather(client: CollabClient, case_id: uuid.UUID,
     wanted = [(msg, kind, index) for msg in history if msg.unavailable is None
               for kind, index in _image_indexes(msg.body) if index < len(msg.attachments)]
     messages: dict[int, Message] = {}
-    for msg in history:
+    for msg in timeline:
+        if isinstance(msg, Removed):
+            sender = msg.sender_user_id if msg.verdict == RECALLED else None
+            messages[msg.seq] = Message(seq=msg.seq, sender=str(sender or ""), sent_ms=0,
+                                        content_type="", body=None, removed=removal_of(msg))
+            continue
         messages[msg.seq] = Message(
             seq=msg.seq, sender=str(msg.sender_user_id), sent_ms=msg.header.sent_ms,
             content_type=msg.header.content_type,
@@ -216,4 +265,4 @@ def gather(client: CollabClient, case_id: uuid.UUID,
                     for row in detail.get("status_history") or [] if isinstance(row, dict)]
     now = int(datetime.datetime.now(datetime.UTC).timestamp() * 1000)
     return ConsultExport(case, history_rows, members, list(messages.values()),
-                         ms_instant(now), str(client.user_id))
+                         ms_instant(now), str(client.user_id), str(requester))

@@ -4,7 +4,8 @@ reports and their time, read with the room's own rules (collab.client.consult:
 record exactly as the room does. The browser's export-record.js does the same over
 consult.js.
 
-A request counts only from the case's opener, reports and time entries only from a
+A request counts only from the case's opener (the verified genesis entry's author, the
+model's ``requester``; never the server's ``opened_by``), reports and time entries only from a
 consultant (a provider member who did not open the case), and only bodies that pass
 validation; the others are still exported as plain messages."""
 
@@ -29,7 +30,7 @@ def _uuid(value: object) -> uuid.UUID | None:
 
 def is_consultant(export: ConsultExport, member: Member | None) -> bool:
     return member is not None and not member.patient \
-        and member.user_id != export.case.get("opened_by")
+        and member.user_id != export.requester
 
 
 def record(export: ConsultExport) -> rules.ConsultRecord:
@@ -40,7 +41,7 @@ def record(export: ConsultExport) -> rules.ConsultRecord:
             items.append(rules.Item(m.seq, sender, m.sent_ms, m.content_type, m.body))
     consultants = [u for m in export.members if is_consultant(export, m)
                    if (u := _uuid(m.user_id)) is not None]
-    return rules.read_record(items, requester=_uuid(export.case.get("opened_by")) or NOBODY,
+    return rules.read_record(items, requester=_uuid(export.requester) or NOBODY,
                              consultants=consultants)
 
 

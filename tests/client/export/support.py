@@ -140,7 +140,7 @@ def sample() -> ConsultExport:
               "opened_by": pcp, "opened_at": "2025-12-02T00:00:00.000000+00:00",
               "status_changed_at": "2025-12-02T00:08:00+00:00"},
         status_history=history, members=members, messages=messages,
-        exported_at="2025-12-04T10:00:00.000Z", exported_by=pcp)
+        exported_at="2025-12-04T10:00:00.000Z", exported_by=pcp, requester=pcp)
 
 
 def hostile_bodies() -> ConsultExport:
@@ -163,4 +163,22 @@ def hostile_bodies() -> ConsultExport:
     for message in odd:
         message.sent_ms = T0 + message.seq * 60_000
     export.messages += odd
+    return export
+
+
+def lying_server() -> ConsultExport:
+    """``sample`` as a lying server serves it: opened_by names the consultant, and three
+    messages are tombstones (recalled by the sender, removed by the server without a
+    recall, purged), each judged on the device as the room judges it."""
+    export = sample()
+    pcp, derm = export.members[0].user_id, export.members[1].user_id
+    export.case["opened_by"] = derm
+    export.messages += [
+        Message(30, pcp, 0, "", None, removed={"verdict": "recalled",
+                                               "at_ms": T0 + 123, "detail": ""}),
+        Message(31, "", 0, "", None, removed={"verdict": "removed_by_server",
+                                              "at_ms": T0 + DAY, "detail": "bad_signature"}),
+        Message(32, "", 0, "", None, removed={"verdict": "purged", "at_ms": None,
+                                              "detail": ""}),
+    ]
     return export

@@ -68,3 +68,27 @@ def test_js_and_python_agree_on_the_billing_advice(tmp_path: Path) -> None:
     out = js_build(export, tmp_path)
     assert out["bundle"] == build_bundle(export)
     assert out["html"] == build_html(export) and "face-to-face referral" in build_html(export)
+
+
+def test_js_and_python_agree_on_a_lying_server(tmp_path: Path) -> None:
+    """opened_by decides nothing (the model's requester, the genesis author, does) and a
+    removed message is the same one line in both; the Bundle still validates."""
+    from collab.client.export.record import consult_request
+    from tests.client.export.support import lying_server
+
+    export = lying_server()
+    out = js_build(export, tmp_path)
+    assert out["bundle"] == build_bundle(export)
+    assert out["html"] == build_html(export)
+    assert isinstance(out["bundle"], dict)
+    validate_bundle(out["bundle"])
+    request = consult_request(export)
+    assert request is not None and request.message.sender == export.requester
+    notes = [r["note"][0]["text"] for e in out["bundle"]["entry"]
+             if (r := e["resource"])["resourceType"] == "Communication"
+             and r["status"] == "entered-in-error"]
+    assert notes == ["Message #30 recalled by the sender at 2025-12-02T00:00:00.123Z",
+                     "Message #31 removed by the server at 2025-12-03T00:00:00.000Z "
+                     "(no valid recall from its sender: bad_signature)",
+                     "Message #32 removed by the server at ? (retention policy)"]
+    assert "[recalled by the sender at 2025-12-02T00:00:00.123Z]" in str(out["html"])

@@ -4,7 +4,7 @@
 
 import { sha512 } from '../cr1/index.js';
 import {
-  consultRequest, instant, isConsultant, member, msInstant, reports, textOf, timeTotals, warningText,
+  consultRequest, instant, isConsultant, member, msInstant, removalLine, reports, textOf, timeTotals, warningText,
 } from './export-record.js';
 
 const SR_STATUS = { requested: 'active', accepted: 'active', answered: 'active', closed: 'completed' };
@@ -64,7 +64,7 @@ class Builder {
     this.caseId = String(model.case.id);
     const people = [...model.members];
     for (const m of model.messages) {
-      if (!member(model, m.sender) && people.every((p) => p.user_id !== m.sender)) {
+      if (m.sender && !member(model, m.sender) && people.every((p) => p.user_id !== m.sender)) {
         people.push({ user_id: m.sender, role: 'member', display_name: '', specialty: '' });
       }
     }
@@ -105,7 +105,7 @@ class Builder {
     if (PRIORITY[urgency]) sr.priority = PRIORITY[urgency];
     const authored = request ? msInstant(request.message.sent_ms) : instant(c.opened_at);
     if (authored) sr.authoredOn = authored;
-    sr.requester = this.ref(request ? request.message.sender : c.opened_by);
+    sr.requester = this.ref(request ? request.message.sender : this.x.requester);
     const specialty = fhirText(c.specialty);
     if (specialty) sr.performerType = { text: specialty };
     const performers = [];
@@ -132,7 +132,7 @@ class Builder {
       resourceType: 'Task', id: rid(this.caseId, 'task'), status: taskStatus || 'requested', intent: 'order',
       businessStatus: { text: fhirText(status) || 'unknown' },
       focus: { reference: this.url('service-request') }, basedOn: [{ reference: this.url('service-request') }],
-      for: this.subject, requester: this.ref(c.opened_by),
+      for: this.subject, requester: this.ref(this.x.requester),
     };
     const priority = PRIORITY[String(c.urgency)];
     if (priority) task.priority = priority;
@@ -166,6 +166,15 @@ class Builder {
   }
 
   async communication(m) {
+    if (m.removed) { // recalled or purged: one line, never content
+      const gone = {
+        resourceType: 'Communication', id: rid(this.caseId, 'message', m.seq),
+        basedOn: [{ reference: this.url('service-request') }], status: 'entered-in-error', subject: this.subject,
+        note: [{ text: `Message #${m.seq} ${removalLine(m.removed)}` }],
+      };
+      if (m.sender) gone.sender = this.ref(m.sender);
+      return gone;
+    }
     const comm = {
       resourceType: 'Communication', id: rid(this.caseId, 'message', m.seq),
       basedOn: [{ reference: this.url('service-request') }], status: 'completed',

@@ -5,7 +5,7 @@
 
 import { base64, escapeHtml } from './export-fhir.js';
 import {
-  billing, consultRequest, member, msInstant, reports, textOf, timeTotals, warningText,
+  billing, consultRequest, member, msInstant, removalLine, reports, textOf, timeTotals, warningText,
 } from './export-record.js';
 
 export const CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'";
@@ -36,7 +36,7 @@ export function buildHtml(model) {
     return m && m.display_name ? m.display_name : `user ${String(userId).slice(0, 8)}`;
   };
   const out = [`<h1>Consult ${esc(c.id)}</h1>`, dl([['Specialty', c.specialty], ['Urgency', c.urgency], ['Status', c.status],
-    ['Opened', c.opened_at], ['Opened by', name(String(c.opened_by))], ['Exported', model.exported_at], ['Exported by', name(model.exported_by)]])];
+    ['Opened', c.opened_at], ['Opened by', name(model.requester)], ['Exported', model.exported_at], ['Exported by', name(model.exported_by)]])];
   const request = consultRequest(model);
   out.push('<h2>Request</h2>');
   if (!request) {
@@ -72,6 +72,10 @@ export function buildHtml(model) {
       + `<td>${esc(name(String(row.by)))}</td><td>${esc(row.reason ?? '')}</td></tr>`).join('')}</table>`);
   out.push(`<h2>Members</h2><ul>${model.members.map((m) => `<li>${esc(name(m.user_id))} (${esc(m.role)}${m.specialty ? `, ${esc(m.specialty)}` : ''})</li>`).join('')}</ul>`);
   const message = (m) => {
+    if (m.removed) { // recalled or purged: one line, never content
+      const by = m.sender ? ` · ${esc(name(m.sender))}` : '';
+      return `<li class="removed"><p class="meta">#${m.seq}${by}</p><p class="text">[${esc(removalLine(m.removed))}]</p></li>`;
+    }
     const head = `<p class="meta">#${m.seq} · ${esc(msInstant(m.sent_ms))} · ${esc(name(m.sender))} · ${esc(m.content_type)}</p>`;
     if (m.unavailable !== null && m.unavailable !== undefined) return `<li>${head}<p class="text">[${esc(m.unavailable)}]</p></li>`;
     const parts = [head];

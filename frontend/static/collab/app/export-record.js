@@ -2,13 +2,17 @@
 // reports and their time, read with the room's own rules (consult.js: readRecord and
 // billingSummary, docs/content-types.md), as collab/client/export/record.py does over
 // collab.client.consult. A request counts only from the case's opener, reports and
-// time only from a consultant, and only valid bodies.
+// time only from a consultant, and only valid bodies. The case's opener is the model's
+// `requester`: the verified genesis log entry's author (as consult-view.js reads it),
+// never the server's `opened_by`, which is only shown.
 //
 // Model: {case, status_history, members: [{user_id, role, display_name, specialty}],
 //   messages: [{seq, sender, sent_ms, content_type, body|null, unavailable|null,
-//   images: [{index, mime, width, height, kind, data: Uint8Array}]}], exported_at, exported_by}
+//   images: [{index, mime, width, height, kind, data: Uint8Array}],
+//   removed: {verdict, at_ms, detail}|null}], exported_at, exported_by, requester}
 
 import { REQUEST, WARNINGS, billingSummary, isValid, readRecord } from './consult.js';
+import { PURGED, RECALLED } from './recall.js';
 
 /** Milliseconds as YYYY-MM-DDTHH:MM:SS.mmmZ (what the Python client writes too). */
 export const msInstant = (ms) => new Date(ms).toISOString();
@@ -21,7 +25,22 @@ export function member(model, userId) {
 }
 
 export function isConsultant(model, m) {
-  return !!m && m.role !== 'patient' && m.user_id !== model.case.opened_by;
+  return !!m && m.role !== 'patient' && m.user_id !== model.requester;
+}
+
+/** A removed message as the model keeps it (a judged removal of recall.js). */
+export const removalOf = (removal) => ({
+  verdict: removal.verdict, at_ms: Number.isFinite(removal.at) ? Math.trunc(removal.at) : null, detail: removal.detail ?? '',
+});
+
+/** The one line exported in place of a removed message (never its content), as
+ * collab/client/export/model.py's removal_line writes it. */
+export function removalLine(removal) {
+  const when = Number.isInteger(removal.at_ms) ? msInstant(removal.at_ms) : '?';
+  if (removal.verdict === RECALLED) return `recalled by the sender at ${when}`;
+  if (removal.verdict === PURGED) return `removed by the server at ${when} (retention policy)`;
+  const why = typeof removal.detail === 'string' && removal.detail ? `: ${removal.detail}` : '';
+  return `removed by the server at ${when} (no valid recall from its sender${why})`;
 }
 
 export const textOf = (msg) => (typeof msg.body?.text === 'string' ? msg.body.text : '');
@@ -32,7 +51,7 @@ export function record(model) {
   const items = model.messages.filter((m) => m.body)
     .map((m) => ({ seq: m.seq, sender: m.sender, sentMs: m.sent_ms, contentType: m.content_type, body: m.body }));
   const consultants = model.members.filter((m) => isConsultant(model, m)).map((m) => m.user_id);
-  return readRecord(items, { requester: model.case.opened_by ?? NOBODY, consultants });
+  return readRecord(items, { requester: model.requester ?? NOBODY, consultants });
 }
 
 const messageOf = (model, seq) => model.messages.find((m) => m.seq === seq);

@@ -11,8 +11,9 @@ import { UnavailableMessage } from './casestate.js';
 import { h, say } from './dom.js';
 import { buildBundle } from './export-fhir.js';
 import { buildHtml } from './export-html.js';
-import { msInstant } from './export-record.js';
+import { msInstant, removalOf } from './export-record.js';
 import { lookupUser } from './names.js';
+import { RECALLED, judgeTombstone } from './recall.js';
 
 const HISTORY_PAGE = 100;
 const ROLE_NAMES = { [Role.OWNER]: 'owner', [Role.ADMIN]: 'admin', [Role.MEMBER]: 'member', [Role.PATIENT]: 'patient' };
@@ -27,11 +28,17 @@ const imageIndexes = (body) => {
 
 /**
  * The export model (export-record.js) of a case, from verified and decrypted history.
+ * A removed message (a tombstone) is judged as the room judges it (recall.js; `removed`
+ * is the room's RecallView.removed, what it already judged) and kept as its one line.
  * `progress(what, done, total)`: what is 'messages' or 'images'.
  */
-export async function gatherModel({ caseId, session, deviceId, me }, progress = () => {}) {
+export async function gatherModel({ caseId, session, deviceId, me, removed = new Map() }, progress = () => {}) {
   const detail = await api('GET', `/api/cases/${caseId}`);
   await session.sync();
+  // Who opened the case is the genesis entry's author (as in consult-view.js), not the
+  // server's opened_by: it decides whose request, reports and time count.
+  const requester = session.chain.get(0)?.authorUserId;
+  if (!requester) throw Object.assign(new Error('this device does not hold the case\'s first log entry'), { code: 'no_genesis' });
   const total = Number.isInteger(detail.last_seq) ? detail.last_seq : 0;
   const opened = [];
   let after = 0;
@@ -40,6 +47,16 @@ export async function gatherModel({ caseId, session, deviceId, me }, progress = 
     const start = after;
     for (const item of Array.isArray(page.messages) ? page.messages : []) {
       if (Number.isInteger(item?.seq)) after = Math.max(after, item.seq);
+      const judged = removed.get(item?.seq);
+      if (item && typeof item.removed === 'object' && item.removed !== null) {
+        opened.push({ removal: judged?.verdict === RECALLED ? judged
+          : judgeTombstone(caseId, item, session.chain.values(), session.seen.get(item.seq)?.[1]?.header ?? null) });
+        continue;
+      }
+      if (judged?.verdict === RECALLED) { // only the sender's word hides content
+        opened.push({ removal: judged });
+        continue;
+      }
       try {
         opened.push({ msg: (await session.open(item)).msg });
       } catch (err) {
@@ -61,13 +78,18 @@ export async function gatherModel({ caseId, session, deviceId, me }, progress = 
     const named = u.name && !u.name.startsWith('Member ');
     members.push({ user_id: userId, role, display_name: named ? u.name : '', specialty: u.specialty ?? '' });
   }
-  const messages = opened.map(({ msg, unavailable }) => {
+  const messages = opened.map(({ msg, unavailable, removal }) => {
+    if (removal) {
+      // One line, never content; the sender only when a verified recall names them.
+      return { seq: removal.seq, sender: removal.verdict === RECALLED ? removal.senderUserId ?? '' : '', sent_ms: 0,
+        content_type: '', body: null, unavailable: null, images: [], manifests: [], removed: removalOf(removal) };
+    }
     const header = msg ? msg.header : unavailable.header;
     return {
       seq: msg ? msg.seq : unavailable.seq, sender: header.senderUserId, sent_ms: Number(header.sentMs),
       content_type: header.contentType, body: msg ? msg.body : null,
       unavailable: msg ? null : `not available on this device (the key in the entry by ${unavailable.author} could not be opened)`,
-      images: [], manifests: msg ? msg.manifests : [],
+      images: [], manifests: msg ? msg.manifests : [], removed: null,
     };
   });
   const wanted = messages.flatMap((m) => (m.body ? imageIndexes(m.body) : [])
@@ -85,7 +107,7 @@ export async function gatherModel({ caseId, session, deviceId, me }, progress = 
   caseFields.id = caseId;
   const statusHistory = (Array.isArray(detail.status_history) ? detail.status_history : [])
     .map((r) => ({ from: r.from ?? null, to: r.to ?? null, by: r.by ?? null, at: r.at ?? null, reason: r.reason ?? null }));
-  return { case: caseFields, status_history: statusHistory, members, messages, exported_at: msInstant(Date.now()), exported_by: me };
+  return { case: caseFields, status_history: statusHistory, members, messages, exported_at: msInstant(Date.now()), exported_by: me, requester };
 }
 
 /** Offer `text` as a download (a Blob URL, revoked after the click). */
@@ -119,7 +141,9 @@ export function wireExport(room) {
       say(status, what === 'messages' ? `Reading messages: ${done} of ${total}` : `Decrypting images: ${done} of ${total}`);
     };
     try {
-      const model = await gatherModel({ caseId: room.caseId, session: room.session, deviceId: room.device.deviceId, me: room.me }, show);
+      const model = await gatherModel({
+        caseId: room.caseId, session: room.session, deviceId: room.device.deviceId, me: room.me, removed: room.recall?.removed,
+      }, show);
       say(status, 'Building the export on this device…');
       const short = room.caseId.slice(0, 8);
       if (format.value === 'fhir') {
