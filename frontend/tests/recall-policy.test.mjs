@@ -9,7 +9,7 @@ import { describe, test } from 'node:test';
 import * as cr1 from '../static/collab/cr1/index.js';
 import {
   PURGED, RECALLED, REMOVED_BY_SERVER, describeRemoval, judgeFrame, judgeTombstone, recallBody,
-  recallable, senderDeviceKey,
+  recallRefusal, recallable, senderDeviceKey,
 } from '../static/collab/app/recall.js';
 import { BOB, V, b } from './helpers.mjs';
 
@@ -102,6 +102,11 @@ describe('recall policy', () => {
     assert.equal(recallable({ senderUserId: 'me', storedAt: stored }, 'me', t + 14 * 60_000, 15), true);
     assert.equal(recallable({ senderUserId: 'me', storedAt: stored }, 'me', t + 15 * 60_000, 15), false);
     assert.equal(recallable({ senderUserId: 'them', storedAt: stored }, 'me', t, 15), false);
+  });
+
+  test('a recall refused for a legal hold tells the sender why', () => {
+    assert.match(recallRefusal({ code: 'case_on_legal_hold' }), /legal hold.*cannot be withdrawn while it is held/);
+    assert.equal(recallRefusal({ code: 'not_sender' }), ' Not recalled (not_sender).');
   });
 
   test('recallBody signs the vector statement', async () => {

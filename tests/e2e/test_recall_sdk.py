@@ -16,14 +16,16 @@ from django.utils import timezone
 
 from collab.cases import models as m
 from collab.cases.wire import ms_datetime
-from collab.client.errors import UsageError
+from collab.client.errors import ServerRefusedError, UsageError
 from collab.client.recall import RECALLED, REMOVED_BY_SERVER, Removed
 from collab.client.sdk import CollabClient, Received
 from collab.crypto import primitives as prim
 from collab.crypto.envelope import Header
 from collab.crypto.recall import recall_for, sign_recall
+from collab.retention.services import legal_hold_place, legal_hold_release
 from tests.support.clients import PASS, new_member, reload, run_cli
 from tests.support.live import daphne_servers
+from tests.support.users import make_user
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.e2e]
 
@@ -166,3 +168,22 @@ def test_server_forged_recalls_show_as_removed_by_the_server(
         assert "removed by the server" in line and "recalled by the sender" not in line
     (line,) = [x for x in lines if x.startswith(f"#{honest} ")]
     assert "recalled by the sender at" in line
+
+
+def test_a_legal_hold_refuses_recall_and_its_release_allows_it(
+        server: str, tmp_path: Path, cli_env: None) -> None:
+    pcp, derm, case_id = pair(server, tmp_path)
+    (seq,) = send(pcp, case_id, "held")
+    admin = make_user("holder", role="admin")
+    legal_hold_place(actor=admin, case_id=case_id)
+    with pytest.raises(ServerRefusedError) as refused:
+        pcp.recall(case_id, seq)
+    assert (refused.value.code, refused.value.status) == ("case_on_legal_hold", 409)
+    assert "legal hold" in str(refused.value)
+    code, _, err = run_cli("--home", home_of(pcp), "recall", str(case_id), str(seq))
+    assert code != 0 and "case_on_legal_hold" in err and "legal hold" in err
+    assert [r.text for r in derm.history(case_id)] == ["held"]  # nothing changed
+    assert m.Message.objects.get(case_id=case_id, seq=seq).removed_at is None
+    legal_hold_release(actor=admin, case_id=case_id)
+    assert pcp.recall(case_id, seq).verdict == RECALLED
+    assert [getattr(i, "verdict", None) for i in derm.timeline(case_id)] == [RECALLED]

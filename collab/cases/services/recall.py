@@ -73,14 +73,25 @@ def message_recall(
     """Check and apply a recall; each refusal changes nothing.
 
     ``not_member`` / ``not_in_roster`` (403): the caller or the recalling device is not in
-    the case's head roster; ``no_message`` (404); ``not_sender`` (403): another user sent
-    it; ``already_removed`` (409): recalled or purged before; ``recall_window_passed``
-    (403): stored longer ago than ``COLLAB_RECALL_WINDOW_MINUTES``; ``bad_time`` (400):
+    the case's head roster; ``case_on_legal_hold`` (409): the case is on legal hold
+    (collab/retention), which suspends recall as it does the purge; ``no_message`` (404);
+    ``not_sender`` (403): another user sent it; ``already_removed`` (409): recalled or
+    purged before; ``recall_window_passed`` (403): stored longer ago than
+    ``COLLAB_RECALL_WINDOW_MINUTES``; ``bad_time`` (400):
     the signed time is more than two minutes from the server's clock; ``bad_signature``
     (400): the statement does not verify with the recalling device's DSK.
     """
     access_case(user, case_id)
     device = access_roster_device(user, case_id, device_id)
+    # The case row under lock (as placing a hold takes it): a hold placed concurrently
+    # either waits for this recall or is seen here. A hold suspends every deletion.
+    held = m.Case.objects.select_for_update().filter(pk=case_id).values_list(
+        "legal_hold_at", flat=True).first()
+    if held is not None:
+        raise Conflict(
+            "case_on_legal_hold",
+            "This case is on legal hold: no message can be withdrawn until it is released.",
+        )
     message = (
         m.Message.objects.select_for_update().filter(case_id=case_id, seq=seq).first()
     )

@@ -109,6 +109,14 @@ export function describeRemoval(removal, fmt = (ms) => new Date(ms).toISOString(
   return `Removed by the server at ${when} (no valid recall from its sender${why}).`;
 }
 
+/** What the sender is told when the server refuses a recall. */
+export function recallRefusal(err) {
+  if (err?.code === 'case_on_legal_hold') {
+    return ' Not recalled: this case is on legal hold, so its messages cannot be withdrawn while it is held.';
+  }
+  return ` Not recalled (${err?.code ?? err?.message}).`;
+}
+
 /** Whether the "Recall" action belongs on a message: this user's own, still in the window. */
 export function recallable({ senderUserId, storedAt }, me, nowMs, windowMinutes = DEFAULT_WINDOW_MINUTES) {
   const stored = timeOf(storedAt);
@@ -141,16 +149,22 @@ export class RecallView {
 
   /** A recall button on one of this user's messages while the window is open. */
   decorate(li, msg) {
-    if (!recallable({ senderUserId: msg.header.senderUserId, storedAt: msg.storedAt }, this.page.me, Date.now(), this.windowMinutes)) return;
-    const button = h('button', {
+    const button = this.button(msg);
+    if (button) li.append(button);
+  }
+
+  /** The Recall button for one of this user's messages in its window, else null (also
+   * used by consult-view.js on one's own report cards and time entries). */
+  button(msg) {
+    if (!recallable({ senderUserId: msg.header.senderUserId, storedAt: msg.storedAt }, this.page.me, Date.now(), this.windowMinutes)) return null;
+    return h('button', {
       type: 'button', class: 'recall-btn', dataset: { storedAt: msg.storedAt },
       onclick: (ev) => this.recall(msg, ev.currentTarget),
     }, 'Recall');
-    li.append(button);
   }
 
   expireButtons() {
-    for (const button of document.querySelectorAll('#messages .recall-btn')) {
+    for (const button of document.querySelectorAll('.recall-btn')) { // timeline and consult record
       const stored = timeOf(button.dataset.storedAt);
       if (stored === null || Date.now() - stored >= this.windowMinutes * 60_000) button.remove();
     }
@@ -166,7 +180,7 @@ export class RecallView {
       this.apply(judgeFrame(this.page.caseId, { ...answer, type: 'recalled' }, this.chain(), msg.header));
     } catch (err) {
       button.disabled = false;
-      button.after(h('span', { class: 'error recall-error', role: 'status' }, ` Not recalled (${err.code ?? err.message}).`));
+      button.after(h('span', { class: 'error recall-error', role: 'status' }, recallRefusal(err)));
     }
   }
 
@@ -201,6 +215,7 @@ export class RecallView {
     const held = this.known(removal.seq);
     this.removed.set(removal.seq, removal);
     page.session.seen.delete(removal.seq);
+    page.consult?.remove(removal.seq); // a request, report or time entry leaves the record
     const viewer = document.querySelector('#viewer');
     if (held?.manifests?.length && viewer?.open) viewer.close(); // its close clears the image
     const old = page.items.get(removal.seq) ?? document.querySelector(`#messages li[data-seq="${removal.seq}"]`);
