@@ -102,3 +102,64 @@ def test_the_room_exports_the_consult_as_fhir_and_html_downloads(
         for marker in ("resourceType", "<!DOCTYPE", "alert(1)", "Pigmented"):
             assert marker not in line, line
     problems.assert_none()
+
+
+def test_the_room_exports_a_case_of_a_lying_server_with_removed_messages(
+    server: str, new_page: Callable[[str], Any], problems: PageProblems, tmp_path: Path
+) -> None:
+    """The server claims the consultant opened the case and holds a recalled and a
+    server-removed message: the export counts the genesis author's request, and each
+    removed message is one line (entered-in-error), never its content."""
+    from datetime import UTC, datetime
+
+    from django.db import transaction
+
+    from collab.cases import models as m
+    from collab.cases.services.tombstones import message_tombstone
+
+    derm_user = named("derm_export_lie", "Dr Sam Patel", "Dermatology")
+    page = new_page("derm")
+    sign_in(page, derm_user)
+    set_up_first_device(page)
+    pcp = new_member(server, "pcp_export_lie", tmp_path)
+    case_id = pcp.open_case(specialty="Dermatology", urgency="soon")
+    pcp.add_member(case_id, derm_user.pk)
+
+    def messages() -> tuple[int, int]:
+        send(pcp, case_id, "consult_request", REQUEST)
+        recalled = asyncio.run(pcp.send_text(case_id, "RECALLED-SECRET")).seq
+        removed = asyncio.run(pcp.send_text(case_id, "REMOVED-SECRET")).seq
+        pcp.recall(case_id, recalled)
+        return recalled, removed
+
+    recalled, removed = in_thread(messages)
+    with transaction.atomic():
+        msg = m.Message.objects.select_for_update().get(case_id=case_id, seq=removed)
+        message_tombstone(msg, reason=m.RemovedReason.RECALLED,
+                          now=datetime(2025, 12, 3, 1, 2, 3, tzinfo=UTC))
+    m.Case.objects.filter(pk=case_id).update(opened_by_id=derm_user.pk)
+
+    page.goto(f"/cases/{case_id}/")
+    page.locator("#conn-state", has_text="Connected").wait_for()
+    page.locator("li.message.recalled", has_text="Recalled by the sender").wait_for()
+    text = download(page, "fhir", tmp_path / "case.fhir.json").read_text()
+    bundle = json.loads(text)
+    validate_bundle(bundle)
+    resources = [e["resource"] for e in bundle["entry"]]
+    (sr,) = [r for r in resources if r["resourceType"] == "ServiceRequest"]
+    assert sr["reasonCode"][0]["text"] == REQUEST["consult"]["reason"]  # type: ignore[index]
+    assert sr["requester"]["reference"] == f"urn:uuid:{pcp.user_id}"
+    (task,) = [r for r in resources if r["resourceType"] == "Task"]
+    assert task["requester"]["reference"] == f"urn:uuid:{pcp.user_id}"
+    gone = {r["id"]: r for r in resources if r["resourceType"] == "Communication"
+            and r["status"] == "entered-in-error"}
+    notes = sorted(r["note"][0]["text"] for r in gone.values())
+    assert len(notes) == 2
+    assert notes[0].startswith(f"Message #{recalled} recalled by the sender at 20")
+    assert notes[1] == (f"Message #{removed} removed by the server at "
+                        "2025-12-03T01:02:03.000Z (no valid recall from its sender)")
+    page_html = download(page, "html", tmp_path / "case.html").read_text()
+    for out in (text, page_html):
+        assert "RECALLED-SECRET" not in out and "REMOVED-SECRET" not in out
+    assert "[recalled by the sender at 20" in page_html
+    problems.assert_none()
