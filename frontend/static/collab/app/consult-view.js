@@ -73,6 +73,7 @@ export class ConsultView {
     setInterval(() => {
       if (this.clock.due(Date.now())) this.flushActive(false);
       this.renderTime();
+      this.renderEntries(); // entries past the recall window leave the list
     }, TICK_MS);
     this.renderTime();
   }
@@ -82,7 +83,8 @@ export class ConsultView {
   take(msg) {
     const contentType = msg.header.contentType;
     if (!consult.CONTENT_TYPES.includes(contentType)) return false;
-    const item = { seq: msg.seq, sender: msg.header.senderUserId, sentMs: Number(msg.header.sentMs), contentType, body: msg.body };
+    // msg is kept for the Recall action on one's own report and time entries.
+    const item = { seq: msg.seq, sender: msg.header.senderUserId, sentMs: Number(msg.header.sentMs), contentType, body: msg.body, msg };
     this.items.push(item);
     const before = this.record?.skipped ?? 0;
     this.recompute();
@@ -93,6 +95,17 @@ export class ConsultView {
       return true;
     }
     return contentType !== consult.REQUEST;
+  }
+
+  /** A consult message recalled by its sender or removed by the server (recall.js
+   * apply): it leaves the record, so the cards, time totals and billing summaries are
+   * read again without it, and its plaintext is no longer held here. */
+  remove(seq) {
+    const kept = this.items.filter((i) => i.seq !== seq);
+    if (kept.length === this.items.length) return false;
+    this.items = kept;
+    this.recompute();
+    return true;
   }
 
   /** The room starts over from seq 0 (earlier epochs became readable). */
@@ -117,6 +130,7 @@ export class ConsultView {
     replace(box, ...cards);
     box.hidden = cards.length === 0;
     this.renderTime();
+    this.renderEntries();
     const mine = r.currentReports().filter((x) => x.author === this.me).pop();
     const hint = $('#report-supersedes');
     if (hint) hint.textContent = mine ? `This report replaces your report #${mine.seq}; both stay in the room.` : '';
@@ -150,6 +164,7 @@ export class ConsultView {
         superseded ? h('span', { class: 'badge superseded-badge' }, `Superseded by #${report.supersededBy}`) : null,
         x.supersedes ? h('span', { class: 'meta' }, ` replaces #${x.supersedes}`) : null),
       h('p', { class: 'meta' }, 'By ', who, ` · ${fmtDate(report.sentMs)}`),
+      this.recallButton(report.seq),
       fields([
         ['Assessment', x.assessment], ['Recommendations', x.recommendations], ['Follow-up', x.follow_up],
         ['Face-to-face referral needed', yes(x.referral_needed)],
@@ -165,6 +180,30 @@ export class ConsultView {
         ]),
         b.warnings.length ? h('ul', { class: 'advisory', 'aria-label': 'Advisory warnings' },
           ...b.warnings.map((w) => h('li', { dataset: { warning: w } }, consult.WARNINGS[w]))) : null));
+  }
+
+  /** The Recall action (recall.js) on one of this user's consult messages in its window. */
+  recallButton(seq) {
+    const item = this.items.find((i) => i.seq === seq);
+    return item?.msg ? this.room.recall?.button(item.msg) ?? null : null;
+  }
+
+  /** This user's time entries that can still be recalled, each with its Recall action. */
+  renderEntries() {
+    const list = $('#time-entries');
+    if (!list) return;
+    const rows = [];
+    for (const item of this.items) {
+      if (item.contentType !== consult.TIME_ENTRY || item.sender !== this.me || !consult.isValid(item.contentType, item.body)) continue;
+      const button = this.recallButton(item.seq);
+      if (!button) continue;
+      const t = item.body.time;
+      rows.push(h('li', { dataset: { seq: String(item.seq) } },
+        `${t.minutes} min ${t.kind === 'active' ? 'active' : 'entered'}, ${consult.utcDate(t.start_ms)}`,
+        t.note ? ` (${t.note})` : '', ' ', button));
+    }
+    replace(list, ...rows);
+    list.hidden = rows.length === 0;
   }
 
   renderTime() {
