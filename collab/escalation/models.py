@@ -55,6 +55,7 @@ class DoneReason(models.TextChoices):
     ACKNOWLEDGED = "acknowledged", "Every recipient acknowledged"
     EXHAUSTED = "exhausted", "Reminders and escalation chain exhausted"
     REMOVED = "removed", "The message was recalled or purged"
+    CLOSED = "closed", "The case was closed"
 
 
 class Escalation(models.Model):

@@ -19,6 +19,7 @@ from collab.accounts.models import User
 from collab.accounts.policy import is_admin
 from collab.audit.services import AuditAction, RequestMeta, audit_record
 from collab.cases.access import access_manager
+from collab.cases.services._common import locked_case
 from collab.errors import Forbidden, ServiceError
 from collab.escalation import models as em
 
@@ -196,6 +197,9 @@ def case_policy_set(
     """Override the default for one case: a case owner or admin (roster role)."""
     access_manager(user, case_id)
     policy = Policy.parse(data)
+    # The case row's lock serialises writers: two first overrides cannot both miss the
+    # row and then both insert it (the one-to-one constraint's error, a 500).
+    locked_case(case_id)
     row = em.CasePolicy.objects.select_for_update().filter(case_id=case_id).first()
     _store(row or em.CasePolicy(case_id=case_id), policy, user)
     _audit(actor=user, scope="case", policy=policy, case_id=case_id, meta=meta)

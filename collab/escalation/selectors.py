@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from collab.accounts.models import Device
+from collab.accounts.models import Device, User
 from collab.cases.models import KeyWrap, Member, Message, UrgentAck
 from collab.escalation.models import Escalation, EscalationStep
 
@@ -27,13 +27,31 @@ def pending_recipients(message: Message) -> list[uuid.UUID]:
     return sorted((readers & members) - acked - {message.sender_id}, key=str)
 
 
+# What a room is told of a target outside the case, by step kind (owner: never outside).
+OUTSIDE_NAMES = {
+    "oncall": "the on-call provider (outside the case)",
+    "backup": "the backup on call (outside the case)",
+    "owner": "the case owner (outside the case)",
+}
+
+
+def step_target_wire(target: User | None, *, member: bool, via: str) -> dict[str, Any] | None:
+    """``to`` of a step: a member by id and name; a target outside the case with no id
+    and a description only. Everything here reaches every member, patients included,
+    and patients may not learn who is on call (providers ask GET /api/oncall/now)."""
+    if target is None:
+        return None
+    if not member:
+        return {"id": None, "name": OUTSIDE_NAMES.get(via, "someone outside the case")}
+    return {"id": str(target.pk), "name": str(target)}
+
+
 def step_wire(step: EscalationStep) -> dict[str, Any]:
-    target = step.target
     return {
         "index": step.index,
         "via": step.to_kind,
         "outcome": step.outcome,
-        "to": None if target is None else {"id": str(target.pk), "name": str(target)},
+        "to": step_target_wire(step.target, member=step.target_was_member, via=step.to_kind),
         "member": step.target_was_member,
         "at": step.at.isoformat(),
     }

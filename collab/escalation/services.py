@@ -11,7 +11,10 @@ one worker there.
 Reminders and escalations carry no content: a notification (kind and case id) and a
 frame with the message's seq and user ids. An escalation target who is not a member is
 notified with the case id only; they cannot read the case until a member's client adds
-them (the server never adds anyone).
+them (the server never adds anyone). Such a target is never named in a room frame or in
+GET /api/cases/<id>/urgent (``step_target_wire``): frames go to every socket of the case,
+patients included, and patients may not look up on-call staff. A patient's urgent
+message never goes outside the case: its steps reach members only.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from collab.cases import models as m
 from collab.cases.services.notifications import notify
 from collab.escalation import models as em
 from collab.escalation.policy import Policy, effective_policy
-from collab.escalation.selectors import pending_recipients
+from collab.escalation.selectors import pending_recipients, step_target_wire
 from collab.oncall.services import oncall_now
 from collab.realtime import case_group, publish_after_commit
 
@@ -83,6 +86,15 @@ def escalation_acknowledged(*, message: m.Message) -> None:
     )
     if row is not None and not pending_recipients(message):
         _finish(row, timezone.now(), em.DoneReason.ACKNOWLEDGED)
+
+
+def escalation_case_status(*, case_id: uuid.UUID, status: str) -> None:
+    """After a status change (in its transaction): closing a case ends its running timers
+    (``closed``); reopening it starts none again."""
+    if status == m.Status.CLOSED:
+        em.Escalation.objects.filter(case_id=case_id, done_at__isnull=True).update(
+            done_at=timezone.now(), done_reason=em.DoneReason.CLOSED, next_due=None
+        )
 
 
 def _finish(row: em.Escalation, now: datetime, reason: str) -> None:
@@ -141,6 +153,10 @@ def _advance(row: em.Escalation, now: datetime, result: PassResult) -> None:
         _finish(row, now, em.DoneReason.REMOVED)
         result.finished += 1
         return
+    if row.case.status == m.Status.CLOSED:  # closed before the close hook existed
+        _finish(row, now, em.DoneReason.CLOSED)
+        result.finished += 1
+        return
     pending = pending_recipients(message)
     if not pending:
         _finish(row, now, em.DoneReason.ACKNOWLEDGED)
@@ -193,23 +209,32 @@ def _remind(
 
 
 def escalation_target(case: m.Case, kind: str, at: datetime) -> User | None:
-    """Whom a step goes to: the case's opener (``owner``), or the primary (``oncall``)
-    or backup (``backup``) on call for the case's specialty at ``at``."""
+    """Whom a step goes to: the case's opener (``owner``) while still active and a member,
+    or the primary (``oncall``) or backup (``backup``) on call for the case's specialty
+    at ``at``."""
     if kind == "owner":
-        return case.opened_by if case.opened_by.is_active else None
+        owner = case.opened_by
+        if not owner.is_active or not _is_member(case, owner):
+            return None
+        return owner
     shift = oncall_now(case.specialty, at)
     if shift is None:
         return None
     return shift.primary if kind == "oncall" else shift.backup
 
 
+def _is_member(case: m.Case, user: User) -> bool:
+    return m.Member.objects.filter(case_id=case.pk, user_id=user.pk).exists()
+
+
 def _escalate(row: em.Escalation, message: m.Message, index: int, kind: str, now: datetime) -> None:
     case = row.case
     target = escalation_target(case, kind, now)
-    member = (
-        target is not None
-        and m.Member.objects.filter(case_id=case.pk, user_id=target.pk).exists()
-    )
+    member = target is not None and _is_member(case, target)
+    reason = "no_target"
+    if target is not None and not member and message.sender.is_patient:
+        # A patient pages members only: never on-call staff outside the case.
+        target, reason = None, "patient_sender"
     outcome = em.StepOutcome.NOTIFIED if target is not None else em.StepOutcome.NO_TARGET
     em.EscalationStep.objects.create(
         escalation=row, index=index, to_kind=kind, target=target,
@@ -218,7 +243,7 @@ def _escalate(row: em.Escalation, message: m.Message, index: int, kind: str, now
     audit_record(
         action=AuditAction.URGENT_ESCALATED,
         outcome=Outcome.SUCCESS if target is not None else Outcome.FAILURE,
-        reason="" if target is not None else "no_target",
+        reason="" if target is not None else reason,
         case_id=case.pk,
         target=f"message:{message.seq}",
         details={
@@ -238,7 +263,7 @@ def _escalate(row: em.Escalation, message: m.Message, index: int, kind: str, now
         {
             "type": "case.urgent_escalated",
             "seq": message.seq,
-            "to": {"id": str(target.pk), "name": str(target)},
+            "to": step_target_wire(target, member=member, via=kind),
             "via": kind,
             "member": member,
             "at": now.isoformat(),

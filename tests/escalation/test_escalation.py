@@ -110,8 +110,11 @@ def test_unacknowledged_urgent_message_escalates_along_the_chain_at_the_configur
     assert (timer["reminders_sent"], timer["step_index"], timer["done_reason"]) == (
         3, 3, "exhausted"
     )
-    assert [(s["via"], s["to"]["name"], s["member"]) for s in timer["steps"]] == [
-        ("oncall", "Oncall", False), ("backup", "Backup", False), ("owner", "Pcp", True)
+    # Targets outside the case are described, never identified (the room includes patients).
+    assert [(s["via"], s["to"], s["member"]) for s in timer["steps"]] == [
+        ("oncall", {"id": None, "name": "the on-call provider (outside the case)"}, False),
+        ("backup", {"id": None, "name": "the backup on call (outside the case)"}, False),
+        ("owner", {"id": str(pcp.user.pk), "name": "Pcp"}, True),
     ]
 
 

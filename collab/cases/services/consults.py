@@ -113,6 +113,7 @@ def case_status_change(
             )
     else:
         raise Conflict("bad_transition", f"A case cannot go from {current} to {status}.")
+    escalation.escalation_case_status(case_id=case.pk, status=status)  # closing ends timers
     return _record_status(case, status, by_id=user.pk, reason=reason, actor=user, meta=meta)
 
 

@@ -162,3 +162,33 @@ def test_reminders_and_escalations_are_recorded_without_content() -> None:
     before = head_seq()
     worker_at(message, 30)
     assert written(before) == []
+
+
+@emits(AuditAction.URGENT_ESCALATED)
+def test_a_patients_step_outside_the_case_is_recorded_as_refused() -> None:
+    from collab.crypto.roster import Role
+    from tests.cases.patients import invited_patient
+
+    set_policy(POLICY)
+    pcp = Actor("pcp").register()
+    oncall = Actor("oncall", specialty="Dermatology").register()
+    on_call(oncall, None)
+    state = consult_room(pcp)
+    patient = invited_patient(pcp, state)
+    assert pcp.add(state, patient, Role.PATIENT).status_code == 201
+    patient.join(state.case_id)
+    message = send_urgent(patient, state, "my chest hurts badly")
+    ciphertext = bytes(message.ciphertext)
+    worker_at(message, 2)
+    before = head_seq()
+    worker_at(message, 4)
+    event = only(before, AuditAction.URGENT_ESCALATED)
+    assert fields(event) == expected(
+        AuditAction.URGENT_ESCALATED,
+        case=state.case_id,
+        target=f"message:{message.seq}",
+        outcome="failure",
+        reason="patient_sender",
+        details={"seq": message.seq, "step": 0, "to": "oncall", "user": "", "member": False},
+    )
+    assert_no_content(event, ciphertext, "chest")
