@@ -2,7 +2,10 @@
 case list"), as the browser's app/receipts.js: the same states and the same words.
 
 ``CaseReceipts`` is the answer of ``GET /api/cases/<id>/receipts`` checked field by field
-(the server's claim about its members' marks; nothing here is signed). ``DeliveredReporter``
+(the server's claim about its members' marks; nothing here is signed, so a lying server
+can fake or hide a mark or an acknowledgement, protocol.md §7). Only users of the
+verified roster the client holds are kept: anyone else the server names is dropped, never
+shown, and no trust or access decision is made from a receipt. ``DeliveredReporter``
 sends the ``delivered`` frame of a watching client, debounced: the highest seq it received,
 once a burst, never lower than what it sent before.
 """
@@ -12,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +28,9 @@ WORDS = {
     "pending": "not yet delivered to",
 }
 STATES = tuple(WORDS)
+# Whose word the receipts are, as the browser's title on the receipt line says.
+SERVER_REPORTED = ("as reported by the server: receipts are not signed, so they are not "
+                   "proof that someone received, read or acknowledged a message")
 # A watcher's delivered report waits this long for more messages (one frame a burst).
 DELIVERED_DELAY_SECONDS = 0.3
 
@@ -75,7 +81,11 @@ class CaseReceipts:
     acknowledged: dict[int, tuple[tuple[uuid.UUID, str], ...]]
 
     @classmethod
-    def from_wire(cls, body: Any) -> CaseReceipts:
+    def from_wire(cls, body: Any, roster_users: Collection[uuid.UUID]) -> CaseReceipts:
+        """The answer, checked, keeping only users in ``roster_users`` (the user ids of
+        the verified head roster): members and acknowledgements of anyone else are
+        dropped, whatever marks the server gives them."""
+        verified = frozenset(roster_users)
         if not isinstance(body, dict) or not isinstance(body.get("members"), list) \
                 or not isinstance(body.get("urgent"), list):
             raise _bad("members and urgent must be lists")
@@ -86,17 +96,18 @@ class CaseReceipts:
         for item in body["members"]:
             if not isinstance(item, dict):
                 raise _bad("a member is not an object")
-            members.append(MemberReceipt(_user(item.get("user")), _mark(item.get("read")),
-                                         _mark(item.get("delivered"))))
+            member = MemberReceipt(_user(item.get("user")), _mark(item.get("read")),
+                                   _mark(item.get("delivered")))
+            if member.user_id in verified:
+                members.append(member)
         acknowledged: dict[int, tuple[tuple[uuid.UUID, str], ...]] = {}
         for item in body["urgent"]:
             seq = item.get("seq") if isinstance(item, dict) else None
             acks = item.get("acknowledged") if isinstance(item, dict) else None
             if isinstance(seq, bool) or not isinstance(seq, int) or not isinstance(acks, list):
                 raise _bad("an urgent item needs seq and acknowledged")
-            acknowledged[seq] = tuple(
-                (_user(a.get("user")), str(a.get("at"))) for a in acks if isinstance(a, dict)
-            )
+            pairs = ((_user(a.get("user")), str(a.get("at"))) for a in acks if isinstance(a, dict))
+            acknowledged[seq] = tuple((user, at) for user, at in pairs if user in verified)
         return cls(_user(body.get("case")), last_seq, tuple(members), acknowledged)
 
     def state(self, user_id: uuid.UUID, seq: int) -> str:
@@ -112,7 +123,8 @@ class CaseReceipts:
         return "pending"
 
     def by_state(self, seq: int, sender: uuid.UUID) -> dict[str, list[uuid.UUID]]:
-        """The recipients of message ``seq`` (every member but its sender), per state."""
+        """The recipients of message ``seq`` (every member the server lists who is in the
+        verified roster, but its sender), per state."""
         groups: dict[str, list[uuid.UUID]] = {state: [] for state in STATES}
         for member in self.members:
             if member.user_id != sender:

@@ -1,6 +1,8 @@
 """The command line's receipts: ``collab-client receipts CASE [--seq N] [--json]``
 (docs/client.md "Receipts"): every member's stored read and delivered marks and the
-urgent acknowledgements, or for one message the line the browser shows its sender."""
+urgent acknowledgements, or for one message the line the browser shows its sender. Only
+users of the verified roster are named, and the output says these are the server's
+reports (unsigned; protocol.md §7)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from collab.client.receipts import CaseReceipts, Mark
+from collab.client.receipts import SERVER_REPORTED, CaseReceipts, Mark
 from collab.client.sdk import CollabClient
 
 COMMANDS = ("receipts",)
@@ -38,7 +40,8 @@ def _mark(mark: Mark | None) -> str:
 
 def lines(receipts: CaseReceipts, name: Callable[[uuid.UUID], str],
           printable: Callable[[object], str]) -> list[str]:
-    out = [f"{name(m.user_id)}: read up to {printable(_mark(m.read))}, "
+    out = [f"Receipts {SERVER_REPORTED}."]
+    out += [f"{name(m.user_id)}: read up to {printable(_mark(m.read))}, "
            f"delivered up to {printable(_mark(m.delivered))}" for m in receipts.members]
     for seq, acks in sorted(receipts.acknowledged.items()):
         who = ", ".join(f"{name(user)} ({printable(at)})" for user, at in acks) or "nobody yet"
@@ -64,7 +67,8 @@ def run(client: CollabClient, args: argparse.Namespace, out: TextIO,
         name: Callable[[uuid.UUID], str], printable: Callable[[object], str]) -> None:
     receipts = client.receipts(args.case)
     if args.seq is not None:
-        out.write(f"#{args.seq} {receipts.summary(args.seq, client.user_id, name)}\n")
+        out.write(f"#{args.seq} {receipts.summary(args.seq, client.user_id, name)} "
+                  f"(as reported by the server)\n")
     elif args.json:
         out.write(as_json(receipts) + "\n")
     else:

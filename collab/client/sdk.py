@@ -2042,8 +2042,12 @@ class CollabClient:
 
     def receipts(self, case_id: uuid.UUID) -> CaseReceipts:
         """Every member's stored read and delivered marks, and who acknowledged each
-        urgent message (``GET /api/cases/<id>/receipts``; metadata, nothing signed)."""
-        return CaseReceipts.from_wire(self.call("GET", f"/api/cases/{case_id}/receipts"))
+        urgent message (``GET /api/cases/<id>/receipts``; metadata, nothing signed), for
+        the users of the verified head roster only (anyone else the server names is
+        dropped)."""
+        body = self.call("GET", f"/api/cases/{case_id}/receipts")
+        roster = self.sync(case_id).head.roster
+        return CaseReceipts.from_wire(body, [u.user_id for u in roster.users])
 
     async def _flush_quietly(self, case_id: uuid.UUID, room: Room,
                              notice: Callable[[str, dict[str, Any]], None]) -> None:

@@ -3,13 +3,16 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
-import { DeliveredReporter, Receipts } from '../static/collab/app/receipts.js';
+import { DeliveredReporter, Receipts, SERVER_REPORTED, verifiedAcks } from '../static/collab/app/receipts.js';
 
 const ME = 'u-me';
 const GOLD = 'u-gold';
 const SAM = 'u-sam';
 const NAMES = { [GOLD]: 'Dr Gold', [SAM]: 'Sam Patient', [ME]: 'me' };
 const nameOf = (u) => NAMES[u] ?? u;
+// The verified roster this client holds: the server's members list is only a claim.
+const ROSTER = new Set([ME, GOLD, SAM]);
+const inRoster = (u) => ROSTER.has(u);
 
 function stored() {
   return {
@@ -24,7 +27,7 @@ function stored() {
 }
 
 test('stored marks give each recipient their state after a reload', () => {
-  const r = new Receipts(ME);
+  const r = new Receipts(ME, { inRoster });
   r.load(stored());
   assert.equal(r.summary(3, nameOf), 'Read by Dr Gold · delivered to Sam Patient');
   assert.equal(r.summary(2, nameOf), 'Acknowledged by Dr Gold · delivered to Sam Patient');
@@ -33,7 +36,7 @@ test('stored marks give each recipient their state after a reload', () => {
 });
 
 test('live frames move marks forward only; a stale answer never takes one back', () => {
-  const r = new Receipts(ME);
+  const r = new Receipts(ME, { inRoster });
   r.load(stored());
   assert.equal(r.noteRead(SAM, 5), true);
   assert.equal(r.noteRead(SAM, 4), false);
@@ -47,7 +50,7 @@ test('live frames move marks forward only; a stale answer never takes one back',
 });
 
 test('bad marks are ignored', () => {
-  const r = new Receipts(ME);
+  const r = new Receipts(ME, { inRoster });
   for (const bad of ['3', 1.5, null, -1, 0]) assert.equal(r.noteDelivered(GOLD, bad), false);
   assert.equal(r.noteRead(42, 3), false);
   r.load({ members: 'nope' });
@@ -55,7 +58,7 @@ test('bad marks are ignored', () => {
 });
 
 test('alone in the case a stored message reads "Delivered"', () => {
-  const r = new Receipts(ME);
+  const r = new Receipts(ME, { inRoster });
   r.load({ case: 'c', last_seq: 1, members: [{ user: ME, read: null, delivered: null }], urgent: [] });
   assert.equal(r.summary(1, nameOf), 'Delivered');
 });
@@ -115,4 +118,63 @@ test('the default timers are called as plain functions (a method call of the bro
     globalThis.setTimeout = strict;
   }
   assert.deepEqual(posted, [{ type: 'delivered', up_to: 2 }]);
+});
+
+// --- a lying server --------------------------------------------------------------
+
+const MALLORY = 'u-mallory'; // a user the server names who is not in the verified roster
+
+function lying() {
+  const answer = stored();
+  answer.members.push({ user: MALLORY, read: { up_to: 5, at: 't' }, delivered: { up_to: 5, at: 't' } });
+  answer.urgent.push({ seq: 5, acknowledged: [{ user: MALLORY, at: 't' }] });
+  answer.urgent[0].acknowledged.push({ user: MALLORY, at: 't' });
+  return answer;
+}
+
+test('a user the server names who is not in the verified roster is never shown; members still are', () => {
+  const r = new Receipts(ME, { inRoster });
+  r.load(lying());
+  assert.deepEqual(r.recipients(), [GOLD, SAM]);
+  // Live frames naming the outsider change nothing on the line either.
+  r.noteRead(MALLORY, 5);
+  r.noteAck(3, MALLORY);
+  const names = { ...NAMES, [MALLORY]: 'Dr Mallory' };
+  const lines = [2, 3, 5].map((seq) => r.summary(seq, (u) => names[u] ?? u));
+  assert.deepEqual(lines, [
+    'Acknowledged by Dr Gold · delivered to Sam Patient',
+    'Read by Dr Gold · delivered to Sam Patient',
+    'Delivered to Dr Gold · not yet delivered to Sam Patient',
+  ]);
+  for (const line of lines) assert.doesNotMatch(line, /Mallory|u-mallory/);
+  // A member's own receipts still show once the server reports them.
+  r.noteAck(5, SAM);
+  assert.equal(r.summary(5, nameOf), 'Acknowledged by Sam Patient · delivered to Dr Gold');
+});
+
+test('a member the server lists but the verified roster no longer holds is not a recipient', () => {
+  const r = new Receipts(ME, { inRoster: (u) => u !== SAM && ROSTER.has(u) });
+  r.load(stored());
+  assert.deepEqual(r.recipients(), [GOLD]);
+  assert.equal(r.summary(3, nameOf), 'Read by Dr Gold');
+});
+
+test('without a verified roster nobody is a recipient (fails closed)', () => {
+  const r = new Receipts(ME);
+  r.load(stored());
+  assert.deepEqual(r.recipients(), []);
+  assert.equal(r.summary(2, nameOf), 'Delivered');
+});
+
+test('urgent acknowledgements name only users of the verified roster', () => {
+  const acks = new Map([[GOLD, 't1'], [MALLORY, 't2'], [SAM, 't3']]);
+  assert.deepEqual([...verifiedAcks(acks, inRoster).keys()], [GOLD, SAM]);
+  assert.deepEqual([...verifiedAcks(new Map([[MALLORY, 't']]), inRoster).keys()], []);
+  assert.deepEqual([...verifiedAcks(acks).keys()], []); // no roster: none
+  assert.deepEqual([...verifiedAcks(undefined, inRoster).keys()], []);
+});
+
+test('the receipt line says whose report it is', () => {
+  assert.match(SERVER_REPORTED, /reported by the server/i);
+  assert.match(SERVER_REPORTED, /not signed/);
 });

@@ -12,13 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from collab.cases.models import DeliveredMark, ReadMark
+from collab.cases.models import DeliveredMark, Member, Message, ReadMark, UrgentAck
 from collab.client import cli
 from collab.client.errors import ServerRefusedError
 from collab.client.sdk import CollabClient, Received
+from collab.crypto.roster import Role
 from tests.e2e.test_client_e2e import PASS, new_member, until
 from tests.support.live import daphne_servers
-from tests.support.users import PASSWORD
+from tests.support.users import PASSWORD, make_user
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.e2e]
 
@@ -97,3 +98,47 @@ def test_receipts_are_refused_to_an_outsider(server: str, tmp_path: Path) -> Non
     with pytest.raises(ServerRefusedError) as refused:
         outsider.receipts(case_id)
     assert refused.value.code == "not_member"
+
+
+def test_receipts_name_only_users_of_the_verified_roster(
+    server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lying server (its database written directly) lists an outsider as a member who
+    read and acknowledged an urgent message: the SDK and the CLI never show them, while
+    the real member's receipts still are. Also the words: "as reported by the server"."""
+    pcp = new_member(server, "pcp_rl", tmp_path)
+    derm = new_member(server, "derm_rl", tmp_path, specialty="Dermatology")
+    outsider = make_user("mallory_rl")
+    case_id = pcp.open_case(specialty="Dermatology")
+    pcp.add_member(case_id, derm.user_id)
+
+    async def send() -> None:
+        await pcp.send_text(case_id, "please look")
+
+    asyncio.run(send())
+    Message.objects.filter(case_id=case_id, seq=1).update(urgent=True)
+    message = Message.objects.get(case_id=case_id, seq=1)
+    Member.objects.create(case_id=case_id, user=outsider, role=Role.MEMBER)
+    for mark in (ReadMark, DeliveredMark):
+        mark.objects.create(case_id=case_id, user=outsider, up_to=1)
+    UrgentAck.objects.create(message=message, user=outsider)
+    UrgentAck.objects.create(message=message, user_id=derm.user_id)
+
+    receipts = pcp.receipts(case_id)
+    assert {m.user_id for m in receipts.members} == {pcp.user_id, derm.user_id}
+    assert [user for user, _ in receipts.acknowledged[1]] == [derm.user_id]
+    names = {pcp.user_id: "me", derm.user_id: "Dr Derm"}.__getitem__  # KeyError if anyone else
+    assert receipts.summary(1, pcp.user_id, names) == "Acknowledged by Dr Derm"
+
+    monkeypatch.setenv("COLLAB_PASSPHRASE", PASS)
+    monkeypatch.setenv("COLLAB_PASSWORD", PASSWORD)
+    monkeypatch.setenv("COLLAB_SERVER", server)
+    home = str(tmp_path / "pcp_rl")
+    for extra in ([], ["--json"], ["--seq", "1"]):
+        out = io.StringIO()
+        assert cli.main(["--home", home, "receipts", str(case_id), *extra], out=out,
+                        err=io.StringIO()) == 0, out.getvalue()
+        text = out.getvalue()
+        assert str(outsider.pk) not in text and "mallory" not in text.lower(), text
+        assert str(derm.user_id) in text or "Derm_Rl" in text, text
+        assert extra == ["--json"] or "as reported by the server" in text, text

@@ -6,6 +6,14 @@
 // `delivered` and `urgent_ack` move them live. Marks only move forward here too: a stale
 // answer never takes one back. Read implies delivered, acknowledged implies read.
 //
+// All of it is the server's report: nothing is signed, so a lying server could claim a
+// read or an acknowledgement that never happened, or hide one (protocol.md §7). Two
+// rules keep the claim from naming the wrong people: the recipients are the users the
+// server lists AND the verified roster this client holds (`inRoster`; without it nobody,
+// failing closed), so a user the server names who is not in the case is never shown;
+// and the line says whose report it is (SERVER_REPORTED, its title). No trust or access
+// decision is ever made from a receipt.
+//
 // This page reports its own deliveries with DeliveredReporter: the highest seq it has
 // received (live or resumed), debounced, never lower than what it reported before.
 
@@ -18,14 +26,20 @@ const WORDS = {
 };
 const ORDER = ['acknowledged', 'read', 'delivered', 'pending'];
 
+/** The receipt line's title: whose word it is. */
+export const SERVER_REPORTED = 'As reported by the server: receipts are not signed, so they are '
+  + 'not proof that someone received, read or acknowledged a message.';
+
 function upTo(mark) {
   return mark && Number.isInteger(mark.up_to) && mark.up_to > 0 ? mark.up_to : 0;
 }
 
 export class Receipts {
-  /** `me`: the signed-in user's id (never a recipient of their own messages). */
-  constructor(me) {
+  /** `me`: the signed-in user's id (never a recipient of their own messages);
+   * `inRoster(userId)`: whether the verified roster this client holds lists the user. */
+  constructor(me, { inRoster = () => false } = {}) {
     this.me = me;
+    this.inRoster = inRoster;
     this.members = []; // user ids in the case now (from the receipts answer)
     this.read = new Map(); // user -> {up_to, at}
     this.delivered = new Map(); // user -> {up_to, at}
@@ -77,9 +91,10 @@ export class Receipts {
     return 'pending';
   }
 
-  /** Recipients of the sender's message: everyone in the case now but the sender. */
+  /** Recipients of the sender's message: everyone the server lists in the case now who
+   * is in the verified roster too, but the sender. Anyone else it names is ignored. */
   recipients() {
-    return this.members.filter((u) => u !== this.me);
+    return this.members.filter((u) => u !== this.me && Boolean(this.inRoster(u)));
   }
 
   /** Per state, the recipients in it, in member order. */
@@ -141,4 +156,13 @@ export class DeliveredReporter {
     if (this.timer !== null) this.clearTimer(this.timer);
     this.timer = null;
   }
+}
+
+/**
+ * The acknowledgements of an urgent message worth showing: `acks` (Map user -> at, from
+ * the server) without any user the verified roster does not list (`inRoster`; without
+ * it none). A member who left since is not listed either: the roster is the case now.
+ */
+export function verifiedAcks(acks, inRoster = () => false) {
+  return new Map([...(acks ?? new Map()).entries()].filter(([user]) => Boolean(inRoster(user))));
 }

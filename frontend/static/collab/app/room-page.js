@@ -23,7 +23,7 @@ import { sendMessage } from './messaging.js';
 import { addNameHint, knownName, lookupUser, nameOf, restrictLookups } from './names.js';
 import { PinStore } from './pinstore.js';
 import { drawQr } from './qr.js';
-import { DeliveredReporter, Receipts } from './receipts.js';
+import { DeliveredReporter, Receipts, SERVER_REPORTED, verifiedAcks } from './receipts.js';
 import { onSessionEnd } from './session.js';
 import { RecallView } from './recall.js';
 import { retentionNote } from './retention.js';
@@ -88,7 +88,8 @@ class Room {
     this.items = new Map(); // seq -> li
     this.pending = new Map(); // client_msg_id hex -> li (own, sent, not yet seen back)
     this.readMarks = new Map(); // user -> up_to
-    this.receipts = new Receipts(ctx.userId); // per recipient: delivered, read, acknowledged
+    // Per recipient: delivered, read, acknowledged; only users of the verified roster.
+    this.receipts = new Receipts(ctx.userId, { inRoster: (u) => Boolean(this.session?.roster?.user(u)) });
     this.deliveredReport = new DeliveredReporter((frame) => this.socket?.post(frame) ?? false);
     this.presence = new Map(); // user -> last signal ms
     this.typing = new Map(); // user -> timer
@@ -542,7 +543,7 @@ class Room {
     if (this.serverUrgent.has(msg.seq)) {
       li.classList.add('urgent');
       if (!li.querySelector('.msg-head .badge')) li.querySelector('.msg-head').append(h('span', { class: 'badge urgent' }, 'Urgent'));
-      li.append(h('p', { class: 'acks' }));
+      li.append(h('p', { class: 'acks', title: SERVER_REPORTED }));
       if (msg.header.senderUserId !== this.me) {
         li.append(h('button', { type: 'button', class: 'ack-btn', onclick: (ev) => this.acknowledge(msg.seq, ev.currentTarget) }, 'Acknowledge'));
       }
@@ -582,9 +583,11 @@ class Room {
   renderAcks(seq, li = this.items.get(seq)) {
     const el = li?.querySelector('.acks');
     if (!el) return;
-    const acks = this.urgentAcks.get(seq) ?? new Map();
+    // The server's word (unsigned): only users of the verified roster are named (receipts.js).
+    const inRoster = (u) => Boolean(this.session?.roster?.user(u));
+    const acks = verifiedAcks(this.urgentAcks.get(seq), inRoster);
     const names = [...acks.entries()].map(([user, at]) => `${user === this.me ? 'you' : knownName(user)} (${fmtTime(Date.parse(at))})`);
-    const owed = (this.urgentOwed.get(seq) ?? []).filter((u) => !acks.has(u)).map(knownName);
+    const owed = (this.urgentOwed.get(seq) ?? []).filter((u) => !acks.has(u) && inRoster(u)).map(knownName);
     const parts = [];
     if (names.length) parts.push(`Acknowledged by ${names.join(', ')}`);
     if (owed.length) parts.push(`Waiting for acknowledgement from ${owed.join(', ')}`);
@@ -625,6 +628,7 @@ class Room {
     if (!receipt) return;
     // Per recipient: acknowledged, read, delivered or not yet (receipts.js).
     receipt.textContent = this.receipts.summary(seq, knownName);
+    receipt.title = SERVER_REPORTED;
     receipt.classList.toggle('read', this.receipts.byState(seq).read.length > 0);
   }
 
