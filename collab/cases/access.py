@@ -129,10 +129,14 @@ def access_blob(user: User, blob_id: uuid.UUID, device_id: uuid.UUID) -> m.Blob:
     return blob
 
 
-def access_roster_device(user: User, case_id: uuid.UUID, device_id: uuid.UUID) -> Device:
+def access_roster_device(
+    user: User, case_id: uuid.UUID, device_id: uuid.UUID, *, lock: bool = False
+) -> Device:
     """The user's active device, in the case's head roster (``not_in_roster``): the
-    batch rule below for one device, so the rule has one home."""
-    answer = access_roster_devices([(user, case_id, device_id)])[(user.pk, case_id, device_id)]
+    batch rule below for one device, so the rule has one home. ``lock`` as there."""
+    answer = access_roster_devices([(user, case_id, device_id)], lock=lock)[
+        (user.pk, case_id, device_id)
+    ]
     if isinstance(answer, Forbidden):
         raise answer
     return answer

@@ -30,13 +30,17 @@ from collab.audit.services import AuditAction, RequestMeta, audit_record
 from collab.cases import models as m
 from collab.cases.access import access_admin
 from collab.cases.services._common import locked_case
-from collab.cases.services.tombstones import message_tombstone
+from collab.cases.services.tombstones import scrub_after_commit
 from collab.errors import Conflict, NotFound, ServiceError
 from collab.retention.models import MAX_LIFESPAN_DAYS, RetentionPolicy
 from collab.retention.schedule import case_retention, policy_current
 
 # Blobs whose file may still be in storage (an expired upload's file is already gone).
 _LIVE_BLOBS = (m.BlobStatus.UPLOADING, m.BlobStatus.COMPLETE)
+# Rows per statement of a purge. A case is purged in ONE transaction under its row lock
+# (all or nothing, audited once; a hold or a reopening waits for it): the batches bound
+# each statement and the memory, not the transaction.
+PURGE_BATCH = 500
 
 
 # --- the policy -----------------------------------------------------------------------
@@ -218,23 +222,8 @@ def _purge_locked(case: m.Case, *, now: datetime, policy: RetentionPolicy,
         if done and not count and not blob_count:
             return None
         return PurgeResult(case.pk, schedule.closed_at, count, blob_count, True)
-    removed: set[uuid.UUID] = set()
-    count = 0
-    for message in messages.select_for_update():
-        removed.update(message_tombstone(message, reason=m.RemovedReason.PURGED, now=now))
-        count += 1
-    # Blobs no message named (or named by another member's message): orphaned uploads,
-    # unfinished ones, and the files of expired uploads should any be left.
-    for blob in m.Blob.objects.select_for_update().filter(case=case).exclude(
-        status=m.BlobStatus.REMOVED
-    ).order_by("pk"):
-        if default_storage.exists(blob.storage_name):
-            default_storage.delete(blob.storage_name)
-        if blob.status in _LIVE_BLOBS:
-            blob.status = m.BlobStatus.REMOVED
-            blob.chunk_hashes = b""
-            blob.save(update_fields=["status", "chunk_hashes"])
-            removed.add(blob.pk)
+    count = _messages_tombstone(case, now=now)
+    removed = _blobs_remove(case)
     if done and not count and not removed:
         return None
     case.purged_at = now
@@ -253,11 +242,58 @@ def _purge_locked(case: m.Case, *, now: datetime, policy: RetentionPolicy,
     return PurgeResult(case.pk, schedule.closed_at, count, len(removed), False)
 
 
+def _messages_tombstone(case: m.Case, *, now: datetime) -> int:
+    """Every message of ``case`` (locked) that is not a tombstone becomes one (reason
+    ``purged``), PURGE_BATCH rows per statement: nothing is read into memory, the
+    ciphertext least of all. The blobs go in ``_blobs_remove``. Returns the count."""
+    count = 0
+    live = m.Message.objects.filter(case=case, removed_at__isnull=True)
+    while True:
+        ids = list(live.order_by("seq").values_list("pk", flat=True)[:PURGE_BATCH])
+        if ids:
+            # removed_at again: a recall committing meanwhile keeps its tombstone.
+            count += live.filter(pk__in=ids).update(
+                ciphertext=b"", removed_at=now, removed_reason=m.RemovedReason.PURGED
+            )
+        if len(ids) < PURGE_BATCH:
+            return count
+
+
+def _blobs_remove(case: m.Case) -> set[uuid.UUID]:
+    """Delete the file of every blob of ``case`` (locked) not removed yet: the messages'
+    attachments, orphaned and unfinished uploads, and the files of expired uploads
+    should any be left. Live ones are marked REMOVED; returns their ids. PURGE_BATCH
+    rows at a time, without their chunk hashes."""
+    removed: set[uuid.UUID] = set()
+    after: uuid.UUID | None = None
+    while True:
+        rows = m.Blob.objects.filter(case=case).exclude(status=m.BlobStatus.REMOVED)
+        if after is not None:
+            rows = rows.filter(pk__gt=after)
+        batch = list(
+            rows.select_for_update().order_by("pk").values_list("pk", "storage_name", "status")[
+                :PURGE_BATCH
+            ]
+        )
+        for _, storage_name, _ in batch:
+            if default_storage.exists(storage_name):
+                default_storage.delete(storage_name)
+        live = [pk for pk, _, status in batch if status in _LIVE_BLOBS]
+        if live:
+            m.Blob.objects.filter(pk__in=live).update(
+                status=m.BlobStatus.REMOVED, chunk_hashes=b""
+            )
+            removed.update(live)
+        if len(batch) < PURGE_BATCH:
+            return removed
+        after = batch[-1][0]
+
+
 def purge_expired(*, now: datetime | None = None, dry_run: bool = False) -> list[PurgeResult]:
     """Purge every closed case past the lifespan and not on legal hold, one transaction
     per case. A case another purger has locked is skipped (it is being purged); a run
     after a finished one finds nothing to do. ``dry_run`` reports what would be purged
-    and changes nothing."""
+    and changes nothing. One SQLite checkpoint ends a run that purged anything."""
     now = now or timezone.now()
     policy = policy_current()
     results: list[PurgeResult] = []
@@ -269,6 +305,8 @@ def purge_expired(*, now: datetime | None = None, dry_run: bool = False) -> list
             result = _purge_locked(case, now=now, policy=policy, dry_run=dry_run)
         if result is not None:
             results.append(result)
+    if results and not dry_run:
+        scrub_after_commit()
     return results
 
 
@@ -301,4 +339,6 @@ def case_purge(*, case_id: uuid.UUID, now: datetime | None = None,
     result = _purge_locked(case, now=now, policy=policy, dry_run=dry_run)
     if result is None:
         raise Conflict("already_purged", "Nothing of this case is left to delete.")
+    if not dry_run:
+        scrub_after_commit()
     return result

@@ -29,7 +29,7 @@ from collab.audit.services import (
 )
 from collab.cases import models as m
 from collab.cases.access import access_case, access_roster_devices
-from collab.cases.services import consult_record, consults, inbox
+from collab.cases.services import attachment_refs, consult_record, consults, inbox
 from collab.cases.services._common import crypto_failure
 from collab.cases.wire import message_wire
 from collab.crypto.envelope import Envelope, verify_envelope
@@ -165,7 +165,7 @@ class _Batch:
     roster: dict[tuple[uuid.UUID, uuid.UUID, uuid.UUID], Device | Forbidden]
     last_sender_seq: dict[tuple[uuid.UUID, uuid.UUID], int]
     previous_heads: dict[tuple[uuid.UUID, int], list[bytes]]
-    blobs: dict[uuid.UUID, tuple[uuid.UUID, bytes]]
+    blobs: dict[uuid.UUID, tuple[uuid.UUID, bytes, bool]]
     # One clock reading for the batch: the grace read and the grace check agree.
     now: datetime = field(default_factory=timezone.now)
     accepted: list[tuple[SendRequest, m.Message]] = field(default_factory=list)
@@ -275,16 +275,21 @@ def _previous_heads(
     return found
 
 
-def _blobs(requests: Sequence[SendRequest]) -> dict[uuid.UUID, tuple[uuid.UUID, bytes]]:
-    """Every complete blob the batch's headers name: one query, only when any."""
+def _blobs(requests: Sequence[SendRequest]) -> dict[uuid.UUID, tuple[uuid.UUID, bytes, bool]]:
+    """Every complete blob the batch's headers name, as ``(case id, root, named by a
+    stored message)``: one query, only when any. One blob, one message (a recall deletes
+    its message's files); read after the cases are locked, so a send naming the blob
+    that committed first is seen."""
     ids = {ref.blob_id for r in requests for ref in r.envelope.header.attachments}
     if not ids:
         return {}
     return {
-        pk: (case_id, bytes(root or b""))
-        for pk, case_id, root in m.Blob.objects.filter(
+        pk: (case_id, bytes(root or b""), attached)
+        for pk, case_id, root, attached in m.Blob.objects.filter(
             pk__in=ids, status=m.BlobStatus.COMPLETE
-        ).values_list("pk", "case_id", "root")
+        )
+        .annotate(attached=attachment_refs.named_by(m.Message.objects.all()))
+        .values_list("pk", "case_id", "root", "attached")
     }
 
 
@@ -316,9 +321,15 @@ def _accept(batch: _Batch, request: SendRequest) -> Ack:
             "sender_seq_not_increasing", f"sender_seq must exceed {last}.", last_sender_seq=last
         )
     for ref in h.attachments:
-        if batch.blobs.get(ref.blob_id) != (case.pk, ref.root):
+        if batch.blobs.get(ref.blob_id, (None, None, False))[:2] != (case.pk, ref.root):
             raise ServiceError(
                 "bad_attachment", f"Attachment {ref.blob_id} is not a complete blob of this case."
+            )
+    for ref in h.attachments:
+        if batch.blobs[ref.blob_id][2]:
+            raise ServiceError(
+                "blob_already_attached",
+                f"Attachment {ref.blob_id} is named by another message: upload it again.",
             )
     refusal = consult_record.consult_sender_refusal(
         case=case, user=request.user, content_type=h.content_type
@@ -343,6 +354,8 @@ def _accept(batch: _Batch, request: SendRequest) -> Ack:
     batch.stored[(device_id, h.client_msg_id)] = message
     batch.last_sender_seq[(case.pk, device_id)] = h.sender_seq
     batch.accepted.append((request, message))
+    for ref in h.attachments:  # a later item of this batch naming it is refused
+        batch.blobs[ref.blob_id] = (case.pk, ref.root, True)
     return Ack(message.seq, h.client_msg_id, h.epoch, duplicate=False)
 
 

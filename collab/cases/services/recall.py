@@ -92,6 +92,7 @@ def message_recall(
             "case_on_legal_hold",
             "This case is on legal hold: no message can be withdrawn until it is released.",
         )
+    device = access_roster_device(user, case_id, device_id, lock=True)  # case, then device
     message = (
         m.Message.objects.select_for_update().filter(case_id=case_id, seq=seq).first()
     )
