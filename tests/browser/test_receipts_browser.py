@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 
 from collab.accounts.models import User
+from collab.cases.models import DeliveredMark, Member, Message, ReadMark, UrgentAck
+from collab.crypto.roster import Role
 from tests.browser.conftest import ARTIFACTS, PageProblems
 from tests.browser.test_case_room_browser import named, run_async, set_up_first_device, sign_in
 from tests.support.actor import Actor
@@ -137,4 +139,48 @@ def test_the_case_list_moves_live_on_a_new_message_and_a_status_change(
     row.locator("td", has_text=re.compile(r"^Closed")).wait_for()  # (a retention line may follow)
     page.locator("#notice-list", has_text="A consult changed status").wait_for()
     page.screenshot(path=str(ARTIFACTS / "browser-live-case-list.png"), full_page=True)
+    problems.assert_none()
+
+
+def test_a_lying_server_cannot_show_an_outsider_as_having_read_or_acknowledged(
+    server: str, new_page: Callable[[str], Any], problems: PageProblems
+) -> None:
+    """The server (its database written directly) lists a user who is not in the verified
+    roster as a member who received, read and acknowledged an urgent message: the page
+    never names them, while the real member's acknowledgement still shows, and both lines
+    say they are the server's report."""
+    gp_user = named("gp_lying", "Dr Nia Hart", "General practice")
+    mallory = named("mallory_lying", "Dr Mallory", "General practice")
+    page = new_page("gp")
+    sign_in(page, gp_user)
+    set_up_first_device(page)
+    bot = gold(server, "gold_lying")
+    state = bot.open_case(specialty="General practice")
+    assert bot.add(state, SimpleNamespace(user=gp_user)).status_code == 201  # type: ignore[arg-type]
+
+    page.goto(f"/cases/{state.case_id}/")
+    page.locator("#conn-state", has_text="Connected").wait_for()
+    page.get_by_label("Message", exact=True).fill("Please call back")
+    page.get_by_role("button", name="Send", exact=True).click()
+    own = page.locator("li.message.own", has_text="Please call back")
+    own.locator(".receipt", has_text="Not yet delivered to Dr Gold").wait_for()
+
+    Message.objects.filter(case_id=state.case_id, seq=1).update(urgent=True)
+    message = Message.objects.get(case_id=state.case_id, seq=1)
+    Member.objects.create(case_id=state.case_id, user=mallory, role=Role.MEMBER)
+    for mark in (ReadMark, DeliveredMark):
+        mark.objects.create(case_id=state.case_id, user=mallory, up_to=1)
+    UrgentAck.objects.create(message=message, user=mallory)
+    UrgentAck.objects.create(message=message, user=bot.user)
+
+    page.reload()
+    page.locator("#conn-state", has_text="Connected").wait_for()
+    receipt = own.locator(".receipt")
+    receipt.filter(has_text=re.compile(r"^Acknowledged by Dr Gold$")).wait_for()
+    acks = own.locator(".acks")
+    acks.filter(has_text=re.compile(r"^Acknowledged by Dr Gold \(")).wait_for()
+    for line in (receipt, acks):
+        assert "reported by the server" in (line.get_attribute("title") or "")
+    assert "Mallory" not in page.locator("body").inner_text()
+    page.screenshot(path=str(ARTIFACTS / "browser-receipts-lying-server.png"), full_page=True)
     problems.assert_none()
