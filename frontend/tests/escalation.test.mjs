@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
-import { PolicyError, describePolicy, escalationLines, parsePolicy, stepsText } from '../static/collab/app/escalation.js';
+import { PolicyError, describePolicy, escalationLines, isUserId, parsePolicy, stepsText } from '../static/collab/app/escalation.js';
 
 const form = { first: '2', every: '2', count: '10', steps: 'oncall:10, backup:20, owner:30' };
 
@@ -48,15 +48,50 @@ test('a policy is described in one sentence', () => {
 
 const fmt = (iso) => iso.slice(11, 16);
 const step = (id, name, member, outcome = 'notified') => ({ to: { id, name }, at: '2026-12-01T10:42:00Z', member, outcome });
+// The client's own knowledge: the verified roster and the directory look-up.
+const roster = new Set(['u-own', 'u-x']);
+const directory = { 'u-on': 'Dr Cy Vale', 'u-own': 'Dr Reyes', 'u-x': 'Dr X' };
+const known = { inRoster: (id) => roster.has(id), nameOf: (id) => directory[id] ?? null };
+const OUTSIDE = ' (not a member: they cannot read this case until they ask to join and a member '
+  + 'admits them under "Waiting to join", after checking who they are)';
 
 test('everyone sees to whom a message was escalated and when', () => {
   const state = { steps: [step('u-on', 'Dr Vale', false), step('u-own', 'Dr Reyes', true)], reminder: null };
-  assert.deepEqual(escalationLines(state, { me: 'u-x', acknowledged: false, fmt }), [
-    'Escalated to Dr Vale at 10:42 (not a member yet: add them so they can read it)',
+  assert.deepEqual(escalationLines(state, { me: 'u-x', acknowledged: false, fmt, ...known }), [
+    `Escalated to Dr Cy Vale at 10:42${OUTSIDE}`,
     'Escalated to Dr Reyes at 10:42',
   ]);
-  assert.deepEqual(escalationLines(state, { me: 'u-on', acknowledged: false, fmt })[0],
-    'Escalated to you at 10:42 (ask a member to add you to read it)');
+  assert.deepEqual(escalationLines(state, { me: 'u-on', acknowledged: false, fmt, ...known })[0],
+    'Escalated to you at 10:42 (you are not a member: you cannot read this case until you ask to join and '
+    + 'a member admits you, after checking who you are)');
+});
+
+test('membership and names are the client\'s, never the step\'s member flag or name', () => {
+  const lying = { steps: [step('u-on', 'Dr Reyes', true), step('u-own', 'add u-on so they can read it', false)], reminder: null };
+  assert.deepEqual(escalationLines(lying, { me: 'u-x', acknowledged: false, fmt, ...known }), [
+    `Escalated to Dr Cy Vale at 10:42${OUTSIDE}`,
+    'Escalated to Dr Reyes at 10:42',
+  ]);
+  // Without the roster and directory every target is an unknown person outside the case.
+  assert.deepEqual(escalationLines(lying, { me: 'u-x', acknowledged: false, fmt }), [
+    `Escalated to an unknown person at 10:42${OUTSIDE}`,
+    `Escalated to an unknown person at 10:42${OUTSIDE}`,
+  ]);
+});
+
+test('a target id the directory does not know is an unknown person', () => {
+  const state = { steps: [step('u-ghost', 'Dr Reyes', true), { ...step(null, 'Dr Reyes', true), to: { name: 'Dr Reyes' } }], reminder: null };
+  assert.deepEqual(escalationLines(state, { me: 'u-x', acknowledged: false, fmt, ...known }), [
+    `Escalated to an unknown person at 10:42${OUTSIDE}`,
+    `Escalated to an unknown person at 10:42${OUTSIDE}`,
+  ]);
+});
+
+test('isUserId: only the shape of a user id is looked up', () => {
+  assert.ok(isUserId('00000000-0000-4000-8000-000000000001'));
+  for (const bad of ['../keys', '00000000-0000-4000-8000-00000000000', 'U0000000-0000-4000-8000-000000000001', 7, null, {}]) {
+    assert.equal(isUserId(bad), false, String(bad));
+  }
 });
 
 test('a step without a target is not shown as an escalation', () => {

@@ -22,8 +22,9 @@ from django.conf import settings
 from django.db import connection
 
 from collab.cases import models as m
-from collab.escalation.models import CasePolicy, DoneReason, Escalation
+from collab.escalation.models import CasePolicy, DoneReason, Escalation, EscalationStep
 from collab.escalation.policy import organisation_policy
+from collab.escalation.selectors import step_wire
 from collab.escalation.services import PassResult, escalation_pass
 from tests.browser.conftest import PageProblems
 from tests.browser.test_case_room_browser import named, set_up_first_device, sign_in
@@ -116,13 +117,20 @@ def test_sender_sees_the_escalation_and_recipient_acknowledges_the_reminder(
                has_text="Waiting for acknowledgement from Dr Ben Okafor").wait_for()
     assert gp.locator("li.message.urgent .escalation .reminder").count() == 0
 
-    # 5 minutes on: escalated to the on-call dermatologist, who is not a member.
+    # 5 minutes on: escalated to the on-call dermatologist, who is not a member. The page
+    # names them from the directory when the server gives their id, else (no id) says
+    # an unknown person; never the frame's name.
     assert step(at(message, 5)).escalations == 1
+    wire = step_wire(EscalationStep.objects.get(escalation__message=message))
+    shown = "Dr Cy Vale" if wire["to"]["id"] else "an unknown person (as the on-call provider)"
     for page in (gp, derm):
         heard(page)
         page.locator("li.message.urgent .escalation .escalated",
-                     has_text=re.compile(r"Escalated to Dr Cy Vale at \d")).wait_for()
-    assert "not a member yet" in gp.locator("li.message.urgent .escalated").inner_text()
+                     has_text=re.compile(rf"Escalated to {re.escape(shown)} at \d")).wait_for()
+    # Outside the verified roster: they cannot read it until admitted after an identity check.
+    line = gp.locator("li.message.urgent .escalated").inner_text()
+    assert "not a member: they cannot read this case until they ask to join" in line
+    assert "after checking who they are" in line
     assert not m.Member.objects.filter(case_id=case_id, user=oncall.user).exists()
 
     # The recipient acknowledges: the reminder goes, the sender sees it, the timer ends.
@@ -135,8 +143,13 @@ def test_sender_sees_the_escalation_and_recipient_acknowledges_the_reminder(
     assert step(at(message, 60)).claimed == 0
 
     # After a reload the sender still sees the escalation (GET /api/cases/<id>/urgent).
+    # A lying server that stores the target as a member changes nothing: the page asks
+    # its verified roster.
+    EscalationStep.objects.filter(escalation__message=message).update(target_was_member=True)
     gp.reload()
     gp.locator("li.message.urgent .escalated", has_text="Escalated to Dr Cy Vale").wait_for()
+    assert "they cannot read this case" in gp.locator(
+        "li.message.urgent .escalated").inner_text()
 
     # The case owner overrides the policy for this case in the room.
     gp.locator("#esc-override summary").click()

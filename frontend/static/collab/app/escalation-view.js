@@ -3,10 +3,14 @@
 // acknowledgement; the room's "Urgent escalation" panel (the case's policy, which its
 // owners and admins may override); and the policy form the admin page uses too.
 // The rules and wording live in escalation.js; this module only draws them.
+// Whether a target can read the case is the verified roster's answer (session.roster),
+// and their name the directory's as this page looks it up: the frames' `member` flag
+// and `to.name` are the server's word and are not used.
 
 import { api } from './api.js';
 import { $, errorText, fmtTime, h, replace, say } from './dom.js';
-import { PolicyError, describePolicy, escalationLines, parsePolicy, stepsText } from './escalation.js';
+import { PolicyError, describePolicy, escalationLines, isUserId, parsePolicy, stepsText } from './escalation.js';
+import { lookupUser } from './names.js';
 
 const fmt = (iso) => fmtTime(Date.parse(iso));
 
@@ -86,7 +90,43 @@ export class EscalationView {
   constructor(room) {
     this.room = room;
     this.state = new Map(); // seq -> {steps: [...], reminder: {n, at, pending} | null}
+    this.people = new Map(); // user id -> the page's look-up: {name, listed} (a promise until it answers)
     this.panel = null;
+  }
+
+  /** Looks up each target not looked up yet: a promise while one is pending, else
+   * null. An id that is not shaped like a user id is not looked up: an unknown person. */
+  lookUp(entry) {
+    const waits = [];
+    for (const step of entry?.steps ?? []) {
+      const id = step.to?.id;
+      if (typeof id !== 'string' || this.people.get(id)?.name !== undefined) continue;
+      if (!this.people.has(id)) {
+        const found = isUserId(id) ? lookupUser(id) : Promise.resolve({ name: null, listed: false });
+        this.people.set(id, found.then((u) => {
+          this.people.set(id, { name: u.name, listed: Boolean(u.listed) });
+        }));
+      }
+      waits.push(this.people.get(id));
+    }
+    return waits.length ? Promise.all(waits) : null;
+  }
+
+  /** The name shown for a target: a member's as in the member list, anyone else's only
+   * when the directory knows them (null: an unknown person). */
+  nameOf(id) {
+    const known = this.people.get(id);
+    if (!known || known.name === undefined) return null;
+    return this.inRoster(id) || known.listed ? known.name : null;
+  }
+
+  inRoster(id) {
+    return Boolean(this.room.session?.roster?.user(id));
+  }
+
+  /** Every message's lines again (the roster changed). */
+  renderAll() {
+    for (const seq of this.state.keys()) this.render(seq);
   }
 
   entry(seq) {
@@ -116,17 +156,29 @@ export class EscalationView {
       this.room.urgentOwed.set(frame.seq, frame.pending); // the sender's "waiting for" line
       this.room.renderAcks(frame.seq);
     } else if (frame.type === 'urgent_escalated') {
-      entry.steps = [...entry.steps.filter((s) => s.at !== frame.at || s.to?.id !== frame.to.id),
-        { to: frame.to, at: frame.at, member: frame.member, via: frame.via, outcome: 'notified' }];
+      // frame.member is not kept: render asks the verified roster.
+      entry.steps = [...entry.steps.filter((s) => s.at !== frame.at || s.to?.id !== frame.to?.id),
+        { to: frame.to, at: frame.at, via: frame.via, outcome: 'notified' }];
     }
     this.render(frame.seq);
+  }
+
+  /** The lines for one message once its targets are looked up (lookUp). */
+  lines(seq, acknowledged = this.room.urgentAcks.get(seq)?.has(this.room.me) ?? false) {
+    return escalationLines(this.state.get(seq), {
+      me: this.room.me, acknowledged, fmt, inRoster: (id) => this.inRoster(id), nameOf: (id) => this.nameOf(id),
+    });
   }
 
   render(seq, li = this.room.items.get(seq)) {
     if (!li) return;
     const acknowledged = this.room.urgentAcks.get(seq)?.has(this.room.me) ?? false;
-    const entry = this.state.get(seq);
-    const lines = escalationLines(entry, { me: this.room.me, acknowledged, fmt });
+    const pending = this.lookUp(this.state.get(seq));
+    if (pending) {
+      pending.then(() => this.render(seq, li));
+      return;
+    }
+    const lines = this.lines(seq, acknowledged);
     let box = li.querySelector('.escalation');
     if (!lines.length) {
       box?.remove();

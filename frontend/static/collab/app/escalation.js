@@ -73,18 +73,45 @@ export function parsePolicy({ first, every, count, steps }) {
   return policy;
 }
 
+const USER_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+/** Whether a value from the server is shaped like a user id (worth a directory look-up). */
+export function isUserId(value) {
+  return typeof value === 'string' && USER_ID.test(value);
+}
+
+// Said of an escalation target who is not in the verified roster: they cannot read the
+// case, and the way in is the normal admission with its identity checks, never a
+// blind add of an account the server named.
+const OUTSIDE = ' (not a member: they cannot read this case until they ask to join and a member '
+  + 'admits them under "Waiting to join", after checking who they are)';
+const OUTSIDE_ME = ' (you are not a member: you cannot read this case until you ask to join and a '
+  + 'member admits you, after checking who you are)';
+
 /**
  * What a message shows about its timer: escalation lines for everyone, and for a
  * recipient who still owes an acknowledgement, the last reminder.
- * state: {steps: [{to: {id, name} | null, at, member, outcome}], reminder: {n, at, pending} | null}
+ * state: {steps: [{to: {id, name} | null, via, at, outcome}], reminder: {n, at, pending} | null}
+ *
+ * The server's word on a step is only a reminder that it happened: whether the target
+ * can read the case comes from `inRoster(userId)` (the verified roster this client
+ * holds), never from the frame's `member` flag, and the name from `nameOf(userId)` (the
+ * directory as this client looks it up; null: an unknown person), never from `to.name`.
+ * Without them every target is an unknown person outside the case (fails closed). A
+ * target without an id (the server names no one outside the case) is an unknown person.
  */
-export function escalationLines(state, { me, acknowledged, fmt }) {
+export function escalationLines(state, { me, acknowledged, fmt, inRoster = () => false, nameOf = () => null }) {
   const lines = [];
   for (const step of state?.steps ?? []) {
     if (step.outcome === 'no_target' || !step.to) continue;
-    const name = step.to.id === me ? 'you' : step.to.name;
+    const id = typeof step.to.id === 'string' ? step.to.id : null;
+    const mine = id !== null && id === me;
+    const member = id !== null && Boolean(inRoster(id));
+    // An unknown person keeps the step's kind from this client's own words (WHO), if any.
+    const unknown = Object.hasOwn(WHO, step.via) ? `an unknown person (as ${WHO[step.via]})` : 'an unknown person';
+    const name = mine ? 'you' : (id !== null && nameOf(id)) || unknown;
     let line = `Escalated to ${name} at ${fmt(step.at)}`;
-    if (!step.member) line += step.to.id === me ? ' (ask a member to add you to read it)' : ' (not a member yet: add them so they can read it)';
+    if (!member) line += mine ? OUTSIDE_ME : OUTSIDE;
     lines.push(line);
   }
   const reminder = state?.reminder;

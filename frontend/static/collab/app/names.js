@@ -1,5 +1,6 @@
 // Display names of users, from GET /api/users/<id>/keys (cached per page).
 // Patients may look up only themselves; others then show as "Member 1a2b3c4d".
+// `listed: true` only on a user the directory answered for (not a hint or a fallback).
 
 import { api } from './api.js';
 
@@ -32,7 +33,7 @@ export function lookupUser(userId) {
   }
   if (!cache.has(userId)) {
     cache.set(userId, api('GET', `/api/users/${userId}/keys`).then(
-      (u) => ({ id: userId, name: u.display_name || fallback(userId), specialty: u.specialty ?? '', role: u.role }),
+      (u) => ({ id: userId, name: u.display_name || fallback(userId), specialty: u.specialty ?? '', role: u.role, listed: true }),
       () => ({ id: userId, name: fallback(userId), specialty: '', role: '' }),
     ).then((u) => {
       known.set(userId, u.name);

@@ -1128,6 +1128,7 @@ class Room {
     this.urgentEpoch = epoch;
     this.renderPresence();
     this.updateReceipts();
+    this.escalation.renderAll(); // who is outside the case is the verified roster's answer
     $('#add-section').hidden = !manager || this.ctx.role !== 'provider';
     $('#invite-section').hidden = this.ctx.role !== 'provider' || !roster.user(this.me);
     $('#leave-section').hidden = !roster.user(this.me) || myRole === Role.OWNER;
