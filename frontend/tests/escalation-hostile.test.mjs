@@ -173,3 +173,12 @@ describe('a lying GET /api/cases/<id>/urgent', () => {
     ]);
   });
 });
+
+test('two targets outside the case escalated in one pass are two steps (both arrive with id null)', () => {
+  const view = new EscalationView(room(ALICE.userId));
+  const outside = (via, name) => ({ type: 'urgent_escalated', seq: 8, to: { id: null, name }, via, member: false, at: AT });
+  view.onFrame(outside('oncall', 'the on-call provider (outside the case)'));
+  view.onFrame(outside('backup', 'the backup on call (outside the case)'));
+  view.onFrame(outside('backup', 'the backup on call (outside the case)')); // the same step again
+  assert.deepEqual(view.state.get(8).steps.map((s) => s.via), ['oncall', 'backup']);
+});

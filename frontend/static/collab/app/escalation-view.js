@@ -157,7 +157,10 @@ export class EscalationView {
       this.room.renderAcks(frame.seq);
     } else if (frame.type === 'urgent_escalated') {
       // frame.member is not kept: render asks the verified roster.
-      entry.steps = [...entry.steps.filter((s) => s.at !== frame.at || s.to?.id !== frame.to?.id),
+      // The same step again replaces itself; two steps of one pass differ by via (both
+      // targets outside the case arrive with id null).
+      const same = (s) => s.at === frame.at && s.via === frame.via && (s.to?.id ?? null) === (frame.to?.id ?? null);
+      entry.steps = [...entry.steps.filter((s) => !same(s)),
         { to: frame.to, at: frame.at, via: frame.via, outcome: 'notified' }];
     }
     this.render(frame.seq);
