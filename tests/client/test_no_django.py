@@ -15,7 +15,8 @@ MODULES = ["collab.client", "collab.client.admission", "collab.client.case_state
            "collab.client.recall", "collab.client.recall_cli",
            "collab.client.receipts", "collab.client.receipts_cli",
            "collab.client.markup", "collab.client.markup_cli",
-           "collab.client.sdk"]
+           "collab.client.consult", "collab.client.consult_cli", "collab.client.consult_client",
+           "collab.client.retention", "collab.client.sdk"]
 # The export package (collab/client/export/): checked too, though the glob below sees
 # only the top-level modules.
 MODULES += ["collab.client.export", "collab.client.export.cli", "collab.client.export.fhir",
