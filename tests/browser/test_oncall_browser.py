@@ -58,6 +58,7 @@ def test_an_admin_schedules_a_shift_and_a_provider_sees_who_is_on_call(
     page.locator("#shift-rows tr", has_text="Dr Ann Vale").wait_for()
     service = OnCallService.objects.get()
     stored = Shift.objects.get()
+    assert stored.backup is not None
     assert (service.specialty, stored.primary.username, stored.backup.username) == (
         "Dermatology", "oc_ann", "oc_bob"
     )

@@ -96,11 +96,11 @@ def test_recalled_consult_items_leave_the_cards_totals_and_next_report(
     assert derm.get_by_role("button", name="Recall").count() == 0
 
     # Two manual entries, each listed with its Recall action; the first is recalled.
-    for minutes, note in (("600", NOTE), ("7", "")):
-        derm.get_by_label("Minutes to add").fill(minutes)
+    for typed, note in (("600", NOTE), ("7", "")):
+        derm.get_by_label("Minutes to add").fill(typed)
         derm.get_by_label("Note (optional)", exact=True).fill(note)
         derm.get_by_role("button", name="Add time").click()
-        derm.locator("#time-entries li", has_text=f"{minutes} min entered").wait_for()
+        derm.locator("#time-entries li", has_text=f"{typed} min entered").wait_for()
     derm.locator("#time-total", has_text="607 entered)").wait_for()
     wrong = derm.locator("#time-entries li", has_text=NOTE)
     wrong_seq = int(wrong.get_attribute("data-seq") or 0)

@@ -4,6 +4,8 @@ in the same transaction (docs/workflow.md §8)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import pytest
 
 from collab.accounts.models import Role
@@ -114,11 +116,14 @@ def test_report_or_time_by_a_member_who_is_not_a_provider_is_refused(role: str) 
 
 def test_a_refused_report_in_a_batch_leaves_the_others_stored() -> None:
     opener, specialist = build_room(2)
+    sends: list[tuple[Member, str, Mapping[str, object]]] = [
+        (opener, "text", {"text": "hello"}),
+        (opener, "consult_report", report_body()),
+        (specialist, "consult_report", report_body()),
+    ]
     requests = [
         SendRequest(m.user, m.device.device_id, m.state.case_id, m.state.seal(b, content_type=t))
-        for m, t, b in [(opener, "text", {"text": "hello"}),
-                        (opener, "consult_report", report_body()),
-                        (specialist, "consult_report", report_body())]
+        for m, t, b in sends
     ]
     results = message_send_batch(requests)
     assert isinstance(results[1], ServiceError) and results[1].code == "not_consultant"

@@ -115,6 +115,7 @@ def test_sender_recall_leaves_a_verifiable_tombstone_and_no_ciphertext(room) -> 
     assert answer["removed_blobs"] == []
     stored = Message.objects.get(seq=seq)
     assert bytes(stored.ciphertext) == b"" and stored.removed_reason == "recalled"
+    assert stored.removed_at is not None and stored.recall_sig is not None
     assert int(stored.removed_at.timestamp() * 1000) == body["recalled_ms"]
     assert bytes(stored.recall_sig) == b64d(body["sig"])
     assert stored.recall_device_id == pcp.device.device_id

@@ -11,6 +11,7 @@ from channels.db import database_sync_to_async as sync_to_async
 from django.db import connection
 
 from collab.cases.models import Message
+from collab.client.case_state import CaseState
 from collab.crypto.primitives import ed25519_public
 from collab.crypto.recall import Recall, verify_recall
 from collab.crypto.wire import b64d, b64e
@@ -22,7 +23,7 @@ from tests.support.actor import Actor
 SECRET = "Lesion on the left scapula grew 4 mm since March"
 
 
-def _room() -> tuple[Actor, Actor, object]:
+def _room() -> tuple[Actor, Actor, CaseState]:
     pcp = Actor("pcp").register()
     derm = Actor("derm", specialty="Dermatology").register()
     state = pcp.open_case()

@@ -125,7 +125,9 @@ def test_report_or_time_from_a_non_consultant_is_skipped() -> None:
 
 def test_invalid_body_is_skipped_not_raised() -> None:
     broken = Item(2, SPECIALIST, T0, "consult_report", {"text": "x", "report": "nope"})
-    record = _record([_req(1), broken, Item(3, SPECIALIST, T0, "time_entry", [])])
+    # A body that is JSON but not an object, as a hostile sender may encrypt.
+    not_object = Item(3, SPECIALIST, T0, "time_entry", [])  # type: ignore[arg-type]
+    record = _record([_req(1), broken, not_object])
     assert record.reports == [] and record.skipped == 2
 
 

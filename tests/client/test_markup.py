@@ -164,7 +164,7 @@ def test_no_marks_and_no_note_is_the_plain_sanitised_image() -> None:
     ([Label(5, 5, "   ")], "no text"),
     ([Label(5, 5, "two\nlines")], "one line"),
     ([Label(5, 5, "x" * (MAX_LABEL_CHARS + 1))], "one line"),
-    ([Blur(True, 0, 10, 10)], "whole number"),  # type: ignore[arg-type]
+    ([Blur(True, 0, 10, 10)], "whole number"),  # a bool is an int to the type checker
     ([Blur(1.5, 0, 10, 10)], "whole number"),  # type: ignore[arg-type]
     ([Blur(0, 0, 4, 4)] * (MAX_MARKS + 1), f"at most {MAX_MARKS}"),
     (["blur"], "is not a mark"),

@@ -38,7 +38,7 @@ async def open_room(member: Member) -> WebsocketCommunicator:
 async def until(communicator: WebsocketCommunicator, kind: str) -> dict[str, Any]:
     """The next frame of ``kind`` (live messages and the like in between are skipped)."""
     while True:
-        frame = await communicator.receive_json_from(timeout=5)
+        frame: dict[str, Any] = await communicator.receive_json_from(timeout=5)
         if frame["type"] == kind:
             return frame
 

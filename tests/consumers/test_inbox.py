@@ -25,7 +25,7 @@ from collab.cases.services.notifications import notify
 from collab.consumers import base
 from collab.crypto.actions import AddUserBody, RemoveUserBody
 from collab.crypto.roster import Role
-from collab.realtime import LAYER, inbox_group
+from collab.realtime import LAYER, group_join, inbox_group
 from tests.support.rooms import Member, build_room
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -260,7 +260,7 @@ async def test_after_a_layer_outage_the_inbox_joins_its_cases_and_says_resync(
     """Groups the layer could not take at the handshake are joined on recovery, and the
     client is told to fetch its list again (doorbells may have been lost meanwhile)."""
     owner, member = await sync_to_async(build_room)(2, "ibl")
-    real_join = base.group_join
+    real_join = group_join  # what base imported, before the patch
 
     async def down(layer: Any, group: str, channel: str) -> bool:
         if group.startswith("activity."):

@@ -12,6 +12,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,10 +26,12 @@ from tests.support.live import daphne_servers
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.e2e]
 
-REQUEST = {"reason": "Pigmented lesion, left forearm", "question": "Excise or watch?",
-           "history": "Noticed 3 months ago, grown", "medications": "None",
-           "tried": "Nothing yet", "urgency": "soon", "callback_method": "phone",
-           "callback_detail": "ext. 4471", "patient_consent": True}
+# Keyword arguments of consult.request_body, passed through **fields.
+REQUEST: dict[str, Any] = {
+    "reason": "Pigmented lesion, left forearm", "question": "Excise or watch?",
+    "history": "Noticed 3 months ago, grown", "medications": "None",
+    "tried": "Nothing yet", "urgency": "soon", "callback_method": "phone",
+    "callback_detail": "ext. 4471", "patient_consent": True}
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +125,7 @@ def test_report_and_time_by_the_requester_are_refused_and_change_nothing(
      ({"minutes": 5, "start_ms": 2_000_000, "end_ms": 1_000_000}, "bad_value")],
 )
 def test_negative_or_absurd_time_is_refused_before_sending(
-        server: str, tmp_path: Path, kwargs: dict[str, int], code: str) -> None:
+        server: str, tmp_path: Path, kwargs: dict[str, Any], code: str) -> None:
     _pcp, derm, case_id = room(server, tmp_path)
     before = m.Case.objects.get(pk=case_id).last_seq
     with pytest.raises(ConsultBodyError) as refused:

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image, ImageChops, ImageStat
 
 from collab.cases import models as m
-from collab.client.markup import Arrow, Blur, Label, Pixelate
+from collab.client.markup import Arrow, Blur, Label, Mark, Pixelate
 from collab.client.sdk import CollabClient
 from collab.crypto.envelope import Header
 from tests.client.images import assert_no_metadata, jpeg_with_gps
@@ -62,7 +62,7 @@ def test_receiver_decrypts_the_marked_image_and_the_original_sent_with_it(
     source = detailed()
     photo = tmp_path / "cheek.jpg"
     photo.write_bytes(jpeg_with_gps(source, orientation=1))
-    marks = [Blur(BOX[0], BOX[1], BOX[2] - BOX[0], BOX[3] - BOX[1]),
+    marks: list[Mark] = [Blur(BOX[0], BOX[1], BOX[2] - BOX[0], BOX[3] - BOX[1]),
              Arrow(250, 30, 180, 60), Label(170, 100, "lesion")]
     asyncio.run(pcp.send_image(case_id, photo, caption="cheek", marks=marks,
                                send_original=True, note="lesion 12 x 8 mm"))

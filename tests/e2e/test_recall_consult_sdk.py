@@ -10,6 +10,7 @@ import asyncio
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.utils import timezone
@@ -24,9 +25,11 @@ from tests.support.live import daphne_servers
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.e2e]
 
-REQUEST = {"reason": "Pigmented lesion SECRET-REASON", "question": "Excise or watch?",
-           "history": "Noticed 3 months ago", "medications": "None", "tried": "Nothing",
-           "urgency": "soon", "callback_method": "message", "patient_consent": True}
+# Keyword arguments of consult.request_body, passed through **fields.
+REQUEST: dict[str, Any] = {
+    "reason": "Pigmented lesion SECRET-REASON", "question": "Excise or watch?",
+    "history": "Noticed 3 months ago", "medications": "None", "tried": "Nothing",
+    "urgency": "soon", "callback_method": "message", "patient_consent": True}
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from io import StringIO
+from typing import TYPE_CHECKING
 
 import pytest
 import time_machine
@@ -21,6 +22,10 @@ from tests.retention.support import admin_client, close
 from tests.support.actor import Actor
 from tests.support.users import make_user, verified_client
 
+if TYPE_CHECKING:
+    # The stubs' name for what django.test.Client's methods answer (json() included).
+    from django.test.client import _MonkeyPatchedWSGIResponse as TestResponse
+
 pytestmark = pytest.mark.django_db
 
 POLICY = "/api/retention/policy"
@@ -31,7 +36,7 @@ def audit_seq() -> int:
     return last.seq if last else 0
 
 
-def put(client: Client, body: object) -> object:
+def put(client: Client, body: object) -> TestResponse:
     return client.put(POLICY, data=body, content_type="application/json")
 
 

@@ -6,6 +6,7 @@ controlled with time_machine (no sleeps)."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from io import StringIO
 from pathlib import Path
@@ -27,7 +28,7 @@ from tests.support.actor import Actor
 
 
 @pytest.fixture
-def clock():  # type: ignore[no-untyped-def]
+def clock() -> Iterator[time_machine.Traveller]:
     with time_machine.travel(datetime.fromisoformat("2026-12-03T09:00:00+00:00"), tick=False) as c:
         yield c
 
@@ -70,7 +71,7 @@ def purged(content: Content) -> bool:
 
 @pytest.mark.django_db
 def test_a_purge_removes_ciphertext_past_the_lifespan_keeps_the_tombstones_and_the_audit_and_skips_held_cases(  # noqa: E501
-    clock: time_machine.Coordinates,
+    clock: time_machine.Traveller,
 ) -> None:
     pcp, derm = actors()
     expired = case_with_content(pcp, derm)
@@ -121,7 +122,7 @@ def test_a_purge_removes_ciphertext_past_the_lifespan_keeps_the_tombstones_and_t
 
 
 @pytest.mark.django_db
-def test_a_second_run_purges_nothing_and_records_nothing(clock: time_machine.Coordinates) -> None:
+def test_a_second_run_purges_nothing_and_records_nothing(clock: time_machine.Traveller) -> None:
     pcp, derm = actors()
     content = case_with_content(pcp, derm)
     retention_policy_set(actor=None, lifespan_days=1)
@@ -137,7 +138,7 @@ def test_a_second_run_purges_nothing_and_records_nothing(clock: time_machine.Coo
 
 @pytest.mark.django_db
 def test_a_reopened_case_is_not_purged_and_its_clock_restarts_at_the_next_closing(
-    clock: time_machine.Coordinates,
+    clock: time_machine.Traveller,
 ) -> None:
     pcp, derm = actors()
     content = case_with_content(pcp, derm)
@@ -157,7 +158,7 @@ def test_a_reopened_case_is_not_purged_and_its_clock_restarts_at_the_next_closin
 
 
 @pytest.mark.django_db
-def test_an_empty_closed_case_is_marked_purged_once(clock: time_machine.Coordinates) -> None:
+def test_an_empty_closed_case_is_marked_purged_once(clock: time_machine.Traveller) -> None:
     """So that its line says "were deleted on …" instead of waiting for a purge forever."""
     pcp = Actor("pcp").register()
     state = pcp.open_case()
@@ -176,7 +177,7 @@ def test_an_empty_closed_case_is_marked_purged_once(clock: time_machine.Coordina
 
 
 @pytest.mark.django_db
-def test_no_retention_period_purges_nothing(clock: time_machine.Coordinates) -> None:
+def test_no_retention_period_purges_nothing(clock: time_machine.Traveller) -> None:
     pcp, derm = actors()
     content = case_with_content(pcp, derm)
     close(pcp, content.case_id)
@@ -187,7 +188,7 @@ def test_no_retention_period_purges_nothing(clock: time_machine.Coordinates) -> 
 
 
 @pytest.mark.django_db
-def test_a_dry_run_lists_the_cases_and_changes_nothing(clock: time_machine.Coordinates) -> None:
+def test_a_dry_run_lists_the_cases_and_changes_nothing(clock: time_machine.Traveller) -> None:
     pcp, derm = actors()
     content = case_with_content(pcp, derm)
     retention_policy_set(actor=None, lifespan_days=30)
@@ -210,7 +211,7 @@ def test_a_dry_run_lists_the_cases_and_changes_nothing(clock: time_machine.Coord
 
 
 @pytest.mark.django_db
-def test_releasing_a_hold_lets_the_next_run_purge(clock: time_machine.Coordinates) -> None:
+def test_releasing_a_hold_lets_the_next_run_purge(clock: time_machine.Traveller) -> None:
     pcp, derm = actors()
     content = case_with_content(pcp, derm)
     retention_policy_set(actor=None, lifespan_days=30)
@@ -235,7 +236,7 @@ def _refused(*args: str) -> str:
 
 @pytest.mark.django_db
 def test_a_purge_of_a_case_on_legal_hold_is_refused_and_changes_nothing(
-    clock: time_machine.Coordinates,
+    clock: time_machine.Traveller,
 ) -> None:
     pcp, derm = actors()
     content = case_with_content(pcp, derm)
@@ -256,7 +257,7 @@ def test_a_purge_of_a_case_on_legal_hold_is_refused_and_changes_nothing(
 
 
 @pytest.mark.django_db
-def test_a_purge_of_one_case_is_refused_unless_it_is_due(clock: time_machine.Coordinates) -> None:
+def test_a_purge_of_one_case_is_refused_unless_it_is_due(clock: time_machine.Traveller) -> None:
     pcp, derm = actors()
     content = case_with_content(pcp, derm)
     case = str(content.case_id)
@@ -281,7 +282,7 @@ def test_a_purge_of_one_case_is_refused_unless_it_is_due(clock: time_machine.Coo
 
 @pytest.mark.django_db
 def test_content_sent_after_a_purge_is_purged_by_a_later_run(
-    clock: time_machine.Coordinates,
+    clock: time_machine.Traveller,
 ) -> None:
     """A purged case reopened, written to and closed again starts a new clock."""
     pcp, derm = actors()
@@ -326,7 +327,7 @@ def test_the_purged_ciphertext_is_not_in_a_database_dump() -> None:
 
 @pytest.mark.django_db
 def test_after_a_purge_history_serves_tombstones_and_the_files_are_gone(
-    clock: time_machine.Coordinates,
+    clock: time_machine.Traveller,
 ) -> None:
     pcp, derm = actors()
     content = case_with_content(pcp, derm)

@@ -14,7 +14,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import jsonschema
+import jsonschema  # type: ignore[import-untyped]  # the package ships no type stubs
 from fhir.resources.R4B.bundle import Bundle
 from PIL import Image as PilImage
 

@@ -30,7 +30,7 @@ def bundle() -> dict[str, Any]:
 def test_bundle_validates_with_fhir_resources_and_the_r4_schema(bundle: dict[str, Any]) -> None:
     parsed = validate_bundle(bundle)
     assert parsed.type == "collection"
-    assert len(parsed.entry) == len(bundle["entry"])
+    assert parsed.entry is not None and len(parsed.entry) == len(bundle["entry"])
 
 
 def test_a_broken_bundle_fails_both_checks(bundle: dict[str, Any]) -> None:
