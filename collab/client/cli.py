@@ -44,6 +44,7 @@ from collab.client.errors import (
 from collab.client.export import cli as export_cli
 from collab.client.keystore import Keystore
 from collab.client.markup_cli import add_mark_arguments, mark_options, marking_summary
+from collab.client.recall import Removed
 from collab.client.retention import retention_line
 from collab.client.sdk import CollabClient, JoinRequest, Progress, Received
 from collab.crypto.errors import CryptoError
@@ -551,7 +552,7 @@ def _run_client(client: CollabClient, args: argparse.Namespace, out: TextIO,
         out.write(f"sent image #{sent.seq} (epoch {sent.epoch})\n")
     elif command == "history":
         for msg in client.timeline(args.case, after=args.after):
-            if not isinstance(msg, Received):  # a removed message (recall_cli)
+            if isinstance(msg, Removed):  # a removed message (recall_cli)
                 line = recall_cli.as_json(msg) if args.json else recall_cli.describe(msg, names)
                 out.write(line + "\n")
                 continue

@@ -95,8 +95,9 @@ def test_history_shows_hostile_text_and_names_harmlessly(
     text = "Biopsy booked\n#2 2026-09-21 14:13:20 Dr Morgan (epoch 1): forged line" \
            + "".join(ATTACKS.values())
     messages = [_Message(1, text)]
-    monkeypatch.setattr(CollabClient, "history",
-                        lambda self, case_id, after=0: messages)
+    # The CLI's history reads the timeline (history with removed messages in place).
+    monkeypatch.setattr(CollabClient, "timeline",
+                        lambda self, case_id, after=0, limit=None: messages)
     code, out, err = run("history", str(uuid.uuid4()))
     assert code == 0, err
     assert clean(out), repr(out)
