@@ -127,7 +127,8 @@ def record(server: str) -> tuple[list[Any], dict[str, str]]:
             tape.append(("step", "Send the message that carries the image"))
             a = await RoomSocket.open(server, pcp.session_id, state.case_id, pcp.device.device_id)
             await a.next("hello")
-            assert (await a.send_envelope(with_image, ref="m2"))["type"] == "ack"
+            answer = await a.send_envelope(with_image, ref="m2")
+            assert answer["type"] == "ack", answer
             await a.close()
             tape.append(("step", "Reconnect and resume from the last seq held"))
             b = await RoomSocket.open(server, derm.session_id, state.case_id, derm.device.device_id)
