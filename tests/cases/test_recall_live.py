@@ -4,8 +4,6 @@ PostgreSQL, the SQL dump on SQLite) nor the SQLite files' bytes hold its ciphert
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from channels.db import database_sync_to_async as sync_to_async
 from django.db import connection
@@ -19,6 +17,7 @@ from tests.cases.test_consults import _next, _socket
 from tests.cases.test_recall import recall, send, signed
 from tests.e2e.test_no_plaintext import full_dump
 from tests.support.actor import Actor
+from tests.support.database_files import sqlite_files
 
 SECRET = "Lesion on the left scapula grew 4 mm since March"
 
@@ -57,11 +56,6 @@ async def test_recalled_frame_reaches_the_room_and_resume_serves_a_tombstone() -
     await derm_ws.disconnect()
 
 
-def _sqlite_files() -> bytes:
-    name = Path(connection.settings_dict["NAME"])
-    parts = [name, name.with_name(name.name + "-wal"), name.with_name(name.name + "-journal")]
-    return b"".join(p.read_bytes() for p in parts if p.exists())
-
 
 @pytest.mark.django_db(transaction=True)
 def test_recalled_ciphertext_is_gone_from_the_database_dump_and_files() -> None:
@@ -74,7 +68,7 @@ def test_recalled_ciphertext_is_gone_from_the_database_dump_and_files() -> None:
     before = full_dump()
     assert ciphertext[16:80].hex().encode() in before.lower()  # the check can see it
     if connection.vendor == "sqlite":
-        assert ciphertext[16:80] in _sqlite_files()
+        assert ciphertext[16:80] in sqlite_files()
     response = recall(pcp, state.case_id, seq, signed(pcp, state.case_id, seq))
     assert response.status_code == 200, response.content
     dump = full_dump()
@@ -82,7 +76,7 @@ def test_recalled_ciphertext_is_gone_from_the_database_dump_and_files() -> None:
     for needle in needles:
         assert needle not in dump and needle.lower() not in dump.lower()
     if connection.vendor == "sqlite":
-        assert ciphertext[16:80] not in _sqlite_files()
+        assert ciphertext[16:80] not in sqlite_files()
     # The other message is untouched, and the tombstone row is still there.
     assert bytes(Message.objects.get(seq=kept).ciphertext) != b""
     assert Message.objects.get(seq=seq).removed_reason == "recalled"

@@ -9,7 +9,6 @@ import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from io import StringIO
-from pathlib import Path
 
 import pytest
 import time_machine
@@ -25,6 +24,7 @@ from collab.retention.services import purge_expired, retention_policy_set
 from tests.e2e.test_no_plaintext import full_dump
 from tests.retention.support import Content, case_with_content, close, fresh, reopen, send
 from tests.support.actor import Actor
+from tests.support.database_files import sqlite_files
 
 
 @pytest.fixture
@@ -53,11 +53,6 @@ def snapshot(content: Content) -> dict[str, object]:
         "purged_at": case.purged_at,
     }
 
-
-def sqlite_files() -> bytes:
-    name = Path(connection.settings_dict["NAME"])
-    parts = [name, name.with_name(name.name + "-wal"), name.with_name(name.name + "-journal")]
-    return b"".join(p.read_bytes() for p in parts if p.exists())
 
 
 def audit_seq() -> int:
