@@ -285,7 +285,8 @@ MAX_ATTACHMENT_BYTES = int(os.environ.get("COLLAB_MAX_ATTACHMENT_BYTES", str(25 
 EPOCH_GRACE_SECONDS = int(os.environ.get("COLLAB_EPOCH_GRACE_SECONDS", "30"))
 # A sender may recall their message for this long after it was stored (services/recall.py).
 RECALL_WINDOW_MINUTES = int(os.environ.get("COLLAB_RECALL_WINDOW_MINUTES", "15"))
-HISTORY_PAGE_MAX = 200
+# A catch-up of 10,000 messages takes about 20 pages (the byte cap below binds first).
+HISTORY_PAGE_MAX = 1000
 # Request bodies (JSON) at most 2 MiB, refused 413 body_too_large before any view reads
 # them; blob parts have their own bound (16 chunks). Set the proxy's limit just above.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024

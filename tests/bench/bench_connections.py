@@ -342,14 +342,14 @@ def bench_catchup(args: argparse.Namespace) -> None:
     t0 = time.monotonic()
     seat, count = store_missed(args.messages)
     print(f"catchup: {count} messages stored in {time.monotonic() - t0:.1f}s")
-    server = Server()
+    server = Server(args.profile)
 
     async def run() -> tuple[float, int, int]:
         ws = await handshake(server.base, seat)
         after, got, pages = 0, 0, 0
         started = time.monotonic()
         while True:
-            await ws.send(json.dumps({"type": "resume", "after": after, "limit": 200}))
+            await ws.send(json.dumps({"type": "resume", "after": after, "limit": args.limit}))
             while True:
                 frame = json.loads(await ws.recv())
                 if frame["type"] == "messages":
@@ -373,6 +373,10 @@ def bench_catchup(args: argparse.Namespace) -> None:
     assert got == count, (got, count)
     print(f"catchup: {got} messages in {pages} pages, {seconds:.2f}s, "
           f"{got / seconds:.0f} messages/s (goal < 1 s)")
+    if args.profile:
+        import pstats
+
+        pstats.Stats(args.profile).sort_stats("tottime").print_stats(30)
 
 
 def main() -> None:
@@ -385,7 +389,8 @@ def main() -> None:
     parser.add_argument("--procs", type=int, default=2, help="client processes")
     parser.add_argument("--in-flight", type=int, default=500,
                         help="idle: handshakes in flight at once")
-    parser.add_argument("--profile", default=None, help="storm: cProfile the server")
+    parser.add_argument("--limit", type=int, default=1000, help="catchup: messages a page asked")
+    parser.add_argument("--profile", default=None, help="storm, catchup: cProfile the server")
     args = parser.parse_args()
     raise_nofile()
     data = tempfile.mkdtemp(prefix="collab-bench-")

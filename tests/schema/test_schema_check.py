@@ -185,8 +185,8 @@ def test_a_request_body_outside_the_description_is_not_blamed_when_refused(
             False,
         ),
         ("server", {"type": "resume", "after": 0}, False),  # a client frame
-        ("client", {"type": "resume", "after": 0, "limit": 200}, True),
-        ("client", {"type": "resume", "after": 0, "limit": 201}, False),
+        ("client", {"type": "resume", "after": 0, "limit": 1000}, True),
+        ("client", {"type": "resume", "after": 0, "limit": 1001}, False),
         ("client", {"type": "typing", "active": "yes"}, False),
         ("client", "{not json", False),
     ],
