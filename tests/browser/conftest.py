@@ -25,6 +25,10 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+# An own message's receipt line once the server has stored it, whichever of the ack and
+# the live frame came first: "Delivered" alone, else per recipient ("Not yet delivered
+# to …", "Read by …"). "Sending…" and "Not sent: …" do not match.
+STORED = re.compile(r"delivered|read by|acknowledged by", re.IGNORECASE)
 
 # Reported by the page as a console error: makes any CSP violation visible to the test.
 CSP_LISTENER = """

@@ -723,7 +723,7 @@ class Room {
     }
   }
 
-  /** Show an own message at once; it becomes "Delivered" on the server's ack. */
+  /** Show an own message at once ("Sending…"); on the server's ack its receipt line. */
   async deliver(body, contentType = 'text', attachments = []) {
     const blocked = this.trust.sendBlocker();
     if (blocked) {
@@ -750,7 +750,8 @@ class Room {
       } else {
         this.pending.set(cmid, li);
         li.dataset.seq = String(ack.seq);
-        li.querySelector('.receipt').textContent = 'Delivered';
+        // The line the live frame would give it: the same whichever comes first.
+        this.updateReceipt(li, ack.seq);
       }
       return ack;
     } catch (err) {
