@@ -26,6 +26,7 @@ from collab.cases.access import access_device
 from collab.cases.services.blobs import MAX_PART_BYTES
 from collab.crypto.errors import CryptoError
 from collab.errors import ServiceError
+from collab.methods import method_not_allowed
 
 DEVICE_HEADER = "HTTP_X_COLLAB_DEVICE"
 # Deeper JSON is refused: no legitimate body nests this far, and the parser (and
@@ -62,7 +63,7 @@ def api(methods: tuple[str, ...]) -> Callable[[View], View]:
         @functools.wraps(view)
         def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
             if request.method not in methods:
-                return error("method_not_allowed", f"Use {' or '.join(methods)}.", 405)
+                return method_not_allowed(methods)
             if not request.user.is_authenticated:
                 return error("unauthenticated", "Sign in first.", 401)
             response: HttpResponseBase

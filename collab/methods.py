@@ -14,17 +14,21 @@ from django.http.response import HttpResponseBase
 View = Callable[..., HttpResponseBase]
 
 
+def method_not_allowed(methods: tuple[str, ...]) -> JsonResponse:
+    """The 405 answer; ``Allow`` names the methods the route does answer (RFC 9110)."""
+    response = JsonResponse(
+        {"error": "method_not_allowed", "detail": f"Use {' or '.join(methods)}."}, status=405
+    )
+    response["Allow"] = ", ".join(methods)
+    return response
+
+
 def allow_methods(*methods: str) -> Callable[[View], View]:
     def decorate(view: View) -> View:
         @functools.wraps(view)
         def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
             if request.method not in methods:
-                response = JsonResponse(
-                    {"error": "method_not_allowed", "detail": f"Use {' or '.join(methods)}."},
-                    status=405,
-                )
-                response["Allow"] = ", ".join(methods)
-                return response
+                return method_not_allowed(methods)
             return view(request, *args, **kwargs)
 
         return wrapper

@@ -106,7 +106,7 @@ def test_api_routes_refuse_exactly_the_methods_not_described() -> None:
     leaves out, and something else for each it names."""
     client = verified_client(make_user("schema-routes", role="provider"))
     paths = loader.openapi_document()["paths"]
-    wrong = []
+    wrong: list[tuple[str, str, int | str]] = []
     for path, (route, _view) in _url_routes().items():
         if not path.startswith("/api/") or path not in paths:
             continue
@@ -119,6 +119,8 @@ def test_api_routes_refuse_exactly_the_methods_not_described() -> None:
             refused = response.status_code == 405
             if refused and json.loads(response.content).get("error") != "method_not_allowed":
                 wrong.append((method.upper(), url, 405))  # without the JSON error body
+            elif refused and set(response.get("Allow", "").split(", ")) - {"HEAD"} != described:
+                wrong.append((method.upper(), url, f"405 Allow: {response.get('Allow')}"))
             elif refused == (method.upper() in described):
                 wrong.append((method.upper(), url, response.status_code))
     assert not wrong, f"(method, url, status) that disagree with the description: {wrong}"
@@ -203,3 +205,4 @@ def test_the_description_routes_refuse_other_methods_as_json() -> None:
         response = client.post(url)
         assert response.status_code == 405
         assert response.json()["error"] == "method_not_allowed"
+        assert response["Allow"] == "GET, HEAD"
