@@ -124,7 +124,8 @@ from collab.crypto.wire import b64d, b64e
 
 LOG_PAGE = 500
 HISTORY_PAGE = 100
-RESUME_PAGE = 50
+# A catch-up page: the server allows 1,000 and caps pages by bytes (512 KiB) too.
+RESUME_PAGE = 500
 PART_CHUNKS = 16
 COMMIT_ATTEMPTS = 5
 PIN_SYNC_ATTEMPTS = 4

@@ -35,7 +35,8 @@ import { wireExport } from './export.js';
 
 const ROLE_NAMES = { [Role.OWNER]: 'Owner', [Role.ADMIN]: 'Admin', [Role.MEMBER]: 'Member', [Role.PATIENT]: 'Patient' };
 const IMAGE_TYPES = new Set(['image/jpeg', 'image/png', 'image/webp', 'image/gif']);
-const RESUME_PAGE = 100;
+// Messages a catch-up page asks for (the server allows 1,000; its byte cap binds first).
+const RESUME_PAGE = 500;
 const TRANSIENT_ERRORS = new Set(['session_ended', 'unavailable', 'too_slow']);
 const TYPING_SHOW_MS = 6000;
 const ONLINE_MS = 2 * 60 * 1000;
