@@ -77,9 +77,12 @@ class HistoryPage:
         return "[" + ",".join(self.texts) + "]"
 
 
-# The columns message_wire reads, fetched as tuples: a page of 200 builds no models.
+# The columns message_wire reads, fetched as tuples: a page builds no models.
 _WIRE_COLUMNS = ("seq", "stored_at", "header", "ciphertext", "signature", "urgent",
                  "removed_at", "removed_reason", "recall_sig", "recall_device_id")
+
+
+HISTORY_FETCH_CHUNK = 50
 
 
 def history_page(
@@ -99,8 +102,9 @@ def history_page(
     items: list[dict[str, Any]] = []
     texts: list[str] = []
     size = 0
-    # At most limit + 1 rows (bounded by HISTORY_PAGE_MAX): one fetch.
-    for row in rows:
+    # Fetched in chunks, so rows past the byte cap are never read into memory: a page of
+    # HISTORY_PAGE_MAX rows of the largest messages would be about 40 MiB.
+    for row in rows.iterator(chunk_size=HISTORY_FETCH_CHUNK):
         if len(items) == limit:
             return HistoryPage(items, True, size, tuple(texts))  # one more exists
         item = message_wire_row(*row)
