@@ -50,6 +50,7 @@ export class InboxSocket {
       this.ws = null;
       if (ev.code === 4401) {
         this.stopped = true;
+        clearTimeout(this.timer); // no refetch with a session that has ended
         sessionEnded('idle');
         return;
       }
