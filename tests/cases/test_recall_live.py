@@ -15,9 +15,8 @@ from collab.crypto.recall import Recall, verify_recall
 from collab.crypto.wire import b64d, b64e
 from tests.cases.test_consults import _next, _socket
 from tests.cases.test_recall import recall, send, signed
-from tests.e2e.test_no_plaintext import full_dump
 from tests.support.actor import Actor
-from tests.support.database_files import sqlite_files
+from tests.support.database_files import full_dump, sqlite_files
 
 SECRET = "Lesion on the left scapula grew 4 mm since March"
 
@@ -54,7 +53,6 @@ async def test_recalled_frame_reaches_the_room_and_resume_serves_a_tombstone() -
     assert item["seq"] == seq and "envelope" not in item
     assert item["removed"]["recall"]["sig"] == frame["sig"]
     await derm_ws.disconnect()
-
 
 
 @pytest.mark.django_db(transaction=True)

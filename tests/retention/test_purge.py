@@ -21,10 +21,9 @@ from collab.audit.models import AuditAction, AuditEvent
 from collab.cases import models as m
 from collab.crypto.wire import b64e
 from collab.retention.services import purge_expired, retention_policy_set
-from tests.e2e.test_no_plaintext import full_dump
 from tests.retention.support import Content, case_with_content, close, fresh, reopen, send
 from tests.support.actor import Actor
-from tests.support.database_files import sqlite_files
+from tests.support.database_files import full_dump, sqlite_files
 
 
 @pytest.fixture
@@ -52,7 +51,6 @@ def snapshot(content: Content) -> dict[str, object]:
         "files": [default_storage.exists(name) for name in content.files],
         "purged_at": case.purged_at,
     }
-
 
 
 def audit_seq() -> int:
