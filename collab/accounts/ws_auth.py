@@ -29,13 +29,16 @@ CLOSE_UNAVAILABLE = 4503
 Scope = dict[str, Any]
 
 
-def socket_verdict(user: Any, session: Any) -> int | None:
-    """None when the socket may open, else the close code."""
+def socket_verdict(
+    user: Any, session: Any, facts: policy.SecondFactorFacts | None = None
+) -> int | None:
+    """None when the socket may open (or stay open), else the close code. ``session``
+    is a session store or its decoded data; ``facts`` as policy.second_factor_satisfied."""
     if not isinstance(user, User) or not user.is_active or session is None:
         return CLOSE_UNAUTHENTICATED
     if policy.idle_expired(session) or policy.lifetime_expired(session):
         return CLOSE_UNAUTHENTICATED
-    if not policy.second_factor_satisfied(user, session):
+    if not policy.second_factor_satisfied(user, session, facts):
         return CLOSE_FORBIDDEN
     return None
 

@@ -1,5 +1,5 @@
-"""Base for every socket: frame limits, rate limit, session watchdog, session-end close,
-and the outbound bound for clients that stop reading."""
+"""Base for every socket: frame limits, rate limit, the session sweep's checks,
+session-end close, and the outbound bound for clients that stop reading."""
 
 from __future__ import annotations
 
@@ -21,10 +21,10 @@ from django.conf import settings
 from django.contrib.sessions.backends.base import SessionBase
 from django.db import DatabaseError, InterfaceError, OperationalError, connection
 
-from collab.accounts import policy
+from collab.accounts import live_sessions, policy
 from collab.accounts.models import User
-from collab.accounts.ws_auth import CLOSE_UNAUTHENTICATED, CLOSE_UNAVAILABLE, socket_verdict
-from collab.consumers import outbound
+from collab.accounts.ws_auth import CLOSE_UNAUTHENTICATED, CLOSE_UNAVAILABLE
+from collab.consumers import outbound, sweep
 from collab.realtime import (
     LAYER,
     PUBLISH_TIMEOUT_SECONDS,
@@ -89,6 +89,8 @@ class AuthenticatedConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     activity_frames: frozenset[str] = frozenset()
     # Set once the socket is being closed by the server: nothing more is written.
     closing = False
+    # When the sweep last found this socket allowed (time.monotonic()).
+    last_checked = 0.0
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         self.tasks: set[asyncio.Task[Any]] = set()
@@ -99,8 +101,9 @@ class AuthenticatedConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         try:
             await self._run(scope, receive, send)
         finally:
-            # Also when a handler crashed: no watchdog may outlive its connection.
+            # Also when a handler crashed: nothing may go on checking a closed socket.
             self.stop_tasks()
+            sweep.current().discard(self)
 
     async def _run(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         """AsyncConsumer.__call__, but a channel layer that is down when the socket opens
@@ -144,7 +147,7 @@ class AuthenticatedConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             if not await self.authorise():
                 return
             await self.accept()
-            self.watchdog = self.spawn(self.watch_session())
+            sweep.current().add(self)
             await self.on_open()
         except DatabaseError as error:
             log.warning("socket open failed, database unavailable: %r", error)
@@ -162,7 +165,7 @@ class AuthenticatedConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         """Subscribe to groups. Groups the layer cannot take now (Redis down, or not
         answering within the publish timeout) are kept in missing_groups and the socket
         opens anyway: its frames are answered over the socket, and what it misses is
-        covered by the session watchdog (it also re-checks device and roster) and, once
+        covered by the session sweep (it also re-checks device and roster) and, once
         the layer recovers, by joining them and the resync hello."""
         for group in groups:
             if group in self.joined_groups or group in self.missing_groups:
@@ -201,8 +204,9 @@ class AuthenticatedConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         """Subclass hook run after accept."""
 
     async def disconnect(self, code: int) -> None:
-        # Never await the watchdog: a stored error must not stop the clean-up below.
+        # Never await a task of ours: a stored error must not stop the clean-up below.
         self.stop_tasks()
+        sweep.current().discard(self)
         LAYER.unregister(self)
         # Missing ones too: the layer may hold this channel in its local group table.
         for group in getattr(self, "joined_groups", []) + getattr(self, "missing_groups", []):
@@ -212,38 +216,22 @@ class AuthenticatedConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             except Exception as error:  # the layer forgets us when it restarts
                 LAYER.note_failure(error)
 
-    async def watch_session(self) -> None:
-        """Every SESSION_CHECK_SECONDS: may the socket stay open (check_still_allowed)?
-        A database that cannot answer is retried; past twice the interval unchecked,
-        close 4503."""
-        interval = settings.SESSION_CHECK_SECONDS
-        last_checked = time.monotonic()
-        try:
-            while not self.closing:
-                await asyncio.sleep(interval)
-                try:
-                    refusal = await database_sync_to_async(self._still_allowed)()
-                except Exception as error:  # DatabaseError and friends
-                    unchecked = time.monotonic() - last_checked
-                    log.warning("session check failed (%.1fs unchecked): %r", unchecked, error)
-                    if unchecked >= 2 * interval:
-                        await self.end("unavailable", "The server cannot check your session "
-                                       "now; reconnect.", CLOSE_UNAVAILABLE)
-                        return
-                    continue
-                last_checked = time.monotonic()
-                if refusal is not None:
-                    await self.end(*refusal)
-                    return
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("session watchdog stopped")
-            with contextlib.suppress(Exception):
-                await self.end("unavailable", "Reconnect.", CLOSE_UNAVAILABLE)
+    def session_of(self) -> live_sessions.SessionOf:
+        """This socket's session key and user id, as the sweep checks them."""
+        return (self.session.session_key or "", self.user.pk)
+
+    @classmethod
+    def sweep_refusals(
+        cls, sockets: list[AuthenticatedConsumer]
+    ) -> dict[AuthenticatedConsumer, Refusal]:
+        """In a thread, for the sweep: refusals beyond the session's, for many sockets of
+        this kind whose sessions are still valid, in a fixed number of queries.
+        Subclasses add their own (a case room: device and roster)."""
+        return {}
 
     def _still_allowed(self) -> Refusal | None:
-        """The watchdog's check (in a thread): None while the socket may stay open."""
+        """This socket's checks now (in a thread), as the sweep makes them for all:
+        None while the socket may stay open."""
         try:
             return self.check_still_allowed()
         except DatabaseError:
@@ -254,18 +242,10 @@ class AuthenticatedConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
 
     def check_still_allowed(self) -> Refusal | None:
         """Subclasses add their own checks (a case room: device and roster)."""
-        if not self._session_still_valid():
-            return ("session_ended", "Your session has ended.", CLOSE_UNAUTHENTICATED)
+        session = self.session_of()
+        if not session[0] or session not in live_sessions.sessions_still_valid([session]):
+            return sweep.SESSION_ENDED
         return None
-
-    def _session_still_valid(self) -> bool:
-        key = self.session.session_key
-        if not key or not self.session.exists(key):
-            return False
-        fresh = self.session.__class__(session_key=key)
-        # The user row itself: a deactivated user's sockets close.
-        user = User.objects.filter(pk=self.user.pk).first()
-        return user is not None and socket_verdict(user, fresh) is None
 
     async def session_ended(self, event: dict[str, Any]) -> None:
         await self.end("session_ended", "Your session has ended.", CLOSE_UNAUTHENTICATED)
@@ -276,6 +256,7 @@ class AuthenticatedConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             return
         self.closing = True
         self.stop_tasks_except_current()
+        sweep.current().discard(self)  # nothing more to check
         with contextlib.suppress(Exception):
             await self.send(text_data=_dumps({"type": "error", "code": code, "message": message}))
         await self.close(code=close_code)

@@ -32,14 +32,14 @@ from collab.consumers.base import AuthenticatedConsumer, FrameError, Refusal, fr
 from collab.crypto.envelope import Envelope
 from collab.crypto.errors import CryptoError
 from collab.crypto.wire import b64d, b64e
-from collab.errors import ServiceError
+from collab.errors import Forbidden, ServiceError
 from collab.realtime import LAYER, case_group, device_group, publish
 
 CLOSE_NOT_MEMBER = 4403
 CLOSE_NO_CASE = 4404
 CLOSE_BAD_REQUEST = 4400
 # A live message whose epoch the database could not check is asked about again this often
-# (the watchdog closes the socket 4503 if the database stays away).
+# (the session sweep closes the socket 4503 if the database stays away).
 EPOCH_RETRY_SECONDS = 1.0
 # More live messages than this held for a database that does not answer: close 4503 (the
 # client resumes) rather than hold more.
@@ -128,11 +128,31 @@ class CaseRoomConsumer(AuthenticatedConsumer):
 
     def check_still_allowed(self) -> Refusal | None:
         # The doorbells that close a revoked or removed device's socket (device.revoked,
-        # case.log) are lost while the channel layer is down: the watchdog asks too.
+        # case.log) are lost while the channel layer is down: the session sweep asks too.
         refusal = super().check_still_allowed()
         if refusal is None and self.admitted:
             refusal = self._admission_refusal()
         return refusal
+
+    @classmethod
+    def sweep_refusals(
+        cls, sockets: list[AuthenticatedConsumer]
+    ) -> dict[AuthenticatedConsumer, Refusal]:
+        """Device and roster for every admitted room socket, in one query; only a
+        refused one is read again, to say why (_admission_refusal)."""
+        rooms = [s for s in sockets if isinstance(s, CaseRoomConsumer) and s.admitted]
+        answers = access.access_roster_devices(
+            (s.user, s.case_id, s.device_id) for s in rooms
+        )
+        found: dict[AuthenticatedConsumer, Refusal] = {}
+        for room in rooms:
+            if isinstance(answers[(room.user.pk, room.case_id, room.device_id)], Forbidden):
+                found[room] = room._admission_refusal() or room.removed_refusal()
+        return found
+
+    @staticmethod
+    def removed_refusal() -> Refusal:
+        return ("removed", "This device was removed from the case.", CLOSE_NOT_MEMBER)
 
     def _admission_refusal(self) -> Refusal | None:
         """None while the device is active and in the case's head roster."""
@@ -143,7 +163,7 @@ class CaseRoomConsumer(AuthenticatedConsumer):
                 access.access_device(self.user, self.device_id)
             except ServiceError:
                 return ("device_revoked", "This device has been revoked.", CLOSE_NOT_MEMBER)
-            return ("removed", "This device was removed from the case.", CLOSE_NOT_MEMBER)
+            return self.removed_refusal()
         return None
 
     async def still_admitted(self) -> bool:

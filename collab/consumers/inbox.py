@@ -62,7 +62,7 @@ class InboxConsumer(AuthenticatedConsumer):
             await asyncio.sleep(settings.SESSION_CHECK_SECONDS)
             try:
                 now = set(await database_sync_to_async(selectors.inbox_case_ids)(user=self.user))
-            except DatabaseError as error:  # the session watchdog closes 4503 if it lasts
+            except DatabaseError as error:  # the session sweep closes 4503 if it lasts
                 log.warning("inbox membership check failed: %r", error)
                 continue
             for case in sorted(self.cases - now):

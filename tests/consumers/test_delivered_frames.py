@@ -13,26 +13,13 @@ from channels.testing import WebsocketCommunicator
 from django.contrib.sessions.backends.db import SessionStore
 
 from collab.accounts.policy import LAST_ACTIVITY_KEY
-from collab.asgi import application
 from collab.cases.models import DeliveredMark
 from collab.cases.services.messages import message_send
 from collab.consumers import base
+from tests.support.communicators import open_room
 from tests.support.rooms import Member, build_room
-from tests.support.ws import answer_challenge, room_path
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-async def open_room(member: Member) -> WebsocketCommunicator:
-    case_id, device_id = member.state.case_id, member.device.device_id
-    headers = [(b"origin", b"http://127.0.0.1"), (b"host", b"127.0.0.1"),
-               (b"cookie", f"sessionid={member.session}".encode())]
-    communicator = WebsocketCommunicator(application, room_path(case_id, device_id),
-                                         headers=headers)
-    assert (await communicator.connect())[0]
-    await answer_challenge(communicator, case_id, device_id)
-    assert (await communicator.receive_json_from(timeout=5))["type"] == "hello"
-    return communicator
 
 
 async def until(communicator: WebsocketCommunicator, kind: str) -> dict[str, Any]:

@@ -22,28 +22,15 @@ from django.db import OperationalError
 from django.utils import timezone
 
 from collab.accounts.models import Device
-from collab.asgi import application
 from collab.cases import access, selectors
 from collab.cases.models import MemberDevice
 from collab.consumers import case_room
 from collab.crypto.wire import b64e
 from collab.realtime import LAYER, case_group
+from tests.support.communicators import open_room
 from tests.support.rooms import Member, build_room
-from tests.support.ws import answer_challenge, room_path
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-async def open_room(member: Member) -> WebsocketCommunicator:
-    case_id, device_id = member.state.case_id, member.device.device_id
-    headers = [(b"origin", b"http://127.0.0.1"), (b"host", b"127.0.0.1"),
-               (b"cookie", f"sessionid={member.session}".encode())]
-    communicator = WebsocketCommunicator(application, room_path(case_id, device_id),
-                                         headers=headers)
-    assert (await communicator.connect())[0]
-    await answer_challenge(communicator, case_id, device_id)
-    assert (await communicator.receive_json_from(timeout=5))["type"] == "hello"
-    return communicator
 
 
 def revoke_silently(member: Member) -> None:
@@ -83,21 +70,21 @@ async def test_watchdog_closes_a_socket_whose_doorbell_was_lost(settings, change
 async def test_the_watchdog_leaves_an_admitted_device_open(settings, monkeypatch) -> None:
     settings.SESSION_CHECK_SECONDS = 0.01
     checks: list[object] = []
-    real = case_room.CaseRoomConsumer._admission_refusal
+    real = case_room.CaseRoomConsumer.sweep_refusals
 
-    def counted(consumer: case_room.CaseRoomConsumer) -> object:
-        verdict = real(consumer)
-        checks.append(verdict)
-        return verdict
+    def counted(sockets: list[Any]) -> object:
+        verdicts = real(sockets)
+        checks.append((len(sockets), verdicts))
+        return verdicts
 
-    monkeypatch.setattr(case_room.CaseRoomConsumer, "_admission_refusal", counted)
+    monkeypatch.setattr(case_room.CaseRoomConsumer, "sweep_refusals", counted)
     owner, member = await sync_to_async(build_room)(2)
     communicator = await open_room(member)
     await sync_to_async(remove_silently)(owner)  # someone else's change
     async with asyncio.timeout(10):
-        while len(checks) < 3:  # three ticks of the watchdog, each one checking the roster
+        while len(checks) < 3:  # three ticks of the sweep, each one checking the roster
             await asyncio.sleep(0.01)
-    assert checks[:3] == [None, None, None]
+    assert checks[:3] == [(1, {}), (1, {}), (1, {})]  # the socket, checked, no refusal
     await communicator.send_json_to({"type": "ping"})
     assert await communicator.receive_json_from(timeout=5) == {"type": "pong"}
     await communicator.disconnect()

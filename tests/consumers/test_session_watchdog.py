@@ -15,9 +15,11 @@ from channels.testing import WebsocketCommunicator
 from django.contrib.sessions.backends.db import SessionStore
 from django.db import OperationalError
 
+from collab.accounts import live_sessions
 from collab.accounts.models import User
 from collab.accounts.policy import SIGNED_IN_KEY
 from collab.asgi import application
+from collab.consumers import sweep
 from collab.consumers.ping import PingConsumer
 from collab.realtime import user_group
 from tests.support.users import make_user, session_cookie, verified_client
@@ -26,22 +28,22 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 class FlakyDatabase:
-    """Once armed, SessionStore.exists raises OperationalError ``failures`` times
-    (-1: always)."""
+    """Once armed, the sweep's read of the sessions raises OperationalError
+    ``failures`` times (-1: always)."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.failures = 0
         self.raised = 0
-        real = SessionStore.exists
+        real = live_sessions._session_data
 
-        def exists(store: SessionStore, key: str) -> bool:
+        def session_data(keys: set[str]) -> dict[str, dict[str, Any]]:
             if self.failures != 0:
                 self.failures -= 1
                 self.raised += 1
                 raise OperationalError("could not connect to server: Connection refused")
-            return real(store, key)
+            return real(keys)
 
-        monkeypatch.setattr(SessionStore, "exists", exists)
+        monkeypatch.setattr(live_sessions, "_session_data", session_data)
 
 
 async def open_ping(user: User | None = None) -> tuple[WebsocketCommunicator, Any, User]:
@@ -66,7 +68,8 @@ async def until(predicate: Any, timeout: float = 10) -> None:
 
 
 def watchdogs() -> list[asyncio.Task[Any]]:
-    return [t for t in asyncio.all_tasks() if "watch_session" in repr(t.get_coro())]
+    """The running session sweep: one task for all sockets, none once none is open."""
+    return [t for t in asyncio.all_tasks() if t.get_name() == sweep.TASK_NAME]
 
 
 def collect_loop_errors() -> list[dict[str, Any]]:

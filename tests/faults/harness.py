@@ -35,7 +35,7 @@ from tests.support.ws import RoomSocket, remember_device
 LOG_DIR = ROOT / "test-artifacts"
 # Bounds that turn a hang into a failure (never a measure of speed).
 BOUND = 60.0
-# The session watchdog's period in the fault servers; the grace before 4503 is twice it.
+# The session sweep's period in the fault servers; the grace before 4503 is twice it.
 CHECK_SECONDS = 1.0
 T = TypeVar("T")
 

@@ -133,8 +133,8 @@ def test_one_of_two_daphne_processes_killed_mid_send(stack: Stack, tmp_path: Pat
 
 def test_postgres_restarted_under_traffic(stack: Stack, tmp_path: Path) -> None:
     # A restart shorter than one session-check period (4 s; the grace before 4503 is two):
-    # every watchdog meets at most one failed check and its socket stays open, and it
-    # must outlive that error (before the fix it died, and the socket outlived its session).
+    # every socket meets at most one failed check of the session sweep and stays open,
+    # and the sweep must outlive that error (a dead one leaves sockets past their session).
     check = 4.0
     one = stack.daphne(COLLAB_SESSION_CHECK_SECONDS=str(check))
     two = stack.daphne(COLLAB_SESSION_CHECK_SECONDS=str(check))
@@ -149,8 +149,8 @@ def test_postgres_restarted_under_traffic(stack: Stack, tmp_path: Path) -> None:
         await send_all(pcp, case_id, intended[:4], sent, room=room)
         await watcher.until_seqs(4, "delivery before the restart")
 
-        # The observer's watchdog checks about every `check` seconds from its opening:
-        # the database is down across its first check, and back well before its second.
+        # The sweep checks every `check` seconds: the database is down for 0.8 of one
+        # period, so across at most one check, and is back well before the next.
         observer = await raw_socket(two.url, nurse, case_id)
         opened = time.monotonic()
         await asyncio.sleep(0.6 * check)
@@ -161,7 +161,7 @@ def test_postgres_restarted_under_traffic(stack: Stack, tmp_path: Path) -> None:
         await send_all(pcp, case_id, intended[4:], sent, room=room)
         await watcher.until_seqs(8, "delivery after the restart")
         # A session ended behind the channel layer's back still closes the observer's
-        # socket: its watchdog survived the failed check.
+        # socket: the sweep survived the failed check.
         await db(lambda: end_session(nurse))
         code = await observer.closed_with(timeout=BOUND)
         assert code == 4401, f"the observer's socket closed with {code}, not 4401"

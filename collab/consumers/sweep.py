@@ -1,0 +1,148 @@
+"""The session sweep: one task per process (per event loop) that, every
+SESSION_CHECK_SECONDS, asks for all the process's open sockets at once whether each
+may stay open, and closes those that may not.
+
+It replaces a watchdog task and five queries per socket: 10,000 idle sockets cost one
+thread hop and a few queries per SWEEP_CHUNK sockets an interval, and no task of their
+own. What is checked is what a handshake checks (the session, the user, the second
+factor; a case room adds its device and roster), so a change whose doorbell was lost
+(channel layer down) still closes the socket within an interval. A database that cannot
+answer is retried each interval; a socket left unchecked for twice the interval closes
+4503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import weakref
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+from django.db import DatabaseError, connection
+
+from collab.accounts import live_sessions
+from collab.accounts.ws_auth import CLOSE_UNAUTHENTICATED, CLOSE_UNAVAILABLE
+
+if TYPE_CHECKING:
+    from collab.consumers.base import AuthenticatedConsumer, Refusal
+
+log = logging.getLogger("collab.realtime")
+
+SESSION_ENDED: Refusal = ("session_ended", "Your session has ended.", CLOSE_UNAUTHENTICATED)
+# Sockets checked per batch of queries: keeps every IN list well inside SQLite's limit
+# on query parameters.
+SWEEP_CHUNK = 500
+TASK_NAME = "session-sweep"
+
+
+class Sweep:
+    """The open sockets of one event loop, and the task that checks them."""
+
+    def __init__(self) -> None:
+        self.sockets: set[AuthenticatedConsumer] = set()
+        self.task: asyncio.Task[None] | None = None
+        self.interval = 0.0
+
+    def add(self, socket: AuthenticatedConsumer) -> None:
+        socket.last_checked = time.monotonic()
+        self.sockets.add(socket)
+        interval = settings.SESSION_CHECK_SECONDS
+        if self.task is None or self.task.done() or interval != self.interval:
+            if self.task is not None:  # a changed setting counts from now
+                self.task.cancel()
+            self.interval = interval
+            self.task = asyncio.get_running_loop().create_task(
+                self.run(interval), name=TASK_NAME
+            )
+
+    def discard(self, socket: AuthenticatedConsumer) -> None:
+        self.sockets.discard(socket)
+        if not self.sockets and self.task is not None:  # no task while no socket is open
+            self.task.cancel()
+            self.task = None
+
+    async def run(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.check(interval)
+            except Exception:  # a fault of ours: logged, and the next tick tries again
+                log.exception("session sweep failed")
+
+    async def check(self, interval: float) -> None:
+        batch = [socket for socket in self.sockets if not socket.closing]
+        if not batch:
+            return
+        try:
+            found = await database_sync_to_async(refusals)(batch)
+        except Exception as error:  # DatabaseError and friends
+            now = time.monotonic()
+            log.warning("session sweep of %d sockets failed: %r", len(batch), error)
+            for socket in batch:
+                if now - socket.last_checked >= 2 * interval:
+                    socket.spawn(socket.end(
+                        "unavailable", "The server cannot check your session now; "
+                        "reconnect.", CLOSE_UNAVAILABLE))
+            return
+        now = time.monotonic()
+        for socket in batch:
+            socket.last_checked = now
+            refusal = found.get(socket)
+            if refusal is not None:
+                socket.spawn(socket.end(*refusal))
+
+
+def refusals(sockets: Sequence[AuthenticatedConsumer]) -> dict[AuthenticatedConsumer, Refusal]:
+    """In a thread: the refusal of every socket that may not stay open."""
+    try:
+        found: dict[AuthenticatedConsumer, Refusal] = {}
+        for start in range(0, len(sockets), SWEEP_CHUNK):
+            found.update(_chunk_refusals(sockets[start:start + SWEEP_CHUNK]))
+        return found
+    except DatabaseError:
+        # A broken connection must not be reused by the next check.
+        with contextlib.suppress(Exception):
+            connection.close()
+        raise
+
+
+def _chunk_refusals(
+    sockets: Sequence[AuthenticatedConsumer],
+) -> dict[AuthenticatedConsumer, Refusal]:
+    valid = live_sessions.sessions_still_valid(
+        s.session_of() for s in sockets if s.session.session_key
+    )
+    found: dict[AuthenticatedConsumer, Refusal] = {}
+    by_kind: dict[type[AuthenticatedConsumer], list[AuthenticatedConsumer]] = {}
+    for socket in sockets:
+        if not socket.session.session_key or socket.session_of() not in valid:
+            found[socket] = SESSION_ENDED
+        else:
+            by_kind.setdefault(type(socket), []).append(socket)
+    for kind, group in by_kind.items():  # a case room adds device and roster
+        found.update(kind.sweep_refusals(group))
+    return found
+
+
+_SWEEPS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Sweep] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def current() -> Sweep:
+    """The running event loop's sweep."""
+    loop = asyncio.get_running_loop()
+    sweep = _SWEEPS.get(loop)
+    if sweep is None:
+        sweep = _SWEEPS[loop] = Sweep()
+    return sweep
+
+
+def sockets_open() -> Any:
+    """The sockets the running loop's sweep watches (for tests and diagnostics)."""
+    return frozenset(current().sockets)
