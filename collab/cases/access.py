@@ -24,12 +24,10 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from django.db.models import Exists, OuterRef, Subquery
-
-from collab.accounts.models import Device, DeviceSession, Role, User
+from collab.accounts.models import Device, Role, User
 from collab.accounts.policy import is_admin
+from collab.cases import admission_reads
 from collab.cases import models as m
-from collab.cases import selectors
 from collab.crypto.roster import Role as RosterRole
 from collab.errors import Forbidden, NotFound, ServiceError
 
@@ -213,30 +211,19 @@ def room_admission(
 ) -> RoomAdmission:
     """Device, case, roster and this session's device record in one query, and the
     readable epochs in a second one when the device is admitted: the handshake's reads,
-    the same whatever the room size or the number of sockets open."""
-    recorded = DeviceSession.objects.filter(
-        session_key=session_key or "", device_id=OuterRef("pk")
-    ).values("proven")[:1]
-    device = (
-        Device.objects.filter(pk=device_id, user=user)
-        .annotate(
-            case_exists=Exists(m.Case.objects.filter(pk=case_id)),
-            in_roster=Exists(
-                m.MemberDevice.objects.filter(case_id=case_id, device_id=OuterRef("pk"))
-            ),
-            session_proven=Subquery(recorded),
-        )
-        .first()
+    the same whatever the room size or the number of sockets open (plain SQL, for speed:
+    admission_reads)."""
+    found = admission_reads.device_admission(
+        user_id=user.pk, case_id=case_id, device_id=device_id, session_key=session_key or ""
     )
-    if device is None:
-        exists = m.Case.objects.filter(pk=case_id).exists()  # refusals only
-        return RoomAdmission(None, exists, False, None, ())
+    if found is None:
+        return RoomAdmission(None, admission_reads.case_exists(case_id), False, None, ())
     admission = RoomAdmission(
-        device, device.case_exists, device.in_roster,
-        None if not session_key else device.session_proven,
+        found.device, found.case_exists, found.in_roster,
+        None if not session_key else found.session_proven,
         (),
     )
     if admission.refusal() is not None:
         return admission
-    epochs = tuple(selectors.readable_epochs(case_id=case_id, device_id=device_id))
-    return RoomAdmission(device, True, True, admission.session_proven, epochs)
+    epochs = admission_reads.readable_epochs(case_id=case_id, device_id=device_id)
+    return RoomAdmission(found.device, True, True, admission.session_proven, epochs)

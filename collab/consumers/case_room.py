@@ -23,8 +23,7 @@ from django.db import DatabaseError, connection
 from collab.accounts import proofs
 from collab.accounts.ws_auth import CLOSE_UNAVAILABLE
 from collab.audit.services import RequestMeta
-from collab.cases import access, selectors
-from collab.cases.models import Case
+from collab.cases import access, admission_reads, selectors
 from collab.cases.services import consults, history, messages, receipts
 from collab.cases.services.messages import SendRequest
 from collab.consumers import send_pipeline
@@ -281,9 +280,7 @@ class CaseRoomConsumer(AuthenticatedConsumer):
         await super().disconnect(code)
 
     async def _hello(self, resync: bool = False) -> None:
-        head = await database_sync_to_async(
-            lambda: Case.objects.values("head_epoch", "last_seq").get(pk=self.case_id)
-        )()
+        head = await database_sync_to_async(admission_reads.case_head)(self.case_id)
         hello = {"type": "hello", "case": str(self.case_id), **head}
         await self.send_json({**hello, "resync": True} if resync else hello)
         if not resync:

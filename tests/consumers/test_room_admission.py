@@ -19,8 +19,8 @@ import pytest
 import websockets
 from django.utils import timezone
 
-from collab.accounts.models import Device, User
-from collab.cases import access
+from collab.accounts.models import Device, IdentityKey, User
+from collab.cases import access, admission_reads, selectors
 from collab.cases.models import Case
 from collab.cases.services.membership import log_entry_submit
 from collab.crypto.actions import RemoveUserBody
@@ -203,3 +203,52 @@ def test_without_a_proof_the_socket_refuses_with_room_admissions_verdict(
     got = asyncio.run(run())
     close = {None: None, "no_case": 4404}
     assert got == {kind: (v, close.get(v, 4403)) for kind, v in EXPECTED.items()}
+
+
+def test_the_handshakes_epochs_follow_the_readable_epochs_rule() -> None:
+    """admission_reads.readable_epochs (plain SQL, on every handshake) against the ORM
+    rule (selectors.readable_epochs), device by device: a member, a second device of the
+    member's current identity with no wrap of its own, devices of another identity key
+    or of none, an outsider's device; then again once an operator replaced the
+    member's identity key."""
+    owner, member = build_room(2, "ep")
+    (outsider,) = build_room(1, "epo")
+    case_id = owner.state.case_id
+    current = IdentityKey.objects.get(user=member.user).uik_pub
+    template = Device.objects.get(pk=member.device.device_id)
+
+    def device(uik_pub: bytes | None) -> uuid.UUID:
+        row = Device.objects.create(
+            id=uuid.uuid4(), user=member.user, dsk_pub=template.dsk_pub,
+            dxk_pub=template.dxk_pub, not_before_ms=0, cert_sig=template.cert_sig,
+            uik_pub=uik_pub,
+        )
+        return row.pk
+
+    second = device(bytes(current))
+    stale = device(os.urandom(32))  # certified by a key the user no longer has
+    unknown = device(None)
+    devices = {"owner": owner.device.device_id, "member": member.device.device_id,
+               "second": second, "stale": stale, "no key": unknown,
+               "outsider": outsider.device.device_id}
+
+    def both() -> dict[str, tuple[tuple[int, ...], tuple[int, ...]]]:
+        return {
+            name: (admission_reads.readable_epochs(case_id=case_id, device_id=d),
+                   tuple(sorted(selectors.readable_epochs(case_id=case_id, device_id=d))))
+            for name, d in devices.items()
+        }
+
+    seen = both()
+    assert all(raw == orm for raw, orm in seen.values()), seen
+    assert seen["member"][0] and seen["second"][0] == seen["member"][0]
+    assert seen["outsider"][0] == ()
+    # The rule counts the wraps of the user's current devices, whichever device asks:
+    # the asking device's own standing is admission's (an identity reset revokes the
+    # old devices), so these read what the member reads.
+    assert seen["stale"][0] == seen["no key"][0] == seen["member"][0]
+    # The operator replaces the member's identity key: none of its devices reads.
+    IdentityKey.objects.filter(user=member.user).update(uik_pub=os.urandom(32))
+    seen = both()
+    assert all(raw == orm for raw, orm in seen.values()), seen
+    assert seen["member"][0] == seen["second"][0] == () and seen["owner"][0]
