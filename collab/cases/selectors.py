@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -292,8 +293,16 @@ INBOX_MAX_CASES = 1000
 
 def inbox_case_ids(*, user: User) -> list[uuid.UUID]:
     """The cases whose activity the user's inbox socket follows: those they are in now."""
-    return list(
-        Member.objects.filter(user=user)
-        .order_by("-pk")
-        .values_list("case_id", flat=True)[:INBOX_MAX_CASES]
-    )
+    return inbox_case_ids_of([user.pk])[user.pk]
+
+
+def inbox_case_ids_of(user_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, list[uuid.UUID]]:
+    """inbox_case_ids for many users in one query (the session sweep's, for every inbox
+    socket of a process): the newest INBOX_MAX_CASES memberships of each."""
+    found: dict[uuid.UUID, list[uuid.UUID]] = {user_id: [] for user_id in user_ids}
+    rows = Member.objects.filter(user_id__in=list(found)).order_by("-pk")
+    for user_id, case_id in rows.values_list("user_id", "case_id"):
+        cases = found[user_id]
+        if len(cases) < INBOX_MAX_CASES:
+            cases.append(case_id)
+    return found

@@ -229,6 +229,18 @@ class AuthenticatedConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         Subclasses add their own (a case room: device and roster)."""
         return {}
 
+    @classmethod
+    def sweep_reads(
+        cls, sockets: list[AuthenticatedConsumer]
+    ) -> dict[AuthenticatedConsumer, Any]:
+        """In a thread, for the sweep: what sockets of this kind that stay open read
+        afresh each interval (an inbox: its user's cases), in a fixed number of queries;
+        each socket gets its own in on_swept."""
+        return {}
+
+    async def on_swept(self, read: Any) -> None:
+        """What sweep_reads read for this socket (subclasses act on it)."""
+
     def _still_allowed(self) -> Refusal | None:
         """This socket's checks now (in a thread), as the sweep makes them for all:
         None while the socket may stay open."""

@@ -7,8 +7,9 @@ arrive on the user's own inbox group (``case_added``). Notifications (escalation
 reminders, consults offered) come as on every socket (``notify``). Content-free: ids,
 a seq and a status. The session rules are the base socket's (idle and absolute
 sign-out, a user made inactive, revoked devices' sessions: close 4401); membership is
-read again every ``COLLAB_SESSION_CHECK_SECONDS`` too, so a doorbell lost while the
-channel layer was down cannot leave a removed member following a case.
+read again every ``COLLAB_SESSION_CHECK_SECONDS`` too (by the session sweep, for all
+inbox sockets at once), so a doorbell lost while the channel layer was down cannot
+leave a removed member following a case.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import uuid
 from typing import Any
 
 from channels.db import database_sync_to_async
-from django.conf import settings
 from django.db import DatabaseError
 
 from collab.cases import access, selectors
@@ -45,7 +45,6 @@ class InboxConsumer(AuthenticatedConsumer):
         await self.send_json(
             {"type": "hello", "user": str(self.user.pk), "cases": sorted(map(str, self.cases))}
         )
-        self.spawn(self.watch_membership())
 
     async def layer_recovered(self) -> None:
         """The channel layer was down and works again: doorbells may have been lost, so
@@ -56,19 +55,23 @@ class InboxConsumer(AuthenticatedConsumer):
         await self.send_json({"type": "hello", "user": str(self.user.pk),
                               "cases": sorted(map(str, self.cases)), "resync": True})
 
-    async def watch_membership(self) -> None:
-        """Every SESSION_CHECK_SECONDS: follow exactly the cases the user is in now."""
-        while not self.closing:
-            await asyncio.sleep(settings.SESSION_CHECK_SECONDS)
-            try:
-                now = set(await database_sync_to_async(selectors.inbox_case_ids)(user=self.user))
-            except DatabaseError as error:  # the session sweep closes 4503 if it lasts
-                log.warning("inbox membership check failed: %r", error)
-                continue
-            for case in sorted(self.cases - now):
-                await self.leave_case(case)
-            for case in sorted(now - self.cases):
-                await self.follow_case(case)
+    @classmethod
+    def sweep_reads(
+        cls, sockets: list[AuthenticatedConsumer]
+    ) -> dict[AuthenticatedConsumer, Any]:
+        """Every SESSION_CHECK_SECONDS, for the session sweep: the cases each inbox's user
+        is in now, for all inbox sockets in one query (given to on_swept)."""
+        inboxes = [s for s in sockets if isinstance(s, InboxConsumer)]
+        cases = selectors.inbox_case_ids_of({s.user.pk for s in inboxes})
+        return {s: set(cases[s.user.pk]) for s in inboxes}
+
+    async def on_swept(self, read: Any) -> None:
+        """Follow exactly the cases the user is in now."""
+        now: set[uuid.UUID] = read
+        for case in sorted(self.cases - now):
+            await self.leave_case(case)
+        for case in sorted(now - self.cases):
+            await self.follow_case(case)
 
     async def leave_case(self, case: uuid.UUID) -> None:
         if case not in self.cases:
@@ -126,7 +129,7 @@ class InboxConsumer(AuthenticatedConsumer):
             member = await database_sync_to_async(access.is_case_member)(
                 user=self.user, case_id=case
             )
-        except DatabaseError as error:  # the membership watch picks it up later
+        except DatabaseError as error:  # the next session sweep picks it up
             log.warning("inbox membership check failed: %r", error)
             return
         if member:

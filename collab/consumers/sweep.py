@@ -2,11 +2,13 @@
 SESSION_CHECK_SECONDS, asks for all the process's open sockets at once whether each
 may stay open, and closes those that may not.
 
-It replaces a watchdog task and five queries per socket: 10,000 idle sockets cost one
+It replaces a task and five or six queries per socket: 10,000 idle sockets cost one
 thread hop and a few queries per SWEEP_CHUNK sockets an interval, and no task of their
 own. What is checked is what a handshake checks (the session, the user, the second
 factor; a case room adds its device and roster), so a change whose doorbell was lost
-(channel layer down) still closes the socket within an interval. A database that cannot
+(channel layer down) still closes the socket within an interval. Kinds of socket may
+also read something afresh for all their sockets at once (an inbox: its user's cases,
+AuthenticatedConsumer.sweep_reads). A database that cannot
 answer is retried each interval; a socket left unchecked for twice the interval closes
 4503.
 """
@@ -79,7 +81,7 @@ class Sweep:
         if not batch:
             return
         try:
-            found = await database_sync_to_async(refusals)(batch)
+            found, reads = await database_sync_to_async(sweep_once)(batch)
         except Exception as error:  # DatabaseError and friends
             now = time.monotonic()
             log.warning("session sweep of %d sockets failed: %r", len(batch), error)
@@ -95,15 +97,25 @@ class Sweep:
             refusal = found.get(socket)
             if refusal is not None:
                 socket.spawn(socket.end(*refusal))
+            elif socket in reads:
+                socket.spawn(socket.on_swept(reads[socket]))
 
 
-def refusals(sockets: Sequence[AuthenticatedConsumer]) -> dict[AuthenticatedConsumer, Refusal]:
-    """In a thread: the refusal of every socket that may not stay open."""
+Refusals = dict["AuthenticatedConsumer", "Refusal"]
+Reads = dict["AuthenticatedConsumer", Any]
+
+
+def sweep_once(sockets: Sequence[AuthenticatedConsumer]) -> tuple[Refusals, Reads]:
+    """In a thread: the refusal of every socket that may not stay open, and what the
+    others' kinds read afresh (AuthenticatedConsumer.sweep_reads)."""
     try:
-        found: dict[AuthenticatedConsumer, Refusal] = {}
+        found: Refusals = {}
+        reads: Reads = {}
         for start in range(0, len(sockets), SWEEP_CHUNK):
-            found.update(_chunk_refusals(sockets[start:start + SWEEP_CHUNK]))
-        return found
+            chunk_found, chunk_reads = _sweep_chunk(sockets[start:start + SWEEP_CHUNK])
+            found.update(chunk_found)
+            reads.update(chunk_reads)
+        return found, reads
     except DatabaseError:
         # A broken connection must not be reused by the next check.
         with contextlib.suppress(Exception):
@@ -111,22 +123,22 @@ def refusals(sockets: Sequence[AuthenticatedConsumer]) -> dict[AuthenticatedCons
         raise
 
 
-def _chunk_refusals(
-    sockets: Sequence[AuthenticatedConsumer],
-) -> dict[AuthenticatedConsumer, Refusal]:
+def _sweep_chunk(sockets: Sequence[AuthenticatedConsumer]) -> tuple[Refusals, Reads]:
     valid = live_sessions.sessions_still_valid(
         s.session_of() for s in sockets if s.session.session_key
     )
-    found: dict[AuthenticatedConsumer, Refusal] = {}
+    found: Refusals = {}
     by_kind: dict[type[AuthenticatedConsumer], list[AuthenticatedConsumer]] = {}
     for socket in sockets:
         if not socket.session.session_key or socket.session_of() not in valid:
             found[socket] = SESSION_ENDED
         else:
             by_kind.setdefault(type(socket), []).append(socket)
+    reads: Reads = {}
     for kind, group in by_kind.items():  # a case room adds device and roster
         found.update(kind.sweep_refusals(group))
-    return found
+        reads.update(kind.sweep_reads([s for s in group if s not in found]))
+    return found, reads
 
 
 _SWEEPS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Sweep] = (

@@ -26,19 +26,10 @@ from collab.consumers import base
 from collab.crypto.actions import AddUserBody, RemoveUserBody
 from collab.crypto.roster import Role
 from collab.realtime import LAYER, group_join, inbox_group
+from tests.support.communicators import open_inbox
 from tests.support.rooms import Member, build_room
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-async def open_inbox(session: str) -> tuple[WebsocketCommunicator, dict[str, Any]]:
-    headers = [(b"origin", b"http://127.0.0.1"), (b"host", b"127.0.0.1"),
-               (b"cookie", f"sessionid={session}".encode())]
-    communicator = WebsocketCommunicator(application, "/ws/inbox/", headers=headers)
-    assert (await communicator.connect())[0]
-    hello = await communicator.receive_json_from(timeout=5)
-    assert hello["type"] == "hello", hello
-    return communicator, hello
 
 
 async def drain(communicator: WebsocketCommunicator, user: User) -> list[dict[str, Any]]:

@@ -22,28 +22,29 @@ from django.db import connection
 from django.utils import timezone
 
 from collab.accounts.models import Device
+from collab.cases.models import Member as MemberRow
 from collab.consumers import sweep
-from tests.support.communicators import open_room
+from tests.support.communicators import open_inbox, open_room
 from tests.support.rooms import Member, build_room
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-async def sweep_queries() -> tuple[int, dict[Any, Any]]:
-    """One sweep of every open socket, run by hand: (statements run, refusals)."""
+async def sweep_queries() -> tuple[int, dict[Any, Any], dict[Any, Any]]:
+    """One sweep of every open socket, run by hand: (statements run, refusals, reads)."""
     sockets = sorted(sweep.sockets_open(), key=id)
     statements: list[str] = []
 
-    def run() -> dict[Any, Any]:
+    def run() -> tuple[dict[Any, Any], dict[Any, Any]]:
         def count(execute: Callable[..., Any], sql: str, *args: Any) -> Any:
             statements.append(sql)
             return execute(sql, *args)
 
         with connection.execute_wrapper(count):
-            return sweep.refusals(sockets)
+            return sweep.sweep_once(sockets)
 
-    found = await sync_to_async(run)()
-    return len(statements), found
+    found, reads = await sync_to_async(run)()
+    return len(statements), found, reads
 
 
 async def closed_with(communicator: WebsocketCommunicator) -> tuple[list[str], int]:
@@ -67,14 +68,14 @@ async def test_one_sweep_checks_any_number_of_sockets_in_the_same_queries(settin
     small = await sync_to_async(build_room)(2, "s")
     sockets = [await open_room(member) for member in small]
     assert len(sweep.sockets_open()) == 2
-    two, found = await sweep_queries()
-    assert found == {}
+    two, found, reads = await sweep_queries()
+    assert found == reads == {}  # case rooms read nothing more
 
     large = await sync_to_async(build_room)(5, "l")
     sockets += [await open_room(member) for member in large]
     assert len(sweep.sockets_open()) == 7
-    seven, found = await sweep_queries()
-    assert found == {}
+    seven, found, reads = await sweep_queries()
+    assert found == reads == {}
     # Sessions, users, OTP devices, TOTP enrolment, rosters: one query each.
     assert two == seven == 5, (two, seven)
 
@@ -123,3 +124,33 @@ async def test_a_session_rewritten_to_name_another_user_closes_the_socket(settin
     await sync_to_async(rewrite)()
     assert await closed_with(socket) == (["session_ended"], 4401)
     await socket.disconnect()
+
+
+async def test_one_sweep_follows_every_inbox_in_the_same_queries(settings) -> None:
+    """Each inbox's cases are read afresh for all inboxes in one query: a membership
+    added or removed without a doorbell is followed at the next sweep."""
+    settings.SESSION_CHECK_SECONDS = 3600  # the sweeps here are run by hand
+    first = await sync_to_async(build_room)(2, "ia")
+    inboxes = [(await open_inbox(member.session))[0] for member in first]
+    two, found, reads = await sweep_queries()
+    case = first[0].state.case_id
+    assert found == {} and sorted(reads.values(), key=len) == [{case}, {case}]
+
+    second = await sync_to_async(build_room)(2, "ib")
+    inboxes += [(await open_inbox(member.session))[0] for member in second]
+    four, found, reads = await sweep_queries()
+    assert found == {} and len(reads) == 4
+    # Sessions, users, OTP devices, TOTP enrolment, memberships: one query each.
+    assert two == four == 5, (two, four)
+
+    # The sweep's read reaches the socket: a membership gone without a doorbell.
+    await sync_to_async(
+        lambda: MemberRow.objects.filter(case_id=case, user=first[1].user).delete()
+    )()
+    settings.SESSION_CHECK_SECONDS = 0.1
+    (third,) = await sync_to_async(build_room)(1, "ic")
+    inboxes.append((await open_inbox(third.session))[0])  # the new interval counts now
+    frame = await inboxes[1].receive_json_from(timeout=5)
+    assert frame == {"type": "case_removed", "case": str(case)}
+    for communicator in inboxes:
+        await communicator.disconnect()

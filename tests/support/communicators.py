@@ -1,6 +1,8 @@
-"""In-process case-room sockets (channels' communicator) for the consumer tests."""
+"""In-process case-room and inbox sockets (channels' communicator) for the consumer tests."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from channels.testing import WebsocketCommunicator
 
@@ -20,3 +22,14 @@ async def open_room(member: Member) -> WebsocketCommunicator:
     await answer_challenge(communicator, case_id, device_id)
     assert (await communicator.receive_json_from(timeout=5))["type"] == "hello"
     return communicator
+
+
+async def open_inbox(session: str) -> tuple[WebsocketCommunicator, dict[str, Any]]:
+    """The session's inbox socket, greeted: (socket, its hello)."""
+    headers = [(b"origin", b"http://127.0.0.1"), (b"host", b"127.0.0.1"),
+               (b"cookie", f"sessionid={session}".encode())]
+    communicator = WebsocketCommunicator(application, "/ws/inbox/", headers=headers)
+    assert (await communicator.connect())[0]
+    hello = await communicator.receive_json_from(timeout=5)
+    assert hello["type"] == "hello", hello
+    return communicator, hello
