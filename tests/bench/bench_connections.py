@@ -7,7 +7,8 @@
 
 - idle: N idle authenticated case-room sockets (the full handshake, device proof
   included); the server's RSS (VmRSS) before and after, and per socket. Goal <= 400 MiB
-  at 10,000.
+  at 10,000. Then the server's CPU while they stay idle (``--hold`` seconds, session
+  checks every ``--check-seconds``), per socket checked.
 - catchup: one device resumes N missed messages, page after page following ``more``;
   seconds and messages/s. Goal < 1 s for 10,000.
 - storm: N sockets connect at once (as after a restart); authenticated handshakes/s
@@ -311,6 +312,16 @@ def bench_idle(args: argparse.Namespace, seat_list: list[Seat]) -> None:
               f"{'measured' if args.sockets == 10000 else 'extrapolated'} "
               f"{at_goal / 1024:.0f} MiB (goal <= 400 MiB: "
               f"{'met' if at_goal <= 400 * 1024 else 'not met'})")
+        # What the open sockets cost while nobody speaks: the session checks.
+        check = float(os.environ["COLLAB_SESSION_CHECK_SECONDS"])
+        cpu0, t0 = cpu_seconds(server.proc.pid), time.monotonic()
+        time.sleep(args.hold)
+        cpu, held = cpu_seconds(server.proc.pid) - cpu0, time.monotonic() - t0
+        checks = args.sockets * held / check
+        print(f"idle: server CPU {100 * cpu / held:.1f}% of a core over {held:.0f}s with "
+              f"session checks every {check:g}s: {1e6 * cpu / checks:.0f} us per socket "
+              f"checked; {100 * cpu / held * 10000 / args.sockets * check / 30:.1f}% of a "
+              f"core at 10,000 sockets checked every 30 s")
         clients.close()
     finally:
         server.stop()
@@ -391,6 +402,10 @@ def main() -> None:
                         help="idle: handshakes in flight at once")
     parser.add_argument("--limit", type=int, default=1000, help="catchup: messages a page asked")
     parser.add_argument("--profile", default=None, help="storm, catchup: cProfile the server")
+    parser.add_argument("--check-seconds", type=float, default=2.0,
+                        help="idle: the server's COLLAB_SESSION_CHECK_SECONDS")
+    parser.add_argument("--hold", type=float, default=20.0,
+                        help="idle: seconds the server's CPU is measured while idle")
     args = parser.parse_args()
     raise_nofile()
     data = tempfile.mkdtemp(prefix="collab-bench-")
@@ -400,6 +415,7 @@ def main() -> None:
         from tests.bench.load import fresh_database
 
         os.environ["DATABASE_URL"] = fresh_database(os.environ["DATABASE_URL"])
+    os.environ["COLLAB_SESSION_CHECK_SECONDS"] = str(args.check_seconds)
     os.environ["COLLAB_WS_RATE_PER_SECOND"] = "100000"
     os.environ["COLLAB_WS_RATE_BURST"] = "100000"
     # A storm outlasts the default 10 s to answer the challenge on a busy box.
