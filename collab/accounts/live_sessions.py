@@ -6,6 +6,7 @@ five for each. The rule is the handshake's (ws_auth.socket_verdict), read afresh
 from __future__ import annotations
 
 import contextlib
+import logging
 import uuid
 from collections.abc import Iterable
 from importlib import import_module
@@ -15,6 +16,7 @@ from django.apps import apps
 from django.conf import settings
 from django.contrib.auth import SESSION_KEY
 from django.contrib.sessions.backends.base import SessionBase
+from django.db import DatabaseError
 from django.utils import timezone
 from django_otp import DEVICE_ID_SESSION_KEY
 from django_otp.models import Device
@@ -23,6 +25,8 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 from collab.accounts import policy
 from collab.accounts.models import User
 from collab.accounts.ws_auth import socket_verdict
+
+log = logging.getLogger("collab.security")
 
 # (session key, user id): a socket's session and the user it was opened as.
 SessionOf = tuple[str, uuid.UUID]
@@ -41,7 +45,14 @@ def sessions_still_valid(pairs: Iterable[SessionOf]) -> set[SessionOf]:
         user = users.get(user_id)
         if session is None or user is None or session.get(SESSION_KEY) != str(user_id):
             continue
-        if socket_verdict(user, session, facts) is None:
+        try:
+            verdict = socket_verdict(user, session, facts)
+        except DatabaseError:
+            raise
+        except Exception:  # one malformed session refuses its own sockets, no others
+            log.exception("session check failed on a malformed session")
+            continue
+        if verdict is None:
             valid.add((key, user_id))
     return valid
 

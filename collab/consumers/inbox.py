@@ -67,6 +67,8 @@ class InboxConsumer(AuthenticatedConsumer):
 
     async def on_swept(self, read: Any) -> None:
         """Follow exactly the cases the user is in now."""
+        if self.closing:
+            return
         now: set[uuid.UUID] = read
         for case in sorted(self.cases - now):
             await self.leave_case(case)

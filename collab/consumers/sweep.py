@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import time
 import weakref
@@ -49,18 +50,23 @@ class Sweep:
         self.sockets: set[AuthenticatedConsumer] = set()
         self.task: asyncio.Task[None] | None = None
         self.interval = 0.0
+        # When the current tick began (or the task started): a socket that opens is
+        # counted as checked then, so that none goes unchecked past twice the interval.
+        self.last_tick = 0.0
 
     def add(self, socket: AuthenticatedConsumer) -> None:
-        socket.last_checked = time.monotonic()
         self.sockets.add(socket)
         interval = settings.SESSION_CHECK_SECONDS
         if self.task is None or self.task.done() or interval != self.interval:
             if self.task is not None:  # a changed setting counts from now
                 self.task.cancel()
             self.interval = interval
+            self.last_tick = time.monotonic()
+            # A context of its own: the task outlives the socket that started it.
             self.task = asyncio.get_running_loop().create_task(
-                self.run(interval), name=TASK_NAME
+                self.run(interval), name=TASK_NAME, context=contextvars.Context()
             )
+        socket.last_checked = self.last_tick
 
     def discard(self, socket: AuthenticatedConsumer) -> None:
         self.sockets.discard(socket)
@@ -71,34 +77,39 @@ class Sweep:
     async def run(self, interval: float) -> None:
         while True:
             await asyncio.sleep(interval)
-            try:
-                await self.check(interval)
-            except Exception:  # a fault of ours: logged, and the next tick tries again
-                log.exception("session sweep failed")
+            self.last_tick = time.monotonic()
+            batch = [socket for socket in self.sockets if not socket.closing]
+            # One trip to the database thread per chunk, so that handshakes and sends
+            # go on between them.
+            for start in range(0, len(batch), SWEEP_CHUNK):
+                try:
+                    await self.check(batch[start:start + SWEEP_CHUNK], interval)
+                except Exception:  # a fault of ours: logged, the next tick tries again
+                    log.exception("session sweep failed")
 
-    async def check(self, interval: float) -> None:
-        batch = [socket for socket in self.sockets if not socket.closing]
-        if not batch:
-            return
+    async def check(self, batch: list[AuthenticatedConsumer], interval: float) -> None:
+        tick = self.last_tick
         try:
             found, reads = await database_sync_to_async(sweep_once)(batch)
         except Exception as error:  # DatabaseError and friends
-            now = time.monotonic()
             log.warning("session sweep of %d sockets failed: %r", len(batch), error)
-            for socket in batch:
-                if now - socket.last_checked >= 2 * interval:
+            for socket in self.still_open(batch):
+                if tick - socket.last_checked >= 2 * interval:
                     socket.spawn(socket.end(
                         "unavailable", "The server cannot check your session now; "
                         "reconnect.", CLOSE_UNAVAILABLE))
             return
-        now = time.monotonic()
-        for socket in batch:
-            socket.last_checked = now
+        for socket in self.still_open(batch):
+            socket.last_checked = tick
             refusal = found.get(socket)
             if refusal is not None:
                 socket.spawn(socket.end(*refusal))
             elif socket in reads:
                 socket.spawn(socket.on_swept(reads[socket]))
+
+    def still_open(self, batch: list[AuthenticatedConsumer]) -> list[AuthenticatedConsumer]:
+        """Those of the batch that did not close while it was being checked."""
+        return [s for s in batch if not s.closing and s in self.sockets]
 
 
 Refusals = dict["AuthenticatedConsumer", "Refusal"]
@@ -106,16 +117,10 @@ Reads = dict["AuthenticatedConsumer", Any]
 
 
 def sweep_once(sockets: Sequence[AuthenticatedConsumer]) -> tuple[Refusals, Reads]:
-    """In a thread: the refusal of every socket that may not stay open, and what the
-    others' kinds read afresh (AuthenticatedConsumer.sweep_reads)."""
+    """In a thread, for at most SWEEP_CHUNK sockets: the refusal of every socket that
+    may not stay open, and what the others' kinds read afresh (sweep_reads)."""
     try:
-        found: Refusals = {}
-        reads: Reads = {}
-        for start in range(0, len(sockets), SWEEP_CHUNK):
-            chunk_found, chunk_reads = _sweep_chunk(sockets[start:start + SWEEP_CHUNK])
-            found.update(chunk_found)
-            reads.update(chunk_reads)
-        return found, reads
+        return _sweep_chunk(sockets)
     except DatabaseError:
         # A broken connection must not be reused by the next check.
         with contextlib.suppress(Exception):

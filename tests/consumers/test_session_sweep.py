@@ -20,6 +20,7 @@ from django.contrib.auth import SESSION_KEY
 from django.contrib.sessions.backends.db import SessionStore
 from django.db import connection
 from django.utils import timezone
+from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from collab.accounts.models import Device
 from collab.cases.models import Member as MemberRow
@@ -153,4 +154,18 @@ async def test_one_sweep_follows_every_inbox_in_the_same_queries(settings) -> No
     frame = await inboxes[1].receive_json_from(timeout=5)
     assert frame == {"type": "case_removed", "case": str(case)}
     for communicator in inboxes:
+        await communicator.disconnect()
+
+
+async def test_a_second_factor_gone_while_open_closes_the_socket(settings) -> None:
+    """The TOTP device the session verified with is deleted (an admin resetting the
+    user's second factor): the socket closes at the next sweep, the others stay."""
+    settings.SESSION_CHECK_SECONDS = 0.1
+    first, second = await sync_to_async(build_room)(2)
+    sockets = [await open_room(first), await open_room(second)]
+    await sync_to_async(TOTPDevice.objects.filter(user=first.user).delete)()
+    assert await closed_with(sockets[0]) == (["session_ended"], 4401)
+    await asyncio.sleep(0.25)  # more sweeps
+    await still_open(sockets[1])
+    for communicator in sockets:
         await communicator.disconnect()
