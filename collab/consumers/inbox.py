@@ -66,14 +66,29 @@ class InboxConsumer(AuthenticatedConsumer):
         return {s: set(cases[s.user.pk]) for s in inboxes}
 
     async def on_swept(self, read: Any) -> None:
-        """Follow exactly the cases the user is in now."""
+        """Follow exactly the cases the user is in now. A doorbell may have moved the
+        socket on while the sweep read (an added or removed member), so each difference
+        is read again before it is acted on: a stale read never drops a case the user
+        is in, nor follows one they left."""
         if self.closing:
             return
         now: set[uuid.UUID] = read
-        for case in sorted(self.cases - now):
-            await self.leave_case(case)
-        for case in sorted(now - self.cases):
-            await self.follow_case(case)
+        changed = sorted(self.cases ^ now)
+        if not changed:
+            return
+        try:
+            member = await database_sync_to_async(self._membership_of)(changed)
+        except DatabaseError as error:  # the next sweep tries again
+            log.warning("inbox membership check failed: %r", error)
+            return
+        for case in changed:
+            if member[case]:
+                await self.follow_case(case)
+            else:
+                await self.leave_case(case)
+
+    def _membership_of(self, cases: list[uuid.UUID]) -> dict[uuid.UUID, bool]:
+        return {case: access.is_case_member(user=self.user, case_id=case) for case in cases}
 
     async def leave_case(self, case: uuid.UUID) -> None:
         if case not in self.cases:
