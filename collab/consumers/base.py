@@ -19,11 +19,11 @@ from channels.layers import get_channel_layer
 from channels.utils import await_many_dispatch
 from django.conf import settings
 from django.contrib.sessions.backends.base import SessionBase
-from django.db import DatabaseError, InterfaceError, OperationalError, connection
+from django.db import DatabaseError, InterfaceError, OperationalError
 
 from collab.accounts import live_sessions, policy
 from collab.accounts.models import User
-from collab.accounts.ws_auth import CLOSE_UNAUTHENTICATED, CLOSE_UNAVAILABLE
+from collab.accounts.ws_auth import CLOSE_UNAVAILABLE
 from collab.consumers import outbound, sweep
 from collab.realtime import (
     LAYER,
@@ -244,13 +244,8 @@ class AuthenticatedConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     def _still_allowed(self) -> Refusal | None:
         """This socket's checks now (in a thread), as the sweep makes them for all:
         None while the socket may stay open."""
-        try:
+        with sweep.dropping_broken_connection():
             return self.check_still_allowed()
-        except DatabaseError:
-            # A broken connection must not be reused by the next check.
-            with contextlib.suppress(Exception):
-                connection.close()
-            raise
 
     def check_still_allowed(self) -> Refusal | None:
         """Subclasses add their own checks (a case room: device and roster)."""
@@ -260,7 +255,7 @@ class AuthenticatedConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         return None
 
     async def session_ended(self, event: dict[str, Any]) -> None:
-        await self.end("session_ended", "Your session has ended.", CLOSE_UNAUTHENTICATED)
+        await self.end(*sweep.SESSION_ENDED)
 
     async def end(self, code: str, message: str, close_code: int) -> None:
         """The last error frame and the close; later frames are dropped."""

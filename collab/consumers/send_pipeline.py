@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -23,6 +22,7 @@ from django.conf import settings
 from collab.cases.services import messages
 from collab.cases.services.messages import Ack, SendRequest
 from collab.errors import ServiceError
+from collab.loop_local import LoopLocal
 
 log = logging.getLogger("collab.realtime")
 
@@ -112,18 +112,12 @@ class SendPipeline:
                 waiting.future.set_result(outcome)
 
 
-_pipelines: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, SendPipeline] = (
-    weakref.WeakKeyDictionary()
-)
+_pipelines: LoopLocal[SendPipeline] = LoopLocal(SendPipeline)
 
 
 def pipeline() -> SendPipeline:
     """This event loop's pipeline (one per process under daphne)."""
-    loop = asyncio.get_running_loop()
-    found = _pipelines.get(loop)
-    if found is None:
-        found = _pipelines[loop] = SendPipeline()
-    return found
+    return _pipelines.get()
 
 
 async def submit(request: SendRequest) -> Ack:

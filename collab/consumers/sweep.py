@@ -20,8 +20,7 @@ import contextlib
 import contextvars
 import logging
 import time
-import weakref
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from channels.db import database_sync_to_async
@@ -30,6 +29,7 @@ from django.db import DatabaseError, connection
 
 from collab.accounts import live_sessions
 from collab.accounts.ws_auth import CLOSE_UNAUTHENTICATED, CLOSE_UNAVAILABLE
+from collab.loop_local import LoopLocal
 
 if TYPE_CHECKING:
     from collab.consumers.base import AuthenticatedConsumer, Refusal
@@ -119,10 +119,17 @@ Reads = dict["AuthenticatedConsumer", Any]
 def sweep_once(sockets: Sequence[AuthenticatedConsumer]) -> tuple[Refusals, Reads]:
     """In a thread, for at most SWEEP_CHUNK sockets: the refusal of every socket that
     may not stay open, and what the others' kinds read afresh (sweep_reads)."""
-    try:
+    with dropping_broken_connection():
         return _sweep_chunk(sockets)
+
+
+@contextlib.contextmanager
+def dropping_broken_connection() -> Iterator[None]:
+    """A check that fails on a database error closes this thread's connection, so the
+    next check does not reuse a broken one."""
+    try:
+        yield
     except DatabaseError:
-        # A broken connection must not be reused by the next check.
         with contextlib.suppress(Exception):
             connection.close()
         raise
@@ -146,18 +153,12 @@ def _sweep_chunk(sockets: Sequence[AuthenticatedConsumer]) -> tuple[Refusals, Re
     return found, reads
 
 
-_SWEEPS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Sweep] = (
-    weakref.WeakKeyDictionary()
-)
+_SWEEPS: LoopLocal[Sweep] = LoopLocal(Sweep)
 
 
 def current() -> Sweep:
     """The running event loop's sweep."""
-    loop = asyncio.get_running_loop()
-    sweep = _SWEEPS.get(loop)
-    if sweep is None:
-        sweep = _SWEEPS[loop] = Sweep()
-    return sweep
+    return _SWEEPS.get()
 
 
 def sockets_open() -> Any:
