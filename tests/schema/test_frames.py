@@ -14,7 +14,7 @@ import pytest
 from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
 
 from collab.accounts import ws_auth
-from collab.consumers import base, case_room, inbox, ping
+from collab.consumers import base, case_room, inbox, ping, sweep
 from collab.consumers.base import AuthenticatedConsumer
 from collab.consumers.case_room import CaseRoomConsumer
 from collab.consumers.inbox import InboxConsumer
@@ -232,12 +232,12 @@ def test_a_live_exchange_matches_the_description(server: str) -> None:
 # parser, listed in ErrorCode's description): each must be in the description.
 OWN_CODE = re.compile(
     r"""(?:FrameError|\.end|_refuse|send_error)\(\s*["']([a-z_]+)["']"""
-    r"""|return \(["']([a-z_]+)["'],|["']code["']:\s*["']([a-z_]+)["']"""
+    r"""|(?:return|Refusal =) \(["']([a-z_]+)["'],|["']code["']:\s*["']([a-z_]+)["']"""
 )
 
 
 def test_every_error_code_the_sockets_name_is_described() -> None:
-    sources = [inspect.getsource(m) for m in (base, case_room, ping, inbox)]
+    sources = [inspect.getsource(m) for m in (base, case_room, ping, inbox, sweep)]
     sources.append((ROOT / "collab" / "routing.py").read_text())
     named = {code for text in sources for match in OWN_CODE.findall(text)
              for code in match if code}

@@ -569,7 +569,10 @@ class Room {
   refreshUrgentSoon() {
     clearTimeout(this.urgentTimer);
     this.urgentTimer = setTimeout(() => {
-      if (!this.closed) this.loadUrgent().catch(() => {});
+      // A verified roster without me: removed, and the server would answer 403.
+      const roster = this.session?.roster;
+      if (this.closed || (roster && !roster.user(this.me))) return;
+      this.loadUrgent().catch(() => {});
     }, 500);
   }
 
