@@ -290,6 +290,41 @@ def test_two_clinicians_open_a_case_and_exchange_text_and_a_clean_image(
     problems.assert_none()
 
 
+def test_the_open_case_form_is_not_sent_before_its_script_is_ready(
+    server: str, new_page: Callable[[str], Any], problems: PageProblems
+) -> None:
+    """A click or Enter before the page has its device must not send the form natively:
+    that GET would put the clinical question in the URL and the server's logs."""
+    user = named("early_click", "Dr Ivy Lane", "General practice")
+    page = new_page("early")
+    sign_in(page, user)
+    set_up_first_device(page)
+    held: list[Any] = []
+    def hold(route: Any) -> None:
+        held.append(route)
+
+    page.route("**/api/devices", hold)  # the page waits for its device list
+    page.reload()
+    while not held:
+        page.wait_for_timeout(50)
+    button = page.locator("#open-case-btn")
+    assert button.is_disabled()
+    page.get_by_label("Requested specialty").fill("Cardiology")
+    page.get_by_label("Clinical question").fill("Chest pain on exertion")
+    page.get_by_label("Requested specialty").press("Enter")
+    page.evaluate("document.getElementById('open-case-form').requestSubmit()")
+    page.wait_for_timeout(500)
+    assert "?" not in page.url and "Chest" not in page.url, page.url
+    assert not m.Case.objects.filter(opened_by=user).exists()
+
+    held[0].continue_()
+    page.unroute("**/api/devices", hold)
+    button.click()  # waits until the script enables it
+    page.wait_for_url(re.compile(r"/cases/[0-9a-f-]{36}/$"))
+    page.locator("li.message.own .text", has_text="Chest pain").wait_for()
+    problems.assert_none()
+
+
 def test_browser_and_python_client_talk_both_ways(
     server: str, new_page: Callable[[str], Any], problems: PageProblems
 ) -> None:

@@ -101,6 +101,7 @@ function wireOpenForm(ctx) {
       say(status, errorText(err), 'error');
     }
   });
+  $('#open-case-btn').disabled = false; // disabled in the page until this handler is on
 }
 
 async function listQueue() {

@@ -16,6 +16,13 @@ import { wireSignOut } from './forget.js';
 
 const data = document.body.dataset;
 
+// The app's forms are sent by their page's script. Until it is wired (after the device
+// loads), a click or Enter must not send one natively: a GET would put a clinical
+// question in the URL, the history and the server's logs.
+document.addEventListener('submit', (ev) => {
+  if (ev.target instanceof HTMLFormElement && ev.target.method === 'get') ev.preventDefault();
+}, true);
+
 function fatal(err) {
   const main = document.getElementById('main');
   const box = h('p', { class: 'error', role: 'alert', id: 'app-error' }, errorText(err));
